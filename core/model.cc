@@ -1,0 +1,246 @@
+#include "core/model.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "core/torch_status.h"
+
+namespace grpo {
+namespace {
+
+struct Layer {
+  at::Tensor attn_norm;  // [d]
+  at::Tensor wqkv;       // [(H + 2K) * hd, d]
+  at::Tensor wo;         // [d, H * hd]
+  at::Tensor mlp_norm;   // [d]
+  at::Tensor w_gate_up;  // [2F, d]
+  at::Tensor w_down;     // [d, F]
+};
+
+at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  return x * at::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps) * weight;
+}
+
+// x: [N, heads, T, hd]; cos/sin: [T, hd] with each frequency repeated in both halves.
+at::Tensor Rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * cos + rotated * sin;
+}
+
+// [N, K, S, hd] -> [N, K * repeat, S, hd], each kv head shared by `repeat` query heads.
+at::Tensor RepeatKv(const at::Tensor& x, int64_t repeat) {
+  if (repeat == 1) return x;
+  const auto n = x.size(0), k = x.size(1), s = x.size(2), hd = x.size(3);
+  return x.unsqueeze(2).expand({n, k, repeat, s, hd}).reshape({n, k * repeat, s, hd});
+}
+
+}  // namespace
+
+KvCache::KvCache(const ModelConfig& c, int64_t batch, int64_t capacity)
+    : capacity_(capacity) {
+  for (int i = 0; i < c.n_layers; ++i) {
+    keys_.push_back(at::empty({batch, c.n_kv_heads, capacity, c.head_dim()}));
+    values_.push_back(at::empty({batch, c.n_kv_heads, capacity, c.head_dim()}));
+  }
+  is_pad_ = at::zeros({batch, capacity}, at::kBool);
+}
+
+struct Transformer::Impl {
+  ModelConfig config;
+  at::Tensor embedding;   // [V, d]
+  at::Tensor final_norm;  // [d]
+  at::Tensor lm_head;     // [V, d]; undefined when tied to the embedding
+  std::vector<Layer> layers;
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  at::Tensor cos, sin;  // [max_seq_len, hd]
+};
+
+Transformer::Transformer(const ModelConfig& c, uint64_t seed) : impl_(new Impl) {
+  impl_->config = c;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const int64_t d = c.d_model, hd = c.head_dim(), f = c.ffn_hidden;
+  const double residual_std = 0.02 / std::sqrt(2.0 * c.n_layers);
+  auto normal = [&](std::vector<int64_t> shape, double std) {
+    return at::normal(0.0, std, shape, gen).requires_grad_(true);
+  };
+  auto ones = [](int64_t n) { return at::ones({n}).requires_grad_(true); };
+  auto& named = impl_->named;
+
+  impl_->embedding = normal({c.vocab_size, d}, 0.02);
+  named.emplace_back("embedding", impl_->embedding);
+  for (int i = 0; i < c.n_layers; ++i) {
+    Layer l;
+    l.attn_norm = ones(d);
+    l.wqkv = normal({(c.n_heads + 2 * c.n_kv_heads) * hd, d}, 0.02);
+    l.wo = normal({d, c.n_heads * hd}, residual_std);
+    l.mlp_norm = ones(d);
+    l.w_gate_up = normal({2 * f, d}, 0.02);
+    l.w_down = normal({d, f}, residual_std);
+    const std::string p = absl::StrCat("layers.", i, ".");
+    named.emplace_back(p + "attn_norm", l.attn_norm);
+    named.emplace_back(p + "wqkv", l.wqkv);
+    named.emplace_back(p + "wo", l.wo);
+    named.emplace_back(p + "mlp_norm", l.mlp_norm);
+    named.emplace_back(p + "w_gate_up", l.w_gate_up);
+    named.emplace_back(p + "w_down", l.w_down);
+    impl_->layers.push_back(std::move(l));
+  }
+  impl_->final_norm = ones(d);
+  named.emplace_back("final_norm", impl_->final_norm);
+  if (!c.tie_embeddings) {
+    impl_->lm_head = normal({c.vocab_size, d}, 0.02);
+    named.emplace_back("lm_head", impl_->lm_head);
+  }
+
+  // Rotary tables in float64 then cast, so long positions keep their precision.
+  at::Tensor inv_freq =
+      1.0 / at::pow(c.rope_theta,
+                    at::arange(0, hd, 2, at::kDouble) / static_cast<double>(hd));
+  at::Tensor angles =
+      at::outer(at::arange(c.max_seq_len, at::kDouble), inv_freq);  // [S, hd/2]
+  angles = at::cat({angles, angles}, -1);
+  impl_->cos = angles.cos().to(at::kFloat);
+  impl_->sin = angles.sin().to(at::kFloat);
+}
+
+Transformer::~Transformer() = default;
+
+const ModelConfig& Transformer::config() const { return impl_->config; }
+
+at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
+                                KvCache* cache) const {
+  const ModelConfig& c = impl_->config;
+  const int64_t n = ids.size(0), t = ids.size(1);
+  const int64_t h = c.n_heads, k = c.n_kv_heads, hd = c.head_dim(), f = c.ffn_hidden;
+  const int64_t start = cache ? cache->length_ : 0;
+  const int64_t s = start + t;  // keys visible to the last query
+  TORCH_CHECK(s <= c.max_seq_len, "sequence of ", s, " tokens exceeds max_seq_len ",
+              c.max_seq_len);
+  TORCH_CHECK(!cache || s <= cache->capacity_, "KV cache capacity ", cache->capacity_,
+              " exceeded");
+
+  at::Tensor cos = impl_->cos.narrow(0, start, t);
+  at::Tensor sin = impl_->sin.narrow(0, start, t);
+
+  // Additive attention bias [N or 1, 1, T, S]: -1e9 on future and padded keys. Finite so a
+  // padded query row (all keys masked) stays finite; its output never reaches a loss.
+  at::Tensor key_is_pad;
+  if (cache) {
+    if (is_pad.defined()) cache->is_pad_.narrow(1, start, t).copy_(is_pad);
+    key_is_pad = cache->is_pad_.narrow(1, 0, s);
+  } else {
+    key_is_pad = is_pad;
+  }
+  at::Tensor bias;
+  if (t > 1 || (key_is_pad.defined() && key_is_pad.any().item<bool>())) {
+    at::Tensor masked = at::zeros({1, 1, t, s}, at::kBool);
+    if (t > 1) {
+      masked = at::ones({t, s}, at::kBool).triu(start + 1).view({1, 1, t, s});
+    }
+    if (key_is_pad.defined()) masked = masked | key_is_pad.view({n, 1, 1, s});
+    bias = at::zeros(masked.sizes()).masked_fill_(masked, -1e9);
+  }
+
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  at::Tensor x = at::embedding(impl_->embedding, ids);  // [N, T, d]
+  for (size_t i = 0; i < impl_->layers.size(); ++i) {
+    const Layer& l = impl_->layers[i];
+    at::Tensor qkv = at::linear(RmsNorm(x, l.attn_norm, c.norm_eps), l.wqkv);
+    at::Tensor q = qkv.narrow(-1, 0, h * hd).view({n, t, h, hd}).transpose(1, 2);
+    at::Tensor key = qkv.narrow(-1, h * hd, k * hd).view({n, t, k, hd}).transpose(1, 2);
+    at::Tensor value =
+        qkv.narrow(-1, (h + k) * hd, k * hd).view({n, t, k, hd}).transpose(1, 2);
+    q = Rope(q, cos, sin) * scale;
+    key = Rope(key, cos, sin);
+    if (cache) {
+      cache->keys_[i].narrow(2, start, t).copy_(key);
+      cache->values_[i].narrow(2, start, t).copy_(value);
+      key = cache->keys_[i].narrow(2, 0, s);
+      value = cache->values_[i].narrow(2, 0, s);
+    }
+    key = RepeatKv(key, h / k);
+    value = RepeatKv(value, h / k);
+    at::Tensor scores = at::matmul(q, key.transpose(-2, -1));  // [N, H, T, S]
+    if (bias.defined()) scores = scores + bias;
+    at::Tensor attended = at::matmul(at::softmax(scores, -1), value);  // [N, H, T, hd]
+    x = x + at::linear(attended.transpose(1, 2).reshape({n, t, h * hd}), l.wo);
+
+    at::Tensor gate_up = at::linear(RmsNorm(x, l.mlp_norm, c.norm_eps), l.w_gate_up);
+    x = x + at::linear(at::silu(gate_up.narrow(-1, 0, f)) * gate_up.narrow(-1, f, f),
+                       l.w_down);
+  }
+  if (cache) cache->length_ = s;
+  return x;
+}
+
+at::Tensor Transformer::Logits(const at::Tensor& hidden) const {
+  const at::Tensor& head =
+      impl_->lm_head.defined() ? impl_->lm_head : impl_->embedding;
+  return at::linear(RmsNorm(hidden, impl_->final_norm, impl_->config.norm_eps), head);
+}
+
+const std::vector<std::pair<std::string, at::Tensor>>& Transformer::named_parameters()
+    const {
+  return impl_->named;
+}
+
+std::vector<at::Tensor> Transformer::parameters() const {
+  std::vector<at::Tensor> out;
+  for (const auto& [name, tensor] : impl_->named) out.push_back(tensor);
+  return out;
+}
+
+absl::Status Transformer::CopyFrom(const Transformer& other) {
+  const auto& src = other.named_parameters();
+  auto& dst = impl_->named;
+  if (src.size() != dst.size()) {
+    return absl::InvalidArgumentError("CopyFrom: models have different layouts");
+  }
+  for (size_t i = 0; i < dst.size(); ++i) {
+    if (src[i].first != dst[i].first || !src[i].second.sizes().equals(dst[i].second.sizes())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("CopyFrom: parameter ", dst[i].first, " differs"));
+    }
+  }
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < dst.size(); ++i) dst[i].second.copy_(src[i].second);
+  return absl::OkStatus();
+}
+
+absl::Status Transformer::Save(const std::string& path) const {
+  return CatchTorch("saving model to " + path, [&] {
+    torch::serialize::OutputArchive archive;
+    for (const auto& [name, tensor] : impl_->named) archive.write(name, tensor.detach());
+    archive.save_to(path);
+  });
+}
+
+absl::Status Transformer::Load(const std::string& path) {
+  // Read everything into fresh tensors first, so a bad file changes nothing.
+  std::vector<at::Tensor> loaded(impl_->named.size());
+  absl::Status read = CatchTorch("loading model from " + path, [&] {
+    torch::serialize::InputArchive archive;
+    archive.load_from(path);
+    for (size_t i = 0; i < impl_->named.size(); ++i) {
+      archive.read(impl_->named[i].first, loaded[i]);
+    }
+  });
+  if (!read.ok()) return read;
+  for (size_t i = 0; i < loaded.size(); ++i) {
+    const auto& [name, tensor] = impl_->named[i];
+    if (!loaded[i].sizes().equals(tensor.sizes()) ||
+        loaded[i].scalar_type() != tensor.scalar_type()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": parameter ", name, " has shape ", c10::str(loaded[i].sizes()),
+          ", the model expects ", c10::str(tensor.sizes())));
+    }
+  }
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < loaded.size(); ++i) impl_->named[i].second.copy_(loaded[i]);
+  return absl::OkStatus();
+}
+
+}  // namespace grpo

@@ -1,0 +1,83 @@
+// Transformer: the Llama-style decoder policy (DESIGN.md §4): token embedding, RMSNorm,
+// rotary position embeddings (rotate-half convention, as Llama/Qwen2 checkpoints), grouped-
+// query attention with fused q/k/v, SwiGLU MLP with fused gate/up, optional tied embeddings.
+//
+// Parameters are plain tensors owned by the Transformer; autograd records through Forward
+// unless the caller holds a NoGradGuard/InferenceMode. Not thread-safe: one owner at a time.
+//
+// Padding convention: prompts are left-padded and completions right-padded inside one
+// [N, T] batch; positions are slot indices. Rotary attention only sees relative distances,
+// so masking padded keys gives each row the same result as running it unpadded.
+#ifndef GRPO_CORE_MODEL_H_
+#define GRPO_CORE_MODEL_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/model_config.h"
+
+namespace grpo {
+
+class Transformer;
+
+// Preallocated key/value cache for batched decoding: [N, n_kv_heads, capacity, head_dim]
+// per layer, plus which slots hold padding. Forward appends to it.
+class KvCache {
+ public:
+  KvCache(const ModelConfig& config, int64_t batch, int64_t capacity);
+  int64_t length() const { return length_; }
+  int64_t capacity() const { return capacity_; }
+
+ private:
+  friend class Transformer;
+  std::vector<at::Tensor> keys_, values_;
+  at::Tensor is_pad_;  // bool [N, capacity]
+  int64_t length_ = 0;
+  int64_t capacity_ = 0;
+};
+
+class Transformer {
+ public:
+  // Parameters initialised from `seed` (normal, std 0.02; residual outputs scaled down).
+  Transformer(const ModelConfig& config, uint64_t seed);
+  ~Transformer();
+  Transformer(const Transformer&) = delete;
+  Transformer& operator=(const Transformer&) = delete;
+
+  const ModelConfig& config() const;
+
+  // ids: int64 [N, T]; is_pad: bool [N, T] or undefined (no padding). With a cache the
+  // tokens go at slots cache->length() .. +T and the cache grows by T. Returns the final
+  // hidden states [N, T, d_model] (before the final norm); see Logits.
+  at::Tensor Forward(const at::Tensor& ids, const at::Tensor& is_pad,
+                     KvCache* cache = nullptr) const;
+  // Final RMSNorm and LM head: [..., d_model] -> [..., vocab_size].
+  at::Tensor Logits(const at::Tensor& hidden) const;
+
+  // Every trainable tensor, in a fixed order, with stable names.
+  const std::vector<std::pair<std::string, at::Tensor>>& named_parameters() const;
+  std::vector<at::Tensor> parameters() const;
+
+  // Copies another model's parameters (same config) without recording autograd.
+  absl::Status CopyFrom(const Transformer& other);
+
+  // A single-file archive of all parameters, by name. Load checks names and shapes and
+  // leaves the model unchanged on any error.
+  absl::Status Save(const std::string& path) const;
+  absl::Status Load(const std::string& path);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace grpo
+
+#endif  // GRPO_CORE_MODEL_H_

@@ -1,0 +1,151 @@
+// Reward functions: score one completion of one prompt. This interface is what the
+// (future) gRPC reward server serves unchanged, so it stays plain data in, plain data out.
+//
+// Contract:
+//   - Score is const and thread-safe; functions hold no mutable state.
+//   - Malformed model text never errors, it scores 0. Errors are reserved for problems
+//     outside the model's control (e.g. a prompt that is not an arithmetic expression given
+//     to ArithmeticStepReward: a misconfigured job, INVALID_ARGUMENT).
+//   - Step rewards locate each step by StepReward::end_offset, the index within the
+//     completion of the step's last character (the '\n' that ends its line, or the last
+//     character of a final line without one). With CharTokenizer (core/tokenizer.h) one
+//     character is one token, so end_offset is also the completion-token index that the
+//     learner's process advantages use (DESIGN.md §3).
+//   - Rewards are finite. CompositeReward rejects NaN/inf from any function with INTERNAL,
+//     so they are never trained on (DESIGN.md §7).
+//
+// Built-in functions (MakeRewardFunction names):
+//   "exact_answer"      1 if ExtractFinalAnswer(completion) equals the reference
+//                       numerically (core/dataset.h), else 0.
+//   "format"            1 for step lines "<int><op><int>=<int>\n" (one or more) then a
+//                       final "#### <int>" with only whitespace after it; 0.5 if the text
+//                       ends in a "#### <number>" answer but is not otherwise in that form;
+//                       else 0.
+//   "arithmetic_steps"  step rewards for the arithmetic task (core/arithmetic_task.h), see
+//                       ArithmeticStepReward.
+#ifndef GRPO_CORE_REWARDS_H_
+#define GRPO_CORE_REWARDS_H_
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace grpo {
+
+// Views into caller-owned text; valid only during the Score call.
+struct RewardInput {
+  std::string_view prompt;
+  std::string_view completion;
+  std::string_view reference_answer;
+};
+
+struct StepReward {
+  double reward;
+  int end_offset;  // index of the step's last character in the completion (see above)
+};
+
+struct RewardOutput {
+  double reward = 0;
+  std::vector<StepReward> steps;  // empty unless gives_step_rewards(); by end_offset
+};
+
+class RewardFunction {
+ public:
+  virtual ~RewardFunction() = default;
+  virtual std::string_view name() const = 0;
+  virtual bool gives_step_rewards() const = 0;
+  virtual absl::StatusOr<RewardOutput> Score(const RewardInput& input) const = 0;
+};
+
+class ExactAnswerReward : public RewardFunction {
+ public:
+  std::string_view name() const override { return "exact_answer"; }
+  bool gives_step_rewards() const override { return false; }
+  absl::StatusOr<RewardOutput> Score(const RewardInput& input) const override;
+};
+
+class FormatReward : public RewardFunction {
+ public:
+  std::string_view name() const override { return "format"; }
+  bool gives_step_rewards() const override { return false; }
+  absl::StatusOr<RewardOutput> Score(const RewardInput& input) const override;
+};
+
+// Process supervision for the arithmetic task. Every line of the completion is a step
+// (a final line without '\n' included, an empty line included):
+//   - a step line "a<op>b=c" (optional spaces between tokens) scores 1 iff it is the next
+//     operation of the prompt's expression (its j-th step line uses the prompt's j-th
+//     operator and operand), a equals the previous step line's written result (the
+//     prompt's first operand for the first step), and c == a op b exactly (int64; overflow
+//     scores 0). Judging each step against the previous written result, not the true one,
+//     keeps credit local: one slip does not zero every later step.
+//   - a "#### N" line scores 1 iff at least one step line came before it, N equals the
+//     last step line's result and N equals the reference answer.
+//   - any other line scores 0.
+// The outcome reward is the mean of the step rewards, 0 for an empty completion.
+// INVALID_ARGUMENT if the prompt is not an arithmetic expression prompt ("7+5*3=\n").
+class ArithmeticStepReward : public RewardFunction {
+ public:
+  std::string_view name() const override { return "arithmetic_steps"; }
+  bool gives_step_rewards() const override { return true; }
+  absl::StatusOr<RewardOutput> Score(const RewardInput& input) const override;
+};
+
+// Names accepted by MakeRewardFunction, in a fixed order.
+std::vector<std::string> RewardFunctionNames();
+
+// INVALID_ARGUMENT naming `name` and the known names if `name` is unknown.
+absl::StatusOr<std::unique_ptr<RewardFunction>> MakeRewardFunction(std::string_view name);
+
+struct WeightedRewardSpec {
+  std::string name;
+  double weight;
+};
+
+// A function supplied by the caller (e.g. a custom or remote reward) with its weight.
+struct WeightedRewardFunction {
+  std::unique_ptr<RewardFunction> function;
+  double weight;
+};
+
+struct CompositeOutput {
+  double total = 0;                  // sum over functions of weight * reward
+  std::vector<double> per_function;  // unweighted rewards, in names() order
+  // The weighted step rewards of the step-giving functions, summed where end_offsets
+  // coincide, in increasing end_offset order.
+  std::vector<StepReward> steps;
+};
+
+// A weighted sum of reward functions. Immutable after Create; thread-safe; movable.
+class CompositeReward {
+ public:
+  // INVALID_ARGUMENT for an empty list, an unknown or repeated name, or a weight that is
+  // negative, NaN or infinite; the message names the offending entry.
+  static absl::StatusOr<CompositeReward> Create(const std::vector<WeightedRewardSpec>& specs);
+
+  // The same from ready-made functions (names taken from name()); also INVALID_ARGUMENT
+  // for a null function.
+  static absl::StatusOr<CompositeReward> CreateFromFunctions(
+      std::vector<WeightedRewardFunction> functions);
+
+  // Errors from a function come back prefixed with its name; a non-finite reward (or step
+  // reward, or total) is INTERNAL naming the function.
+  absl::StatusOr<CompositeOutput> Score(const RewardInput& input) const;
+
+  const std::vector<std::string>& names() const { return names_; }
+  const std::vector<double>& weights() const { return weights_; }
+
+ private:
+  CompositeReward() = default;
+
+  std::vector<std::string> names_;
+  std::vector<double> weights_;
+  std::vector<std::unique_ptr<RewardFunction>> functions_;
+};
+
+}  // namespace grpo
+
+#endif  // GRPO_CORE_REWARDS_H_

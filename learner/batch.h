@@ -1,0 +1,41 @@
+// TokenBatch: prompts and completions packed into the model's padded layout (prompts
+// left-padded, completions right-padded, see core/model.h), and the log-probs a model
+// assigns to the completion tokens. Shared by GRPO and SFT.
+#ifndef GRPO_LEARNER_BATCH_H_
+#define GRPO_LEARNER_BATCH_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/model.h"
+
+namespace grpo {
+
+struct TokenBatch {
+  at::Tensor tokens;  // int64 [N, P + M]
+  at::Tensor is_pad;  // bool [N, P + M]
+  at::Tensor mask;    // float [N, M]: 1 on completion tokens
+  int64_t prompt_length = 0;      // P
+  int64_t completion_length = 0;  // M
+};
+
+// INVALID_ARGUMENT for mismatched sizes, empty rows or token ids outside [0, vocab).
+absl::StatusOr<TokenBatch> PackBatch(const std::vector<std::vector<int32_t>>& prompts,
+                                     const std::vector<std::vector<int32_t>>& completions,
+                                     int pad_token, int vocab_size);
+
+// Rows right-padded with zeros to [N, width].
+at::Tensor PadRows(const std::vector<std::vector<float>>& rows, int64_t width);
+
+// log softmax(logits / temperature) of each completion token under `model`: [N, M].
+// Differentiable unless called under NoGradGuard. If `logits` is given it receives the
+// completion-position logits [N, M, V].
+at::Tensor CompletionLogprobs(const Transformer& model, const TokenBatch& batch,
+                              double temperature, at::Tensor* logits = nullptr);
+
+}  // namespace grpo
+
+#endif  // GRPO_LEARNER_BATCH_H_

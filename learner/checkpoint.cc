@@ -1,0 +1,82 @@
+#include "learner/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+
+namespace grpo {
+namespace fs = std::filesystem;
+namespace {
+
+absl::Status Errno(const std::string& what) {
+  return absl::InternalError(absl::StrCat(what, ": ", std::strerror(errno)));
+}
+
+absl::Status FsyncPath(const std::string& path, bool directory) {
+  int fd = open(path.c_str(), directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
+  if (fd < 0) return Errno("open " + path);
+  const int rc = fsync(fd);
+  close(fd);
+  if (rc != 0) return Errno("fsync " + path);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status WriteFileDurably(const std::string& path, const std::string& contents) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << contents;
+    out.flush();
+    if (!out) return absl::InternalError(absl::StrCat("writing ", tmp));
+  }
+  if (absl::Status s = FsyncPath(tmp, false); !s.ok()) return s;
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) return Errno("rename " + tmp);
+  return FsyncPath(fs::path(path).parent_path().string(), true);
+}
+
+absl::Status WriteCheckpoint(const std::string& run_dir, int64_t step,
+                             const std::function<absl::Status(const std::string&)>& write) {
+  std::error_code ec;
+  fs::create_directories(run_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("creating ", run_dir, ": ", ec.message()));
+  const std::string name = absl::StrCat("step-", step);
+  const std::string final_dir = (fs::path(run_dir) / name).string();
+  const std::string tmp_dir = (fs::path(run_dir) / (".tmp-" + name)).string();
+  fs::remove_all(tmp_dir, ec);
+  fs::create_directory(tmp_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("creating ", tmp_dir, ": ", ec.message()));
+
+  if (absl::Status s = write(tmp_dir); !s.ok()) {
+    fs::remove_all(tmp_dir, ec);
+    return s;
+  }
+  for (const auto& entry : fs::directory_iterator(tmp_dir)) {
+    if (absl::Status s = FsyncPath(entry.path().string(), false); !s.ok()) return s;
+  }
+  if (absl::Status s = FsyncPath(tmp_dir, true); !s.ok()) return s;
+  fs::remove_all(final_dir, ec);
+  fs::rename(tmp_dir, final_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("renaming ", tmp_dir, ": ", ec.message()));
+  return WriteFileDurably((fs::path(run_dir) / "latest").string(), name + "\n");
+}
+
+absl::StatusOr<std::string> LatestCheckpoint(const std::string& run_dir) {
+  std::ifstream in(fs::path(run_dir) / "latest");
+  std::string name;
+  if (!(in >> name)) return absl::NotFoundError(absl::StrCat("no checkpoint in ", run_dir));
+  const std::string dir = (fs::path(run_dir) / name).string();
+  if (!fs::is_directory(dir))
+    return absl::DataLossError(absl::StrCat(run_dir, "/latest names missing ", name));
+  return dir;
+}
+
+}  // namespace grpo

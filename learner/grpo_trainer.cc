@@ -1,0 +1,220 @@
+#include "learner/grpo_trainer.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "core/torch_status.h"
+#include "learner/batch.h"
+
+namespace grpo {
+
+TrainerOptions TrainerOptionsFromSpec(const v1::JobSpec& s) {
+  const v1::GrpoSpec& g = s.grpo();
+  TrainerOptions o;
+  switch (g.advantage_estimator()) {
+    case v1::ADVANTAGE_ESTIMATOR_PROCESS:
+      o.advantage.estimator = AdvantageEstimator::kProcess; break;
+    case v1::ADVANTAGE_ESTIMATOR_ONLINE_RFT:
+      o.advantage.estimator = AdvantageEstimator::kOnlineRft; break;
+    default: o.advantage.estimator = AdvantageEstimator::kOutcome;
+  }
+  switch (g.advantage_scale()) {
+    case v1::ADVANTAGE_SCALE_BATCH: o.advantage.scale = AdvantageScale::kBatch; break;
+    case v1::ADVANTAGE_SCALE_NONE: o.advantage.scale = AdvantageScale::kNone; break;
+    default: o.advantage.scale = AdvantageScale::kGroup;
+  }
+  o.advantage.rft_negative = g.rft_negative();
+  o.advantage.correct_threshold = g.correct_threshold();
+  o.loss.epsilon_low = g.epsilon_low();
+  o.loss.epsilon_high = g.epsilon_high();
+  o.loss.beta = g.beta();
+  switch (g.kl_estimator()) {
+    case v1::KL_ESTIMATOR_K1: o.loss.kl_estimator = KlEstimator::kK1; break;
+    case v1::KL_ESTIMATOR_K2: o.loss.kl_estimator = KlEstimator::kK2; break;
+    default: o.loss.kl_estimator = KlEstimator::kK3;
+  }
+  switch (g.aggregation()) {
+    case v1::LOSS_AGGREGATION_TOKEN_MEAN: o.loss.aggregation = Aggregation::kTokenMean; break;
+    case v1::LOSS_AGGREGATION_SEQ_MEAN_TOKEN_SUM_NORM:
+      o.loss.aggregation = Aggregation::kSeqMeanTokenSumNorm; break;
+    default: o.loss.aggregation = Aggregation::kSeqMeanTokenMean;
+  }
+  o.loss.max_new_tokens = s.sampling().max_new_tokens();
+  // Online RFT (the paper's baseline): a plain weighted likelihood, no clipping, no KL.
+  if (o.advantage.estimator == AdvantageEstimator::kOnlineRft) {
+    o.loss.clip = false;
+    o.loss.beta = 0;
+  }
+  o.filter_zero_variance_groups = g.filter_zero_variance_groups();
+  o.inner_iterations = g.inner_iterations();
+  o.reference_refresh_steps = g.reference_refresh_steps();
+  o.max_policy_lag = g.max_policy_lag();
+  o.temperature = s.sampling().temperature();
+  o.optimizer = OptimizerOptionsFromSpec(s.optimizer());
+  return o;
+}
+
+GrpoTrainer::GrpoTrainer(Transformer* policy, const TrainerOptions& options)
+    : policy_(policy), options_(options) {}
+
+GrpoTrainer::~GrpoTrainer() = default;
+
+absl::StatusOr<std::unique_ptr<GrpoTrainer>> GrpoTrainer::Create(
+    Transformer* policy, const TrainerOptions& options) {
+  if (policy == nullptr) return absl::InvalidArgumentError("policy: null");
+  if (options.inner_iterations < 1)
+    return absl::InvalidArgumentError("grpo.inner_iterations must be >= 1");
+  std::unique_ptr<GrpoTrainer> t(new GrpoTrainer(policy, options));
+  t->reference_ = std::make_unique<Transformer>(policy->config(), /*seed=*/0);
+  if (absl::Status s = t->reference_->CopyFrom(*policy); !s.ok()) return s;
+  for (at::Tensor p : t->reference_->parameters()) p.requires_grad_(false);
+  t->optimizer_ = std::make_unique<Optimizer>(policy->parameters(), options.optimizer);
+  return t;
+}
+
+absl::StatusOr<StepMetrics> GrpoTrainer::Step(const std::vector<ScoredGroup>& received) {
+  const auto start = std::chrono::steady_clock::now();
+  if (received.empty()) return absl::InvalidArgumentError("groups: empty batch");
+  if (absl::Status s = ValidateGroups(received); !s.ok()) return s;
+
+  StepMetrics m;
+  m.step = step_ + 1;
+  // Stale samples first (their group's statistics must not see them), then zero variance.
+  std::vector<ScoredGroup> groups;
+  int zero_variance = 0;
+  for (const ScoredGroup& group : received) {
+    ScoredGroup fresh = group;
+    fresh.samples.clear();
+    for (const ScoredSample& s : group.samples) {
+      if (s.policy_version < policy_version_ - options_.max_policy_lag) {
+        ++m.dropped_stale_samples;
+      } else {
+        fresh.samples.push_back(s);
+      }
+    }
+    if (fresh.samples.empty()) continue;
+    const bool flat = HasZeroVariance(fresh);
+    zero_variance += flat;
+    if (flat && options_.filter_zero_variance_groups) continue;
+    groups.push_back(std::move(fresh));
+  }
+  m.zero_variance_fraction = static_cast<double>(zero_variance) / received.size();
+
+  // Reward statistics over everything received (what the policy produced).
+  std::vector<double> rewards;
+  double length = 0;
+  for (const ScoredGroup& group : received) {
+    for (const ScoredSample& s : group.samples) {
+      rewards.push_back(s.reward);
+      length += s.completion.size();
+      if (m.reward_per_function_mean.size() < s.reward_per_function.size())
+        m.reward_per_function_mean.resize(s.reward_per_function.size(), 0.0);
+      for (size_t f = 0; f < s.reward_per_function.size(); ++f)
+        m.reward_per_function_mean[f] += s.reward_per_function[f];
+    }
+  }
+  for (double r : rewards) m.reward_mean += r;
+  m.reward_mean /= rewards.size();
+  for (double r : rewards) m.reward_std += (r - m.reward_mean) * (r - m.reward_mean);
+  m.reward_std = rewards.size() > 1 ? std::sqrt(m.reward_std / (rewards.size() - 1)) : 0;
+  for (double& f : m.reward_per_function_mean) f /= rewards.size();
+  m.completion_length_mean = length / rewards.size();
+  m.learning_rate = optimizer_->learning_rate();
+  m.policy_version = policy_version_;
+  if (groups.empty()) {
+    m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return m;  // nothing to learn from; the caller leases more prompts
+  }
+
+  absl::StatusOr<std::vector<std::vector<float>>> advantages =
+      ComputeAdvantages(groups, options_.advantage);
+  if (!advantages.ok()) return advantages.status();
+  std::vector<std::vector<int32_t>> prompts, completions;
+  std::vector<std::vector<float>> old_logprobs;
+  for (const ScoredGroup& group : groups) {
+    for (const ScoredSample& s : group.samples) {
+      prompts.push_back(group.prompt);
+      completions.push_back(s.completion);
+      old_logprobs.push_back(s.logprobs);
+    }
+  }
+  absl::StatusOr<TokenBatch> batch =
+      PackBatch(prompts, completions, /*pad_token=*/0, policy_->config().vocab_size);
+  if (!batch.ok()) return batch.status();
+  m.groups = groups.size();
+  m.samples = completions.size();
+
+  absl::Status update_status;
+  absl::Status status = CatchTorch("GRPO step", [&] {
+    const int64_t width = batch->completion_length;
+    at::Tensor old_lp = PadRows(old_logprobs, width);
+    at::Tensor adv = PadRows(*advantages, width);
+    at::Tensor ref_lp;
+    if (options_.loss.beta != 0) {
+      at::NoGradGuard no_grad;
+      ref_lp = CompletionLogprobs(*reference_, *batch, options_.temperature);
+    }
+    m.completion_tokens = static_cast<int64_t>(batch->mask.sum().item<double>());
+    for (int iteration = 0; iteration < options_.inner_iterations; ++iteration) {
+      at::Tensor logits;
+      at::Tensor lp = CompletionLogprobs(*policy_, *batch, options_.temperature, &logits);
+      LossTerms terms = GrpoLoss(lp, old_lp, ref_lp, adv, batch->mask, options_.loss);
+      optimizer_->ZeroGrad();
+      terms.loss.backward();
+      absl::StatusOr<double> norm = optimizer_->Step();
+      if (!norm.ok()) {
+        update_status = norm.status();
+        return;
+      }
+      if (iteration == 0) {
+        m.loss = terms.loss.item<double>();
+        m.policy_loss = terms.policy_loss;
+        m.kl = terms.kl;
+        m.clip_fraction = terms.clip_fraction;
+        m.clip_low_fraction = terms.clip_low_fraction;
+        m.clip_high_fraction = terms.clip_high_fraction;
+        m.grad_norm = *norm;
+        m.entropy = MaskedEntropy(logits, batch->mask, options_.temperature);
+      }
+    }
+  });
+  if (!status.ok()) return status;
+  if (!update_status.ok()) return update_status;
+
+  ++step_;
+  ++policy_version_;
+  m.trained = true;
+  m.policy_version = policy_version_;
+  if (options_.reference_refresh_steps > 0 && step_ % options_.reference_refresh_steps == 0) {
+    if (absl::Status s = reference_->CopyFrom(*policy_); !s.ok()) return s;
+  }
+  m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return m;
+}
+
+absl::Status GrpoTrainer::Save(const std::string& dir) const {
+  if (absl::Status s = reference_->Save(dir + "/reference.pt"); !s.ok()) return s;
+  if (absl::Status s = optimizer_->Save(dir + "/optimizer.pt"); !s.ok()) return s;
+  std::ofstream out(dir + "/trainer_state.txt");
+  out << step_ << " " << policy_version_ << "\n";
+  if (!out) return absl::InternalError(absl::StrCat("writing ", dir, "/trainer_state.txt"));
+  return absl::OkStatus();
+}
+
+absl::Status GrpoTrainer::Load(const std::string& dir) {
+  std::ifstream in(dir + "/trainer_state.txt");
+  int64_t step = 0, version = 0;
+  if (!(in >> step >> version) || step < 0 || version < 0)
+    return absl::DataLossError(absl::StrCat(dir, "/trainer_state.txt: missing or malformed"));
+  if (absl::Status s = reference_->Load(dir + "/reference.pt"); !s.ok()) return s;
+  if (absl::Status s = optimizer_->Load(dir + "/optimizer.pt"); !s.ok()) return s;
+  step_ = step;
+  policy_version_ = version;
+  return absl::OkStatus();
+}
+
+}  // namespace grpo

@@ -1,0 +1,92 @@
+// GrpoTrainer: one learner step of GRPO (DESIGN.md §3) on a batch of scored groups: drop
+// stale samples, (optionally) drop zero-variance groups, compute advantages, run μ passes
+// of the clipped loss with the KL to a frozen reference, step AdamW, bump the policy
+// version, refresh the reference every K steps when asked (iterative GRPO).
+//
+// Borrows the policy (it must outlive the trainer) and owns the reference and optimizer.
+// A step that fails validation changes nothing. Not thread-safe.
+#ifndef GRPO_LEARNER_GRPO_TRAINER_H_
+#define GRPO_LEARNER_GRPO_TRAINER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/grpo.h"
+#include "core/model.h"
+#include "core/scored_group.h"
+#include "grpo/v1/job.pb.h"
+#include "learner/optimizer.h"
+
+namespace grpo {
+
+struct TrainerOptions {
+  AdvantageOptions advantage;
+  LossOptions loss;
+  bool filter_zero_variance_groups = false;
+  int inner_iterations = 1;          // μ
+  int reference_refresh_steps = 0;   // 0 = frozen for the whole run
+  int64_t max_policy_lag = 0;        // samples older than version − lag are dropped
+  double temperature = 1.0;          // the sampler's, so ρ = 1 on-policy
+  OptimizerOptions optimizer;
+};
+
+TrainerOptions TrainerOptionsFromSpec(const v1::JobSpec& resolved);
+
+struct StepMetrics {
+  int64_t step = 0;
+  int64_t policy_version = 0;  // after the step
+  bool trained = false;        // false when every group was filtered out
+  int groups = 0;              // groups trained on
+  int samples = 0;
+  double reward_mean = 0;
+  double reward_std = 0;
+  std::vector<double> reward_per_function_mean;
+  double zero_variance_fraction = 0;  // of the groups received
+  int dropped_stale_samples = 0;
+  double loss = 0;  // of the first inner iteration
+  double policy_loss = 0;
+  double kl = 0;
+  double clip_fraction = 0;
+  double clip_low_fraction = 0;
+  double clip_high_fraction = 0;
+  double grad_norm = 0;  // pre-clipping, first inner iteration
+  double entropy = 0;
+  double completion_length_mean = 0;
+  int64_t completion_tokens = 0;
+  double learning_rate = 0;
+  double seconds = 0;
+};
+
+class GrpoTrainer {
+ public:
+  static absl::StatusOr<std::unique_ptr<GrpoTrainer>> Create(Transformer* policy,
+                                                             const TrainerOptions& options);
+  ~GrpoTrainer();
+
+  absl::StatusOr<StepMetrics> Step(const std::vector<ScoredGroup>& groups);
+
+  int64_t step() const { return step_; }
+  int64_t policy_version() const { return policy_version_; }
+
+  // Reference model, optimizer state and counters, as files under `dir`.
+  absl::Status Save(const std::string& dir) const;
+  absl::Status Load(const std::string& dir);
+
+ private:
+  GrpoTrainer(Transformer* policy, const TrainerOptions& options);
+
+  Transformer* policy_;
+  std::unique_ptr<Transformer> reference_;
+  std::unique_ptr<Optimizer> optimizer_;
+  TrainerOptions options_;
+  int64_t step_ = 0;
+  int64_t policy_version_ = 0;
+};
+
+}  // namespace grpo
+
+#endif  // GRPO_LEARNER_GRPO_TRAINER_H_

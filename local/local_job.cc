@@ -1,0 +1,281 @@
+#include "local/local_job.h"
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/arithmetic_task.h"
+#include "core/dataset.h"
+#include "core/job_spec.h"
+#include "core/model.h"
+#include "core/rewards.h"
+#include "core/tokenizer.h"
+#include "learner/checkpoint.h"
+#include "learner/grpo_trainer.h"
+#include "learner/sft.h"
+#include "rollout_worker/rollout.h"
+
+namespace grpo {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double Since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+std::string Duration(double seconds) {
+  const int s = static_cast<int>(seconds + 0.5);
+  return absl::StrFormat("%d:%02d", s / 60, s % 60);
+}
+
+struct Data {
+  std::vector<Example> train;
+  std::vector<Example> held_out;
+};
+
+absl::StatusOr<Data> LoadData(const v1::JobSpec& spec) {
+  Data data;
+  const v1::DatasetSpec& d = spec.dataset();
+  if (d.kind() == "arithmetic") {
+    ArithmeticOptions opts;
+    opts.min_ops = d.arithmetic().min_ops();
+    opts.max_ops = d.arithmetic().max_ops();
+    opts.max_operand = d.arithmetic().max_operand();
+    absl::StatusOr<ArithmeticTask> task = ArithmeticTask::Create(opts, d.arithmetic().split_seed());
+    if (!task.ok()) return task.status();
+    // A pool large enough that GRPO rarely sees a prompt twice; SFT draws from it too.
+    data.train = ToExamples(task->TrainSet(20000, spec.seed()));
+    data.held_out = ToExamples(task->HeldOutSet(spec.eval().num_prompts()));
+    return data;
+  }
+  absl::StatusOr<std::vector<Example>> train = LoadJsonl(d.train_path());
+  if (!train.ok()) return train.status();
+  if (train->empty())
+    return absl::InvalidArgumentError(absl::StrCat("dataset.train_path ", d.train_path(), ": no examples"));
+  data.train = std::move(*train);
+  if (!d.eval_path().empty()) {
+    absl::StatusOr<std::vector<Example>> held_out = LoadJsonl(d.eval_path());
+    if (!held_out.ok()) return held_out.status();
+    held_out->resize(std::min<size_t>(held_out->size(), spec.eval().num_prompts()));
+    data.held_out = std::move(*held_out);
+  }
+  return data;
+}
+
+std::string MetricsJson(const StepMetrics& m, const std::vector<std::string>& reward_names,
+                        double tokens_per_second, double elapsed, double sample_seconds) {
+  std::string out = absl::StrFormat(
+      "{\"step\":%d,\"policy_version\":%d,\"trained\":%s,\"reward_mean\":%.6g,"
+      "\"reward_std\":%.6g,\"loss\":%.6g,\"policy_loss\":%.6g,\"kl\":%.6g,"
+      "\"clip_fraction\":%.6g,\"clip_low_fraction\":%.6g,\"clip_high_fraction\":%.6g,"
+      "\"grad_norm\":%.6g,\"entropy\":%.6g,\"completion_length_mean\":%.6g,"
+      "\"zero_variance_fraction\":%.6g,\"learning_rate\":%.6g,\"tokens_per_second\":%.6g,"
+      "\"sample_seconds\":%.6g,\"train_seconds\":%.6g,\"elapsed_seconds\":%.6g",
+      m.step, m.policy_version, m.trained ? "true" : "false", m.reward_mean, m.reward_std,
+      m.loss, m.policy_loss, m.kl, m.clip_fraction, m.clip_low_fraction,
+      m.clip_high_fraction, m.grad_norm, m.entropy, m.completion_length_mean,
+      m.zero_variance_fraction, m.learning_rate, tokens_per_second, sample_seconds,
+      m.seconds, elapsed);
+  for (size_t i = 0; i < reward_names.size() && i < m.reward_per_function_mean.size(); ++i)
+    absl::StrAppendFormat(&out, ",\"reward/%s\":%.6g", reward_names[i],
+                          m.reward_per_function_mean[i]);
+  return out + "}\n";
+}
+
+std::string EvalJson(const EvalResult& r) {
+  return absl::StrFormat(
+      "{\"num_prompts\":%d,\"k\":%d,\"pass@1\":%.6g,\"pass@k\":%.6g,\"maj@k\":%.6g,"
+      "\"greedy_accuracy\":%.6g,\"mean_completion_tokens\":%.6g}",
+      r.num_prompts, r.k, r.pass_at_1, r.pass_at_k, r.maj_at_k, r.greedy_accuracy,
+      r.mean_completion_tokens);
+}
+
+}  // namespace
+
+absl::StatusOr<LocalJobResult> RunLocalJob(const v1::JobSpec& spec,
+                                           const LocalJobOptions& options) {
+  const auto job_start = Clock::now();
+  std::ostream null_stream(nullptr);
+  std::ostream& log = options.progress ? *options.progress : null_stream;
+  if (absl::Status s = ValidateJobSpec(spec); !s.ok()) return s;
+
+  std::error_code ec;
+  fs::create_directories(options.run_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("creating ", options.run_dir, ": ", ec.message()));
+  const fs::path run_dir(options.run_dir);
+  if (absl::Status s = WriteFileDurably((run_dir / "spec.json").string(), JobSpecToJson(spec));
+      !s.ok())
+    return s;
+
+  absl::StatusOr<Data> data = LoadData(spec);
+  if (!data.ok()) return data.status();
+  std::vector<WeightedRewardSpec> reward_specs;
+  for (const auto& r : spec.rewards()) reward_specs.push_back({r.name(), r.weight()});
+  absl::StatusOr<CompositeReward> reward = CompositeReward::Create(reward_specs);
+  if (!reward.ok()) return reward.status();
+  CharTokenizer tokenizer;
+
+  const ModelConfig config = ModelConfigFromSpec(spec.model());
+  Transformer policy(config, spec.seed());
+  log << absl::StrFormat("model: %s, %.2fM parameters; %d train / %d held-out prompts\n",
+                         spec.model().preset(), config.NumParameters() / 1e6,
+                         data->train.size(), data->held_out.size());
+
+  // --- 1. Starting policy: a checkpoint, or the SFT warm-up.
+  if (!spec.model().init_checkpoint().empty()) {
+    if (absl::Status s = policy.Load(spec.model().init_checkpoint() + "/model.pt"); !s.ok())
+      return s;
+    log << "loaded " << spec.model().init_checkpoint() << "\n";
+  } else if (spec.sft().steps() > 0) {
+    SftOptions sft;
+    sft.steps = spec.sft().steps();
+    sft.batch_size = spec.sft().batch_size();
+    sft.optimizer = OptimizerOptionsFromSpec(spec.sft().optimizer());
+    sft.seed = spec.seed() + 1;
+    const auto sft_start = Clock::now();
+    const int every = std::max(1, sft.steps / 10);
+    absl::StatusOr<double> loss = RunSft(&policy, tokenizer, data->train, sft,
+                                         [&](const SftProgress& p) {
+      if (p.step % every == 0 || p.step == sft.steps) {
+        const double elapsed = Since(sft_start);
+        log << absl::StrFormat("sft  %4d/%d | loss %.4f | grad %.3f | %s elapsed, ETA %s\n",
+                               p.step, sft.steps, p.loss, p.grad_norm, Duration(elapsed),
+                               Duration(elapsed / p.step * (sft.steps - p.step)));
+        log.flush();
+      }
+    });
+    if (!loss.ok()) return loss.status();
+  }
+
+  // --- 2. Held-out evaluation of the starting policy.
+  EvalOptions eval;
+  eval.k = spec.eval().k();
+  eval.temperature = spec.eval().temperature();
+  eval.max_new_tokens = spec.sampling().max_new_tokens();
+  eval.seed = 7919;  // the same draw before and after, so the two are comparable
+  LocalJobResult result;
+  auto evaluate = [&](const char* label, EvalResult* out) -> absl::Status {
+    const auto start = Clock::now();
+    absl::StatusOr<EvalResult> r = Evaluate(policy, tokenizer, data->held_out, eval);
+    if (!r.ok()) return r.status();
+    *out = *r;
+    log << absl::StrFormat("eval %-6s | pass@1 %.3f | pass@%d %.3f | maj@%d %.3f | greedy %.3f "
+                           "| %d prompts, %.1fs\n",
+                           label, r->pass_at_1, r->k, r->pass_at_k, r->k, r->maj_at_k,
+                           r->greedy_accuracy, r->num_prompts, Since(start));
+    return absl::OkStatus();
+  };
+  if (absl::Status s = evaluate("before", &result.before); !s.ok()) return s;
+
+  // --- 3. GRPO.
+  absl::StatusOr<std::unique_ptr<GrpoTrainer>> trainer =
+      GrpoTrainer::Create(&policy, TrainerOptionsFromSpec(spec));
+  if (!trainer.ok()) return trainer.status();
+  Rollout rollout(&tokenizer, &*reward);
+  std::ofstream metrics(run_dir / "metrics.jsonl", std::ios::trunc);
+  if (!metrics) return absl::InternalError(absl::StrCat("opening ", run_dir.string(), "/metrics.jsonl"));
+
+  const int steps = spec.steps();
+  const int prompts_per_step = spec.grpo().prompts_per_step();
+  const int group_size = spec.grpo().group_size();
+  SamplingOptions sampling;
+  sampling.temperature = spec.sampling().temperature();
+  sampling.top_p = spec.sampling().top_p();
+  sampling.top_k = spec.sampling().top_k();
+  sampling.max_new_tokens = spec.sampling().max_new_tokens();
+  sampling.stop_token = CharTokenizer::kEos;
+  sampling.pad_token = CharTokenizer::kPad;
+
+  // The data cursor walks a seeded permutation of the training pool.
+  std::vector<size_t> order(data->train.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::mt19937_64 shuffle_rng(spec.seed() + 2);
+  std::shuffle(order.begin(), order.end(), shuffle_rng);
+  uint64_t cursor = 0;
+
+  auto save_checkpoint = [&](int64_t step) {
+    return WriteCheckpoint(options.run_dir, step, [&](const std::string& dir) {
+      if (absl::Status s = policy.Save(dir + "/model.pt"); !s.ok()) return s;
+      if (absl::Status s = (*trainer)->Save(dir); !s.ok()) return s;
+      return WriteFileDurably(dir + "/cursor.txt", absl::StrCat(cursor, "\n"));
+    });
+  };
+
+  const auto grpo_start = Clock::now();
+  std::vector<double> step_rewards;
+  for (int step = 1; step <= steps; ++step) {
+    std::vector<Example> batch;
+    std::vector<std::string> ids;
+    for (int i = 0; i < prompts_per_step; ++i, ++cursor) {
+      batch.push_back(data->train[order[cursor % order.size()]]);
+      ids.push_back(absl::StrCat("train-", cursor));
+    }
+    sampling.seed = spec.seed() * 1000003 + step;
+    absl::StatusOr<RolloutBatch> rolled =
+        rollout.Generate(policy, (*trainer)->policy_version(), batch, ids, group_size, sampling);
+    if (!rolled.ok()) return rolled.status();
+    absl::StatusOr<StepMetrics> m = (*trainer)->Step(rolled->groups);
+    if (!m.ok()) return m.status();
+    m->step = step;  // a filtered-out step still counts as a step of the job
+
+    const double elapsed = Since(grpo_start);
+    const double step_seconds = rolled->sample_seconds + rolled->score_seconds + m->seconds;
+    const double tokens_per_second = rolled->generated_tokens / std::max(1e-9, step_seconds);
+    step_rewards.push_back(m->reward_mean);
+    metrics << MetricsJson(*m, reward->names(), tokens_per_second, Since(job_start),
+                           rolled->sample_seconds);
+    metrics.flush();
+    log << absl::StrFormat(
+        "step %4d/%d | reward %.3f ±%.3f | kl %.5f | clip %.4f | grad %.3f | %6.0f tok/s | "
+        "%s elapsed, ETA %s\n",
+        step, steps, m->reward_mean, m->reward_std, m->kl, m->clip_fraction, m->grad_norm,
+        tokens_per_second, Duration(elapsed), Duration(elapsed / step * (steps - step)));
+    log.flush();
+    if (spec.checkpoint_every() > 0 && step % spec.checkpoint_every() == 0 && step < steps) {
+      if (absl::Status s = save_checkpoint(step); !s.ok()) return s;
+    }
+    if (spec.eval().every_steps() > 0 && step % spec.eval().every_steps() == 0 && step < steps) {
+      EvalResult mid;
+      if (absl::Status s = evaluate(absl::StrCat("@", step).c_str(), &mid); !s.ok()) return s;
+    }
+  }
+  if (absl::Status s = save_checkpoint(steps); !s.ok()) return s;
+
+  // --- 4. Held-out evaluation after GRPO, and the summary.
+  if (absl::Status s = evaluate("after", &result.after); !s.ok()) return s;
+  if (absl::Status s = WriteFileDurably(
+          (run_dir / "eval.json").string(),
+          absl::StrCat("{\"before\":", EvalJson(result.before), ",\"after\":",
+                       EvalJson(result.after), "}\n"));
+      !s.ok())
+    return s;
+
+  const size_t fifth = std::max<size_t>(1, step_rewards.size() / 5);
+  for (size_t i = 0; i < fifth && i < step_rewards.size(); ++i)
+    result.first_steps_reward += step_rewards[i] / fifth;
+  for (size_t i = step_rewards.size() - std::min(fifth, step_rewards.size()); i < step_rewards.size(); ++i)
+    result.last_steps_reward += step_rewards[i] / fifth;
+  result.seconds = Since(job_start);
+
+  const int k = result.after.k;
+  log << "\nheld-out evaluation (" << result.after.num_prompts << " prompts, k = " << k << ")\n"
+      << absl::StrFormat("  %-12s %8s %8s %8s %8s\n", "policy", "pass@1",
+                         absl::StrCat("pass@", k), absl::StrCat("maj@", k), "greedy")
+      << absl::StrFormat("  %-12s %8.3f %8.3f %8.3f %8.3f\n", "SFT (before)",
+                         result.before.pass_at_1, result.before.pass_at_k,
+                         result.before.maj_at_k, result.before.greedy_accuracy)
+      << absl::StrFormat("  %-12s %8.3f %8.3f %8.3f %8.3f\n", "GRPO (after)",
+                         result.after.pass_at_1, result.after.pass_at_k,
+                         result.after.maj_at_k, result.after.greedy_accuracy)
+      << absl::StrFormat("training reward: first %.3f -> last %.3f; run directory %s; %s total\n",
+                         result.first_steps_reward, result.last_steps_reward,
+                         options.run_dir, Duration(result.seconds));
+  return result;
+}
+
+}  // namespace grpo

@@ -1,0 +1,76 @@
+#include "rollout_worker/rollout.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+
+namespace grpo {
+namespace {
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+absl::StatusOr<RolloutBatch> Rollout::Generate(const Transformer& policy,
+                                               int64_t policy_version,
+                                               const std::vector<Example>& examples,
+                                               const std::vector<std::string>& prompt_ids,
+                                               int group_size,
+                                               const SamplingOptions& sampling) const {
+  if (examples.size() != prompt_ids.size())
+    return absl::InvalidArgumentError("prompt_ids: one id per example required");
+  if (group_size < 1)
+    return absl::InvalidArgumentError(absl::StrCat("group_size = ", group_size, ": must be >= 1"));
+
+  std::vector<std::vector<int32_t>> prompts;
+  for (size_t i = 0; i < examples.size(); ++i) {
+    absl::StatusOr<std::vector<int32_t>> ids = tokenizer_->EncodeStrict(examples[i].prompt);
+    if (!ids.ok())
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt ", prompt_ids[i], ": ", ids.status().message()));
+    for (int g = 0; g < group_size; ++g) prompts.push_back(*ids);
+  }
+
+  RolloutBatch out;
+  auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<SampleResult> sampled = Sample(policy, prompts, sampling);
+  if (!sampled.ok()) return sampled.status();
+  out.sample_seconds = SecondsSince(start);
+  out.generated_tokens = sampled->generated_tokens;
+
+  start = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < examples.size(); ++i) {
+    ScoredGroup group;
+    group.prompt_id = prompt_ids[i];
+    group.prompt = prompts[i * group_size];
+    std::vector<std::string> texts;
+    for (int g = 0; g < group_size; ++g) {
+      const int64_t row = static_cast<int64_t>(i) * group_size + g;
+      ScoredSample sample;
+      sample.completion = sampled->Completion(row);
+      sample.logprobs = sampled->CompletionLogprobs(row);
+      sample.policy_version = policy_version;
+      // One character is one token, so the reward's character offsets index `completion`.
+      std::string text = tokenizer_->Decode(sample.completion);
+      absl::StatusOr<CompositeOutput> scored = reward_->Score(
+          RewardInput{examples[i].prompt, text, examples[i].answer});
+      if (!scored.ok())
+        return absl::Status(scored.status().code(),
+                            absl::StrCat("scoring prompt ", prompt_ids[i], ": ",
+                                         scored.status().message()));
+      sample.reward = scored->total;
+      sample.reward_per_function = scored->per_function;
+      sample.steps = scored->steps;
+      group.samples.push_back(std::move(sample));
+      texts.push_back(std::move(text));
+    }
+    out.groups.push_back(std::move(group));
+    out.completions.push_back(std::move(texts));
+  }
+  out.score_seconds = SecondsSince(start);
+  return out;
+}
+
+}  // namespace grpo
