@@ -92,7 +92,7 @@ v1::JobSpec DefaultJobSpec() {
   v1::JobSpec s;
   s.set_name("arithmetic-grpo");
   s.set_seed(1);
-  s.set_steps(40);
+  s.set_steps(120);
   s.set_checkpoint_every(0);
   s.mutable_model()->set_preset("tiny");
 
@@ -143,7 +143,7 @@ v1::JobSpec DefaultJobSpec() {
   o->set_warmup_steps(3);
 
   v1::SftSpec* sft = s.mutable_sft();
-  sft->set_steps(300);
+  sft->set_steps(1000);
   sft->set_batch_size(32);
   *sft->mutable_optimizer() = *o;
   sft->mutable_optimizer()->set_learning_rate(2e-3f);

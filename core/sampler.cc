@@ -25,11 +25,12 @@ absl::Status Validate(const ModelConfig& c, const std::vector<std::vector<int32_
   if (o.max_new_tokens < 1)
     return absl::InvalidArgumentError(absl::StrCat(
         "sampling.max_new_tokens = ", o.max_new_tokens, ": must be >= 1"));
-  for (int token : {o.stop_token, o.pad_token}) {
-    if (token < 0 || token >= c.vocab_size)
-      return absl::InvalidArgumentError(
-          absl::StrCat("sampling: stop/pad token ", token, " outside the vocabulary"));
-  }
+  if (o.stop_token >= c.vocab_size)
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling: stop token ", o.stop_token, " outside the vocabulary"));
+  if (o.pad_token < 0 || o.pad_token >= c.vocab_size)
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling: pad token ", o.pad_token, " outside the vocabulary"));
   size_t longest = 0;
   for (const auto& p : prompts) longest = std::max(longest, p.size());
   if (static_cast<int64_t>(longest) + o.max_new_tokens > c.max_seq_len)

@@ -24,7 +24,8 @@ struct SamplingOptions {
   float top_p = 1.0f;  // nucleus sampling; 1 = off
   int top_k = 0;       // 0 = off
   int max_new_tokens = 64;
-  int stop_token = 2;  // CharTokenizer::kEos; emitted, kept and counted as a completion token
+  // CharTokenizer::kEos; emitted, kept and counted as a completion token. < 0: none.
+  int stop_token = 2;
   int pad_token = 0;
   uint64_t seed = 0;
 };

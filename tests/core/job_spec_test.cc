@@ -1,0 +1,93 @@
+#include "core/job_spec.h"
+
+#include <fstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace grpo {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string ErrorOf(const std::string& text) {
+  auto parsed = ParseJobSpec(text);
+  if (!parsed.ok()) return std::string(parsed.status().message());
+  auto resolved = ResolveJobSpec(*parsed);
+  return resolved.ok() ? "" : std::string(resolved.status().message());
+}
+
+TEST(JobSpecTest, DefaultsResolveAndValidate) {
+  auto spec = ResolveJobSpec(v1::JobSpec());
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->model().preset(), "tiny");
+  EXPECT_EQ(spec->grpo().kl_estimator(), v1::KL_ESTIMATOR_K3);
+  EXPECT_EQ(spec->rewards_size(), 2);
+  EXPECT_FLOAT_EQ(spec->grpo().beta(), 0.04f);
+}
+
+TEST(JobSpecTest, JsonAndTextProtoOverrideDefaultsIncludingExplicitZero) {
+  auto json = ParseJobSpec(R"({"steps": 5, "grpo": {"beta": 0, "group_size": 4},
+                               "rewards": [{"name": "exact_answer", "weight": 2}]})");
+  ASSERT_TRUE(json.ok()) << json.status();
+  auto resolved = ResolveJobSpec(*json);
+  ASSERT_TRUE(resolved.ok()) << resolved.status();
+  EXPECT_EQ(resolved->steps(), 5);
+  EXPECT_EQ(resolved->grpo().beta(), 0.0f);  // an explicit zero is kept
+  EXPECT_EQ(resolved->grpo().group_size(), 4);
+  EXPECT_FLOAT_EQ(resolved->grpo().epsilon_low(), 0.2f);  // untouched default
+  ASSERT_EQ(resolved->rewards_size(), 1);                 // the list is replaced
+  EXPECT_EQ(resolved->rewards(0).weight(), 2.0);
+
+  auto text = ParseJobSpec("steps: 7\nmodel { preset: \"bench-26m\" n_layers: 2 }\n");
+  ASSERT_TRUE(text.ok()) << text.status();
+  auto model = ResolveJobSpec(*text);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ(model->model().d_model(), 512);  // from the preset
+  EXPECT_EQ(model->model().n_layers(), 2);   // the user's override
+}
+
+TEST(JobSpecTest, UnknownFieldsAreRejectedByName) {
+  EXPECT_THAT(ErrorOf(R"({"stepz": 5})"), HasSubstr("stepz"));
+  EXPECT_THAT(ErrorOf("grpo { bogus: 1 }"), HasSubstr("bogus"));
+  EXPECT_THAT(ErrorOf("{ not json"), HasSubstr("JSON"));
+}
+
+TEST(JobSpecTest, OutOfRangeValuesNameTheField) {
+  EXPECT_THAT(ErrorOf(R"({"grpo": {"group_size": 1}})"), HasSubstr("grpo.group_size"));
+  EXPECT_THAT(ErrorOf(R"({"grpo": {"epsilon_low": 1.5}})"), HasSubstr("grpo.epsilon_low"));
+  EXPECT_THAT(ErrorOf(R"({"grpo": {"beta": -1}})"), HasSubstr("grpo.beta"));
+  EXPECT_THAT(ErrorOf(R"({"sampling": {"top_p": 0}})"), HasSubstr("sampling.top_p"));
+  EXPECT_THAT(ErrorOf(R"({"sampling": {"max_new_tokens": 100000}})"),
+              HasSubstr("sampling.max_new_tokens"));
+  EXPECT_THAT(ErrorOf(R"({"optimizer": {"learning_rate": 0}})"),
+              HasSubstr("optimizer.learning_rate"));
+  EXPECT_THAT(ErrorOf(R"({"rewards": [{"name": "nope", "weight": 1}]})"),
+              HasSubstr("rewards[0].name"));
+  EXPECT_THAT(ErrorOf(R"({"rewards": [{"name": "format", "weight": -1}]})"),
+              HasSubstr("rewards[0].weight"));
+  EXPECT_THAT(ErrorOf(R"({"model": {"preset": "huge"}})"), HasSubstr("model.preset"));
+  EXPECT_THAT(ErrorOf(R"({"model": {"n_heads": 3}})"), HasSubstr("model.n_heads"));
+  EXPECT_THAT(ErrorOf(R"({"dataset": {"kind": "csv"}})"), HasSubstr("dataset.kind"));
+  EXPECT_THAT(ErrorOf(R"({"dataset": {"kind": "jsonl"}})"), HasSubstr("dataset.train_path"));
+  EXPECT_THAT(ErrorOf(R"({"eval": {"k": 0}})"), HasSubstr("eval.k"));
+}
+
+TEST(JobSpecTest, FileLoadingNamesThePath) {
+  const std::string path = testing::TempDir() + "/job_spec_test.json";
+  std::ofstream(path) << R"({"grpo": {"nope": 1}})";
+  auto spec = LoadJobSpecFile(path);
+  EXPECT_THAT(std::string(spec.status().message()), HasSubstr(path));
+  EXPECT_EQ(LoadJobSpecFile(path + ".missing").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(JobSpecTest, JsonRoundTrip) {
+  auto spec = ResolveJobSpec(v1::JobSpec());
+  ASSERT_TRUE(spec.ok());
+  auto again = ParseJobSpec(JobSpecToJson(*spec));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->SerializeAsString(), spec->SerializeAsString());
+}
+
+}  // namespace
+}  // namespace grpo

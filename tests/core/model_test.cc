@@ -1,0 +1,103 @@
+#include "core/model.h"
+
+#include <torch/torch.h>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace grpo {
+namespace {
+
+ModelConfig SmallConfig() {
+  ModelConfig c;
+  c.vocab_size = 40;
+  c.d_model = 32;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;  // exercise grouped-query attention
+  c.ffn_hidden = 48;
+  c.max_seq_len = 64;
+  c.tie_embeddings = false;
+  return c;
+}
+
+TEST(ModelTest, ParameterCountMatchesConfig) {
+  for (const char* name : {"tiny", "bench-26m"}) {
+    ModelConfig c = *ModelPreset(name);
+    Transformer model(c, 1);
+    int64_t n = 0;
+    for (const at::Tensor& p : model.parameters()) n += p.numel();
+    EXPECT_EQ(n, c.NumParameters()) << name;
+  }
+  // bench-26m is the shared eager baseline's model: ~26M parameters.
+  EXPECT_NEAR(ModelPreset("bench-26m")->NumParameters() / 1e6, 25.9, 0.5);
+}
+
+TEST(ModelTest, UnknownPresetAndBadShapesAreRejected) {
+  EXPECT_EQ(ModelPreset("huge").status().code(), absl::StatusCode::kNotFound);
+  ModelConfig c = SmallConfig();
+  c.n_kv_heads = 3;
+  EXPECT_THAT(std::string(ValidateModelConfig(c).message()), testing::HasSubstr("n_kv_heads"));
+}
+
+TEST(ModelTest, CachedDecodingMatchesFullForward) {
+  at::NoGradGuard no_grad;
+  Transformer model(SmallConfig(), 3);
+  const int64_t n = 3, t = 12;
+  at::Tensor ids = at::randint(4, 40, {n, t}, at::kLong);
+  at::Tensor full = model.Logits(model.Forward(ids, at::Tensor()));
+
+  KvCache cache(model.config(), n, t);
+  std::vector<at::Tensor> pieces;
+  pieces.push_back(model.Logits(model.Forward(ids.narrow(1, 0, 5), at::Tensor(), &cache)));
+  for (int64_t i = 5; i < t; ++i) {
+    pieces.push_back(model.Logits(model.Forward(ids.narrow(1, i, 1), at::Tensor(), &cache)));
+  }
+  EXPECT_EQ(cache.length(), t);
+  at::Tensor cached = at::cat(pieces, 1);
+  EXPECT_TRUE(at::allclose(cached, full, 1e-4, 1e-5))
+      << (cached - full).abs().max().item<double>();
+}
+
+TEST(ModelTest, LeftPaddingDoesNotChangeTheRow) {
+  at::NoGradGuard no_grad;
+  Transformer model(SmallConfig(), 4);
+  at::Tensor row = at::randint(4, 40, {1, 6}, at::kLong);
+  at::Tensor alone = model.Logits(model.Forward(row, at::Tensor()));
+  // Same row behind 3 padding slots: rotary attention only sees relative positions.
+  at::Tensor padded = at::cat({at::zeros({1, 3}, at::kLong), row}, 1);
+  at::Tensor is_pad = at::zeros({1, 9}, at::kBool);
+  is_pad.narrow(1, 0, 3).fill_(true);
+  at::Tensor shifted = model.Logits(model.Forward(padded, is_pad)).narrow(1, 3, 6);
+  EXPECT_TRUE(at::allclose(shifted, alone, 1e-4, 1e-5));
+}
+
+TEST(ModelTest, SaveLoadRoundTripAndBadFileLeavesModelUnchanged) {
+  const std::string path = testing::TempDir() + "/model_test.pt";
+  Transformer a(SmallConfig(), 5), b(SmallConfig(), 6);
+  ASSERT_TRUE(a.Save(path).ok());
+  ASSERT_TRUE(b.Load(path).ok());
+  for (size_t i = 0; i < a.parameters().size(); ++i)
+    EXPECT_TRUE(at::equal(a.parameters()[i], b.parameters()[i]));
+
+  ModelConfig other = SmallConfig();
+  other.d_model = 64;
+  Transformer c(other, 7);
+  at::Tensor before = c.parameters()[0].clone();
+  absl::Status s = c.Load(path);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), testing::HasSubstr("embedding"));
+  EXPECT_TRUE(at::equal(before, c.parameters()[0]));
+  EXPECT_FALSE(c.Load(testing::TempDir() + "/does-not-exist.pt").ok());
+}
+
+TEST(ModelTest, CopyFromMakesIdenticalModels) {
+  Transformer a(SmallConfig(), 8), b(SmallConfig(), 9);
+  ASSERT_TRUE(b.CopyFrom(a).ok());
+  at::NoGradGuard no_grad;
+  at::Tensor ids = at::randint(4, 40, {2, 5}, at::kLong);
+  EXPECT_TRUE(at::equal(a.Forward(ids, at::Tensor()), b.Forward(ids, at::Tensor())));
+}
+
+}  // namespace
+}  // namespace grpo

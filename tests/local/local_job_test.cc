@@ -1,0 +1,79 @@
+// The whole local pipeline at toy scale: SFT, eval, GRPO steps, run directory contents.
+#include "local/local_job.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/job_spec.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "learner/checkpoint.h"
+
+namespace grpo {
+namespace {
+namespace fs = std::filesystem;
+
+v1::JobSpec ToySpec() {
+  auto parsed = ParseJobSpec(R"({
+    "steps": 3, "checkpoint_every": 2,
+    "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 2, "ffn_hidden": 48},
+    "grpo": {"group_size": 4, "prompts_per_step": 3},
+    "sampling": {"max_new_tokens": 24},
+    "sft": {"steps": 5, "batch_size": 8},
+    "eval": {"num_prompts": 6, "k": 2}})");
+  EXPECT_TRUE(parsed.ok()) << parsed.status();
+  auto spec = ResolveJobSpec(*parsed);
+  EXPECT_TRUE(spec.ok()) << spec.status();
+  return *spec;
+}
+
+TEST(LocalJobTest, RunsAndWritesTheRunDirectory) {
+  const std::string dir = testing::TempDir() + "/local_job_run";
+  fs::remove_all(dir);
+  std::ostringstream progress;
+  LocalJobOptions options;
+  options.run_dir = dir;
+  options.progress = &progress;
+  auto result = RunLocalJob(ToySpec(), options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->before.num_prompts, 6);
+  EXPECT_EQ(result->after.k, 2);
+
+  std::ifstream metrics(dir + "/metrics.jsonl");
+  std::string line;
+  int lines = 0;
+  while (std::getline(metrics, line)) {
+    ++lines;
+    for (const char* key :
+         {"\"step\"", "\"reward_mean\"", "\"reward_std\"", "\"loss\"", "\"kl\"",
+          "\"clip_fraction\"", "\"grad_norm\"", "\"entropy\"", "\"completion_length_mean\"",
+          "\"tokens_per_second\"", "\"policy_version\"", "\"elapsed_seconds\""})
+      EXPECT_THAT(line, testing::HasSubstr(key));
+  }
+  EXPECT_EQ(lines, 3);
+  EXPECT_TRUE(fs::exists(dir + "/eval.json"));
+  EXPECT_TRUE(fs::exists(dir + "/spec.json"));
+  auto latest = LatestCheckpoint(dir);
+  ASSERT_TRUE(latest.ok());
+  EXPECT_EQ(fs::path(*latest).filename(), "step-3");
+  EXPECT_TRUE(fs::exists(*latest + "/model.pt"));
+  EXPECT_TRUE(fs::exists(dir + "/step-2/optimizer.pt"));
+  EXPECT_THAT(progress.str(), testing::HasSubstr("step    3/3"));
+  EXPECT_THAT(progress.str(), testing::HasSubstr("ETA"));
+  EXPECT_THAT(progress.str(), testing::HasSubstr("GRPO (after)"));
+}
+
+TEST(LocalJobTest, BadDatasetFailsCleanly) {
+  v1::JobSpec spec = ToySpec();
+  spec.mutable_dataset()->set_kind("jsonl");
+  spec.mutable_dataset()->set_train_path(testing::TempDir() + "/no-such.jsonl");
+  LocalJobOptions options;
+  options.run_dir = testing::TempDir() + "/local_job_bad";
+  auto result = RunLocalJob(spec, options);
+  EXPECT_FALSE(result.ok());
+  EXPECT_THAT(std::string(result.status().message()), testing::HasSubstr("no-such.jsonl"));
+}
+
+}  // namespace
+}  // namespace grpo
