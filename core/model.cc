@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "core/decode_attention.h"
 #include "core/torch_status.h"
 
 namespace grpo {
@@ -28,13 +29,6 @@ at::Tensor Rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& si
   const int64_t half = x.size(-1) / 2;
   at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
   return x * cos + rotated * sin;
-}
-
-// [N, K, S, hd] -> [N, K * repeat, S, hd], each kv head shared by `repeat` query heads.
-at::Tensor RepeatKv(const at::Tensor& x, int64_t repeat) {
-  if (repeat == 1) return x;
-  const auto n = x.size(0), k = x.size(1), s = x.size(2), hd = x.size(3);
-  return x.unsqueeze(2).expand({n, k, repeat, s, hd}).reshape({n, k * repeat, s, hd});
 }
 
 }  // namespace
@@ -134,8 +128,12 @@ at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
   } else {
     key_is_pad = is_pad;
   }
+  // One new token against the cache, no autograd: the direct decode kernel, which reads
+  // the cache's padding flags itself.
+  const bool direct_decode = cache && t == 1 && !at::GradMode::is_enabled();
   at::Tensor bias;
-  if (t > 1 || (key_is_pad.defined() && key_is_pad.any().item<bool>())) {
+  if (!direct_decode &&
+      (t > 1 || (key_is_pad.defined() && key_is_pad.any().item<bool>()))) {
     at::Tensor masked = at::zeros({1, 1, t, s}, at::kBool);
     if (t > 1) {
       masked = at::ones({t, s}, at::kBool).triu(start + 1).view({1, 1, t, s});
@@ -155,17 +153,32 @@ at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
         qkv.narrow(-1, (h + k) * hd, k * hd).view({n, t, k, hd}).transpose(1, 2);
     q = Rope(q, cos, sin) * scale;
     key = Rope(key, cos, sin);
+    const int64_t rep = h / k;
+    at::Tensor attended;  // [N, H, T, hd]
     if (cache) {
       cache->keys_[i].narrow(2, start, t).copy_(key);
       cache->values_[i].narrow(2, start, t).copy_(value);
-      key = cache->keys_[i].narrow(2, 0, s);
-      value = cache->values_[i].narrow(2, 0, s);
     }
-    key = RepeatKv(key, h / k);
-    value = RepeatKv(value, h / k);
-    at::Tensor scores = at::matmul(q, key.transpose(-2, -1));  // [N, H, T, S]
-    if (bias.defined()) scores = scores + bias;
-    at::Tensor attended = at::matmul(at::softmax(scores, -1), value);  // [N, H, T, hd]
+    if (direct_decode) {
+      attended = DecodeAttention(q.reshape({n * k, rep, hd}).contiguous(), cache->keys_[i],
+                                 cache->values_[i], cache->is_pad_, s)
+                     .view({n, h, 1, hd});
+    } else {
+      if (cache) {
+        key = cache->keys_[i].narrow(2, 0, s);
+        value = cache->values_[i].narrow(2, 0, s);
+      }
+      // Grouped-query attention without repeating keys: the `rep` query heads sharing a
+      // kv head become rows of one [rep * T, hd] matrix against that head's [S, hd] keys.
+      at::Tensor scores = at::bmm(q.reshape({n * k, rep * t, hd}),
+                                  key.reshape({n * k, s, hd}).transpose(1, 2));
+      if (bias.defined()) {
+        scores = (scores.view({n, k, rep, t, s}) + bias.view({bias.size(0), 1, 1, t, s}))
+                     .view({n * k, rep * t, s});
+      }
+      attended = at::bmm(at::softmax(scores, -1), value.reshape({n * k, s, hd}))
+                     .view({n, h, t, hd});
+    }
     x = x + at::linear(attended.transpose(1, 2).reshape({n, t, h * hd}), l.wo);
 
     at::Tensor gate_up = at::linear(RmsNorm(x, l.mlp_norm, c.norm_eps), l.w_gate_up);
