@@ -22,7 +22,7 @@
 
 ABSL_FLAG(int, threads, 0, "intra-op threads; 0 = all cores");
 ABSL_FLAG(std::string, models, "tiny,bench-26m", "comma-separated model presets");
-ABSL_FLAG(int, repeats, 3, "timed learner steps (after one warm-up)");
+ABSL_FLAG(int, repeats, 3, "timed learner steps (after one warm-up); 0 = decode only");
 
 namespace {
 
@@ -90,8 +90,8 @@ int Run(const std::string& preset, double peak) {
   options.optimizer.learning_rate = 1e-5;
   options.max_policy_lag = 1 << 30;  // the same batch is reused for every timed step
   auto trainer = grpo::GrpoTrainer::Create(&policy, options);
-  if (!trainer.ok() || !(*trainer)->Step(groups).ok()) return 1;  // warm-up
   const int repeats = absl::GetFlag(FLAGS_repeats);
+  if (!trainer.ok() || (repeats > 0 && !(*trainer)->Step(groups).ok())) return 1;  // warm-up
   start = Clock::now();
   for (int i = 0; i < repeats; ++i) {
     auto m = (*trainer)->Step(groups);
@@ -100,7 +100,7 @@ int Run(const std::string& preset, double peak) {
       return 1;
     }
   }
-  const double step_seconds = Seconds(start) / repeats;
+  const double step_seconds = repeats > 0 ? Seconds(start) / repeats : 0.0 / 0.0;
 
   const double train_gflops = 8 * params * kSequences * (kPrompt + kGenerate) / step_seconds / 1e9;
   const double decode_tokens_per_s = kSequences * kGenerate / decode_seconds;
@@ -118,7 +118,7 @@ int Run(const std::string& preset, double peak) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  grpo::EnsurePassiveOpenMp(argv);
+  grpo::EnsureThreadEnvironment(argv);
   absl::ParseCommandLine(argc, argv);
   grpo::ConfigureRuntime(absl::GetFlag(FLAGS_threads));
   const double peak = MatmulPeak();

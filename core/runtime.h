@@ -7,13 +7,18 @@
 
 namespace grpo {
 
-// libgomp reads OMP_WAIT_POLICY when it is loaded, before main: if it is unset, set it
-// to PASSIVE and re-exec this binary with the same arguments. Returns only when the
-// environment is right (or re-exec failed, which is reported on stderr).
-void EnsurePassiveOpenMp(char** argv);
+// libgomp and OpenBLAS read their threading variables when they are loaded, before main:
+// if OMP_WAIT_POLICY or OPENBLAS_THREAD_TIMEOUT is unset, set it (PASSIVE, 4) and re-exec
+// this binary with the same arguments. Values already in the environment are respected.
+// Returns only when the environment is right (or re-exec failed: reported on stderr).
+void EnsureThreadEnvironment(char** argv);
 
-// threads <= 0 means all online cores. Returns the number of intra-op threads in use.
+// threads <= 0 means all online cores. Sets the compute threads (our kernels, LibTorch's
+// intra-op pool). Returns the number in use.
 int ConfigureRuntime(int threads);
+
+// The thread count ConfigureRuntime set (all online cores before it is called).
+int ComputeThreads();
 
 }  // namespace grpo
 

@@ -17,7 +17,7 @@ ABSL_FLAG(int, steps, -1, "overrides the spec's GRPO steps when >= 0");
 ABSL_FLAG(bool, print_spec, false, "print the resolved spec and exit");
 
 int main(int argc, char** argv) {
-  grpo::EnsurePassiveOpenMp(argv);
+  grpo::EnsureThreadEnvironment(argv);
   absl::SetProgramUsageMessage("grpo_local [--spec job.json] [--run_dir DIR]");
   absl::ParseCommandLine(argc, argv);
   const int threads = grpo::ConfigureRuntime(absl::GetFlag(FLAGS_threads));
