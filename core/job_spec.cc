@@ -232,6 +232,18 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
     RETURN_IF_ERROR(InRange(absl::StrCat("rewards[", i, "].weight"), r.weight(), 0, 1e6));
   }
 
+  if (s.grpo().advantage_estimator() == v1::ADVANTAGE_ESTIMATOR_PROCESS) {
+    bool has_steps = false;
+    for (const auto& r : s.rewards()) {
+      auto fn = MakeRewardFunction(r.name());
+      has_steps = has_steps || (fn.ok() && (*fn)->gives_step_rewards() && r.weight() > 0);
+    }
+    if (!has_steps)
+      return absl::InvalidArgumentError(
+          "grpo.advantage_estimator = PROCESS needs a reward function that gives step "
+          "rewards (e.g. arithmetic_steps) with a positive weight in rewards");
+  }
+
   const v1::SamplingSpec& sp = s.sampling();
   RETURN_IF_ERROR(InRange("sampling.temperature", sp.temperature(), 1e-3, 100));
   if (!(sp.top_p() > 0 && sp.top_p() <= 1)) return Bad("sampling.top_p", sp.top_p(), "must be in (0, 1]");

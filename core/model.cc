@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/decode_attention.h"
+#include "core/decode_kernels.h"
 #include "core/torch_status.h"
 
 namespace grpo {
@@ -104,8 +105,43 @@ Transformer::~Transformer() = default;
 
 const ModelConfig& Transformer::config() const { return impl_->config; }
 
+// One token per row against the cache, no autograd: the same computation as the general
+// path below with the small-op chains fused (decode_kernels.h) and the attention done
+// directly over the cache (decode_attention.h).
+at::Tensor Transformer::DecodeStep(const at::Tensor& ids, const at::Tensor& is_pad,
+                                   KvCache* cache) const {
+  const ModelConfig& c = impl_->config;
+  const int64_t n = ids.size(0), pos = cache->length_;
+  TORCH_CHECK(pos < c.max_seq_len && pos < cache->capacity_, "decode position ", pos,
+              " exceeds max_seq_len ", c.max_seq_len, " or the cache capacity");
+  cache->is_pad_.select(1, pos).copy_(is_pad.defined() ? is_pad.view({n})
+                                                      : at::zeros({n}, at::kBool));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim()));
+  const float eps = c.norm_eps;
+  at::Tensor cos = impl_->cos.select(0, pos), sin = impl_->sin.select(0, pos);
+  at::Tensor x = at::embedding(impl_->embedding, ids.view({n}));  // [N, d]
+  for (size_t i = 0; i < impl_->layers.size(); ++i) {
+    const Layer& l = impl_->layers[i];
+    at::Tensor qkv = at::linear(RmsNormRows(x, l.attn_norm, eps), l.wqkv);
+    at::Tensor q = RotateAndCache(qkv, cos, sin, scale, pos, c.n_heads, cache->keys_[i],
+                                  cache->values_[i]);
+    at::Tensor attended =
+        DecodeAttention(q, cache->keys_[i], cache->values_[i], cache->is_pad_, pos + 1);
+    x = x + at::linear(attended.view({n, -1}), l.wo);
+    at::Tensor gate_up = at::linear(RmsNormRows(x, l.mlp_norm, eps), l.w_gate_up);
+    const int64_t f = c.ffn_hidden;
+    x = x + at::linear(at::silu(gate_up.narrow(-1, 0, f)) * gate_up.narrow(-1, f, f),
+                       l.w_down);
+  }
+  cache->length_ = pos + 1;
+  return x.view({n, 1, -1});
+}
+
 at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
                                 KvCache* cache) const {
+  if (cache && ids.size(1) == 1 && !at::GradMode::is_enabled()) {
+    return DecodeStep(ids, is_pad, cache);
+  }
   const ModelConfig& c = impl_->config;
   const int64_t n = ids.size(0), t = ids.size(1);
   const int64_t h = c.n_heads, k = c.n_kv_heads, hd = c.head_dim(), f = c.ffn_hidden;
@@ -128,12 +164,8 @@ at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
   } else {
     key_is_pad = is_pad;
   }
-  // One new token against the cache, no autograd: the direct decode kernel, which reads
-  // the cache's padding flags itself.
-  const bool direct_decode = cache && t == 1 && !at::GradMode::is_enabled();
   at::Tensor bias;
-  if (!direct_decode &&
-      (t > 1 || (key_is_pad.defined() && key_is_pad.any().item<bool>()))) {
+  if (t > 1 || (key_is_pad.defined() && key_is_pad.any().item<bool>())) {
     at::Tensor masked = at::zeros({1, 1, t, s}, at::kBool);
     if (t > 1) {
       masked = at::ones({t, s}, at::kBool).triu(start + 1).view({1, 1, t, s});
@@ -153,32 +185,23 @@ at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
         qkv.narrow(-1, (h + k) * hd, k * hd).view({n, t, k, hd}).transpose(1, 2);
     q = Rope(q, cos, sin) * scale;
     key = Rope(key, cos, sin);
-    const int64_t rep = h / k;
-    at::Tensor attended;  // [N, H, T, hd]
     if (cache) {
       cache->keys_[i].narrow(2, start, t).copy_(key);
       cache->values_[i].narrow(2, start, t).copy_(value);
+      key = cache->keys_[i].narrow(2, 0, s);
+      value = cache->values_[i].narrow(2, 0, s);
     }
-    if (direct_decode) {
-      attended = DecodeAttention(q.reshape({n * k, rep, hd}).contiguous(), cache->keys_[i],
-                                 cache->values_[i], cache->is_pad_, s)
-                     .view({n, h, 1, hd});
-    } else {
-      if (cache) {
-        key = cache->keys_[i].narrow(2, 0, s);
-        value = cache->values_[i].narrow(2, 0, s);
-      }
-      // Grouped-query attention without repeating keys: the `rep` query heads sharing a
-      // kv head become rows of one [rep * T, hd] matrix against that head's [S, hd] keys.
-      at::Tensor scores = at::bmm(q.reshape({n * k, rep * t, hd}),
-                                  key.reshape({n * k, s, hd}).transpose(1, 2));
-      if (bias.defined()) {
-        scores = (scores.view({n, k, rep, t, s}) + bias.view({bias.size(0), 1, 1, t, s}))
-                     .view({n * k, rep * t, s});
-      }
-      attended = at::bmm(at::softmax(scores, -1), value.reshape({n * k, s, hd}))
-                     .view({n, h, t, hd});
+    // Grouped-query attention without repeating keys: the `rep` query heads sharing a kv
+    // head become rows of one [rep * T, hd] matrix against that head's [S, hd] keys.
+    const int64_t rep = h / k;
+    at::Tensor scores = at::bmm(q.reshape({n * k, rep * t, hd}),
+                                key.reshape({n * k, s, hd}).transpose(1, 2));
+    if (bias.defined()) {
+      scores = (scores.view({n, k, rep, t, s}) + bias.view({bias.size(0), 1, 1, t, s}))
+                   .view({n * k, rep * t, s});
     }
+    at::Tensor attended = at::bmm(at::softmax(scores, -1), value.reshape({n * k, s, hd}))
+                              .view({n, h, t, hd});
     x = x + at::linear(attended.transpose(1, 2).reshape({n, t, h * hd}), l.wo);
 
     at::Tensor gate_up = at::linear(RmsNorm(x, l.mlp_norm, c.norm_eps), l.w_gate_up);

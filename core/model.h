@@ -74,6 +74,8 @@ class Transformer {
   absl::Status Load(const std::string& path);
 
  private:
+  at::Tensor DecodeStep(const at::Tensor& ids, const at::Tensor& is_pad, KvCache* cache) const;
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

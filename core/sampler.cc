@@ -47,8 +47,12 @@ std::pair<at::Tensor, at::Tensor> Choose(const at::Tensor& logits, const Samplin
     at::Tensor next = logits.argmax(-1, /*keepdim=*/true);
     return {next.squeeze(1), at::log_softmax(logits, -1).gather(1, next).squeeze(1)};
   }
-  at::Tensor scaled = logits / o.temperature;
+  at::Tensor scaled = o.temperature == 1.0f ? logits : logits / o.temperature;
   at::Tensor logp = at::log_softmax(scaled, -1);
+  if (o.top_k == 0 && o.top_p >= 1.0f) {
+    at::Tensor next = at::multinomial(logp.exp(), 1, false, gen);
+    return {next.squeeze(1), logp.gather(1, next).squeeze(1)};
+  }
   at::Tensor filtered = scaled;
   const int64_t vocab = logits.size(-1);
   const double neg_inf = -std::numeric_limits<double>::infinity();

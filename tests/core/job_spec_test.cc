@@ -71,6 +71,8 @@ TEST(JobSpecTest, OutOfRangeValuesNameTheField) {
   EXPECT_THAT(ErrorOf(R"({"dataset": {"kind": "csv"}})"), HasSubstr("dataset.kind"));
   EXPECT_THAT(ErrorOf(R"({"dataset": {"kind": "jsonl"}})"), HasSubstr("dataset.train_path"));
   EXPECT_THAT(ErrorOf(R"({"eval": {"k": 0}})"), HasSubstr("eval.k"));
+  EXPECT_THAT(ErrorOf(R"({"grpo": {"advantage_estimator": "ADVANTAGE_ESTIMATOR_PROCESS"}})"),
+              HasSubstr("step rewards"));
 }
 
 TEST(JobSpecTest, FileLoadingNamesThePath) {
@@ -79,6 +81,16 @@ TEST(JobSpecTest, FileLoadingNamesThePath) {
   auto spec = LoadJobSpecFile(path);
   EXPECT_THAT(std::string(spec.status().message()), HasSubstr(path));
   EXPECT_EQ(LoadJobSpecFile(path + ".missing").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(JobSpecTest, ShippedExampleSpecsResolve) {
+  for (const char* name : {"arithmetic_outcome.json", "arithmetic_process.json",
+                           "arithmetic_rft.json", "dr_grpo.textproto"}) {
+    auto spec = LoadJobSpecFile(std::string(GRPO_SOURCE_DIR "/examples/") + name);
+    ASSERT_TRUE(spec.ok()) << name << ": " << spec.status();
+    auto resolved = ResolveJobSpec(*spec);
+    EXPECT_TRUE(resolved.ok()) << name << ": " << resolved.status();
+  }
 }
 
 TEST(JobSpecTest, JsonRoundTrip) {
