@@ -48,6 +48,17 @@ std::vector<ScoredGroup> Groups(double reward_offset = 0) {
   return groups;
 }
 
+// One row per sample: its group's prompt and its completion.
+void Flatten(const std::vector<ScoredGroup>& groups, std::vector<std::vector<int32_t>>* prompts,
+             std::vector<std::vector<int32_t>>* completions) {
+  for (const auto& g : groups) {
+    for (const auto& s : g.samples) {
+      prompts->push_back(g.prompt);
+      completions->push_back(s.completion);
+    }
+  }
+}
+
 std::vector<at::Tensor> Snapshot(const Transformer& m) {
   std::vector<at::Tensor> out;
   for (const auto& p : m.parameters()) out.push_back(p.detach().clone());
@@ -77,11 +88,7 @@ TEST(GrpoGradientTest, FiniteDifferencesMatchBackprop) {
   for (at::Tensor p : model.parameters()) p.set_data(p.detach().to(at::kDouble));
   const auto groups = Groups();
   std::vector<std::vector<int32_t>> prompts, completions;
-  for (const auto& g : groups)
-    for (const auto& s : g.samples) {
-      prompts.push_back(g.prompt);
-      completions.push_back(s.completion);
-    }
+  Flatten(groups, &prompts, &completions);
   auto batch = PackBatch(prompts, completions, 0, 16);
   ASSERT_TRUE(batch.ok());
   at::manual_seed(2);
@@ -123,11 +130,7 @@ TEST(GrpoGradientTest, PromptAndPaddingCarryNoLoss) {
   Transformer model(TinyConfig(), 6);
   const auto groups = Groups();
   std::vector<std::vector<int32_t>> prompts, completions;
-  for (const auto& g : groups)
-    for (const auto& s : g.samples) {
-      prompts.push_back(g.prompt);
-      completions.push_back(s.completion);
-    }
+  Flatten(groups, &prompts, &completions);
   auto batch = PackBatch(prompts, completions, 0, 16);
   ASSERT_TRUE(batch.ok());
   at::Tensor lp = CompletionLogprobs(model, *batch, 1.0);
