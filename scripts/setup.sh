@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake ccache
   libtorch-dev libopenblas0-pthread  # OpenBLAS: LibTorch's matmul ~5 -> ~110 GFLOP/s here
-  libprotobuf-dev protobuf-compiler
+  libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
 )
 missing=()

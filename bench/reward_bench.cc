@@ -1,0 +1,84 @@
+// reward_bench: rule-based scoring throughput of the reward server over loopback gRPC, at 1
+// and 8 concurrent clients, each sending batches of --batch samples (exact_answer, format
+// and arithmetic_steps on worked arithmetic solutions, half of them corrupted) for
+// --seconds. Prints one JSON line per client count: samples/s and requests/s.
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "core/arithmetic_task.h"
+#include "grpo/v1/reward.grpc.pb.h"
+#include "reward_server/server.h"
+
+ABSL_FLAG(int, batch, 256, "samples per request");
+ABSL_FLAG(double, seconds, 3.0, "measured time per client count");
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  grpo::RewardServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  auto server = grpo::RewardServer::Start(options);
+  if (!server.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(server.status().message()).c_str());
+    return 1;
+  }
+  grpo::ArithmeticTask task(grpo::ArithmeticOptions{}, 1);
+  grpo::v1::ScoreRequest request;
+  for (const char* name : {"exact_answer", "format", "arithmetic_steps"}) {
+    auto* f = request.add_reward_functions();
+    f->set_name(name);
+    f->set_weight(1.0);
+  }
+  const int batch = absl::GetFlag(FLAGS_batch);
+  std::vector<grpo::Problem> problems = task.TrainSet(batch, 2);
+  for (int i = 0; i < batch; ++i) {
+    auto* s = request.add_samples();
+    s->set_prompt(problems[i].prompt);
+    std::string completion = problems[i].solution;
+    if (i % 2) completion[completion.find('=') + 1] = '7';
+    s->set_completion(completion);
+    s->set_reference_answer(problems[i].answer);
+  }
+  const std::string target = "127.0.0.1:" + std::to_string((*server)->port());
+  for (int clients : {1, 8}) {
+    std::atomic<int64_t> requests{0}, errors{0};
+    const auto start = std::chrono::steady_clock::now();
+    const auto end = start + std::chrono::duration<double>(absl::GetFlag(FLAGS_seconds));
+    std::vector<std::thread> threads;
+    for (int c = 0; c < clients; ++c) {
+      threads.emplace_back([&] {
+        // One channel per client, as separate rollout workers would have.
+        grpc::ChannelArguments args;
+        args.SetInt("grpc.use_local_subchannel_pool", 1);
+        auto stub = grpo::v1::RewardService::NewStub(
+            grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+        while (std::chrono::steady_clock::now() < end) {
+          grpc::ClientContext context;
+          context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+          grpo::v1::ScoreResponse response;
+          if (stub->Score(&context, request, &response).ok()) {
+            ++requests;
+          } else {
+            ++errors;
+          }
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("{\"clients\":%d,\"batch\":%d,\"samples_per_s\":%.0f,\"requests_per_s\":%.1f,"
+                "\"errors\":%lld}\n",
+                clients, batch, requests * batch / elapsed, requests / elapsed,
+                static_cast<long long>(errors.load()));
+    std::fflush(stdout);
+  }
+  (*server)->Shutdown(std::chrono::seconds(1));
+  return 0;
+}

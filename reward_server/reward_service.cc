@@ -1,0 +1,146 @@
+#include "reward_server/reward_service.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "core/rewards.h"
+
+namespace grpo {
+namespace {
+
+grpc::Status Invalid(const std::string& message) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
+}
+
+grpc::StatusCode ToGrpc(absl::StatusCode code) {
+  // absl and gRPC share the canonical code numbering.
+  return static_cast<grpc::StatusCode>(static_cast<int>(code));
+}
+
+struct FunctionInfo {
+  const char* name;
+  const char* description;
+  std::vector<std::string> needs;
+};
+
+// What each built-in function reads, so requests missing it are rejected up front.
+const std::vector<FunctionInfo>& Infos() {
+  static const auto* infos = new std::vector<FunctionInfo>{
+      {"exact_answer",
+       "1 if the completion's final answer (#### N or \\boxed{N}) equals reference_answer "
+       "numerically, else 0",
+       {"completion", "reference_answer"}},
+      {"format",
+       "1 for step lines then a final '#### N' line, 0.5 for a final answer in other text, "
+       "else 0",
+       {"completion"}},
+      {"arithmetic_steps",
+       "a reward per step line of the built-in arithmetic task (1 if the step follows the "
+       "prompt and is computed right), and their mean as the outcome",
+       {"prompt", "completion", "reference_answer"}},
+  };
+  return *infos;
+}
+
+const FunctionInfo* FindInfo(const std::string& name) {
+  for (const FunctionInfo& info : Infos()) {
+    if (name == info.name) return &info;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+grpc::Status RewardServiceImpl::Score(grpc::ServerContext* context,
+                                      const v1::ScoreRequest* request,
+                                      v1::ScoreResponse* response) {
+  if (request->samples().empty()) return Invalid("samples: empty batch");
+  if (request->samples_size() > limits_.max_batch)
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("samples: ", request->samples_size(),
+                                     " samples exceed the server's limit of ",
+                                     limits_.max_batch, " per request"));
+  if (request->reward_functions().empty())
+    return Invalid("reward_functions: at least one function is required");
+
+  std::vector<WeightedRewardSpec> specs;
+  bool needs_prompt = false, needs_reference = false;
+  for (int i = 0; i < request->reward_functions_size(); ++i) {
+    const v1::RewardFunctionSpec& f = request->reward_functions(i);
+    const FunctionInfo* info = FindInfo(f.name());
+    if (info == nullptr)
+      return Invalid(absl::StrCat("reward_functions[", i, "].name: unknown function \"",
+                                  f.name(), "\""));
+    for (const std::string& need : info->needs) {
+      needs_prompt = needs_prompt || need == "prompt";
+      needs_reference = needs_reference || need == "reference_answer";
+    }
+    specs.push_back({f.name(), f.has_weight() ? f.weight() : 1.0});
+  }
+  absl::StatusOr<CompositeReward> reward = CompositeReward::Create(specs);
+  if (!reward.ok()) return Invalid(absl::StrCat("reward_functions: ", reward.status().message()));
+
+  for (int i = 0; i < request->samples_size(); ++i) {
+    const v1::RewardSample& s = request->samples(i);
+    for (const auto& [field, text] : {std::pair<const char*, const std::string*>{
+                                          "prompt", &s.prompt()},
+                                      {"completion", &s.completion()},
+                                      {"reference_answer", &s.reference_answer()}}) {
+      if (static_cast<int64_t>(text->size()) > limits_.max_text_bytes)
+        return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                            absl::StrCat("samples[", i, "].", field, ": ", text->size(),
+                                         " bytes exceed the server's limit of ",
+                                         limits_.max_text_bytes));
+    }
+    if (needs_prompt && s.prompt().empty())
+      return Invalid(absl::StrCat("samples[", i, "].prompt: required by the requested functions"));
+    if (needs_reference && s.reference_answer().empty())
+      return Invalid(absl::StrCat("samples[", i,
+                                  "].reference_answer: required by the requested functions"));
+  }
+
+  v1::ScoreResponse scored;
+  for (int i = 0; i < request->samples_size(); ++i) {
+    // Checked every 64 samples: cheap, and a batch never outlives its deadline by much.
+    if (i % 64 == 0 && context->IsCancelled())
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                          absl::StrCat("deadline passed or call cancelled after ", i, " of ",
+                                       request->samples_size(), " samples"));
+    const v1::RewardSample& s = request->samples(i);
+    absl::StatusOr<CompositeOutput> out =
+        reward->Score(RewardInput{s.prompt(), s.completion(), s.reference_answer()});
+    if (!out.ok())
+      return grpc::Status(ToGrpc(out.status().code()),
+                          absl::StrCat("samples[", i, "]: ", out.status().message()));
+    v1::SampleScore* score = scored.add_scores();
+    score->set_group_id(s.group_id());
+    score->set_sample_index(s.sample_index());
+    score->set_total(out->total);
+    for (double r : out->per_function) score->add_per_function(r);
+    for (const StepReward& step : out->steps) {
+      v1::StepReward* st = score->add_steps();
+      st->set_reward(step.reward);
+      st->set_end_offset(step.end_offset);
+    }
+  }
+  response->Swap(&scored);
+  return grpc::Status::OK;
+}
+
+grpc::Status RewardServiceImpl::ListRewardFunctions(grpc::ServerContext*,
+                                                    const v1::ListRewardFunctionsRequest*,
+                                                    v1::ListRewardFunctionsResponse* response) {
+  for (const FunctionInfo& info : Infos()) {
+    absl::StatusOr<std::unique_ptr<RewardFunction>> fn = MakeRewardFunction(info.name);
+    if (!fn.ok()) continue;
+    v1::RewardFunctionInfo* out = response->add_functions();
+    out->set_name(info.name);
+    out->set_description(info.description);
+    for (const std::string& need : info.needs) out->add_needs(need);
+    out->set_gives_step_rewards((*fn)->gives_step_rewards());
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace grpo

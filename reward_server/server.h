@@ -1,0 +1,45 @@
+// RewardServer: the grpo_reward_server process minus main(): RewardService, the standard
+// grpc.health.v1 health service and server reflection on one listening port. Start binds
+// (port 0 picks a free port, for tests); Shutdown flips health to NOT_SERVING, lets calls
+// in flight finish until the deadline, then stops.
+#ifndef GRPO_REWARD_SERVER_SERVER_H_
+#define GRPO_REWARD_SERVER_SERVER_H_
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "reward_server/reward_service.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace grpo {
+
+struct RewardServerOptions {
+  std::string listen_address = "0.0.0.0:50051";
+  int threads = 0;  // gRPC handler threads at most; 0 = gRPC's default
+  RewardServiceLimits limits;
+};
+
+class RewardServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<RewardServer>> Start(const RewardServerOptions& options);
+  ~RewardServer();
+
+  int port() const { return port_; }
+  void Shutdown(std::chrono::milliseconds grace);
+  void Wait();
+
+ private:
+  RewardServer() = default;
+  std::unique_ptr<RewardServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+};
+
+}  // namespace grpo
+
+#endif  // GRPO_REWARD_SERVER_SERVER_H_

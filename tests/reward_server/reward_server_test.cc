@@ -1,0 +1,234 @@
+// The reward server over real gRPC on a loopback port picked by the kernel.
+#include "reward_server/server.h"
+
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <thread>
+
+#include "core/arithmetic_task.h"
+#include "core/rewards.h"
+#include "gmock/gmock.h"
+#include "grpo/v1/reward.grpc.pb.h"
+#include "gtest/gtest.h"
+
+extern char** environ;
+
+namespace grpo {
+namespace {
+
+using ::testing::HasSubstr;
+
+class RewardServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    RewardServerOptions options;
+    options.listen_address = "127.0.0.1:0";
+    options.limits.max_batch = 100;
+    options.limits.max_text_bytes = 1000;
+    auto server = RewardServer::Start(options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+    stub_ = v1::RewardService::NewStub(grpc::CreateChannel(
+        "127.0.0.1:" + std::to_string(server_->port()), grpc::InsecureChannelCredentials()));
+  }
+
+  grpc::Status Call(const v1::ScoreRequest& request, v1::ScoreResponse* response,
+                    std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + timeout);
+    return stub_->Score(&context, request, response);
+  }
+
+  std::unique_ptr<RewardServer> server_;
+  std::unique_ptr<v1::RewardService::Stub> stub_;
+};
+
+// Solutions of the arithmetic task, every other one with a corrupted step.
+v1::ScoreRequest ArithmeticRequest(int n) {
+  ArithmeticTask task(ArithmeticOptions{}, 3);
+  v1::ScoreRequest request;
+  for (const char* name : {"exact_answer", "arithmetic_steps"}) {
+    auto* f = request.add_reward_functions();
+    f->set_name(name);
+    f->set_weight(name[0] == 'e' ? 1.0 : 0.5);
+  }
+  std::vector<Problem> problems = task.TrainSet(n, 5);
+  for (int i = 0; i < n; ++i) {
+    auto* s = request.add_samples();
+    s->set_prompt(problems[i].prompt);
+    std::string completion = problems[i].solution;
+    if (i % 2 == 1) completion[completion.find('=') + 1] = 'x';  // break the first step
+    s->set_completion(completion);
+    s->set_reference_answer(problems[i].answer);
+    s->set_group_id("g" + std::to_string(i / 4));
+    s->set_sample_index(i % 4);
+  }
+  return request;
+}
+
+TEST_F(RewardServerTest, ScoresMatchTheInProcessRewardFunctions) {
+  v1::ScoreRequest request = ArithmeticRequest(40);
+  v1::ScoreResponse response;
+  ASSERT_TRUE(Call(request, &response).ok());
+  ASSERT_EQ(response.scores_size(), 40);
+  auto local = CompositeReward::Create({{"exact_answer", 1.0}, {"arithmetic_steps", 0.5}});
+  ASSERT_TRUE(local.ok());
+  for (int i = 0; i < 40; ++i) {
+    const auto& s = request.samples(i);
+    auto expected = local->Score(RewardInput{s.prompt(), s.completion(), s.reference_answer()});
+    ASSERT_TRUE(expected.ok());
+    const auto& got = response.scores(i);
+    EXPECT_EQ(got.group_id(), s.group_id());
+    EXPECT_EQ(got.sample_index(), s.sample_index());
+    EXPECT_DOUBLE_EQ(got.total(), expected->total);
+    ASSERT_EQ(got.per_function_size(), 2);
+    ASSERT_EQ(got.steps_size(), static_cast<int>(expected->steps.size()));
+    for (int j = 0; j < got.steps_size(); ++j) {
+      EXPECT_EQ(got.steps(j).end_offset(), expected->steps[j].end_offset);
+      EXPECT_DOUBLE_EQ(got.steps(j).reward(), expected->steps[j].reward);
+      EXPECT_EQ(s.completion()[got.steps(j).end_offset()] == '\n',
+                j + 1 < got.steps_size());  // every step but the last ends at a newline
+    }
+    // Intact solutions score full marks; corrupted ones lose their first step.
+    if (i % 2 == 0) {
+      EXPECT_DOUBLE_EQ(got.total(), 1.5);
+    } else {
+      EXPECT_DOUBLE_EQ(got.steps(0).reward(), 0.0);
+    }
+  }
+}
+
+TEST_F(RewardServerTest, BadRequestsGetStatusesNamingTheField) {
+  v1::ScoreResponse response;
+  v1::ScoreRequest unknown = ArithmeticRequest(2);
+  unknown.mutable_reward_functions(1)->set_name("vibes");
+  grpc::Status s = Call(unknown, &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("reward_functions[1].name"));
+
+  v1::ScoreRequest empty = ArithmeticRequest(1);
+  empty.clear_samples();
+  EXPECT_EQ(Call(empty, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  v1::ScoreRequest no_functions = ArithmeticRequest(1);
+  no_functions.clear_reward_functions();
+  EXPECT_THAT(Call(no_functions, &response).error_message(), HasSubstr("reward_functions"));
+
+  v1::ScoreRequest missing = ArithmeticRequest(3);
+  missing.mutable_samples(2)->clear_reference_answer();
+  s = Call(missing, &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("samples[2].reference_answer"));
+
+  v1::ScoreRequest bad_weight = ArithmeticRequest(1);
+  bad_weight.mutable_reward_functions(0)->set_weight(-1);
+  EXPECT_EQ(Call(bad_weight, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  s = Call(ArithmeticRequest(101), &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("101 samples"));
+
+  v1::ScoreRequest long_text = ArithmeticRequest(2);
+  long_text.mutable_samples(1)->set_completion(std::string(1001, '1'));
+  s = Call(long_text, &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("samples[1].completion"));
+  EXPECT_EQ(response.scores_size(), 0);  // errors never carry partial scores
+
+  // The server is unharmed: a good request still works.
+  ASSERT_TRUE(Call(ArithmeticRequest(4), &response).ok());
+  EXPECT_EQ(response.scores_size(), 4);
+}
+
+TEST_F(RewardServerTest, ExpiredDeadlineIsReported) {
+  v1::ScoreResponse response;
+  grpc::Status s = Call(ArithmeticRequest(50), &response, std::chrono::milliseconds(-1));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+}
+
+TEST_F(RewardServerTest, ConcurrentClientsGetConsistentScores) {
+  v1::ScoreRequest request = ArithmeticRequest(64);
+  v1::ScoreResponse expected;
+  ASSERT_TRUE(Call(request, &expected).ok());
+  std::vector<std::thread> clients;
+  std::atomic<int> mismatches{0}, failures{0};
+  for (int c = 0; c < 8; ++c) {
+    clients.emplace_back([&] {
+      for (int i = 0; i < 10; ++i) {
+        v1::ScoreResponse response;
+        if (!Call(request, &response).ok()) {
+          ++failures;
+        } else if (response.SerializeAsString() != expected.SerializeAsString()) {
+          ++mismatches;
+        }
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(failures, 0);
+  EXPECT_EQ(mismatches, 0);
+}
+
+TEST_F(RewardServerTest, ListsItsFunctions) {
+  grpc::ClientContext context;
+  v1::ListRewardFunctionsResponse response;
+  ASSERT_TRUE(stub_->ListRewardFunctions(&context, {}, &response).ok());
+  ASSERT_EQ(response.functions_size(), 3);
+  std::map<std::string, bool> steps;
+  for (const auto& f : response.functions()) {
+    steps[f.name()] = f.gives_step_rewards();
+    EXPECT_FALSE(f.description().empty());
+    EXPECT_THAT(f.needs(), testing::Contains("completion"));
+  }
+  EXPECT_TRUE(steps.at("arithmetic_steps"));
+  EXPECT_FALSE(steps.at("exact_answer"));
+  EXPECT_FALSE(steps.at("format"));
+}
+
+// The real binary: prints its port, serves, and exits 0 on SIGTERM.
+TEST(RewardServerProcessTest, SigtermDrainsAndExitsZero) {
+  int out[2];
+  ASSERT_EQ(pipe(out), 0);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addclose(&actions, out[0]);
+  const char* binary = GRPO_REWARD_SERVER_BINARY;
+  char* argv[] = {const_cast<char*>(binary), const_cast<char*>("--listen=127.0.0.1:0"),
+                  nullptr};
+  pid_t pid;
+  ASSERT_EQ(posix_spawn(&pid, binary, &actions, nullptr, argv, environ), 0);
+  close(out[1]);
+  FILE* lines = fdopen(out[0], "r");
+  char line[256] = {0};
+  ASSERT_NE(fgets(line, sizeof(line), lines), nullptr);  // blocks until it serves
+  int port = 0;
+  ASSERT_EQ(sscanf(line, "grpo_reward_server: serving on port %d", &port), 1) << line;
+
+  {
+    auto stub = v1::RewardService::NewStub(grpc::CreateChannel(
+        "127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    v1::ScoreResponse response;
+    EXPECT_TRUE(stub->Score(&context, ArithmeticRequest(3), &response).ok());
+  }
+
+  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  fclose(lines);
+  posix_spawn_file_actions_destroy(&actions);
+}
+
+}  // namespace
+}  // namespace grpo
