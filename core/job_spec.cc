@@ -4,6 +4,7 @@
 #include <google/protobuf/text_format.h>
 #include <google/protobuf/util/json_util.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -226,16 +227,23 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
     return absl::InvalidArgumentError("rewards: at least one reward function is required");
   for (int i = 0; i < s.rewards_size(); ++i) {
     const v1::RewardFunctionSpec& r = s.rewards(i);
-    if (!MakeRewardFunction(r.name()).ok())
-      return Bad(absl::StrCat("rewards[", i, "].name"), absl::StrCat("\"", r.name(), "\""),
-                 "unknown reward function");
+    const RewardParams params(r.params().begin(), r.params().end());
+    if (absl::StatusOr<std::unique_ptr<RewardFunction>> fn = MakeRewardFunction(r.name(), params);
+        !fn.ok()) {
+      const std::vector<std::string> known = RewardFunctionNames();
+      if (std::find(known.begin(), known.end(), r.name()) == known.end())
+        return Bad(absl::StrCat("rewards[", i, "].name"), absl::StrCat("\"", r.name(), "\""),
+                   "unknown reward function");
+      return absl::InvalidArgumentError(
+          absl::StrCat("rewards[", i, "].params: ", fn.status().message()));
+    }
     RETURN_IF_ERROR(InRange(absl::StrCat("rewards[", i, "].weight"), r.weight(), 0, 1e6));
   }
 
   if (s.grpo().advantage_estimator() == v1::ADVANTAGE_ESTIMATOR_PROCESS) {
     bool has_steps = false;
     for (const auto& r : s.rewards()) {
-      auto fn = MakeRewardFunction(r.name());
+      auto fn = MakeRewardFunction(r.name(), RewardParams(r.params().begin(), r.params().end()));
       has_steps = has_steps || (fn.ok() && (*fn)->gives_step_rewards() && r.weight() > 0);
     }
     if (!has_steps)

@@ -223,10 +223,44 @@ absl::StatusOr<RewardOutput> ArithmeticStepReward::Score(const RewardInput& inpu
 }
 
 std::vector<std::string> RewardFunctionNames() {
-  return {"exact_answer", "format", "arithmetic_steps"};
+  return {"exact_answer", "format", "arithmetic_steps", "overlong_penalty"};
 }
 
-absl::StatusOr<std::unique_ptr<RewardFunction>> MakeRewardFunction(std::string_view name) {
+absl::StatusOr<RewardOutput> OverlongPenalty::Score(const RewardInput& input) const {
+  const double length = static_cast<double>(input.completion.size());
+  RewardOutput out;
+  if (length > max_length_) {
+    out.reward = -1.0;
+  } else if (length > max_length_ - cache_length_) {
+    out.reward = (max_length_ - cache_length_ - length) / cache_length_;
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<RewardFunction>> MakeRewardFunction(std::string_view name,
+                                                                   const RewardParams& params) {
+  if (name == "overlong_penalty") {
+    for (const auto& [key, value] : params) {
+      if (key != "max_length" && key != "cache_length")
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "overlong_penalty: unknown parameter \"%s\" (known: max_length, cache_length)", key));
+    }
+    auto max_length = params.find("max_length");
+    if (max_length == params.end() || !(max_length->second > 0) ||
+        !std::isfinite(max_length->second))
+      return absl::InvalidArgumentError(
+          "overlong_penalty: params.max_length is required and must be a positive number");
+    auto cache = params.find("cache_length");
+    const double cache_length = cache == params.end() ? 0.0 : cache->second;
+    if (!(cache_length >= 0 && cache_length < max_length->second))
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "overlong_penalty: params.cache_length = %g must be in [0, max_length)", cache_length));
+    return std::make_unique<OverlongPenalty>(max_length->second, cache_length);
+  }
+  if (!params.empty() && (name == "exact_answer" || name == "format" ||
+                          name == "arithmetic_steps"))
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s takes no parameters (got \"%s\")", name, params.begin()->first));
   if (name == "exact_answer") return std::make_unique<ExactAnswerReward>();
   if (name == "format") return std::make_unique<FormatReward>();
   if (name == "arithmetic_steps") return std::make_unique<ArithmeticStepReward>();
@@ -262,7 +296,8 @@ absl::StatusOr<CompositeReward> CompositeReward::Create(
       return absl::InvalidArgumentError(
           absl::StrFormat("reward spec %d: function \"%s\" is listed twice", i, spec.name));
     }
-    absl::StatusOr<std::unique_ptr<RewardFunction>> fn = MakeRewardFunction(spec.name);
+    absl::StatusOr<std::unique_ptr<RewardFunction>> fn =
+        MakeRewardFunction(spec.name, spec.params);
     if (!fn.ok()) {
       return absl::InvalidArgumentError(
           absl::StrFormat("reward spec %d: %s", i, fn.status().message()));

@@ -26,6 +26,7 @@
 #ifndef GRPO_CORE_REWARDS_H_
 #define GRPO_CORE_REWARDS_H_
 
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -97,12 +98,34 @@ class ArithmeticStepReward : public RewardFunction {
 // Names accepted by MakeRewardFunction, in a fixed order.
 std::vector<std::string> RewardFunctionNames();
 
-// INVALID_ARGUMENT naming `name` and the known names if `name` is unknown.
-absl::StatusOr<std::unique_ptr<RewardFunction>> MakeRewardFunction(std::string_view name);
+// DAPO's soft overlong punishment on the completion's length L (characters = tokens):
+// 0 while L <= max_length - cache_length, then falling linearly to -1 at max_length, and
+// -1 beyond it.
+class OverlongPenalty : public RewardFunction {
+ public:
+  OverlongPenalty(double max_length, double cache_length)
+      : max_length_(max_length), cache_length_(cache_length) {}
+  std::string_view name() const override { return "overlong_penalty"; }
+  bool gives_step_rewards() const override { return false; }
+  absl::StatusOr<RewardOutput> Score(const RewardInput& input) const override;
+
+ private:
+  double max_length_;
+  double cache_length_;
+};
+
+using RewardParams = std::map<std::string, double>;
+
+// INVALID_ARGUMENT naming `name` and the known names if `name` is unknown, or naming the
+// parameter that is unknown, missing or out of range. Only overlong_penalty takes
+// parameters: max_length (> 0, required) and cache_length (in [0, max_length), default 0).
+absl::StatusOr<std::unique_ptr<RewardFunction>> MakeRewardFunction(
+    std::string_view name, const RewardParams& params = {});
 
 struct WeightedRewardSpec {
   std::string name;
   double weight;
+  RewardParams params = {};
 };
 
 // A function supplied by the caller (e.g. a custom or remote reward) with its weight.

@@ -115,7 +115,9 @@ absl::StatusOr<LocalJobResult> RunLocalJob(const v1::JobSpec& spec,
   absl::StatusOr<Data> data = LoadData(spec);
   if (!data.ok()) return data.status();
   std::vector<WeightedRewardSpec> reward_specs;
-  for (const auto& r : spec.rewards()) reward_specs.push_back({r.name(), r.weight()});
+  for (const auto& r : spec.rewards()) {
+    reward_specs.push_back({r.name(), r.weight(), RewardParams(r.params().begin(), r.params().end())});
+  }
   absl::StatusOr<CompositeReward> reward = CompositeReward::Create(reward_specs);
   if (!reward.ok()) return reward.status();
   CharTokenizer tokenizer;

@@ -22,6 +22,7 @@ struct FunctionInfo {
   const char* name;
   const char* description;
   std::vector<std::string> needs;
+  bool gives_step_rewards = false;
 };
 
 // What each built-in function reads, so requests missing it are rejected up front.
@@ -38,7 +39,12 @@ const std::vector<FunctionInfo>& Infos() {
       {"arithmetic_steps",
        "a reward per step line of the built-in arithmetic task (1 if the step follows the "
        "prompt and is computed right), and their mean as the outcome",
-       {"prompt", "completion", "reference_answer"}},
+       {"prompt", "completion", "reference_answer"},
+       /*gives_step_rewards=*/true},
+      {"overlong_penalty",
+       "DAPO soft overlong punishment: 0 up to max_length - cache_length characters, then "
+       "down to -1 at max_length (params: max_length, cache_length)",
+       {"completion"}},
   };
   return *infos;
 }
@@ -76,7 +82,8 @@ grpc::Status RewardServiceImpl::Score(grpc::ServerContext* context,
       needs_prompt = needs_prompt || need == "prompt";
       needs_reference = needs_reference || need == "reference_answer";
     }
-    specs.push_back({f.name(), f.has_weight() ? f.weight() : 1.0});
+    specs.push_back({f.name(), f.has_weight() ? f.weight() : 1.0,
+                     RewardParams(f.params().begin(), f.params().end())});
   }
   absl::StatusOr<CompositeReward> reward = CompositeReward::Create(specs);
   if (!reward.ok()) return Invalid(absl::StrCat("reward_functions: ", reward.status().message()));
@@ -132,13 +139,11 @@ grpc::Status RewardServiceImpl::ListRewardFunctions(grpc::ServerContext*,
                                                     const v1::ListRewardFunctionsRequest*,
                                                     v1::ListRewardFunctionsResponse* response) {
   for (const FunctionInfo& info : Infos()) {
-    absl::StatusOr<std::unique_ptr<RewardFunction>> fn = MakeRewardFunction(info.name);
-    if (!fn.ok()) continue;
     v1::RewardFunctionInfo* out = response->add_functions();
     out->set_name(info.name);
     out->set_description(info.description);
     for (const std::string& need : info.needs) out->add_needs(need);
-    out->set_gives_step_rewards((*fn)->gives_step_rewards());
+    out->set_gives_step_rewards(info.gives_step_rewards);
   }
   return grpc::Status::OK;
 }

@@ -66,6 +66,13 @@ TEST(JobSpecTest, OutOfRangeValuesNameTheField) {
               HasSubstr("rewards[0].name"));
   EXPECT_THAT(ErrorOf(R"({"rewards": [{"name": "format", "weight": -1}]})"),
               HasSubstr("rewards[0].weight"));
+  EXPECT_THAT(ErrorOf(R"({"rewards": [{"name": "overlong_penalty", "weight": 1}]})"),
+              HasSubstr("rewards[0].params"));
+  EXPECT_THAT(ErrorOf(R"({"rewards": [{"name": "format", "weight": 1, "params": {"x": 1}}]})"),
+              HasSubstr("rewards[0].params"));
+  EXPECT_EQ(ErrorOf(R"({"rewards": [{"name": "exact_answer", "weight": 1},
+      {"name": "overlong_penalty", "weight": 1,
+       "params": {"max_length": 48, "cache_length": 8}}]})"), "");
   EXPECT_THAT(ErrorOf(R"({"model": {"preset": "huge"}})"), HasSubstr("model.preset"));
   EXPECT_THAT(ErrorOf(R"({"model": {"n_heads": 3}})"), HasSubstr("model.n_heads"));
   EXPECT_THAT(ErrorOf(R"({"dataset": {"kind": "csv"}})"), HasSubstr("dataset.kind"));

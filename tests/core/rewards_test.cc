@@ -179,13 +179,37 @@ TEST(FormatRewardTest, GradesTheLayout) {
 
 TEST(MakeRewardFunctionTest, KnowsTheBuiltInsAndRejectsOthers) {
   for (const std::string& name : RewardFunctionNames()) {
-    absl::StatusOr<std::unique_ptr<RewardFunction>> fn = MakeRewardFunction(name);
+    RewardParams params;
+    if (name == "overlong_penalty") params["max_length"] = 10;
+    absl::StatusOr<std::unique_ptr<RewardFunction>> fn = MakeRewardFunction(name, params);
     ASSERT_TRUE(fn.ok()) << name;
     EXPECT_EQ((*fn)->name(), name);
   }
   absl::StatusOr<std::unique_ptr<RewardFunction>> bad = MakeRewardFunction("nope");
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad.status().message(), HasSubstr("nope"));
+}
+
+TEST(OverlongPenaltyTest, SoftPunishmentOfLongCompletions) {
+  auto fn = MakeRewardFunction("overlong_penalty", {{"max_length", 20}, {"cache_length", 5}});
+  ASSERT_TRUE(fn.ok()) << fn.status();
+  auto score = [&](int length) {
+    return ScoreOrDie(**fn, "1+1=\n", std::string(length, '1'), "2").reward;
+  };
+  EXPECT_EQ(score(0), 0.0);
+  EXPECT_EQ(score(15), 0.0);   // up to max_length - cache_length: no penalty
+  EXPECT_DOUBLE_EQ(score(17), -0.4);  // (20 - 5 - 17) / 5
+  EXPECT_DOUBLE_EQ(score(20), -1.0);
+  EXPECT_EQ(score(21), -1.0);
+
+  for (const RewardParams& bad : std::vector<RewardParams>{
+           {}, {{"max_length", 0}}, {{"max_length", 10}, {"cache_length", 10}},
+           {{"max_length", 10}, {"cache_length", -1}}, {{"max_length", 10}, {"typo", 1}}}) {
+    EXPECT_EQ(MakeRewardFunction("overlong_penalty", bad).status().code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+  EXPECT_THAT(MakeRewardFunction("format", {{"max_length", 1}}).status().message(),
+              HasSubstr("takes no parameters"));
 }
 
 TEST(CompositeRewardTest, CreateValidatesSpecs) {

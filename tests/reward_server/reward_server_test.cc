@@ -147,6 +147,24 @@ TEST_F(RewardServerTest, BadRequestsGetStatusesNamingTheField) {
   EXPECT_EQ(response.scores_size(), 4);
 }
 
+TEST_F(RewardServerTest, OverlongPenaltyTakesParameters) {
+  v1::ScoreRequest request;
+  auto* f = request.add_reward_functions();
+  f->set_name("overlong_penalty");
+  (*f->mutable_params())["max_length"] = 10;
+  (*f->mutable_params())["cache_length"] = 4;
+  for (int length : {3, 8, 12}) request.add_samples()->set_completion(std::string(length, 'a'));
+  v1::ScoreResponse response;
+  ASSERT_TRUE(Call(request, &response).ok());
+  EXPECT_DOUBLE_EQ(response.scores(0).total(), 0.0);
+  EXPECT_DOUBLE_EQ(response.scores(1).total(), -0.5);  // (10 - 4 - 8) / 4
+  EXPECT_DOUBLE_EQ(response.scores(2).total(), -1.0);
+  (*f->mutable_params())["cache_length"] = 10;
+  grpc::Status s = Call(request, &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("cache_length"));
+}
+
 TEST_F(RewardServerTest, ExpiredDeadlineIsReported) {
   v1::ScoreResponse response;
   grpc::Status s = Call(ArithmeticRequest(50), &response, std::chrono::milliseconds(-1));
@@ -180,7 +198,7 @@ TEST_F(RewardServerTest, ListsItsFunctions) {
   grpc::ClientContext context;
   v1::ListRewardFunctionsResponse response;
   ASSERT_TRUE(stub_->ListRewardFunctions(&context, {}, &response).ok());
-  ASSERT_EQ(response.functions_size(), 3);
+  ASSERT_EQ(response.functions_size(), 4);
   std::map<std::string, bool> steps;
   for (const auto& f : response.functions()) {
     steps[f.name()] = f.gives_step_rewards();
@@ -190,6 +208,7 @@ TEST_F(RewardServerTest, ListsItsFunctions) {
   EXPECT_TRUE(steps.at("arithmetic_steps"));
   EXPECT_FALSE(steps.at("exact_answer"));
   EXPECT_FALSE(steps.at("format"));
+  EXPECT_FALSE(steps.at("overlong_penalty"));
 }
 
 // The real binary: prints its port, serves, and exits 0 on SIGTERM.
