@@ -3,7 +3,9 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <memory>
+#include <random>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -136,7 +138,9 @@ absl::StatusOr<Example> ParseLine(const std::string& path, int lineno, std::stri
 
 }  // namespace
 
-absl::StatusOr<std::vector<Example>> LoadJsonl(const std::string& path) {
+absl::Status ForEachJsonlLine(
+    const std::string& path,
+    const std::function<absl::Status(int lineno, std::string_view line)>& on_line) {
   std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
   if (file == nullptr) {
     const int err = errno;
@@ -155,8 +159,6 @@ absl::StatusOr<std::vector<Example>> LoadJsonl(const std::string& path) {
   if (std::ferror(file.get())) {
     return absl::DataLossError(absl::StrFormat("error reading JSONL file %s", path));
   }
-
-  std::vector<Example> examples;
   std::string_view rest = contents;
   if (rest.substr(0, 3) == "\xEF\xBB\xBF") rest.remove_prefix(3);
   int lineno = 0;
@@ -166,11 +168,75 @@ absl::StatusOr<std::vector<Example>> LoadJsonl(const std::string& path) {
     std::string_view line = rest.substr(0, newline);
     rest.remove_prefix(newline == std::string_view::npos ? rest.size() : newline + 1);
     if (Trim(line).empty()) continue;
+    if (absl::Status s = on_line(lineno, line); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<Example>> LoadJsonl(const std::string& path) {
+  std::vector<Example> examples;
+  absl::Status status = ForEachJsonlLine(path, [&](int lineno, std::string_view line) {
     absl::StatusOr<Example> example = ParseLine(path, lineno, line);
     if (!example.ok()) return example.status();
     examples.push_back(*std::move(example));
-  }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
   return examples;
+}
+
+absl::StatusOr<std::vector<PreferencePair>> LoadPreferenceJsonl(const std::string& path) {
+  std::vector<PreferencePair> pairs;
+  absl::Status status = ForEachJsonlLine(path, [&](int lineno, std::string_view line) {
+    grpo::v1::PreferenceRecord record;
+    google::protobuf::util::JsonParseOptions options;
+    options.ignore_unknown_fields = false;
+    const auto parsed = google::protobuf::util::JsonStringToMessage(
+        google::protobuf::StringPiece(line.data(), line.size()), &record, options);
+    if (!parsed.ok()) {
+      const auto message = parsed.message();
+      return LineError(path, lineno,
+                       absl::StrFormat("not a valid preference object: %s",
+                                       std::string(message.data(), message.size())));
+    }
+    for (const auto& [field, value] :
+         {std::pair<const char*, const std::string*>{"prompt", &record.prompt()},
+          {"chosen", &record.chosen()},
+          {"rejected", &record.rejected()}}) {
+      if (Trim(*value).empty())
+        return LineError(path, lineno,
+                         absl::StrFormat("missing or empty string field \"%s\"", field));
+    }
+    pairs.push_back({record.prompt(), record.chosen(), record.rejected()});
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return pairs;
+}
+
+std::vector<PreferencePair> ArithmeticPreferences(const std::vector<Problem>& problems,
+                                                  uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<PreferencePair> pairs;
+  for (const Problem& p : problems) {
+    // Lines end "=<result>" or "#### <answer>": pick one and shift its number by 1..3.
+    std::vector<size_t> number_starts;
+    for (size_t i = 0; i < p.solution.size(); ++i) {
+      if (p.solution[i] == '=' || (p.solution[i] == ' ' && i > 0 && p.solution[i - 1] == '#'))
+        number_starts.push_back(i + 1);
+    }
+    if (number_starts.empty()) continue;
+    const size_t start = number_starts[rng() % number_starts.size()];
+    size_t end = start;
+    if (end < p.solution.size() && p.solution[end] == '-') ++end;
+    while (end < p.solution.size() && IsDigit(p.solution[end])) ++end;
+    const long long value = std::stoll(p.solution.substr(start, end - start));
+    const long long shifted = value + static_cast<long long>(1 + rng() % 3) * (rng() % 2 ? 1 : -1);
+    std::string rejected = p.solution.substr(0, start) + std::to_string(shifted) +
+                           p.solution.substr(end);
+    pairs.push_back({p.prompt, p.solution, rejected});
+  }
+  return pairs;
 }
 
 std::vector<Example> ToExamples(const std::vector<Problem>& problems) {

@@ -21,6 +21,8 @@
 #ifndef GRPO_CORE_DATASET_H_
 #define GRPO_CORE_DATASET_H_
 
+#include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -37,6 +39,28 @@ struct Example {
 };
 
 absl::StatusOr<std::vector<Example>> LoadJsonl(const std::string& path);
+
+// Calls on_line for every non-blank line (1-based line numbers; a UTF-8 BOM is skipped);
+// stops at and returns the first error. NOT_FOUND / PERMISSION_DENIED for the file.
+absl::Status ForEachJsonlLine(
+    const std::string& path,
+    const std::function<absl::Status(int lineno, std::string_view line)>& on_line);
+
+// A preference pair for reward-model training: `chosen` is the better completion.
+struct PreferencePair {
+  std::string prompt;
+  std::string chosen;
+  std::string rejected;
+};
+
+// JSONL with string fields prompt, chosen, rejected (all required, non-empty); errors name
+// path:line as LoadJsonl's do.
+absl::StatusOr<std::vector<PreferencePair>> LoadPreferenceJsonl(const std::string& path);
+
+// Synthetic preferences from worked arithmetic solutions: chosen = the solution; rejected =
+// the same solution with one step's result or the final answer off by a small amount.
+std::vector<PreferencePair> ArithmeticPreferences(const std::vector<Problem>& problems,
+                                                  uint64_t seed);
 
 std::vector<Example> ToExamples(const std::vector<Problem>& problems);
 

@@ -215,7 +215,11 @@ at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
 at::Tensor Transformer::Logits(const at::Tensor& hidden) const {
   const at::Tensor& head =
       impl_->lm_head.defined() ? impl_->lm_head : impl_->embedding;
-  return at::linear(RmsNorm(hidden, impl_->final_norm, impl_->config.norm_eps), head);
+  return at::linear(FinalNorm(hidden), head);
+}
+
+at::Tensor Transformer::FinalNorm(const at::Tensor& hidden) const {
+  return RmsNorm(hidden, impl_->final_norm, impl_->config.norm_eps);
 }
 
 const std::vector<std::pair<std::string, at::Tensor>>& Transformer::named_parameters()

@@ -60,6 +60,8 @@ class Transformer {
                      KvCache* cache = nullptr) const;
   // Final RMSNorm and LM head: [..., d_model] -> [..., vocab_size].
   at::Tensor Logits(const at::Tensor& hidden) const;
+  // The final RMSNorm alone (what a scalar head reads, see reward_model.h).
+  at::Tensor FinalNorm(const at::Tensor& hidden) const;
 
   // Every trainable tensor, in a fixed order, with stable names.
   const std::vector<std::pair<std::string, at::Tensor>>& named_parameters() const;

@@ -8,17 +8,23 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "core/runtime.h"
 #include "reward_server/server.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "address:port to serve on (port 0 = any)");
 ABSL_FLAG(int, threads, 0, "gRPC handler threads at most; 0 = gRPC's default");
 ABSL_FLAG(int, max_batch, 8192, "samples per Score request at most");
 ABSL_FLAG(int64_t, max_text_bytes, 64 << 10, "bytes per prompt/completion/reference at most");
+ABSL_FLAG(int, compute_threads, 0, "reward-model compute threads; 0 = all cores");
 ABSL_FLAG(int, drain_seconds, 10, "on SIGTERM, how long calls in flight may finish");
+ABSL_FLAG(std::string, reward_model, "",
+          "directory written by grpo_train_rm; serves reward_model and process_reward_model");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("grpo_reward_server [--listen HOST:PORT]");
+  grpo::EnsureThreadEnvironment(argv);
   absl::ParseCommandLine(argc, argv);
+  grpo::ConfigureRuntime(absl::GetFlag(FLAGS_compute_threads));
   // Signals are taken synchronously by sigwait below, never by a handler mid-RPC; gRPC's
   // threads inherit the blocked mask.
   sigset_t stop;
@@ -32,6 +38,7 @@ int main(int argc, char** argv) {
   options.threads = absl::GetFlag(FLAGS_threads);
   options.limits.max_batch = absl::GetFlag(FLAGS_max_batch);
   options.limits.max_text_bytes = absl::GetFlag(FLAGS_max_text_bytes);
+  options.reward_model_dir = absl::GetFlag(FLAGS_reward_model);
   if (options.limits.max_batch < 1 || options.limits.max_text_bytes < 1) {
     std::cerr << "error: --max_batch and --max_text_bytes must be positive\n";
     return 2;

@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "core/rewards.h"
+#include "core/neural_rewards.h"
 
 namespace grpo {
 namespace {
@@ -23,6 +23,7 @@ struct FunctionInfo {
   const char* description;
   std::vector<std::string> needs;
   bool gives_step_rewards = false;
+  bool needs_model = false;  // served only when the server loaded a reward model
 };
 
 // What each built-in function reads, so requests missing it are rejected up front.
@@ -45,6 +46,17 @@ const std::vector<FunctionInfo>& Infos() {
        "DAPO soft overlong punishment: 0 up to max_length - cache_length characters, then "
        "down to -1 at max_length (params: max_length, cache_length)",
        {"completion"}},
+      {"reward_model",
+       "neural reward model (--reward_model): scalar head read at the completion's last token",
+       {"prompt", "completion"},
+       /*gives_step_rewards=*/false,
+       /*needs_model=*/true},
+      {"process_reward_model",
+       "the same model read at the token ending each line: a reward per step, their mean as "
+       "the outcome",
+       {"prompt", "completion"},
+       /*gives_step_rewards=*/true,
+       /*needs_model=*/true},
   };
   return *infos;
 }
@@ -70,22 +82,33 @@ grpc::Status RewardServiceImpl::Score(grpc::ServerContext* context,
   if (request->reward_functions().empty())
     return Invalid("reward_functions: at least one function is required");
 
-  std::vector<WeightedRewardSpec> specs;
+  std::vector<WeightedRewardFunction> functions;
   bool needs_prompt = false, needs_reference = false;
   for (int i = 0; i < request->reward_functions_size(); ++i) {
     const v1::RewardFunctionSpec& f = request->reward_functions(i);
     const FunctionInfo* info = FindInfo(f.name());
-    if (info == nullptr)
+    const bool is_model = info != nullptr && info->needs_model;
+    if (info == nullptr || (is_model && models_.count(f.name()) == 0))
       return Invalid(absl::StrCat("reward_functions[", i, "].name: unknown function \"",
-                                  f.name(), "\""));
+                                  f.name(), "\"",
+                                  is_model ? " (this server has no --reward_model)" : ""));
     for (const std::string& need : info->needs) {
       needs_prompt = needs_prompt || need == "prompt";
       needs_reference = needs_reference || need == "reference_answer";
     }
-    specs.push_back({f.name(), f.has_weight() ? f.weight() : 1.0,
-                     RewardParams(f.params().begin(), f.params().end())});
+    std::unique_ptr<RewardFunction> fn;
+    if (is_model) {
+      fn = std::make_unique<SharedRewardFunction>(models_.at(f.name()));
+    } else {
+      absl::StatusOr<std::unique_ptr<RewardFunction>> made =
+          MakeRewardFunction(f.name(), RewardParams(f.params().begin(), f.params().end()));
+      if (!made.ok())
+        return Invalid(absl::StrCat("reward_functions[", i, "]: ", made.status().message()));
+      fn = std::move(*made);
+    }
+    functions.push_back({std::move(fn), f.has_weight() ? f.weight() : 1.0});
   }
-  absl::StatusOr<CompositeReward> reward = CompositeReward::Create(specs);
+  absl::StatusOr<CompositeReward> reward = CompositeReward::CreateFromFunctions(std::move(functions));
   if (!reward.ok()) return Invalid(absl::StrCat("reward_functions: ", reward.status().message()));
 
   for (int i = 0; i < request->samples_size(); ++i) {
@@ -139,6 +162,7 @@ grpc::Status RewardServiceImpl::ListRewardFunctions(grpc::ServerContext*,
                                                     const v1::ListRewardFunctionsRequest*,
                                                     v1::ListRewardFunctionsResponse* response) {
   for (const FunctionInfo& info : Infos()) {
+    if (info.needs_model && models_.count(info.name) == 0) continue;
     v1::RewardFunctionInfo* out = response->add_functions();
     out->set_name(info.name);
     out->set_description(info.description);

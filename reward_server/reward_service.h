@@ -11,7 +11,11 @@
 #define GRPO_REWARD_SERVER_REWARD_SERVICE_H_
 
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
 
+#include "core/rewards.h"
 #include "grpo/v1/reward.grpc.pb.h"
 
 namespace grpo {
@@ -23,7 +27,12 @@ struct RewardServiceLimits {
 
 class RewardServiceImpl final : public v1::RewardService::Service {
  public:
-  explicit RewardServiceImpl(const RewardServiceLimits& limits) : limits_(limits) {}
+  // `models`: functions served besides the rule-based ones, by name (the neural reward
+  // and process reward models when the server loaded one). Shared, read-only.
+  explicit RewardServiceImpl(
+      const RewardServiceLimits& limits,
+      std::map<std::string, std::shared_ptr<const RewardFunction>> models = {})
+      : limits_(limits), models_(std::move(models)) {}
 
   grpc::Status Score(grpc::ServerContext* context, const v1::ScoreRequest* request,
                      v1::ScoreResponse* response) override;
@@ -33,6 +42,7 @@ class RewardServiceImpl final : public v1::RewardService::Service {
 
  private:
   const RewardServiceLimits limits_;
+  const std::map<std::string, std::shared_ptr<const RewardFunction>> models_;
 };
 
 }  // namespace grpo

@@ -6,6 +6,7 @@
 #include <grpcpp/resource_quota.h>
 
 #include "absl/strings/str_cat.h"
+#include "core/neural_rewards.h"
 
 namespace grpo {
 
@@ -14,7 +15,16 @@ absl::StatusOr<std::unique_ptr<RewardServer>> RewardServer::Start(
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   std::unique_ptr<RewardServer> s(new RewardServer);
-  s->service_ = std::make_unique<RewardServiceImpl>(options.limits);
+  std::map<std::string, std::shared_ptr<const RewardFunction>> models;
+  if (!options.reward_model_dir.empty()) {
+    absl::StatusOr<std::unique_ptr<RewardModel>> loaded =
+        RewardModel::Load(options.reward_model_dir);
+    if (!loaded.ok()) return loaded.status();
+    std::shared_ptr<const RewardModel> model = std::move(*loaded);
+    models["reward_model"] = std::make_shared<NeuralRewardFunction>(model);
+    models["process_reward_model"] = std::make_shared<ProcessRewardModelFunction>(model);
+  }
+  s->service_ = std::make_unique<RewardServiceImpl>(options.limits, std::move(models));
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(),
                            &s->port_);

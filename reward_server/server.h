@@ -22,6 +22,8 @@ struct RewardServerOptions {
   std::string listen_address = "0.0.0.0:50051";
   int threads = 0;  // gRPC handler threads at most; 0 = gRPC's default
   RewardServiceLimits limits;
+  // A directory written by grpo_train_rm; empty = rule-based functions only.
+  std::string reward_model_dir;
 };
 
 class RewardServer {

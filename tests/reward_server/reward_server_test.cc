@@ -7,13 +7,22 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <ATen/ATen.h>
+
+#include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <limits>
 #include <cstdio>
 #include <random>
 #include <thread>
 
 #include "core/arithmetic_task.h"
+#include "core/dataset.h"
+#include "core/reward_model.h"
 #include "core/rewards.h"
+#include "core/tokenizer.h"
+#include "learner/reward_model_trainer.h"
 #include "gmock/gmock.h"
 #include "grpo/v1/reward.grpc.pb.h"
 #include "gtest/gtest.h"
@@ -247,6 +256,115 @@ TEST(RewardServerProcessTest, SigtermDrainsAndExitsZero) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
   fclose(lines);
   posix_spawn_file_actions_destroy(&actions);
+}
+
+// A reward model trained briefly on synthetic preferences, served next to the rules.
+TEST(RewardModelServingTest, LearnedModelIsServedAsOutcomeAndProcessReward) {
+  ModelConfig config = *ModelPreset("tiny");
+  config.d_model = 64;
+  config.n_layers = 2;
+  config.n_heads = 4;
+  config.n_kv_heads = 4;
+  config.ffn_hidden = 128;
+  RewardModel model(config, 1);
+  ArithmeticTask task(ArithmeticOptions{}, 1234);
+  auto train = ArithmeticPreferences(task.TrainSet(2000, 1), 1);
+  auto held_out = ArithmeticPreferences(task.HeldOutSet(300), 2);
+  CharTokenizer tokenizer;
+  RewardModelTrainOptions options;
+  options.steps = 250;
+  options.batch_size = 16;
+  options.optimizer.learning_rate = 2e-3;
+  options.optimizer.warmup_steps = 10;
+  auto before = PairwiseAccuracy(model, tokenizer, held_out);
+  ASSERT_TRUE(before.ok());
+  ASSERT_TRUE(TrainRewardModel(&model, tokenizer, train, options, nullptr).ok());
+  auto after = PairwiseAccuracy(model, tokenizer, held_out);
+  ASSERT_TRUE(after.ok());
+  EXPECT_GT(*after, 0.65) << "before training: " << *before;
+
+  const std::string dir = testing::TempDir() + "/served_rm";
+  ASSERT_TRUE(model.Save(dir).ok());
+  RewardServerOptions server_options;
+  server_options.listen_address = "127.0.0.1:0";
+  server_options.reward_model_dir = dir;
+  auto server = RewardServer::Start(server_options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = v1::RewardService::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string((*server)->port()), grpc::InsecureChannelCredentials()));
+
+  v1::ScoreRequest request;
+  for (const char* name : {"reward_model", "process_reward_model"}) {
+    auto* f = request.add_reward_functions();
+    f->set_name(name);
+    f->set_weight(1.0);
+  }
+  for (const auto& pair : std::vector<PreferencePair>(held_out.begin(), held_out.begin() + 8)) {
+    auto* s = request.add_samples();
+    s->set_prompt(pair.prompt);
+    s->set_completion(pair.chosen);
+  }
+  grpc::ClientContext context;
+  v1::ScoreResponse response;
+  ASSERT_TRUE(stub->Score(&context, request, &response).ok());
+  ASSERT_EQ(response.scores_size(), 8);
+  for (int i = 0; i < 8; ++i) {
+    const auto& score = response.scores(i);
+    const std::string& completion = request.samples(i).completion();
+    // The outcome score is the model's, exactly as scored in-process.
+    auto direct = model.ScoreAt({tokenizer.Encode(request.samples(i).prompt() + completion)},
+                                {{static_cast<int>(request.samples(i).prompt().size() +
+                                                   completion.size()) - 1}});
+    ASSERT_TRUE(direct.ok());
+    EXPECT_NEAR(score.per_function(0), (*direct)[0][0], 1e-5);
+    // One step reward per line, ending at each newline and at the last character.
+    const int lines = std::count(completion.begin(), completion.end(), '\n') + 1;
+    ASSERT_EQ(score.steps_size(), lines);
+    EXPECT_EQ(score.steps(lines - 1).end_offset(), static_cast<int>(completion.size()) - 1);
+    for (const auto& step : score.steps()) EXPECT_TRUE(std::isfinite(step.reward()));
+  }
+}
+
+TEST_F(RewardServerTest, ModelFunctionsNeedALoadedModel) {
+  v1::ScoreRequest request = ArithmeticRequest(2);
+  request.mutable_reward_functions(0)->set_name("reward_model");
+  v1::ScoreResponse response;
+  grpc::Status s = Call(request, &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("--reward_model"));
+}
+
+TEST(RewardModelServingTest, NonFiniteModelOutputIsInternalError) {
+  ModelConfig config = *ModelPreset("tiny");
+  config.d_model = 32;
+  config.n_layers = 1;
+  config.n_heads = 2;
+  config.n_kv_heads = 2;
+  config.ffn_hidden = 32;
+  RewardModel model(config, 3);
+  {
+    at::NoGradGuard no_grad;
+    model.parameters().back().fill_(std::numeric_limits<float>::quiet_NaN());  // the bias
+  }
+  const std::string dir = testing::TempDir() + "/nan_rm";
+  ASSERT_TRUE(model.Save(dir).ok());
+  RewardServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.reward_model_dir = dir;
+  auto server = RewardServer::Start(options);
+  ASSERT_TRUE(server.ok());
+  auto stub = v1::RewardService::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string((*server)->port()), grpc::InsecureChannelCredentials()));
+  v1::ScoreRequest request;
+  request.add_reward_functions()->set_name("reward_model");
+  auto* sample = request.add_samples();
+  sample->set_prompt("1+2=\n");
+  sample->set_completion("1+2=3\n#### 3");
+  grpc::ClientContext context;
+  v1::ScoreResponse response;
+  grpc::Status s = stub->Score(&context, request, &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INTERNAL);
+  EXPECT_EQ(response.scores_size(), 0);
 }
 
 }  // namespace

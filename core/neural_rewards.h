@@ -1,0 +1,61 @@
+// Reward functions backed by a RewardModel (core/reward_model.h), behind the same
+// RewardFunction interface as the rule-based ones, so the reward server and the local
+// trainer use them unchanged:
+//   "reward_model"          score of prompt + completion read at its last token;
+//   "process_reward_model"  a score at the token ending each line (step) of the completion,
+//                           and their mean as the outcome reward.
+// The model is shared (shared_ptr) and read-only; Score is thread-safe.
+#ifndef GRPO_CORE_NEURAL_REWARDS_H_
+#define GRPO_CORE_NEURAL_REWARDS_H_
+
+#include <memory>
+
+#include "core/reward_model.h"
+#include "core/rewards.h"
+#include "core/tokenizer.h"
+
+namespace grpo {
+
+class NeuralRewardFunction : public RewardFunction {
+ public:
+  explicit NeuralRewardFunction(std::shared_ptr<const RewardModel> model)
+      : model_(std::move(model)) {}
+  std::string_view name() const override { return "reward_model"; }
+  bool gives_step_rewards() const override { return false; }
+  absl::StatusOr<RewardOutput> Score(const RewardInput& input) const override;
+
+ private:
+  std::shared_ptr<const RewardModel> model_;
+  CharTokenizer tokenizer_;
+};
+
+class ProcessRewardModelFunction : public RewardFunction {
+ public:
+  explicit ProcessRewardModelFunction(std::shared_ptr<const RewardModel> model)
+      : model_(std::move(model)) {}
+  std::string_view name() const override { return "process_reward_model"; }
+  bool gives_step_rewards() const override { return true; }
+  absl::StatusOr<RewardOutput> Score(const RewardInput& input) const override;
+
+ private:
+  std::shared_ptr<const RewardModel> model_;
+  CharTokenizer tokenizer_;
+};
+
+// Delegates to a shared function, for owners (CompositeReward) that take unique_ptrs.
+class SharedRewardFunction : public RewardFunction {
+ public:
+  explicit SharedRewardFunction(std::shared_ptr<const RewardFunction> fn) : fn_(std::move(fn)) {}
+  std::string_view name() const override { return fn_->name(); }
+  bool gives_step_rewards() const override { return fn_->gives_step_rewards(); }
+  absl::StatusOr<RewardOutput> Score(const RewardInput& input) const override {
+    return fn_->Score(input);
+  }
+
+ private:
+  std::shared_ptr<const RewardFunction> fn_;
+};
+
+}  // namespace grpo
+
+#endif  // GRPO_CORE_NEURAL_REWARDS_H_
