@@ -1,7 +1,8 @@
 // reward_bench: rule-based scoring throughput of the reward server over loopback gRPC, at 1
 // and 8 concurrent clients, each sending batches of --batch samples (exact_answer, format
 // and arithmetic_steps on worked arithmetic solutions, half of them corrupted) for
-// --seconds. Prints one JSON line per client count: samples/s and requests/s.
+// --seconds. With --reward_model DIR it then measures the neural reward model the same
+// way. Prints one JSON line per function set and client count: samples/s and requests/s.
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
@@ -13,16 +14,22 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "core/arithmetic_task.h"
+#include "core/runtime.h"
 #include "grpo/v1/reward.grpc.pb.h"
 #include "reward_server/server.h"
 
 ABSL_FLAG(int, batch, 256, "samples per request");
 ABSL_FLAG(double, seconds, 3.0, "measured time per client count");
+ABSL_FLAG(std::string, reward_model, "",
+          "also measure the neural reward model in this directory (grpo_train_rm --out)");
 
 int main(int argc, char** argv) {
+  grpo::EnsureThreadEnvironment(argv);
   absl::ParseCommandLine(argc, argv);
+  grpo::ConfigureRuntime(0);
   grpo::RewardServerOptions options;
   options.listen_address = "127.0.0.1:0";
+  options.reward_model_dir = absl::GetFlag(FLAGS_reward_model);
   auto server = grpo::RewardServer::Start(options);
   if (!server.ok()) {
     std::fprintf(stderr, "%s\n", std::string(server.status().message()).c_str());
@@ -30,11 +37,6 @@ int main(int argc, char** argv) {
   }
   grpo::ArithmeticTask task(grpo::ArithmeticOptions{}, 1);
   grpo::v1::ScoreRequest request;
-  for (const char* name : {"exact_answer", "format", "arithmetic_steps"}) {
-    auto* f = request.add_reward_functions();
-    f->set_name(name);
-    f->set_weight(1.0);
-  }
   const int batch = absl::GetFlag(FLAGS_batch);
   std::vector<grpo::Problem> problems = task.TrainSet(batch, 2);
   for (int i = 0; i < batch; ++i) {
@@ -46,6 +48,16 @@ int main(int argc, char** argv) {
     s->set_reference_answer(problems[i].answer);
   }
   const std::string target = "127.0.0.1:" + std::to_string((*server)->port());
+  std::vector<std::pair<std::string, std::vector<std::string>>> sets = {
+      {"rule_based", {"exact_answer", "format", "arithmetic_steps"}}};
+  if (!options.reward_model_dir.empty()) sets.push_back({"reward_model", {"reward_model"}});
+  for (const auto& [set_name, names] : sets) {
+  request.clear_reward_functions();
+  for (const std::string& name : names) {
+    auto* f = request.add_reward_functions();
+    f->set_name(name);
+    f->set_weight(1.0);
+  }
   for (int clients : {1, 8}) {
     std::atomic<int64_t> requests{0}, errors{0};
     const auto start = std::chrono::steady_clock::now();
@@ -73,11 +85,12 @@ int main(int argc, char** argv) {
     for (auto& t : threads) t.join();
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::printf("{\"clients\":%d,\"batch\":%d,\"samples_per_s\":%.0f,\"requests_per_s\":%.1f,"
+    std::printf("{\"functions\":\"%s\",\"clients\":%d,\"batch\":%d,\"samples_per_s\":%.0f,\"requests_per_s\":%.1f,"
                 "\"errors\":%lld}\n",
-                clients, batch, requests * batch / elapsed, requests / elapsed,
+                set_name.c_str(), clients, batch, requests * batch / elapsed, requests / elapsed,
                 static_cast<long long>(errors.load()));
     std::fflush(stdout);
+  }
   }
   (*server)->Shutdown(std::chrono::seconds(1));
   return 0;

@@ -1,5 +1,6 @@
 #include "core/neural_rewards.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -19,41 +20,94 @@ absl::StatusOr<std::vector<int32_t>> Encode(const CharTokenizer& tokenizer,
   return prompt;
 }
 
+// Where each function reads the model: the last token (outcome) or each step's end.
+struct ReadPoints {
+  std::vector<int> positions;  // into prompt + completion
+  std::vector<int> step_ends;  // into the completion; empty for the outcome model
+};
+
+ReadPoints OutcomePoints(const RewardInput& input) {
+  return {{static_cast<int>(input.prompt.size() + input.completion.size()) - 1}, {}};
+}
+
+// Step ends: each newline of the completion, and its last character if that is not one.
+ReadPoints StepPoints(const RewardInput& input) {
+  ReadPoints points;
+  for (size_t i = 0; i < input.completion.size(); ++i) {
+    if (input.completion[i] == '\n' || i + 1 == input.completion.size()) {
+      points.step_ends.push_back(static_cast<int>(i));
+      points.positions.push_back(static_cast<int>(input.prompt.size() + i));
+    }
+  }
+  return points;
+}
+
+// Scores every input at its read points, `kChunk` sequences per forward pass, and turns
+// them into outputs: the single score (outcome) or a step reward per end and their mean.
+absl::StatusOr<std::vector<RewardOutput>> ScoreWithModel(
+    const RewardModel& model, const CharTokenizer& tokenizer,
+    const std::vector<RewardInput>& inputs, ReadPoints (*points_of)(const RewardInput&)) {
+  constexpr size_t kChunk = 64;  // bounds activation memory per pass
+  std::vector<RewardOutput> outputs(inputs.size());
+  for (size_t begin = 0; begin < inputs.size(); begin += kChunk) {
+    const size_t end = std::min(inputs.size(), begin + kChunk);
+    std::vector<std::vector<int32_t>> sequences;
+    std::vector<std::vector<int>> positions;
+    std::vector<ReadPoints> points;
+    std::vector<size_t> rows;
+    for (size_t i = begin; i < end; ++i) {
+      ReadPoints p = points_of(inputs[i]);
+      if (p.positions.empty()) continue;  // nothing generated, nothing to judge: 0
+      absl::StatusOr<std::vector<int32_t>> ids = Encode(tokenizer, inputs[i]);
+      if (!ids.ok()) return ids.status();
+      sequences.push_back(*std::move(ids));
+      positions.push_back(p.positions);
+      points.push_back(std::move(p));
+      rows.push_back(i);
+    }
+    if (sequences.empty()) continue;
+    auto scores = model.ScoreAt(sequences, positions);
+    if (!scores.ok()) return scores.status();
+    for (size_t k = 0; k < rows.size(); ++k) {
+      RewardOutput& out = outputs[rows[k]];
+      const std::vector<double>& s = (*scores)[k];
+      if (points[k].step_ends.empty()) {
+        out.reward = s[0];
+        continue;
+      }
+      double sum = 0;
+      for (size_t j = 0; j < s.size(); ++j) {
+        out.steps.push_back(StepReward{s[j], points[k].step_ends[j]});
+        sum += s[j];
+      }
+      out.reward = sum / s.size();
+    }
+  }
+  return outputs;
+}
+
 }  // namespace
 
 absl::StatusOr<RewardOutput> NeuralRewardFunction::Score(const RewardInput& input) const {
-  absl::StatusOr<std::vector<int32_t>> ids = Encode(tokenizer_, input);
-  if (!ids.ok()) return ids.status();
-  const int last = static_cast<int>(ids->size()) - 1;
-  auto scores = model_->ScoreAt({*ids}, {{last}});
-  if (!scores.ok()) return scores.status();
-  RewardOutput out;
-  out.reward = (*scores)[0][0];
-  return out;
+  auto out = ScoreBatch({input});
+  if (!out.ok()) return out.status();
+  return std::move(out->front());
+}
+
+absl::StatusOr<std::vector<RewardOutput>> NeuralRewardFunction::ScoreBatch(
+    const std::vector<RewardInput>& inputs) const {
+  return ScoreWithModel(*model_, tokenizer_, inputs, &OutcomePoints);
 }
 
 absl::StatusOr<RewardOutput> ProcessRewardModelFunction::Score(const RewardInput& input) const {
-  absl::StatusOr<std::vector<int32_t>> ids = Encode(tokenizer_, input);
-  if (!ids.ok()) return ids.status();
-  // Step ends: each newline of the completion, and its last character if that is not one.
-  std::vector<int> ends;
-  for (size_t i = 0; i < input.completion.size(); ++i) {
-    if (input.completion[i] == '\n' || i + 1 == input.completion.size()) ends.push_back(i);
-  }
-  RewardOutput out;
-  if (ends.empty()) return out;  // nothing generated, nothing to judge
-  const int prompt_length = static_cast<int>(input.prompt.size());
-  std::vector<int> positions;
-  for (int end : ends) positions.push_back(prompt_length + end);
-  auto scores = model_->ScoreAt({*ids}, {positions});
-  if (!scores.ok()) return scores.status();
-  double sum = 0;
-  for (size_t j = 0; j < ends.size(); ++j) {
-    out.steps.push_back(StepReward{(*scores)[0][j], ends[j]});
-    sum += (*scores)[0][j];
-  }
-  out.reward = sum / ends.size();
-  return out;
+  auto out = ScoreBatch({input});
+  if (!out.ok()) return out.status();
+  return std::move(out->front());
+}
+
+absl::StatusOr<std::vector<RewardOutput>> ProcessRewardModelFunction::ScoreBatch(
+    const std::vector<RewardInput>& inputs) const {
+  return ScoreWithModel(*model_, tokenizer_, inputs, &StepPoints);
 }
 
 }  // namespace grpo

@@ -23,6 +23,9 @@ class NeuralRewardFunction : public RewardFunction {
   std::string_view name() const override { return "reward_model"; }
   bool gives_step_rewards() const override { return false; }
   absl::StatusOr<RewardOutput> Score(const RewardInput& input) const override;
+  // One forward pass per chunk of inputs.
+  absl::StatusOr<std::vector<RewardOutput>> ScoreBatch(
+      const std::vector<RewardInput>& inputs) const override;
 
  private:
   std::shared_ptr<const RewardModel> model_;
@@ -36,6 +39,9 @@ class ProcessRewardModelFunction : public RewardFunction {
   std::string_view name() const override { return "process_reward_model"; }
   bool gives_step_rewards() const override { return true; }
   absl::StatusOr<RewardOutput> Score(const RewardInput& input) const override;
+  // One forward pass per chunk of inputs.
+  absl::StatusOr<std::vector<RewardOutput>> ScoreBatch(
+      const std::vector<RewardInput>& inputs) const override;
 
  private:
   std::shared_ptr<const RewardModel> model_;
@@ -50,6 +56,10 @@ class SharedRewardFunction : public RewardFunction {
   bool gives_step_rewards() const override { return fn_->gives_step_rewards(); }
   absl::StatusOr<RewardOutput> Score(const RewardInput& input) const override {
     return fn_->Score(input);
+  }
+  absl::StatusOr<std::vector<RewardOutput>> ScoreBatch(
+      const std::vector<RewardInput>& inputs) const override {
+    return fn_->ScoreBatch(inputs);
   }
 
  private:

@@ -332,18 +332,60 @@ absl::StatusOr<CompositeReward> CompositeReward::CreateFromFunctions(
   return composite;
 }
 
+absl::StatusOr<std::vector<RewardOutput>> RewardFunction::ScoreBatch(
+    const std::vector<RewardInput>& inputs) const {
+  std::vector<RewardOutput> outputs;
+  outputs.reserve(inputs.size());
+  for (const RewardInput& input : inputs) {
+    absl::StatusOr<RewardOutput> out = Score(input);
+    if (!out.ok()) return out.status();
+    outputs.push_back(*std::move(out));
+  }
+  return outputs;
+}
+
 absl::StatusOr<CompositeOutput> CompositeReward::Score(const RewardInput& input) const {
+  absl::StatusOr<std::vector<CompositeOutput>> out = ScoreBatch({input});
+  if (!out.ok()) return out.status();
+  return std::move(out->front());
+}
+
+absl::StatusOr<std::vector<CompositeOutput>> CompositeReward::ScoreBatch(
+    const std::vector<RewardInput>& inputs) const {
+  std::vector<std::vector<RewardOutput>> by_function;
+  for (const auto& fn : functions_) {
+    absl::StatusOr<std::vector<RewardOutput>> results = fn->ScoreBatch(inputs);
+    if (!results.ok()) {
+      return absl::Status(results.status().code(),
+                          absl::StrCat("reward function \"", AsAbsl(fn->name()),
+                                       "\": ", results.status().message()));
+    }
+    if (results->size() != inputs.size())
+      return absl::InternalError(absl::StrCat("reward function \"", AsAbsl(fn->name()),
+                                              "\" returned ", results->size(), " outputs for ",
+                                              inputs.size(), " inputs"));
+    by_function.push_back(*std::move(results));
+  }
+  std::vector<CompositeOutput> outputs;
+  outputs.reserve(inputs.size());
+  std::vector<const RewardOutput*> row(functions_.size());
+  for (size_t j = 0; j < inputs.size(); ++j) {
+    for (size_t i = 0; i < functions_.size(); ++i) row[i] = &by_function[i][j];
+    absl::StatusOr<CompositeOutput> out = Combine(inputs[j], row);
+    if (!out.ok()) return out.status();
+    outputs.push_back(*std::move(out));
+  }
+  return outputs;
+}
+
+absl::StatusOr<CompositeOutput> CompositeReward::Combine(
+    const RewardInput& input, const std::vector<const RewardOutput*>& outputs) const {
   CompositeOutput out;
   out.per_function.reserve(functions_.size());
   std::map<int, double> steps_by_offset;
   for (size_t i = 0; i < functions_.size(); ++i) {
     const RewardFunction& fn = *functions_[i];
-    absl::StatusOr<RewardOutput> result = fn.Score(input);
-    if (!result.ok()) {
-      return absl::Status(
-          result.status().code(),
-          absl::StrCat("reward function \"", AsAbsl(fn.name()), "\": ", result.status().message()));
-    }
+    const RewardOutput* result = outputs[i];
     if (!std::isfinite(result->reward)) {
       return absl::InternalError(absl::StrFormat(
           "reward function \"%s\" returned a non-finite reward (%g)", fn.name(), result->reward));

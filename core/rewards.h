@@ -59,6 +59,10 @@ class RewardFunction {
   virtual std::string_view name() const = 0;
   virtual bool gives_step_rewards() const = 0;
   virtual absl::StatusOr<RewardOutput> Score(const RewardInput& input) const = 0;
+  // Many inputs at once, in order; functions that batch (a neural model's forward pass)
+  // override it. The default scores one by one and stops at the first error.
+  virtual absl::StatusOr<std::vector<RewardOutput>> ScoreBatch(
+      const std::vector<RewardInput>& inputs) const;
 };
 
 class ExactAnswerReward : public RewardFunction {
@@ -157,12 +161,18 @@ class CompositeReward {
   // Errors from a function come back prefixed with its name; a non-finite reward (or step
   // reward, or total) is INTERNAL naming the function.
   absl::StatusOr<CompositeOutput> Score(const RewardInput& input) const;
+  // The same for many inputs, each function scoring the whole batch at once.
+  absl::StatusOr<std::vector<CompositeOutput>> ScoreBatch(
+      const std::vector<RewardInput>& inputs) const;
 
   const std::vector<std::string>& names() const { return names_; }
   const std::vector<double>& weights() const { return weights_; }
 
  private:
   CompositeReward() = default;
+  // Weights one input's per-function outputs (in functions_ order) and checks them.
+  absl::StatusOr<CompositeOutput> Combine(const RewardInput& input,
+                                          const std::vector<const RewardOutput*>& outputs) const;
 
   std::vector<std::string> names_;
   std::vector<double> weights_;

@@ -1,5 +1,6 @@
 #include "reward_server/reward_service.h"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -131,27 +132,37 @@ grpc::Status RewardServiceImpl::Score(grpc::ServerContext* context,
   }
 
   v1::ScoreResponse scored;
-  for (int i = 0; i < request->samples_size(); ++i) {
-    // Checked every 64 samples: cheap, and a batch never outlives its deadline by much.
-    if (i % 64 == 0 && context->IsCancelled())
+  // Chunks of 64: one batched pass per function each, and the deadline checked between.
+  constexpr int kChunk = 64;
+  for (int begin = 0; begin < request->samples_size(); begin += kChunk) {
+    if (context->IsCancelled())
       return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                          absl::StrCat("deadline passed or call cancelled after ", i, " of ",
+                          absl::StrCat("deadline passed or call cancelled after ", begin, " of ",
                                        request->samples_size(), " samples"));
-    const v1::RewardSample& s = request->samples(i);
-    absl::StatusOr<CompositeOutput> out =
-        reward->Score(RewardInput{s.prompt(), s.completion(), s.reference_answer()});
-    if (!out.ok())
-      return grpc::Status(ToGrpc(out.status().code()),
-                          absl::StrCat("samples[", i, "]: ", out.status().message()));
-    v1::SampleScore* score = scored.add_scores();
-    score->set_group_id(s.group_id());
-    score->set_sample_index(s.sample_index());
-    score->set_total(out->total);
-    for (double r : out->per_function) score->add_per_function(r);
-    for (const StepReward& step : out->steps) {
-      v1::StepReward* st = score->add_steps();
-      st->set_reward(step.reward);
-      st->set_end_offset(step.end_offset);
+    const int end = std::min(request->samples_size(), begin + kChunk);
+    std::vector<RewardInput> inputs;
+    for (int i = begin; i < end; ++i) {
+      const v1::RewardSample& s = request->samples(i);
+      inputs.push_back(RewardInput{s.prompt(), s.completion(), s.reference_answer()});
+    }
+    absl::StatusOr<std::vector<CompositeOutput>> outs = reward->ScoreBatch(inputs);
+    if (!outs.ok())
+      return grpc::Status(ToGrpc(outs.status().code()),
+                          absl::StrCat("samples[", begin, "..", end - 1, "]: ",
+                                       outs.status().message()));
+    for (int i = begin; i < end; ++i) {
+      const v1::RewardSample& s = request->samples(i);
+      const CompositeOutput& out = (*outs)[i - begin];
+      v1::SampleScore* score = scored.add_scores();
+      score->set_group_id(s.group_id());
+      score->set_sample_index(s.sample_index());
+      score->set_total(out.total);
+      for (double r : out.per_function) score->add_per_function(r);
+      for (const StepReward& step : out.steps) {
+        v1::StepReward* st = score->add_steps();
+        st->set_reward(step.reward);
+        st->set_end_offset(step.end_offset);
+      }
     }
   }
   response->Swap(&scored);
