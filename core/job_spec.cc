@@ -227,6 +227,13 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
     return absl::InvalidArgumentError("rewards: at least one reward function is required");
   for (int i = 0; i < s.rewards_size(); ++i) {
     const v1::RewardFunctionSpec& r = s.rewards(i);
+    if (r.name() == "reward_model" || r.name() == "process_reward_model") {
+      if (r.model_dir().empty())
+        return absl::InvalidArgumentError(absl::StrCat(
+            "rewards[", i, "].model_dir: required for ", r.name(), " (a grpo_train_rm --out directory)"));
+      RETURN_IF_ERROR(InRange(absl::StrCat("rewards[", i, "].weight"), r.weight(), 0, 1e6));
+      continue;
+    }
     const RewardParams params(r.params().begin(), r.params().end());
     if (absl::StatusOr<std::unique_ptr<RewardFunction>> fn = MakeRewardFunction(r.name(), params);
         !fn.ok()) {
@@ -244,7 +251,9 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
     bool has_steps = false;
     for (const auto& r : s.rewards()) {
       auto fn = MakeRewardFunction(r.name(), RewardParams(r.params().begin(), r.params().end()));
-      has_steps = has_steps || (fn.ok() && (*fn)->gives_step_rewards() && r.weight() > 0);
+      const bool steps =
+          r.name() == "process_reward_model" || (fn.ok() && (*fn)->gives_step_rewards());
+      has_steps = has_steps || (steps && r.weight() > 0);
     }
     if (!has_steps)
       return absl::InvalidArgumentError(

@@ -1,6 +1,8 @@
 #include "core/neural_rewards.h"
 
 #include <algorithm>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -108,6 +110,39 @@ absl::StatusOr<RewardOutput> ProcessRewardModelFunction::Score(const RewardInput
 absl::StatusOr<std::vector<RewardOutput>> ProcessRewardModelFunction::ScoreBatch(
     const std::vector<RewardInput>& inputs) const {
   return ScoreWithModel(*model_, tokenizer_, inputs, &StepPoints);
+}
+
+absl::StatusOr<CompositeReward> MakeJobReward(
+    const google::protobuf::RepeatedPtrField<v1::RewardFunctionSpec>& specs) {
+  std::map<std::string, std::shared_ptr<const RewardModel>> models;
+  std::vector<WeightedRewardFunction> functions;
+  for (int i = 0; i < specs.size(); ++i) {
+    const v1::RewardFunctionSpec& spec = specs[i];
+    std::unique_ptr<RewardFunction> fn;
+    if (spec.name() == "reward_model" || spec.name() == "process_reward_model") {
+      std::shared_ptr<const RewardModel>& model = models[spec.model_dir()];
+      if (!model) {
+        absl::StatusOr<std::unique_ptr<RewardModel>> loaded = RewardModel::Load(spec.model_dir());
+        if (!loaded.ok())
+          return absl::Status(loaded.status().code(), absl::StrCat("rewards[", i, "].model_dir: ",
+                                                                   loaded.status().message()));
+        model = std::move(*loaded);
+      }
+      if (spec.name() == "reward_model") {
+        fn = std::make_unique<NeuralRewardFunction>(model);
+      } else {
+        fn = std::make_unique<ProcessRewardModelFunction>(model);
+      }
+    } else {
+      absl::StatusOr<std::unique_ptr<RewardFunction>> made = MakeRewardFunction(
+          spec.name(), RewardParams(spec.params().begin(), spec.params().end()));
+      if (!made.ok())
+        return absl::InvalidArgumentError(absl::StrCat("rewards[", i, "]: ", made.status().message()));
+      fn = std::move(*made);
+    }
+    functions.push_back({std::move(fn), spec.weight()});
+  }
+  return CompositeReward::CreateFromFunctions(std::move(functions));
 }
 
 }  // namespace grpo

@@ -13,6 +13,7 @@
 #include "core/reward_model.h"
 #include "core/rewards.h"
 #include "core/tokenizer.h"
+#include "grpo/v1/job.pb.h"
 
 namespace grpo {
 
@@ -47,6 +48,11 @@ class ProcessRewardModelFunction : public RewardFunction {
   std::shared_ptr<const RewardModel> model_;
   CharTokenizer tokenizer_;
 };
+
+// The weighted reward of a job spec: rule-based functions by name, reward_model and
+// process_reward_model loaded from their model_dir (each directory loaded once).
+absl::StatusOr<CompositeReward> MakeJobReward(
+    const google::protobuf::RepeatedPtrField<v1::RewardFunctionSpec>& specs);
 
 // Delegates to a shared function, for owners (CompositeReward) that take unique_ptrs.
 class SharedRewardFunction : public RewardFunction {

@@ -11,6 +11,7 @@
 #include "core/dataset.h"
 #include "core/job_spec.h"
 #include "core/model.h"
+#include "core/neural_rewards.h"
 #include "core/rewards.h"
 #include "core/tokenizer.h"
 #include "learner/checkpoint.h"
@@ -114,11 +115,7 @@ absl::StatusOr<LocalJobResult> RunLocalJob(const v1::JobSpec& spec,
 
   absl::StatusOr<Data> data = LoadData(spec);
   if (!data.ok()) return data.status();
-  std::vector<WeightedRewardSpec> reward_specs;
-  for (const auto& r : spec.rewards()) {
-    reward_specs.push_back({r.name(), r.weight(), RewardParams(r.params().begin(), r.params().end())});
-  }
-  absl::StatusOr<CompositeReward> reward = CompositeReward::Create(reward_specs);
+  absl::StatusOr<CompositeReward> reward = MakeJobReward(spec.rewards());
   if (!reward.ok()) return reward.status();
   CharTokenizer tokenizer;
 

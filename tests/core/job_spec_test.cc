@@ -66,6 +66,8 @@ TEST(JobSpecTest, OutOfRangeValuesNameTheField) {
               HasSubstr("rewards[0].name"));
   EXPECT_THAT(ErrorOf(R"({"rewards": [{"name": "format", "weight": -1}]})"),
               HasSubstr("rewards[0].weight"));
+  EXPECT_THAT(ErrorOf(R"({"rewards": [{"name": "reward_model", "weight": 1}]})"),
+              HasSubstr("rewards[0].model_dir"));
   EXPECT_THAT(ErrorOf(R"({"rewards": [{"name": "overlong_penalty", "weight": 1}]})"),
               HasSubstr("rewards[0].params"));
   EXPECT_THAT(ErrorOf(R"({"rewards": [{"name": "format", "weight": 1, "params": {"x": 1}}]})"),

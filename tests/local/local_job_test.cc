@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "core/job_spec.h"
+#include "core/reward_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "learner/checkpoint.h"
@@ -62,6 +63,42 @@ TEST(LocalJobTest, RunsAndWritesTheRunDirectory) {
   EXPECT_THAT(progress.str(), testing::HasSubstr("step    3/3"));
   EXPECT_THAT(progress.str(), testing::HasSubstr("ETA"));
   EXPECT_THAT(progress.str(), testing::HasSubstr("GRPO (after)"));
+}
+
+TEST(LocalJobTest, TrainsOnALearnedRewardModel) {
+  ModelConfig config = *ModelPreset("tiny");
+  config.d_model = 32;
+  config.n_layers = 1;
+  config.n_heads = 2;
+  config.n_kv_heads = 2;
+  config.ffn_hidden = 32;
+  const std::string rm_dir = testing::TempDir() + "/local_job_rm";
+  ASSERT_TRUE(RewardModel(config, 4).Save(rm_dir).ok());
+
+  v1::JobSpec spec = ToySpec();
+  spec.set_steps(2);
+  spec.set_checkpoint_every(0);
+  spec.clear_rewards();
+  auto* exact = spec.add_rewards();
+  exact->set_name("exact_answer");
+  exact->set_weight(1.0);
+  auto* learned = spec.add_rewards();
+  learned->set_name("reward_model");
+  learned->set_weight(0.5);
+  learned->set_model_dir(rm_dir);
+  ASSERT_TRUE(ValidateJobSpec(spec).ok());
+  LocalJobOptions options;
+  options.run_dir = testing::TempDir() + "/local_job_rm_run";
+  auto result = RunLocalJob(spec, options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  std::ifstream metrics(options.run_dir + "/metrics.jsonl");
+  std::string line;
+  ASSERT_TRUE(std::getline(metrics, line));
+  EXPECT_THAT(line, testing::HasSubstr("\"reward/reward_model\""));
+
+  learned->set_model_dir(testing::TempDir() + "/no-such-rm");
+  result = RunLocalJob(spec, options);
+  EXPECT_THAT(std::string(result.status().message()), testing::HasSubstr("rewards[1].model_dir"));
 }
 
 TEST(LocalJobTest, BadDatasetFailsCleanly) {
