@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/neural_rewards.h"
+#include "reward_server/coalescing_reward.h"
 
 namespace grpo {
 
@@ -21,8 +22,11 @@ absl::StatusOr<std::unique_ptr<RewardServer>> RewardServer::Start(
         RewardModel::Load(options.reward_model_dir);
     if (!loaded.ok()) return loaded.status();
     std::shared_ptr<const RewardModel> model = std::move(*loaded);
-    models["reward_model"] = std::make_shared<NeuralRewardFunction>(model);
-    models["process_reward_model"] = std::make_shared<ProcessRewardModelFunction>(model);
+    // Concurrent requests share forward passes (up to 256 samples each).
+    models["reward_model"] = std::make_shared<CoalescingRewardFunction>(
+        std::make_shared<NeuralRewardFunction>(model), 256);
+    models["process_reward_model"] = std::make_shared<CoalescingRewardFunction>(
+        std::make_shared<ProcessRewardModelFunction>(model), 256);
   }
   s->service_ = std::make_unique<RewardServiceImpl>(options.limits, std::move(models));
   grpc::ServerBuilder builder;

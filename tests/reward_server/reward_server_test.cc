@@ -23,6 +23,7 @@
 #include "core/rewards.h"
 #include "core/tokenizer.h"
 #include "learner/reward_model_trainer.h"
+#include "reward_server/coalescing_reward.h"
 #include "gmock/gmock.h"
 #include "grpo/v1/reward.grpc.pb.h"
 #include "gtest/gtest.h"
@@ -323,6 +324,54 @@ TEST(RewardModelServingTest, LearnedModelIsServedAsOutcomeAndProcessReward) {
     EXPECT_EQ(score.steps(lines - 1).end_offset(), static_cast<int>(completion.size()) - 1);
     for (const auto& step : score.steps()) EXPECT_TRUE(std::isfinite(step.reward()));
   }
+}
+
+// Sums the characters of each input's completion; counts its calls and their sizes.
+class CountingReward : public RewardFunction {
+ public:
+  std::string_view name() const override { return "counting"; }
+  bool gives_step_rewards() const override { return false; }
+  absl::StatusOr<RewardOutput> Score(const RewardInput& input) const override {
+    RewardOutput out;
+    for (char c : input.completion) out.reward += c;
+    return out;
+  }
+  absl::StatusOr<std::vector<RewardOutput>> ScoreBatch(
+      const std::vector<RewardInput>& inputs) const override {
+    ++calls;
+    return RewardFunction::ScoreBatch(inputs);
+  }
+  mutable std::atomic<int> calls{0};
+};
+
+TEST(CoalescingRewardTest, ConcurrentCallsGetTheirOwnResults) {
+  auto inner = std::make_shared<CountingReward>();
+  CoalescingRewardFunction coalescing(inner, 64);
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 8; ++t) {
+    callers.emplace_back([&, t] {
+      for (int call = 0; call < 25; ++call) {
+        std::vector<std::string> texts;
+        for (int i = 0; i < 1 + (t + call) % 5; ++i)
+          texts.push_back(std::string(1 + t, static_cast<char>('a' + call % 20 + i)));
+        std::vector<RewardInput> inputs;
+        for (const auto& text : texts) inputs.push_back(RewardInput{"", text, ""});
+        auto out = coalescing.ScoreBatch(inputs);
+        if (!out.ok() || out->size() != inputs.size()) {
+          ++wrong;
+          continue;
+        }
+        for (size_t i = 0; i < inputs.size(); ++i)
+          if ((*out)[i].reward != inner->Score(inputs[i])->reward) ++wrong;
+      }
+    });
+  }
+  for (auto& c : callers) c.join();
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(coalescing.batches(), inner->calls.load());
+  EXPECT_LE(coalescing.batches(), 200);  // never more passes than calls
+  EXPECT_EQ(coalescing.ScoreBatch({})->size(), 0u);
 }
 
 TEST_F(RewardServerTest, ModelFunctionsNeedALoadedModel) {
