@@ -90,26 +90,16 @@ absl::StatusOr<std::vector<RewardOutput>> ScoreWithModel(
 
 }  // namespace
 
-absl::StatusOr<RewardOutput> NeuralRewardFunction::Score(const RewardInput& input) const {
+absl::StatusOr<RewardOutput> RewardModelFunction::Score(const RewardInput& input) const {
   auto out = ScoreBatch({input});
   if (!out.ok()) return out.status();
   return std::move(out->front());
 }
 
-absl::StatusOr<std::vector<RewardOutput>> NeuralRewardFunction::ScoreBatch(
+absl::StatusOr<std::vector<RewardOutput>> RewardModelFunction::ScoreBatch(
     const std::vector<RewardInput>& inputs) const {
-  return ScoreWithModel(*model_, tokenizer_, inputs, &OutcomePoints);
-}
-
-absl::StatusOr<RewardOutput> ProcessRewardModelFunction::Score(const RewardInput& input) const {
-  auto out = ScoreBatch({input});
-  if (!out.ok()) return out.status();
-  return std::move(out->front());
-}
-
-absl::StatusOr<std::vector<RewardOutput>> ProcessRewardModelFunction::ScoreBatch(
-    const std::vector<RewardInput>& inputs) const {
-  return ScoreWithModel(*model_, tokenizer_, inputs, &StepPoints);
+  return ScoreWithModel(*model_, tokenizer_, inputs,
+                        read_at_ == ReadAt::kLastToken ? &OutcomePoints : &StepPoints);
 }
 
 absl::StatusOr<CompositeReward> MakeJobReward(
@@ -128,11 +118,9 @@ absl::StatusOr<CompositeReward> MakeJobReward(
                                                                    loaded.status().message()));
         model = std::move(*loaded);
       }
-      if (spec.name() == "reward_model") {
-        fn = std::make_unique<NeuralRewardFunction>(model);
-      } else {
-        fn = std::make_unique<ProcessRewardModelFunction>(model);
-      }
+      fn = std::make_unique<RewardModelFunction>(
+          model, spec.name() == "reward_model" ? RewardModelFunction::ReadAt::kLastToken
+                                               : RewardModelFunction::ReadAt::kStepEnds);
     } else {
       absl::StatusOr<std::unique_ptr<RewardFunction>> made = MakeRewardFunction(
           spec.name(), RewardParams(spec.params().begin(), spec.params().end()));

@@ -17,12 +17,16 @@
 
 namespace grpo {
 
-class NeuralRewardFunction : public RewardFunction {
+class RewardModelFunction : public RewardFunction {
  public:
-  explicit NeuralRewardFunction(std::shared_ptr<const RewardModel> model)
-      : model_(std::move(model)) {}
-  std::string_view name() const override { return "reward_model"; }
-  bool gives_step_rewards() const override { return false; }
+  enum class ReadAt { kLastToken, kStepEnds };
+
+  RewardModelFunction(std::shared_ptr<const RewardModel> model, ReadAt read_at)
+      : model_(std::move(model)), read_at_(read_at) {}
+  std::string_view name() const override {
+    return read_at_ == ReadAt::kLastToken ? "reward_model" : "process_reward_model";
+  }
+  bool gives_step_rewards() const override { return read_at_ == ReadAt::kStepEnds; }
   absl::StatusOr<RewardOutput> Score(const RewardInput& input) const override;
   // One forward pass per chunk of inputs.
   absl::StatusOr<std::vector<RewardOutput>> ScoreBatch(
@@ -30,22 +34,7 @@ class NeuralRewardFunction : public RewardFunction {
 
  private:
   std::shared_ptr<const RewardModel> model_;
-  CharTokenizer tokenizer_;
-};
-
-class ProcessRewardModelFunction : public RewardFunction {
- public:
-  explicit ProcessRewardModelFunction(std::shared_ptr<const RewardModel> model)
-      : model_(std::move(model)) {}
-  std::string_view name() const override { return "process_reward_model"; }
-  bool gives_step_rewards() const override { return true; }
-  absl::StatusOr<RewardOutput> Score(const RewardInput& input) const override;
-  // One forward pass per chunk of inputs.
-  absl::StatusOr<std::vector<RewardOutput>> ScoreBatch(
-      const std::vector<RewardInput>& inputs) const override;
-
- private:
-  std::shared_ptr<const RewardModel> model_;
+  ReadAt read_at_;
   CharTokenizer tokenizer_;
 };
 

@@ -95,9 +95,13 @@ absl::StatusOr<double> PairwiseAccuracy(const RewardModel& model, const CharToke
   }
   auto scores = model.ScoreAt(sequences, positions);
   if (!scores.ok()) return scores.status();
-  int right = 0;
-  for (size_t i = 0; i < encoded->size(); ++i) right += (*scores)[2 * i][0] > (*scores)[2 * i + 1][0];
-  return static_cast<double>(right) / encoded->size();
+  // A tie (an untrained, zero-initialised head scores everything 0) is a coin flip.
+  double right = 0;
+  for (size_t i = 0; i < encoded->size(); ++i) {
+    const double chosen = (*scores)[2 * i][0], rejected = (*scores)[2 * i + 1][0];
+    right += chosen > rejected ? 1.0 : (chosen == rejected ? 0.5 : 0.0);
+  }
+  return right / encoded->size();
 }
 
 }  // namespace grpo

@@ -1,6 +1,6 @@
 // Reward-model training with the Bradley-Terry loss, −log σ(r(chosen) − r(rejected)), on
 // preference pairs (core/dataset.h), and held-out pairwise accuracy: the fraction of pairs
-// the model ranks the right way round. Borrows the model and updates it in place.
+// the model ranks the right way round (ties count half). Borrows the model and updates it in place.
 #ifndef GRPO_LEARNER_REWARD_MODEL_TRAINER_H_
 #define GRPO_LEARNER_REWARD_MODEL_TRAINER_H_
 

@@ -23,10 +23,11 @@ absl::StatusOr<std::unique_ptr<RewardServer>> RewardServer::Start(
     if (!loaded.ok()) return loaded.status();
     std::shared_ptr<const RewardModel> model = std::move(*loaded);
     // Concurrent requests share forward passes (up to 256 samples each).
-    models["reward_model"] = std::make_shared<CoalescingRewardFunction>(
-        std::make_shared<NeuralRewardFunction>(model), 256);
-    models["process_reward_model"] = std::make_shared<CoalescingRewardFunction>(
-        std::make_shared<ProcessRewardModelFunction>(model), 256);
+    for (auto read_at : {RewardModelFunction::ReadAt::kLastToken,
+                         RewardModelFunction::ReadAt::kStepEnds}) {
+      auto fn = std::make_shared<RewardModelFunction>(model, read_at);
+      models[std::string(fn->name())] = std::make_shared<CoalescingRewardFunction>(fn, 256);
+    }
   }
   s->service_ = std::make_unique<RewardServiceImpl>(options.limits, std::move(models));
   grpc::ServerBuilder builder;
