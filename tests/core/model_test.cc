@@ -4,21 +4,15 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/small_model.h"
 
 namespace grpo {
 namespace {
 
 ModelConfig SmallConfig() {
-  ModelConfig c;
-  c.vocab_size = 40;
-  c.d_model = 32;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;  // exercise grouped-query attention
-  c.ffn_hidden = 48;
-  c.max_seq_len = 64;
-  c.tie_embeddings = false;
-  return c;
+  return testing_util::SmallModel({.d_model = 32, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2,
+                                   .ffn_hidden = 48, .vocab_size = 40, .max_seq_len = 64,
+                                   .tie_embeddings = false});
 }
 
 TEST(ModelTest, ParameterCountMatchesConfig) {

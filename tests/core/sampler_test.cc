@@ -4,20 +4,14 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/small_model.h"
 
 namespace grpo {
 namespace {
 
 ModelConfig SmallConfig() {
-  ModelConfig c;
-  c.vocab_size = 24;
-  c.d_model = 32;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 4;
-  c.ffn_hidden = 48;
-  c.max_seq_len = 64;
-  return c;
+  return testing_util::SmallModel({.d_model = 32, .n_layers = 2, .n_heads = 4, .n_kv_heads = 4,
+                                   .ffn_hidden = 48, .vocab_size = 24, .max_seq_len = 64});
 }
 
 std::vector<std::vector<int32_t>> Prompts() { return {{5, 6, 7}, {8, 9}, {10, 11, 12, 13}}; }

@@ -6,22 +6,16 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/small_model.h"
 #include "learner/batch.h"
 
 namespace grpo {
 namespace {
 
 ModelConfig TinyConfig() {
-  ModelConfig c;
-  c.vocab_size = 16;
-  c.d_model = 16;
-  c.n_layers = 2;
-  c.n_heads = 2;
-  c.n_kv_heads = 1;
-  c.ffn_hidden = 24;
-  c.max_seq_len = 32;
-  c.tie_embeddings = false;
-  return c;
+  return testing_util::SmallModel({.d_model = 16, .n_layers = 2, .n_heads = 2, .n_kv_heads = 1,
+                                   .ffn_hidden = 24, .vocab_size = 16, .max_seq_len = 32,
+                                   .tie_embeddings = false});
 }
 
 // Two groups of different prompt lengths and completion lengths, so the batch has left

@@ -9,6 +9,7 @@
 #include "core/reward_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/small_model.h"
 #include "learner/checkpoint.h"
 
 namespace grpo {
@@ -66,12 +67,8 @@ TEST(LocalJobTest, RunsAndWritesTheRunDirectory) {
 }
 
 TEST(LocalJobTest, TrainsOnALearnedRewardModel) {
-  ModelConfig config = *ModelPreset("tiny");
-  config.d_model = 32;
-  config.n_layers = 1;
-  config.n_heads = 2;
-  config.n_kv_heads = 2;
-  config.ffn_hidden = 32;
+  const ModelConfig config = testing_util::SmallModel(
+      {.d_model = 32, .n_layers = 1, .n_heads = 2, .n_kv_heads = 2, .ffn_hidden = 32});
   const std::string rm_dir = testing::TempDir() + "/local_job_rm";
   ASSERT_TRUE(RewardModel(config, 4).Save(rm_dir).ok());
 

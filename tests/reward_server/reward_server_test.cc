@@ -29,6 +29,7 @@
 #include "gmock/gmock.h"
 #include "grpo/v1/reward.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "tests/testing/small_model.h"
 
 extern char** environ;
 
@@ -288,12 +289,8 @@ TEST(RewardServerProcessTest, SigtermDrainsAndExitsZero) {
 
 // A reward model trained briefly on synthetic preferences, served next to the rules.
 TEST(RewardModelServingTest, LearnedModelIsServedAsOutcomeAndProcessReward) {
-  ModelConfig config = *ModelPreset("tiny");
-  config.d_model = 64;
-  config.n_layers = 2;
-  config.n_heads = 4;
-  config.n_kv_heads = 4;
-  config.ffn_hidden = 128;
+  const ModelConfig config = testing_util::SmallModel(
+      {.d_model = 64, .n_layers = 2, .n_heads = 4, .n_kv_heads = 4, .ffn_hidden = 128});
   RewardModel model(config, 1);
   ArithmeticTask task(ArithmeticOptions{}, 1234);
   auto train = ArithmeticPreferences(task.TrainSet(2000, 1), 1);
@@ -411,12 +408,8 @@ TEST_F(RewardServerTest, ModelFunctionsNeedALoadedModel) {
 }
 
 TEST(RewardModelServingTest, NonFiniteModelOutputIsInternalError) {
-  ModelConfig config = *ModelPreset("tiny");
-  config.d_model = 32;
-  config.n_layers = 1;
-  config.n_heads = 2;
-  config.n_kv_heads = 2;
-  config.ffn_hidden = 32;
+  const ModelConfig config = testing_util::SmallModel(
+      {.d_model = 32, .n_layers = 1, .n_heads = 2, .n_kv_heads = 2, .ffn_hidden = 32});
   RewardModel model(config, 3);
   {
     at::NoGradGuard no_grad;
