@@ -133,26 +133,43 @@ absl::StatusOr<StepMetrics> GrpoTrainer::Step(const std::vector<ScoredGroup>& re
   absl::StatusOr<std::vector<std::vector<float>>> advantages =
       ComputeAdvantages(groups, options_.advantage);
   if (!advantages.ok()) return advantages.status();
+  // Data parallel: every rank holds the whole batch (advantages need whole groups and, for
+  // scale = batch, all of them); rank r trains on samples r, r + W, r + 2W, ... and the
+  // loss is normalised by the global counts, so summing gradients over ranks gives the
+  // gradient of the full batch.
+  const int world = options_.group ? options_.group->world_size() : 1;
+  const int rank = options_.group ? options_.group->rank() : 0;
   std::vector<std::vector<int32_t>> prompts, completions;
-  std::vector<std::vector<float>> old_logprobs;
+  std::vector<std::vector<float>> old_logprobs, local_advantages;
+  LossOptions loss_options = options_.loss;
+  int64_t index = 0;
   for (const ScoredGroup& group : groups) {
     for (const ScoredSample& s : group.samples) {
-      prompts.push_back(group.prompt);
-      completions.push_back(s.completion);
-      old_logprobs.push_back(s.logprobs);
+      if (index % world == rank) {
+        prompts.push_back(group.prompt);
+        completions.push_back(s.completion);
+        old_logprobs.push_back(s.logprobs);
+        local_advantages.push_back((*advantages)[index]);
+      }
+      ++index;
+      if (world > 1) loss_options.global_tokens += s.completion.size();
     }
   }
+  if (world > 1) loss_options.global_sequences = index;
+  if (index < world)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a batch of ", index, " samples cannot be sharded over ", world, " learner ranks"));
   absl::StatusOr<TokenBatch> batch =
       PackBatch(prompts, completions, /*pad_token=*/0, policy_->config().vocab_size);
   if (!batch.ok()) return batch.status();
   m.groups = groups.size();
-  m.samples = completions.size();
+  m.samples = index;
 
   absl::Status update_status;
   absl::Status status = CatchTorch("GRPO step", [&] {
     const int64_t width = batch->completion_length;
     at::Tensor old_lp = PadRows(old_logprobs, width);
-    at::Tensor adv = PadRows(*advantages, width);
+    at::Tensor adv = PadRows(local_advantages, width);
     at::Tensor ref_lp;
     if (options_.loss.beta != 0) {
       at::NoGradGuard no_grad;
@@ -162,9 +179,17 @@ absl::StatusOr<StepMetrics> GrpoTrainer::Step(const std::vector<ScoredGroup>& re
     for (int iteration = 0; iteration < options_.inner_iterations; ++iteration) {
       at::Tensor logits;
       at::Tensor lp = CompletionLogprobs(*policy_, *batch, options_.temperature, &logits);
-      LossTerms terms = GrpoLoss(lp, old_lp, ref_lp, adv, batch->mask, options_.loss);
+      LossTerms terms = GrpoLoss(lp, old_lp, ref_lp, adv, batch->mask, loss_options);
       optimizer_->ZeroGrad();
       terms.loss.backward();
+      if (world > 1) {
+        std::vector<at::Tensor> grads;
+        for (at::Tensor& p : policy_->parameters()) grads.push_back(p.mutable_grad());
+        if (absl::Status s = options_.group->AllReduceSum(grads); !s.ok()) {
+          update_status = s;
+          return;
+        }
+      }
       absl::StatusOr<double> norm = optimizer_->Step();
       if (!norm.ok()) {
         update_status = norm.status();

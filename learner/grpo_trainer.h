@@ -19,6 +19,7 @@
 #include "core/model.h"
 #include "core/scored_group.h"
 #include "grpo/v1/job.pb.h"
+#include "learner/learner_group.h"
 #include "learner/optimizer.h"
 
 namespace grpo {
@@ -32,6 +33,8 @@ struct TrainerOptions {
   int64_t max_policy_lag = 0;        // samples older than version − lag are dropped
   double temperature = 1.0;          // the sampler's, so ρ = 1 on-policy
   OptimizerOptions optimizer;
+  // Data-parallel learner ranks (borrowed, outlives the trainer); null = one process.
+  LearnerGroup* group = nullptr;
 };
 
 TrainerOptions TrainerOptionsFromSpec(const v1::JobSpec& resolved);
@@ -67,6 +70,8 @@ class GrpoTrainer {
                                                              const TrainerOptions& options);
   ~GrpoTrainer();
 
+  // With options.group set, every rank passes the same groups and trains on its shard;
+  // the parameters stay bit-identical across ranks.
   absl::StatusOr<StepMetrics> Step(const std::vector<ScoredGroup>& groups);
 
   int64_t step() const { return step_; }

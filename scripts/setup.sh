@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake ccache
   libtorch-dev libopenblas0-pthread  # OpenBLAS: LibTorch's matmul ~5 -> ~110 GFLOP/s here
+  libgloo-dev                        # c10d ProcessGroupGloo headers (learner all-reduce)
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
 )

@@ -1,0 +1,120 @@
+#include "learner/learner_group.h"
+
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/torch.h>
+
+#include <cstdlib>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "core/torch_status.h"
+
+namespace grpo {
+
+absl::StatusOr<LearnerGroupOptions> LearnerGroupOptionsFromEnvironment(
+    LearnerGroupOptions o) {
+  if (const char* addr = std::getenv("MASTER_ADDR"); addr && *addr) o.master_addr = addr;
+  for (auto [name, field, lo, hi] :
+       {std::tuple<const char*, int*, int, int>{"MASTER_PORT", &o.master_port, 0, 65535},
+        {"WORLD_SIZE", &o.world_size, 1, 65536},
+        {"RANK", &o.rank, 0, 65535}}) {
+    const char* value = std::getenv(name);
+    if (value == nullptr || *value == '\0') continue;
+    int parsed = 0;
+    if (!absl::SimpleAtoi(value, &parsed) || parsed < lo || parsed > hi)
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, "=\"", value, "\": must be an integer in [", lo, ", ", hi, "]"));
+    *field = parsed;
+  }
+  if (o.rank >= o.world_size)
+    return absl::InvalidArgumentError(
+        absl::StrCat("RANK=", o.rank, " must be below WORLD_SIZE=", o.world_size));
+  return o;
+}
+
+struct LearnerGroup::Impl {
+  c10::intrusive_ptr<c10d::TCPStore> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+};
+
+LearnerGroup::~LearnerGroup() = default;
+
+absl::StatusOr<std::unique_ptr<LearnerGroup>> LearnerGroup::Join(
+    const LearnerGroupOptions& o) {
+  if (o.world_size < 1 || o.rank < 0 || o.rank >= o.world_size)
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank ", o.rank, " of world_size ", o.world_size, " is out of range"));
+  if (o.master_port < 0 || o.master_port > 65535 || (o.master_port == 0 && o.rank != 0))
+    return absl::InvalidArgumentError(
+        absl::StrCat("master_port ", o.master_port, ": must be in [1, 65535] (0 only on rank 0)"));
+  std::unique_ptr<LearnerGroup> g(new LearnerGroup);
+  g->options_ = o;
+  g->impl_ = std::make_unique<Impl>();
+  absl::Status status = CatchTorch(
+      absl::StrCat("joining the learner group at ", o.master_addr, ":", o.master_port), [&] {
+        c10d::TCPStoreOptions store_options;
+        store_options.port = static_cast<std::uint16_t>(o.master_port);
+        store_options.isServer = o.rank == 0;
+        store_options.numWorkers = o.world_size;
+        store_options.waitWorkers = false;  // the process group's own barrier waits
+        store_options.timeout = o.timeout;
+        g->impl_->store = c10::make_intrusive<c10d::TCPStore>(o.master_addr, store_options);
+        g->port_ = g->impl_->store->getPort();
+        if (o.rank == 0 && o.on_listening) o.on_listening(g->port_);
+        auto options = c10d::ProcessGroupGloo::Options::create();
+        options->timeout = o.timeout;
+        // The device is this rank's own endpoint: loopback when the master is local (tests,
+        // local mode), the interface GLOO_SOCKET_IFNAME names (as with PyTorch), or the
+        // address this host's name resolves to.
+        const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+        if (o.master_addr == "localhost" || absl::StartsWith(o.master_addr, "127.")) {
+          options->devices.push_back(
+              c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+        } else if (ifname != nullptr && *ifname != '\0') {
+          options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+        } else {
+          options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+        }
+        g->impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(
+            g->impl_->store, o.rank, o.world_size, options);
+      });
+  if (!status.ok()) return absl::UnavailableError(status.message());
+  return g;
+}
+
+absl::Status LearnerGroup::AllReduceSum(std::vector<at::Tensor>& tensors) {
+  if (options_.world_size == 1 || tensors.empty()) return absl::OkStatus();
+  return CatchTorch("all-reduce", [&] {
+    // One flat buffer: one collective instead of one per parameter tensor.
+    std::vector<at::Tensor> flat{at::cat(
+        [&] {
+          std::vector<at::Tensor> views;
+          for (const at::Tensor& t : tensors) views.push_back(t.reshape({-1}));
+          return views;
+        }())};
+    impl_->group->allreduce(flat)->wait();
+    int64_t offset = 0;
+    for (at::Tensor& t : tensors) {
+      t.copy_(flat[0].narrow(0, offset, t.numel()).view(t.sizes()));
+      offset += t.numel();
+    }
+  });
+}
+
+absl::Status LearnerGroup::Broadcast(std::vector<at::Tensor>& tensors, int root) {
+  if (options_.world_size == 1 || tensors.empty()) return absl::OkStatus();
+  if (root < 0 || root >= options_.world_size)
+    return absl::InvalidArgumentError(absl::StrCat("broadcast root ", root, " out of range"));
+  return CatchTorch("broadcast", [&] {
+    c10d::BroadcastOptions options;
+    options.rootRank = root;
+    for (at::Tensor& t : tensors) {
+      std::vector<at::Tensor> one{t};
+      impl_->group->broadcast(one, options)->wait();
+    }
+  });
+}
+
+}  // namespace grpo

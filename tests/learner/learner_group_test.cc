@@ -1,0 +1,134 @@
+// Two learner ranks as two threads of this process, rendezvous on a kernel-picked port.
+#include "learner/learner_group.h"
+
+#include <torch/torch.h>
+
+#include <future>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "learner/grpo_trainer.h"
+#include "tests/testing/small_model.h"
+
+namespace grpo {
+namespace {
+
+// Runs fn(rank, group) on `world` ranks, each in its own thread, once they have joined.
+void OnRanks(int world, const std::function<void(int, LearnerGroup&)>& fn) {
+  std::promise<int> port;
+  std::shared_future<int> port_ready = port.get_future().share();
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < world; ++r) {
+    ranks.emplace_back([&, r] {
+      LearnerGroupOptions o;
+      o.world_size = world;
+      o.rank = r;
+      o.timeout = std::chrono::seconds(60);
+      if (r == 0) {
+        o.master_port = 0;
+        o.on_listening = [&](int p) { port.set_value(p); };
+      } else {
+        o.master_port = port_ready.get();
+      }
+      absl::StatusOr<std::unique_ptr<LearnerGroup>> group = LearnerGroup::Join(o);
+      ASSERT_TRUE(group.ok()) << group.status();
+      fn(r, **group);
+    });
+  }
+  for (auto& t : ranks) t.join();
+}
+
+TEST(LearnerGroupTest, AllReduceSumsAndBroadcastCopies) {
+  OnRanks(2, [](int rank, LearnerGroup& group) {
+    EXPECT_EQ(group.world_size(), 2);
+    std::vector<at::Tensor> tensors{at::full({3}, rank + 1.0), at::full({2, 2}, 10.0 * rank)};
+    ASSERT_TRUE(group.AllReduceSum(tensors).ok());
+    EXPECT_TRUE(at::equal(tensors[0], at::full({3}, 3.0)));
+    EXPECT_TRUE(at::equal(tensors[1], at::full({2, 2}, 10.0)));
+    std::vector<at::Tensor> b{at::full({4}, static_cast<double>(rank + 5))};
+    ASSERT_TRUE(group.Broadcast(b, 1).ok());
+    EXPECT_TRUE(at::equal(b[0], at::full({4}, 6.0)));
+  });
+}
+
+std::vector<ScoredGroup> Batch() {
+  std::vector<ScoredGroup> groups;
+  for (int g = 0; g < 3; ++g) {
+    ScoredGroup group;
+    group.prompt_id = "p" + std::to_string(g);
+    group.prompt = {5, 6, static_cast<int32_t>(7 + g)};
+    for (int i = 0; i < 4; ++i) {
+      ScoredSample s;
+      s.completion.assign(1 + (g + i) % 4, 9 + i);
+      s.logprobs.assign(s.completion.size(), -2.0f - 0.1f * i);
+      s.reward = (i * 7 + g) % 3;
+      group.samples.push_back(s);
+    }
+    groups.push_back(group);
+  }
+  return groups;
+}
+
+std::vector<at::Tensor> Parameters(const Transformer& m) {
+  std::vector<at::Tensor> out;
+  for (const auto& p : m.parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+
+TEST(LearnerGroupTest, TwoRanksMatchOneRankOnTheSameGlobalBatch) {
+  const ModelConfig config = testing_util::SmallModel(
+      {.d_model = 32, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .ffn_hidden = 48});
+  TrainerOptions options;
+  options.optimizer.learning_rate = 1e-2;
+  options.advantage.scale = AdvantageScale::kBatch;  // needs the whole batch on every rank
+  options.loss.aggregation = Aggregation::kTokenMean;
+
+  Transformer single(config, 7);
+  auto trainer = GrpoTrainer::Create(&single, options);
+  ASSERT_TRUE(trainer.ok());
+  ASSERT_TRUE((*trainer)->Step(Batch()).ok());
+  const std::vector<at::Tensor> expected = Parameters(single);
+
+  std::vector<std::vector<at::Tensor>> after(2);
+  OnRanks(2, [&](int rank, LearnerGroup& group) {
+    Transformer model(config, 7);
+    TrainerOptions ranked = options;
+    ranked.group = &group;
+    auto t = GrpoTrainer::Create(&model, ranked);
+    ASSERT_TRUE(t.ok());
+    auto m = (*t)->Step(Batch());
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(m->samples, 12);
+    after[rank] = Parameters(model);
+  });
+  ASSERT_EQ(after[0].size(), expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_TRUE(at::equal(after[0][i], after[1][i])) << "parameter " << i << " differs across ranks";
+    EXPECT_TRUE(at::allclose(after[0][i], expected[i], 1e-4, 1e-6))
+        << "parameter " << i << ": " << (after[0][i] - expected[i]).abs().max().item<double>();
+  }
+}
+
+TEST(LearnerGroupEnvironmentTest, ReadsTorchrunVariablesAndRejectsBadOnes) {
+  setenv("MASTER_ADDR", "10.0.0.7", 1);
+  setenv("MASTER_PORT", "29511", 1);
+  setenv("WORLD_SIZE", "4", 1);
+  setenv("RANK", "3", 1);
+  auto o = LearnerGroupOptionsFromEnvironment();
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->master_addr, "10.0.0.7");
+  EXPECT_EQ(o->master_port, 29511);
+  EXPECT_EQ(o->world_size, 4);
+  EXPECT_EQ(o->rank, 3);
+  setenv("WORLD_SIZE", "four", 1);
+  EXPECT_THAT(std::string(LearnerGroupOptionsFromEnvironment().status().message()),
+              testing::HasSubstr("WORLD_SIZE"));
+  setenv("WORLD_SIZE", "2", 1);
+  EXPECT_THAT(std::string(LearnerGroupOptionsFromEnvironment().status().message()),
+              testing::HasSubstr("RANK=3"));
+  for (const char* name : {"MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK"}) unsetenv(name);
+}
+
+}  // namespace
+}  // namespace grpo
