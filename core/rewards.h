@@ -23,6 +23,8 @@
 //                       else 0.
 //   "arithmetic_steps"  step rewards for the arithmetic task (core/arithmetic_task.h), see
 //                       ArithmeticStepReward.
+//   "overlong_penalty"  DAPO's soft overlong punishment (OverlongPenalty); takes parameters.
+// Neural ones ("reward_model", "process_reward_model") are in core/neural_rewards.h.
 #ifndef GRPO_CORE_REWARDS_H_
 #define GRPO_CORE_REWARDS_H_
 
