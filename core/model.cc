@@ -251,19 +251,46 @@ absl::Status Transformer::CopyFrom(const Transformer& other) {
 }
 
 absl::Status Transformer::Save(const std::string& path) const {
-  return CatchTorch("saving model to " + path, [&] {
-    torch::serialize::OutputArchive archive;
-    for (const auto& [name, tensor] : impl_->named) archive.write(name, tensor.detach());
-    archive.save_to(path);
+  return CatchTorch("saving model to " + path, [&] { Archive().save_to(path); });
+}
+
+absl::StatusOr<std::string> Transformer::SaveToString() const {
+  std::string bytes;
+  absl::Status s = CatchTorch("serialising model", [&] {
+    Archive().save_to([&](const void* data, size_t size) {
+      bytes.append(static_cast<const char*>(data), size);
+      return size;
+    });
   });
+  if (!s.ok()) return s;
+  return bytes;
+}
+
+torch::serialize::OutputArchive Transformer::Archive() const {
+  torch::serialize::OutputArchive archive;
+  for (const auto& [name, tensor] : impl_->named) archive.write(name, tensor.detach());
+  return archive;
 }
 
 absl::Status Transformer::Load(const std::string& path) {
-  // Read everything into fresh tensors first, so a bad file changes nothing.
+  return LoadArchive("loading model from " + path,
+                     [&](torch::serialize::InputArchive& a) { a.load_from(path); });
+}
+
+absl::Status Transformer::LoadFromString(const std::string& bytes) {
+  return LoadArchive("loading model from memory", [&](torch::serialize::InputArchive& a) {
+    a.load_from(bytes.data(), bytes.size());
+  });
+}
+
+absl::Status Transformer::LoadArchive(
+    const std::string& what,
+    const std::function<void(torch::serialize::InputArchive&)>& open) {
+  // Read everything into fresh tensors first, so a bad archive changes nothing.
   std::vector<at::Tensor> loaded(impl_->named.size());
-  absl::Status read = CatchTorch("loading model from " + path, [&] {
+  absl::Status read = CatchTorch(what, [&] {
     torch::serialize::InputArchive archive;
-    archive.load_from(path);
+    open(archive);
     for (size_t i = 0; i < impl_->named.size(); ++i) {
       archive.read(impl_->named[i].first, loaded[i]);
     }
@@ -274,7 +301,7 @@ absl::Status Transformer::Load(const std::string& path) {
     if (!loaded[i].sizes().equals(tensor.sizes()) ||
         loaded[i].scalar_type() != tensor.scalar_type()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          path, ": parameter ", name, " has shape ", c10::str(loaded[i].sizes()),
+          what, ": parameter ", name, " has shape ", c10::str(loaded[i].sizes()),
           ", the model expects ", c10::str(tensor.sizes())));
     }
   }

@@ -14,6 +14,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -22,6 +23,11 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/model_config.h"
+
+namespace torch::serialize {
+class InputArchive;
+class OutputArchive;
+}  // namespace torch::serialize
 
 namespace grpo {
 
@@ -74,8 +80,14 @@ class Transformer {
   // leaves the model unchanged on any error.
   absl::Status Save(const std::string& path) const;
   absl::Status Load(const std::string& path);
+  // The same archive in memory (weight streaming).
+  absl::StatusOr<std::string> SaveToString() const;
+  absl::Status LoadFromString(const std::string& bytes);
 
  private:
+  torch::serialize::OutputArchive Archive() const;
+  absl::Status LoadArchive(const std::string& what,
+                           const std::function<void(torch::serialize::InputArchive&)>& open);
   at::Tensor DecodeStep(const at::Tensor& ids, const at::Tensor& is_pad, KvCache* cache) const;
 
   struct Impl;
