@@ -3,12 +3,11 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "core/arithmetic_task.h"
 #include "core/dataset.h"
+#include "core/job_data.h"
 #include "core/job_spec.h"
 #include "core/model.h"
 #include "core/neural_rewards.h"
@@ -32,40 +31,6 @@ double Since(Clock::time_point t) {
 std::string Duration(double seconds) {
   const int s = static_cast<int>(seconds + 0.5);
   return absl::StrFormat("%d:%02d", s / 60, s % 60);
-}
-
-struct Data {
-  std::vector<Example> train;
-  std::vector<Example> held_out;
-};
-
-absl::StatusOr<Data> LoadData(const v1::JobSpec& spec) {
-  Data data;
-  const v1::DatasetSpec& d = spec.dataset();
-  if (d.kind() == "arithmetic") {
-    ArithmeticOptions opts;
-    opts.min_ops = d.arithmetic().min_ops();
-    opts.max_ops = d.arithmetic().max_ops();
-    opts.max_operand = d.arithmetic().max_operand();
-    absl::StatusOr<ArithmeticTask> task = ArithmeticTask::Create(opts, d.arithmetic().split_seed());
-    if (!task.ok()) return task.status();
-    // A pool large enough that GRPO rarely sees a prompt twice; SFT draws from it too.
-    data.train = ToExamples(task->TrainSet(20000, spec.seed()));
-    data.held_out = ToExamples(task->HeldOutSet(spec.eval().num_prompts()));
-    return data;
-  }
-  absl::StatusOr<std::vector<Example>> train = LoadJsonl(d.train_path());
-  if (!train.ok()) return train.status();
-  if (train->empty())
-    return absl::InvalidArgumentError(absl::StrCat("dataset.train_path ", d.train_path(), ": no examples"));
-  data.train = std::move(*train);
-  if (!d.eval_path().empty()) {
-    absl::StatusOr<std::vector<Example>> held_out = LoadJsonl(d.eval_path());
-    if (!held_out.ok()) return held_out.status();
-    held_out->resize(std::min<size_t>(held_out->size(), spec.eval().num_prompts()));
-    data.held_out = std::move(*held_out);
-  }
-  return data;
 }
 
 std::string MetricsJson(const StepMetrics& m, const std::vector<std::string>& reward_names,
@@ -113,7 +78,7 @@ absl::StatusOr<LocalJobResult> RunLocalJob(const v1::JobSpec& spec,
       !s.ok())
     return s;
 
-  absl::StatusOr<Data> data = LoadData(spec);
+  absl::StatusOr<JobData> data = LoadJobData(spec);
   if (!data.ok()) return data.status();
   absl::StatusOr<CompositeReward> reward = MakeJobReward(spec.rewards());
   if (!reward.ok()) return reward.status();
@@ -191,10 +156,7 @@ absl::StatusOr<LocalJobResult> RunLocalJob(const v1::JobSpec& spec,
   sampling.pad_token = CharTokenizer::kPad;
 
   // The data cursor walks a seeded permutation of the training pool.
-  std::vector<size_t> order(data->train.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::mt19937_64 shuffle_rng(spec.seed() + 2);
-  std::shuffle(order.begin(), order.end(), shuffle_rng);
+  const std::vector<size_t> order = TrainingOrder(data->train.size(), spec.seed());
   uint64_t cursor = 0;
 
   auto save_checkpoint = [&](int64_t step) {
@@ -212,7 +174,7 @@ absl::StatusOr<LocalJobResult> RunLocalJob(const v1::JobSpec& spec,
     std::vector<std::string> ids;
     for (int i = 0; i < prompts_per_step; ++i, ++cursor) {
       batch.push_back(data->train[order[cursor % order.size()]]);
-      ids.push_back(absl::StrCat("train-", cursor));
+      ids.push_back(TrainPromptId(cursor));
     }
     sampling.seed = spec.seed() * 1000003 + step;
     absl::StatusOr<RolloutBatch> rolled =
