@@ -86,7 +86,8 @@ absl::StatusOr<std::unique_ptr<LearnerGroup>> LearnerGroup::Join(
 
 absl::Status LearnerGroup::AllReduceSum(std::vector<at::Tensor>& tensors) {
   if (options_.world_size == 1 || tensors.empty()) return absl::OkStatus();
-  return CatchTorch("all-reduce", [&] {
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status status = CatchTorch("all-reduce", [&] {
     // One flat buffer: one collective instead of one per parameter tensor.
     std::vector<at::Tensor> flat{at::cat(
         [&] {
@@ -101,6 +102,9 @@ absl::Status LearnerGroup::AllReduceSum(std::vector<at::Tensor>& tensors) {
       offset += t.numel();
     }
   });
+  allreduce_seconds_ +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return status;
 }
 
 absl::Status LearnerGroup::Broadcast(std::vector<at::Tensor>& tensors, int root) {

@@ -50,6 +50,8 @@ class LearnerGroup {
 
   // Element-wise sum over the ranks, in place; every rank ends with the same values.
   absl::Status AllReduceSum(std::vector<at::Tensor>& tensors);
+  // Wall time spent in AllReduceSum so far (the step-time breakdown).
+  double allreduce_seconds() const { return allreduce_seconds_; }
   // Rank `root`'s values to every rank, in place.
   absl::Status Broadcast(std::vector<at::Tensor>& tensors, int root);
 
@@ -59,6 +61,7 @@ class LearnerGroup {
   std::unique_ptr<Impl> impl_;
   LearnerGroupOptions options_;
   int port_ = 0;
+  double allreduce_seconds_ = 0;
 };
 
 }  // namespace grpo

@@ -15,7 +15,7 @@
 #include "core/tokenizer.h"
 #include "learner/checkpoint.h"
 #include "learner/grpo_trainer.h"
-#include "learner/sft.h"
+#include "learner/job_phases.h"
 #include "rollout_worker/rollout.h"
 
 namespace grpo {
@@ -26,39 +26,6 @@ using Clock = std::chrono::steady_clock;
 
 double Since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-std::string Duration(double seconds) {
-  const int s = static_cast<int>(seconds + 0.5);
-  return absl::StrFormat("%d:%02d", s / 60, s % 60);
-}
-
-std::string MetricsJson(const StepMetrics& m, const std::vector<std::string>& reward_names,
-                        double tokens_per_second, double elapsed, double sample_seconds) {
-  std::string out = absl::StrFormat(
-      "{\"step\":%d,\"policy_version\":%d,\"trained\":%s,\"reward_mean\":%.6g,"
-      "\"reward_std\":%.6g,\"loss\":%.6g,\"policy_loss\":%.6g,\"kl\":%.6g,"
-      "\"clip_fraction\":%.6g,\"clip_low_fraction\":%.6g,\"clip_high_fraction\":%.6g,"
-      "\"grad_norm\":%.6g,\"entropy\":%.6g,\"completion_length_mean\":%.6g,"
-      "\"zero_variance_fraction\":%.6g,\"learning_rate\":%.6g,\"tokens_per_second\":%.6g,"
-      "\"sample_seconds\":%.6g,\"train_seconds\":%.6g,\"elapsed_seconds\":%.6g",
-      m.step, m.policy_version, m.trained ? "true" : "false", m.reward_mean, m.reward_std,
-      m.loss, m.policy_loss, m.kl, m.clip_fraction, m.clip_low_fraction,
-      m.clip_high_fraction, m.grad_norm, m.entropy, m.completion_length_mean,
-      m.zero_variance_fraction, m.learning_rate, tokens_per_second, sample_seconds,
-      m.seconds, elapsed);
-  for (size_t i = 0; i < reward_names.size() && i < m.reward_per_function_mean.size(); ++i)
-    absl::StrAppendFormat(&out, ",\"reward/%s\":%.6g", reward_names[i],
-                          m.reward_per_function_mean[i]);
-  return out + "}\n";
-}
-
-std::string EvalJson(const EvalResult& r) {
-  return absl::StrFormat(
-      "{\"num_prompts\":%d,\"k\":%d,\"pass@1\":%.6g,\"pass@k\":%.6g,\"maj@k\":%.6g,"
-      "\"greedy_accuracy\":%.6g,\"mean_completion_tokens\":%.6g}",
-      r.num_prompts, r.k, r.pass_at_1, r.pass_at_k, r.maj_at_k, r.greedy_accuracy,
-      r.mean_completion_tokens);
 }
 
 }  // namespace
@@ -91,47 +58,23 @@ absl::StatusOr<LocalJobResult> RunLocalJob(const v1::JobSpec& spec,
                          data->train.size(), data->held_out.size());
 
   // --- 1. Starting policy: a checkpoint, or the SFT warm-up.
-  if (!spec.model().init_checkpoint().empty()) {
-    if (absl::Status s = policy.Load(spec.model().init_checkpoint() + "/model.pt"); !s.ok())
-      return s;
-    log << "loaded " << spec.model().init_checkpoint() << "\n";
-  } else if (spec.sft().steps() > 0) {
-    SftOptions sft;
-    sft.steps = spec.sft().steps();
-    sft.batch_size = spec.sft().batch_size();
-    sft.optimizer = OptimizerOptionsFromSpec(spec.sft().optimizer());
-    sft.seed = spec.seed() + 1;
-    const auto sft_start = Clock::now();
-    const int every = std::max(1, sft.steps / 10);
-    absl::StatusOr<double> loss = RunSft(&policy, tokenizer, data->train, sft,
-                                         [&](const SftProgress& p) {
-      if (p.step % every == 0 || p.step == sft.steps) {
-        const double elapsed = Since(sft_start);
-        log << absl::StrFormat("sft  %4d/%d | loss %.4f | grad %.3f | %s elapsed, ETA %s\n",
-                               p.step, sft.steps, p.loss, p.grad_norm, Duration(elapsed),
-                               Duration(elapsed / p.step * (sft.steps - p.step)));
-        log.flush();
-      }
-    });
-    if (!loss.ok()) return loss.status();
-  }
+  if (absl::Status s = PrepareStartingPolicy(spec, data->train, &policy,
+                                             [&](const std::string& line) {
+                                               log << line << "\n";
+                                               log.flush();
+                                             });
+      !s.ok())
+    return s;
 
   // --- 2. Held-out evaluation of the starting policy.
-  EvalOptions eval;
-  eval.k = spec.eval().k();
-  eval.temperature = spec.eval().temperature();
-  eval.max_new_tokens = spec.sampling().max_new_tokens();
-  eval.seed = 7919;  // the same draw before and after, so the two are comparable
+  const EvalOptions eval = EvalOptionsFromSpec(spec);
   LocalJobResult result;
   auto evaluate = [&](const char* label, EvalResult* out) -> absl::Status {
     const auto start = Clock::now();
     absl::StatusOr<EvalResult> r = Evaluate(policy, tokenizer, data->held_out, eval);
     if (!r.ok()) return r.status();
     *out = *r;
-    log << absl::StrFormat("eval %-6s | pass@1 %.3f | pass@%d %.3f | maj@%d %.3f | greedy %.3f "
-                           "| %d prompts, %.1fs\n",
-                           label, r->pass_at_1, r->k, r->pass_at_k, r->k, r->maj_at_k,
-                           r->greedy_accuracy, r->num_prompts, Since(start));
+    log << EvalLine(label, *r, Since(start)) << "\n";
     return absl::OkStatus();
   };
   if (absl::Status s = evaluate("before", &result.before); !s.ok()) return s;
@@ -140,20 +83,15 @@ absl::StatusOr<LocalJobResult> RunLocalJob(const v1::JobSpec& spec,
   absl::StatusOr<std::unique_ptr<GrpoTrainer>> trainer =
       GrpoTrainer::Create(&policy, TrainerOptionsFromSpec(spec));
   if (!trainer.ok()) return trainer.status();
-  Rollout rollout(&tokenizer, &*reward);
+  LocalScorer scorer(&*reward);
+  Rollout rollout(&tokenizer, &scorer);
   std::ofstream metrics(run_dir / "metrics.jsonl", std::ios::trunc);
   if (!metrics) return absl::InternalError(absl::StrCat("opening ", run_dir.string(), "/metrics.jsonl"));
 
   const int steps = spec.steps();
   const int prompts_per_step = spec.grpo().prompts_per_step();
   const int group_size = spec.grpo().group_size();
-  SamplingOptions sampling;
-  sampling.temperature = spec.sampling().temperature();
-  sampling.top_p = spec.sampling().top_p();
-  sampling.top_k = spec.sampling().top_k();
-  sampling.max_new_tokens = spec.sampling().max_new_tokens();
-  sampling.stop_token = CharTokenizer::kEos;
-  sampling.pad_token = CharTokenizer::kPad;
+  SamplingOptions sampling = SamplingOptionsFromSpec(spec);
 
   // The data cursor walks a seeded permutation of the training pool.
   const std::vector<size_t> order = TrainingOrder(data->train.size(), spec.seed());
@@ -195,7 +133,7 @@ absl::StatusOr<LocalJobResult> RunLocalJob(const v1::JobSpec& spec,
         "step %4d/%d | reward %.3f ±%.3f | kl %.5f | clip %.4f | grad %.3f | %6.0f tok/s | "
         "%s elapsed, ETA %s\n",
         step, steps, m->reward_mean, m->reward_std, m->kl, m->clip_fraction, m->grad_norm,
-        tokens_per_second, Duration(elapsed), Duration(elapsed / step * (steps - step)));
+        tokens_per_second, FormatDuration(elapsed), FormatDuration(elapsed / step * (steps - step)));
     log.flush();
     if (spec.checkpoint_every() > 0 && step % spec.checkpoint_every() == 0 && step < steps) {
       if (absl::Status s = save_checkpoint(step); !s.ok()) return s;
@@ -235,7 +173,7 @@ absl::StatusOr<LocalJobResult> RunLocalJob(const v1::JobSpec& spec,
                          result.after.maj_at_k, result.after.greedy_accuracy)
       << absl::StrFormat("training reward: first %.3f -> last %.3f; run directory %s; %s total\n",
                          result.first_steps_reward, result.last_steps_reward,
-                         options.run_dir, Duration(result.seconds));
+                         options.run_dir, FormatDuration(result.seconds));
   return result;
 }
 

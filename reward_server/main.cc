@@ -10,6 +10,7 @@
 #include "absl/flags/usage.h"
 #include "core/runtime.h"
 #include "reward_server/server.h"
+#include "rpc/process.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "address:port to serve on (port 0 = any)");
 ABSL_FLAG(int, threads, 0, "gRPC handler threads at most; 0 = gRPC's default");
@@ -17,6 +18,8 @@ ABSL_FLAG(int, max_batch, 8192, "samples per Score request at most");
 ABSL_FLAG(int64_t, max_text_bytes, 64 << 10, "bytes per prompt/completion/reference at most");
 ABSL_FLAG(int, compute_threads, 0, "reward-model compute threads; 0 = all cores");
 ABSL_FLAG(int, drain_seconds, 10, "on SIGTERM, how long calls in flight may finish");
+ABSL_FLAG(std::string, port_file, "",
+          "write the bound port here once listening (for launchers that pass port 0)");
 ABSL_FLAG(std::string, reward_model, "",
           "directory written by grpo_train_rm; serves reward_model and process_reward_model");
 
@@ -49,6 +52,11 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::cout << "grpo_reward_server: serving on port " << (*server)->port() << std::endl;
+  if (absl::Status s = grpo::WritePortFile(absl::GetFlag(FLAGS_port_file), (*server)->port());
+      !s.ok()) {
+    std::cerr << "error: " << s.message() << "\n";
+    return 1;
+  }
   int signal = 0;
   sigwait(&stop, &signal);
   std::cout << "grpo_reward_server: signal " << signal << ", draining" << std::endl;

@@ -13,6 +13,17 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 
 }  // namespace
 
+SamplingOptions SamplingOptionsFromSpec(const v1::JobSpec& spec) {
+  SamplingOptions sampling;
+  sampling.temperature = spec.sampling().temperature();
+  sampling.top_p = spec.sampling().top_p();
+  sampling.top_k = spec.sampling().top_k();
+  sampling.max_new_tokens = spec.sampling().max_new_tokens();
+  sampling.stop_token = CharTokenizer::kEos;
+  sampling.pad_token = CharTokenizer::kPad;
+  return sampling;
+}
+
 absl::StatusOr<RolloutBatch> Rollout::Generate(const Transformer& policy,
                                                int64_t policy_version,
                                                const std::vector<Example>& examples,
@@ -40,7 +51,7 @@ absl::StatusOr<RolloutBatch> Rollout::Generate(const Transformer& policy,
   out.sample_seconds = SecondsSince(start);
   out.generated_tokens = sampled->generated_tokens;
 
-  start = std::chrono::steady_clock::now();
+  // Decode every completion first: RewardInput views these strings.
   for (size_t i = 0; i < examples.size(); ++i) {
     ScoredGroup group;
     group.prompt_id = prompt_ids[i];
@@ -52,23 +63,33 @@ absl::StatusOr<RolloutBatch> Rollout::Generate(const Transformer& policy,
       sample.completion = sampled->Completion(row);
       sample.logprobs = sampled->CompletionLogprobs(row);
       sample.policy_version = policy_version;
-      // One character is one token, so the reward's character offsets index `completion`.
-      std::string text = tokenizer_->Decode(sample.completion);
-      absl::StatusOr<CompositeOutput> scored = reward_->Score(
-          RewardInput{examples[i].prompt, text, examples[i].answer});
-      if (!scored.ok())
-        return absl::Status(scored.status().code(),
-                            absl::StrCat("scoring prompt ", prompt_ids[i], ": ",
-                                         scored.status().message()));
-      sample.reward = scored->total;
-      sample.reward_per_function = scored->per_function;
-      sample.steps = scored->steps;
+      texts.push_back(tokenizer_->Decode(sample.completion));
       group.samples.push_back(std::move(sample));
-      texts.push_back(std::move(text));
     }
     out.groups.push_back(std::move(group));
     out.completions.push_back(std::move(texts));
   }
+
+  start = std::chrono::steady_clock::now();
+  std::vector<RewardInput> inputs;
+  for (size_t i = 0; i < examples.size(); ++i)
+    for (const std::string& text : out.completions[i])
+      // One character is one token, so the reward's character offsets index `completion`.
+      inputs.push_back(RewardInput{examples[i].prompt, text, examples[i].answer});
+  absl::StatusOr<std::vector<CompositeOutput>> scored = scorer_->ScoreBatch(inputs);
+  if (!scored.ok())
+    return absl::Status(scored.status().code(),
+                        absl::StrCat("scoring: ", scored.status().message()));
+  if (scored->size() != inputs.size())
+    return absl::InternalError(absl::StrCat("scoring: ", scored->size(), " scores for ",
+                                            inputs.size(), " completions"));
+  for (size_t i = 0, row = 0; i < out.groups.size(); ++i)
+    for (ScoredSample& sample : out.groups[i].samples) {
+      CompositeOutput& score = (*scored)[row++];
+      sample.reward = score.total;
+      sample.reward_per_function = std::move(score.per_function);
+      sample.steps = std::move(score.steps);
+    }
   out.score_seconds = SecondsSince(start);
   return out;
 }

@@ -1,9 +1,9 @@
 // Rollout: the sample-and-score half of GRPO (DESIGN.md §2, rollout_worker). Given a policy
 // and B prompts it samples G completions per prompt in one batched decode, scores each
-// with the job's reward functions and returns ScoredGroups for the learner. The same code
-// runs in-process (local mode) and behind the rollout worker service.
+// with a BatchScorer — the job's reward functions in-process (local mode) or a reward
+// server (the rollout worker service) — and returns ScoredGroups for the learner.
 //
-// Borrows the tokenizer and reward; both must outlive the Rollout. Not thread-safe.
+// Borrows the tokenizer and scorer; both must outlive the Rollout. Not thread-safe.
 #ifndef GRPO_ROLLOUT_WORKER_ROLLOUT_H_
 #define GRPO_ROLLOUT_WORKER_ROLLOUT_H_
 
@@ -18,6 +18,7 @@
 #include "core/sampler.h"
 #include "core/scored_group.h"
 #include "core/tokenizer.h"
+#include "grpo/v1/job.pb.h"
 
 namespace grpo {
 
@@ -29,10 +30,34 @@ struct RolloutBatch {
   double score_seconds = 0;
 };
 
+// The sampler settings of a resolved job spec (seed left 0: callers set it per batch).
+SamplingOptions SamplingOptionsFromSpec(const v1::JobSpec& resolved);
+
+// Scores completions: one output per input, in order, or an error and no scores.
+class BatchScorer {
+ public:
+  virtual ~BatchScorer() = default;
+  virtual absl::StatusOr<std::vector<CompositeOutput>> ScoreBatch(
+      const std::vector<RewardInput>& inputs) const = 0;
+};
+
+// The job's reward functions in this process. Borrows `reward`.
+class LocalScorer : public BatchScorer {
+ public:
+  explicit LocalScorer(const CompositeReward* reward) : reward_(reward) {}
+  absl::StatusOr<std::vector<CompositeOutput>> ScoreBatch(
+      const std::vector<RewardInput>& inputs) const override {
+    return reward_->ScoreBatch(inputs);
+  }
+
+ private:
+  const CompositeReward* reward_;
+};
+
 class Rollout {
  public:
-  Rollout(const CharTokenizer* tokenizer, const CompositeReward* reward)
-      : tokenizer_(tokenizer), reward_(reward) {}
+  Rollout(const CharTokenizer* tokenizer, const BatchScorer* scorer)
+      : tokenizer_(tokenizer), scorer_(scorer) {}
 
   // prompt_ids[i] names examples[i]; sampling.seed fixes the draw.
   absl::StatusOr<RolloutBatch> Generate(const Transformer& policy, int64_t policy_version,
@@ -42,7 +67,7 @@ class Rollout {
 
  private:
   const CharTokenizer* tokenizer_;
-  const CompositeReward* reward_;
+  const BatchScorer* scorer_;
 };
 
 }  // namespace grpo

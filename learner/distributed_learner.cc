@@ -1,0 +1,474 @@
+#include "learner/distributed_learner.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "core/job_data.h"
+#include "core/job_spec.h"
+#include "core/model.h"
+#include "core/scored_group_proto.h"
+#include "core/tokenizer.h"
+#include "core/torch_status.h"
+#include "core/weight_transfer.h"
+#include "grpo/v1/learner.pb.h"
+#include "learner/checkpoint.h"
+#include "learner/grpo_trainer.h"
+#include "learner/job_phases.h"
+#include "rollout_worker/evaluation.h"
+
+namespace grpo {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double Since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+bool Distributed(const LearnerGroup* group) { return group && group->world_size() > 1; }
+
+// Rank 0's command to every rank: its size, then its bytes, as two c10d broadcasts.
+absl::Status BroadcastCommand(LearnerGroup* group, v1::LearnerCommand* command) {
+  if (!Distributed(group)) return absl::OkStatus();
+  std::string bytes;
+  if (group->rank() == 0) bytes = command->SerializeAsString();
+  std::vector<at::Tensor> size{torch::full({1}, static_cast<int64_t>(bytes.size()), torch::kLong)};
+  if (absl::Status s = group->Broadcast(size, 0); !s.ok()) return s;
+  const int64_t n = size[0].item<int64_t>();
+  if (n == 0) {  // an all-default command (never sent: every command sets its kind)
+    command->Clear();
+    return absl::OkStatus();
+  }
+  std::vector<at::Tensor> data{torch::empty({n}, torch::kUInt8)};
+  if (group->rank() == 0) std::memcpy(data[0].data_ptr(), bytes.data(), n);
+  if (absl::Status s = group->Broadcast(data, 0); !s.ok()) return s;
+  if (group->rank() != 0 && !command->ParseFromArray(data[0].data_ptr(), static_cast<int>(n)))
+    return absl::DataLossError("learner command from rank 0 does not parse");
+  return absl::OkStatus();
+}
+
+absl::Status BroadcastParameters(LearnerGroup* group, Transformer* policy) {
+  if (!Distributed(group)) return absl::OkStatus();
+  std::vector<at::Tensor> params = policy->parameters();
+  torch::NoGradGuard no_grad;
+  return group->Broadcast(params, 0);
+}
+
+// FNV-1a 64 over every parameter's bytes, in name order: equal iff bit-identical.
+std::string ParameterDigest(const Transformer& policy) {
+  std::string bytes;
+  for (const auto& [name, tensor] : policy.named_parameters()) {
+    at::Tensor t = tensor.detach().contiguous();
+    bytes.append(name);
+    bytes.append(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
+  }
+  return absl::StrFormat("%016x", Fnv1a64(bytes));
+}
+
+absl::Status WriteDigest(const std::string& run_dir, int rank, const Transformer& policy) {
+  return WriteFileDurably(absl::StrCat(run_dir, "/param_digest.rank-", rank),
+                          ParameterDigest(policy) + "\n");
+}
+
+// What every rank holds for the job in hand.
+struct RankJob {
+  std::string job_id;
+  v1::JobSpec spec;
+  std::string run_dir;
+  std::unique_ptr<Transformer> policy;
+  std::unique_ptr<GrpoTrainer> trainer;
+};
+
+absl::Status CreateTrainer(LearnerGroup* group, RankJob* job) {
+  TrainerOptions options = TrainerOptionsFromSpec(job->spec);
+  options.group = Distributed(group) ? group : nullptr;
+  absl::StatusOr<std::unique_ptr<GrpoTrainer>> trainer =
+      GrpoTrainer::Create(job->policy.get(), options);
+  if (!trainer.ok()) return trainer.status();
+  job->trainer = std::move(*trainer);
+  return absl::OkStatus();
+}
+
+// --- Rank 0 -------------------------------------------------------------------------------
+
+class Leader {
+ public:
+  Leader(LearnerGroup* group, JobSource* jobs, IngestBuffer* buffer, WeightPublisher* weights,
+         const DistributedLearnerOptions& options, absl::Notification* stop)
+      : group_(group), jobs_(jobs), buffer_(buffer), weights_(weights), options_(options),
+        stop_(stop) {}
+
+  absl::Status Run() {
+    Log("learner rank 0: waiting for jobs");
+    while (!stop_->HasBeenNotified()) {
+      absl::StatusOr<v1::Job> job = jobs_->AcquireJob();
+      if (job.ok() && !job->job_id().empty()) {
+        if (absl::Status s = RunJob(*job); !s.ok()) return s;  // a collective failed
+        continue;
+      }
+      if (!job.ok()) Log(absl::StrCat("AcquireJob: ", job.status().ToString()));
+      if (absl::Status s = KeepAlive(); !s.ok()) return s;
+      stop_->WaitForNotificationWithTimeout(absl::Milliseconds(250));
+    }
+    v1::LearnerCommand shutdown;
+    shutdown.set_kind(v1::LearnerCommand::KIND_SHUTDOWN);
+    return BroadcastCommand(group_, &shutdown);
+  }
+
+ private:
+  void Log(const std::string& line) {
+    if (options_.log) *options_.log << line << std::endl;
+  }
+
+  absl::Status KeepAlive() {
+    if (Since(last_command_) < std::chrono::duration<double>(options_.keepalive).count())
+      return absl::OkStatus();
+    v1::LearnerCommand noop;
+    noop.set_kind(v1::LearnerCommand::KIND_NOOP);
+    return Send(&noop);
+  }
+
+  absl::Status Send(v1::LearnerCommand* command) {
+    last_command_ = Clock::now();
+    return BroadcastCommand(group_, command);
+  }
+
+  // Reports and returns whether the user cancelled. Coordinator trouble is logged, not
+  // fatal: training goes on and the next report tries again.
+  bool Report(const RankJob& job, v1::JobPhase phase, const std::string& message) {
+    progress_.set_phase(phase);
+    progress_.set_message(message);
+    progress_.set_total_steps(job.spec.steps());
+    progress_.set_elapsed_seconds(Since(job_start_));
+    const IngestCounters c = buffer_->counters();
+    progress_.set_groups_trained(groups_trained_);
+    progress_.set_duplicate_groups(c.duplicate_groups);
+    progress_.set_stale_samples_dropped(stale_samples_);
+    absl::StatusOr<bool> cancel = jobs_->ReportProgress(job.job_id, progress_);
+    if (!cancel.ok()) {
+      Log(absl::StrCat("ReportProgress: ", cancel.status().ToString()));
+      return false;
+    }
+    return *cancel;
+  }
+
+  absl::Status Finish(const RankJob& job, v1::JobState state, const std::string& error,
+                      const std::string& result_json) {
+    v1::FinishJobRequest request;
+    request.set_job_id(job.job_id);
+    request.set_state(state);
+    request.set_error(error);
+    request.set_run_dir(job.run_dir);
+    request.set_result_json(result_json);
+    absl::Status s = jobs_->FinishJob(request);
+    if (!s.ok()) Log(absl::StrCat("FinishJob: ", s.ToString()));
+    buffer_->EndJob();
+    weights_->Clear();
+    Log(absl::StrCat("job ", job.job_id, ": ", v1::JobState_Name(state),
+                     error.empty() ? "" : absl::StrCat(" (", error, ")")));
+    return absl::OkStatus();
+  }
+
+  absl::Status Publish(const RankJob& job) {
+    absl::StatusOr<std::string> bytes = job.policy->SaveToString();
+    if (!bytes.ok()) return bytes.status();
+    weights_->Publish(job.job_id, job.trainer ? job.trainer->policy_version() : 0,
+                      std::move(*bytes));
+    return absl::OkStatus();
+  }
+
+  // Returns an error only when a collective failed (the group is then unusable); a job
+  // that fails is finished as FAILED and the leader goes on to the next one.
+  absl::Status RunJob(const v1::Job& acquired) {
+    job_start_ = Clock::now();
+    progress_.Clear();
+    groups_trained_ = 0;
+    stale_samples_ = 0;
+    RankJob job;
+    job.job_id = acquired.job_id();
+    job.spec = acquired.spec();
+    job.run_dir = (fs::path(options_.run_root) / job.job_id).string();
+    Log(absl::StrCat("job ", job.job_id, " (", job.spec.name(), "): run directory ", job.run_dir));
+
+    // Everything that can fail on bad input happens before the other ranks are involved.
+    absl::Status prepared = ValidateJobSpec(job.spec);
+    absl::StatusOr<JobData> data;
+    if (prepared.ok()) {
+      std::error_code ec;
+      fs::create_directories(job.run_dir, ec);
+      if (ec) prepared = absl::InternalError(absl::StrCat("creating ", job.run_dir, ": ", ec.message()));
+    }
+    if (prepared.ok())
+      prepared = WriteFileDurably(job.run_dir + "/spec.json", JobSpecToJson(job.spec));
+    if (prepared.ok()) {
+      data = LoadJobData(job.spec);
+      prepared = data.status();
+    }
+    reward_names_.clear();
+    for (const v1::RewardFunctionSpec& r : job.spec.rewards()) reward_names_.push_back(r.name());
+    if (!prepared.ok()) return Finish(job, v1::JOB_STATE_FAILED, prepared.ToString(), "");
+
+    v1::LearnerCommand start;
+    start.set_kind(v1::LearnerCommand::KIND_START_JOB);
+    start.set_job_id(job.job_id);
+    *start.mutable_spec() = job.spec;
+    start.set_run_dir(job.run_dir);
+    if (absl::Status s = Send(&start); !s.ok()) return s;
+    job.policy = std::make_unique<Transformer>(ModelConfigFromSpec(job.spec.model()),
+                                               job.spec.seed());
+    buffer_->StartJob(job.job_id, job.spec.grpo().group_size());
+
+    // --- 1. Starting policy and its evaluation (rank 0 alone; the others wait in the
+    // parameter broadcast).
+    const EvalOptions eval = EvalOptionsFromSpec(job.spec);
+    CharTokenizer tokenizer;
+    EvalResult before, after;
+    bool cancelled = Report(job, v1::JOB_PHASE_SFT, "preparing the starting policy");
+    prepared = PrepareStartingPolicy(job.spec, data->train, job.policy.get(),
+                                     [&](const std::string& line) {
+                                       Log(line);
+                                       cancelled = Report(job, v1::JOB_PHASE_SFT, line) || cancelled;
+                                     });
+    if (prepared.ok() && !cancelled) {
+      cancelled = Report(job, v1::JOB_PHASE_EVAL, "evaluating the starting policy");
+      const auto start_eval = Clock::now();
+      absl::StatusOr<EvalResult> r = Evaluate(*job.policy, tokenizer, data->held_out, eval);
+      prepared = r.status();
+      if (r.ok()) {
+        before = *r;
+        const std::string line = EvalLine("before", before, Since(start_eval));
+        Log(line);
+        cancelled = Report(job, v1::JOB_PHASE_EVAL, line) || cancelled;
+      }
+    }
+    // The other ranks are waiting for these parameters whatever happened above.
+    if (absl::Status s = BroadcastParameters(group_, job.policy.get()); !s.ok()) return s;
+    if (prepared.ok()) prepared = CreateTrainer(group_, &job);
+    if (prepared.ok()) prepared = Publish(job);
+
+    // --- 2. GRPO steps.
+    const int steps = job.spec.steps();
+    const int batch = job.spec.grpo().prompts_per_step();
+    const int64_t lag = job.spec.grpo().max_policy_lag();
+    std::ofstream metrics;
+    if (prepared.ok()) {
+      metrics.open(job.run_dir + "/metrics.jsonl", std::ios::trunc);
+      if (!metrics) prepared = absl::InternalError(absl::StrCat("opening ", job.run_dir, "/metrics.jsonl"));
+    }
+    // Prompts for this step and the next `lag` ones are out with the workers at any time.
+    if (prepared.ok()) prepared = jobs_->RequestPrompts(job.job_id, batch * (1 + lag), 0);
+    int step = 0;
+    auto last_step_end = Clock::now();
+    const auto grpo_start = Clock::now();
+    while (prepared.ok() && !cancelled && step < steps && !stop_->HasBeenNotified()) {
+      const int64_t version = job.trainer->policy_version();
+      const auto wait_start = Clock::now();
+      std::vector<ScoredGroup> groups;
+      auto last_report = Clock::now();
+      while (groups.empty() && !stop_->HasBeenNotified()) {
+        groups = buffer_->Take(batch, std::max<int64_t>(0, version - lag),
+                               absl::Now() + absl::Milliseconds(500));
+        if (absl::Status s = jobs_->AckPrompts(job.job_id, buffer_->DrainNewIds()); !s.ok())
+          Log(absl::StrCat("AckPrompts: ", s.ToString()));
+        if (const int64_t stale = buffer_->DrainStaleCount(); stale > 0) {
+          stale_samples_ += stale * job.spec.grpo().group_size();
+          // Replacements, sampled with the weights we have now.
+          if (absl::Status s = jobs_->RequestPrompts(job.job_id, static_cast<int>(stale), version);
+              !s.ok())
+            Log(absl::StrCat("RequestPrompts: ", s.ToString()));
+        }
+        if (!groups.empty()) break;
+        if (absl::Status s = KeepAlive(); !s.ok()) return s;
+        if (Since(last_report) > 2) {
+          last_report = Clock::now();
+          cancelled = Report(job, v1::JOB_PHASE_TRAINING,
+                             absl::StrFormat("step %d: waiting for groups (%d of %d buffered)",
+                                             step + 1, buffer_->size(), batch));
+          if (cancelled) break;
+        }
+      }
+      if (groups.empty()) break;  // cancelled or stopping
+      const double wait_seconds = Since(wait_start);
+
+      v1::LearnerCommand command;
+      command.set_kind(v1::LearnerCommand::KIND_STEP);
+      if (Distributed(group_))
+        for (const ScoredGroup& g : groups) *command.add_groups() = ToProto(g, job.job_id);
+      if (absl::Status s = Send(&command); !s.ok()) return s;
+      const double allreduce_before = group_ ? group_->allreduce_seconds() : 0;
+      absl::StatusOr<StepMetrics> m = job.trainer->Step(groups);
+      if (!m.ok()) {
+        prepared = m.status();
+        break;
+      }
+      ++step;
+      m->step = step;
+      groups_trained_ += m->groups;
+      const double allreduce_seconds = (group_ ? group_->allreduce_seconds() : 0) - allreduce_before;
+      const auto publish_start = Clock::now();
+      if (absl::Status s = Publish(job); !s.ok()) {
+        prepared = s;
+        break;
+      }
+      const double publish_seconds = Since(publish_start);
+      if (absl::Status s = jobs_->RequestPrompts(job.job_id, batch, job.trainer->policy_version());
+          !s.ok())
+        Log(absl::StrCat("RequestPrompts: ", s.ToString()));
+
+      const double step_seconds = Since(last_step_end);
+      last_step_end = Clock::now();
+      const double tokens_per_second = m->completion_tokens / std::max(1e-9, step_seconds);
+      const IngestCounters c = buffer_->counters();
+      metrics << MetricsJson(*m, reward_names_, tokens_per_second, Since(job_start_),
+                             /*sample_seconds=*/0,
+                             absl::StrFormat(",\"wait_seconds\":%.6g,\"allreduce_seconds\":%.6g,"
+                                             "\"publish_seconds\":%.6g,\"step_seconds\":%.6g,"
+                                             "\"duplicate_groups\":%d,\"stale_groups_dropped\":%d,"
+                                             "\"world_size\":%d",
+                                             wait_seconds, allreduce_seconds, publish_seconds,
+                                             step_seconds, c.duplicate_groups,
+                                             c.stale_groups_dropped,
+                                             group_ ? group_->world_size() : 1));
+      metrics.flush();
+      const double elapsed = Since(grpo_start);
+      const std::string line = absl::StrFormat(
+          "step %4d/%d | reward %.3f ±%.3f | kl %.5f | clip %.4f | grad %.3f | %6.0f tok/s | "
+          "wait %.2fs train %.2fs | %s elapsed, ETA %s",
+          step, steps, m->reward_mean, m->reward_std, m->kl, m->clip_fraction, m->grad_norm,
+          tokens_per_second, wait_seconds, m->seconds, FormatDuration(elapsed),
+          FormatDuration(elapsed / step * (steps - step)));
+      Log(line);
+      progress_.set_step(step);
+      progress_.set_policy_version(m->policy_version);
+      progress_.set_reward_mean(m->reward_mean);
+      progress_.set_reward_std(m->reward_std);
+      progress_.set_kl(m->kl);
+      progress_.set_grad_norm(m->grad_norm);
+      progress_.set_tokens_per_second(tokens_per_second);
+      progress_.set_eta_seconds(elapsed / step * (steps - step));
+      cancelled = Report(job, v1::JOB_PHASE_TRAINING, line);
+      if (job.spec.checkpoint_every() > 0 && step % job.spec.checkpoint_every() == 0 &&
+          step < steps)
+        prepared = SaveCheckpoint(job, step);
+    }
+
+    // --- 3. The end: checkpoint, evaluation, every rank's digest.
+    std::string result_json;
+    if (prepared.ok() && step > 0) prepared = SaveCheckpoint(job, step);
+    if (prepared.ok() && !cancelled && step == steps) {
+      Report(job, v1::JOB_PHASE_EVAL, "evaluating the trained policy");
+      const auto start_eval = Clock::now();
+      absl::StatusOr<EvalResult> r = Evaluate(*job.policy, tokenizer, data->held_out, eval);
+      prepared = r.status();
+      if (r.ok()) {
+        after = *r;
+        Log(EvalLine("after", after, Since(start_eval)));
+        result_json = absl::StrCat("{\"before\":", EvalJson(before), ",\"after\":",
+                                   EvalJson(after), ",\"steps\":", step, "}");
+        prepared = WriteFileDurably(job.run_dir + "/eval.json", result_json + "\n");
+      }
+    }
+    v1::LearnerCommand end;
+    end.set_kind(v1::LearnerCommand::KIND_END_JOB);
+    if (absl::Status s = Send(&end); !s.ok()) return s;
+    if (absl::Status s = WriteDigest(job.run_dir, 0, *job.policy); !s.ok() && prepared.ok())
+      prepared = s;
+    if (!prepared.ok()) return Finish(job, v1::JOB_STATE_FAILED, prepared.ToString(), "");
+    if (cancelled) return Finish(job, v1::JOB_STATE_CANCELLED, "", "");
+    if (step < steps)
+      return Finish(job, v1::JOB_STATE_FAILED,
+                    absl::StrCat("learner stopped at step ", step, " of ", steps), "");
+    return Finish(job, v1::JOB_STATE_SUCCEEDED, "", result_json);
+  }
+
+  absl::Status SaveCheckpoint(const RankJob& job, int step) {
+    return WriteCheckpoint(job.run_dir, step, [&](const std::string& dir) {
+      if (absl::Status s = job.policy->Save(dir + "/model.pt"); !s.ok()) return s;
+      return job.trainer->Save(dir);
+    });
+  }
+
+  LearnerGroup* group_;
+  JobSource* jobs_;
+  IngestBuffer* buffer_;
+  WeightPublisher* weights_;
+  const DistributedLearnerOptions& options_;
+  absl::Notification* stop_;
+  Clock::time_point last_command_ = Clock::now();
+  Clock::time_point job_start_ = Clock::now();
+  v1::JobProgress progress_;
+  std::vector<std::string> reward_names_;
+  int64_t groups_trained_ = 0;
+  int64_t stale_samples_ = 0;
+};
+
+}  // namespace
+
+absl::Status RunLearnerLeader(LearnerGroup* group, JobSource* jobs, IngestBuffer* buffer,
+                              WeightPublisher* weights, const DistributedLearnerOptions& options,
+                              absl::Notification* stop) {
+  Leader leader(group, jobs, buffer, weights, options, stop);
+  return leader.Run();
+}
+
+absl::Status RunLearnerFollower(LearnerGroup* group, const DistributedLearnerOptions& options) {
+  auto log = [&](const std::string& line) {
+    if (options.log) *options.log << line << std::endl;
+  };
+  log(absl::StrCat("learner rank ", group->rank(), ": following rank 0"));
+  RankJob job;
+  for (;;) {
+    v1::LearnerCommand command;
+    if (absl::Status s = BroadcastCommand(group, &command); !s.ok()) return s;
+    switch (command.kind()) {
+      case v1::LearnerCommand::KIND_START_JOB: {
+        job = RankJob{};
+        job.job_id = command.job_id();
+        job.spec = command.spec();
+        job.run_dir = command.run_dir();
+        job.policy = std::make_unique<Transformer>(ModelConfigFromSpec(job.spec.model()),
+                                                   job.spec.seed());
+        if (absl::Status s = BroadcastParameters(group, job.policy.get()); !s.ok()) return s;
+        if (absl::Status s = CreateTrainer(group, &job); !s.ok())
+          log(absl::StrCat("job ", job.job_id, ": ", s.ToString()));
+        log(absl::StrCat("job ", job.job_id, ": parameters received"));
+        break;
+      }
+      case v1::LearnerCommand::KIND_STEP: {
+        if (!job.trainer) return absl::FailedPreconditionError("step command without a job");
+        std::vector<ScoredGroup> groups;
+        for (const v1::ScoredGroupProto& proto : command.groups()) {
+          absl::StatusOr<ScoredGroup> g = FromProto(proto);
+          if (!g.ok()) return g.status();
+          groups.push_back(std::move(*g));
+        }
+        // Rank 0 checks the same batch and fails the same way, so a rejected step leaves
+        // every rank's parameters as they were.
+        if (absl::StatusOr<StepMetrics> m = job.trainer->Step(groups); !m.ok())
+          log(absl::StrCat("step: ", m.status().ToString()));
+        break;
+      }
+      case v1::LearnerCommand::KIND_END_JOB:
+        if (job.policy)
+          if (absl::Status s = WriteDigest(job.run_dir, group->rank(), *job.policy); !s.ok())
+            log(s.ToString());
+        log(absl::StrCat("job ", job.job_id, ": done"));
+        job = RankJob{};
+        break;
+      case v1::LearnerCommand::KIND_SHUTDOWN:
+        return absl::OkStatus();
+      default:
+        break;
+    }
+  }
+}
+
+}  // namespace grpo

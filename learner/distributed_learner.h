@@ -1,0 +1,51 @@
+// The job loop of a grpo_learner rank (DESIGN.md §2, §3).
+//
+// Rank 0 (the leader) takes jobs from the coordinator one after another. For each it
+// prepares the starting policy (SFT warm-up or checkpoint) and evaluates it, sends the
+// parameters to every rank, publishes version 0, and then for every step: asks the
+// coordinator for prompts, takes B groups from the ingest buffer (dropping groups more
+// than max_policy_lag versions old and asking for replacements), acknowledges what it
+// ingested, tells every rank to train on the batch (each takes its shard; gradients are
+// all-reduced), publishes the new weights, writes metrics and reports progress. Then the
+// final checkpoint, evaluation and the job's end.
+//
+// Other ranks (followers) do what rank 0's broadcast commands say, in the same order, so
+// the collectives line up and the parameters stay bit-identical. At the end of each job
+// every rank writes `param_digest.rank-R` (FNV-1a 64 of its parameters) to the run
+// directory, so anyone can check that the ranks agree.
+#ifndef GRPO_LEARNER_DISTRIBUTED_LEARNER_H_
+#define GRPO_LEARNER_DISTRIBUTED_LEARNER_H_
+
+#include <chrono>
+#include <ostream>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/notification.h"
+#include "learner/ingest_buffer.h"
+#include "learner/job_source.h"
+#include "learner/learner_group.h"
+#include "learner/weight_publisher.h"
+
+namespace grpo {
+
+struct DistributedLearnerOptions {
+  std::string run_root = "runs";  // a job's files go to run_root/<job_id>
+  // While rank 0 waits (for a job, for groups) it pings the other ranks this often, so a
+  // long wait never runs into the collective timeout.
+  std::chrono::milliseconds keepalive{std::chrono::seconds(2)};
+  std::ostream* log = nullptr;  // progress lines; null = silent
+};
+
+// Rank 0. `group` may be null for a single-rank learner. Returns when `stop` is notified
+// (after telling the other ranks to shut down) or a collective fails.
+absl::Status RunLearnerLeader(LearnerGroup* group, JobSource* jobs, IngestBuffer* buffer,
+                              WeightPublisher* weights, const DistributedLearnerOptions& options,
+                              absl::Notification* stop);
+
+// Ranks 1..R-1. Returns on rank 0's shutdown command or a failed collective.
+absl::Status RunLearnerFollower(LearnerGroup* group, const DistributedLearnerOptions& options);
+
+}  // namespace grpo
+
+#endif  // GRPO_LEARNER_DISTRIBUTED_LEARNER_H_

@@ -1,0 +1,119 @@
+#include "learner/ingest_buffer.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "core/scored_group_proto.h"
+
+namespace grpo {
+
+void IngestBuffer::StartJob(const std::string& job_id, int group_size) {
+  absl::MutexLock lock(&mu_);
+  job_id_ = job_id;
+  group_size_ = group_size;
+  groups_.clear();
+  seen_.clear();
+  new_ids_.clear();
+  new_stale_ = 0;
+  counters_ = IngestCounters{};
+}
+
+void IngestBuffer::EndJob() {
+  absl::MutexLock lock(&mu_);
+  job_id_.clear();
+  groups_.clear();
+}
+
+absl::StatusOr<SubmitResult> IngestBuffer::Submit(
+    const std::vector<v1::ScoredGroupProto>& protos) {
+  // Convert and check outside the lock; the buffer changes only once everything passed.
+  std::vector<ScoredGroup> groups;
+  groups.reserve(protos.size());
+  for (const v1::ScoredGroupProto& proto : protos) {
+    absl::StatusOr<ScoredGroup> group = FromProto(proto);
+    if (!group.ok()) return group.status();
+    groups.push_back(std::move(*group));
+  }
+  absl::MutexLock lock(&mu_);
+  if (job_id_.empty())
+    return absl::FailedPreconditionError("the learner is not running a job");
+  SubmitResult result;
+  absl::flat_hash_set<std::string> fresh;
+  for (size_t i = 0; i < groups.size(); ++i) {
+    if (protos[i].job_id() != job_id_)
+      return absl::FailedPreconditionError(absl::StrCat(
+          "group for job '", protos[i].job_id(), "': the learner runs ", job_id_));
+    if (static_cast<int>(groups[i].samples.size()) != group_size_)
+      return absl::InvalidArgumentError(absl::StrCat(
+          "prompt ", groups[i].prompt_id, ": ", groups[i].samples.size(),
+          " samples, the job's group_size is ", group_size_));
+    if (seen_.contains(groups[i].prompt_id) || !fresh.insert(groups[i].prompt_id).second)
+      ++result.duplicates;
+  }
+  if (groups_.size() + fresh.size() > capacity_) {
+    ++counters_.rejected_full;
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "ingest buffer full: ", groups_.size(), " of ", capacity_, " groups held, ",
+        fresh.size(), " offered"));
+  }
+  for (ScoredGroup& group : groups) {
+    if (!fresh.contains(group.prompt_id) || seen_.contains(group.prompt_id)) continue;
+    seen_.insert(group.prompt_id);
+    new_ids_.push_back(group.prompt_id);
+    groups_.push_back(std::move(group));
+    ++result.accepted;
+  }
+  counters_.accepted_groups += result.accepted;
+  counters_.duplicate_groups += result.duplicates;
+  return result;
+}
+
+std::vector<ScoredGroup> IngestBuffer::Take(int count, int64_t min_version,
+                                            absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    // Stale groups leave first, so they never count towards `count`.
+    const size_t before = groups_.size();
+    groups_.erase(std::remove_if(groups_.begin(), groups_.end(),
+                                 [&](const ScoredGroup& g) {
+                                   for (const ScoredSample& s : g.samples)
+                                     if (s.policy_version < min_version) return true;
+                                   return false;
+                                 }),
+                  groups_.end());
+    const size_t dropped = before - groups_.size();
+    counters_.stale_groups_dropped += dropped;
+    new_stale_ += dropped;
+    return groups_.size() >= static_cast<size_t>(count);
+  };
+  // Await re-evaluates the condition whenever a Submit releases the mutex.
+  mu_.AwaitWithDeadline(absl::Condition(&ready), deadline);
+  if (groups_.size() < static_cast<size_t>(count)) return {};
+  std::vector<ScoredGroup> out(std::make_move_iterator(groups_.begin()),
+                               std::make_move_iterator(groups_.begin() + count));
+  groups_.erase(groups_.begin(), groups_.begin() + count);
+  counters_.groups_taken += count;
+  return out;
+}
+
+std::vector<std::string> IngestBuffer::DrainNewIds() {
+  absl::MutexLock lock(&mu_);
+  return std::exchange(new_ids_, {});
+}
+
+int64_t IngestBuffer::DrainStaleCount() {
+  absl::MutexLock lock(&mu_);
+  return std::exchange(new_stale_, 0);
+}
+
+IngestCounters IngestBuffer::counters() const {
+  absl::MutexLock lock(&mu_);
+  return counters_;
+}
+
+size_t IngestBuffer::size() const {
+  absl::MutexLock lock(&mu_);
+  return groups_.size();
+}
+
+}  // namespace grpo

@@ -1,0 +1,77 @@
+// IngestBuffer: learner rank 0's bounded buffer of scored groups (DESIGN.md §2). Rollout
+// workers' SubmitGroups calls put groups in; the training loop takes B at a time.
+//
+// - All or nothing: a submission is taken whole or not at all (RESOURCE_EXHAUSTED when
+//   the buffer cannot hold it; the worker backs off and sends it again).
+// - Exactly once: a prompt id already taken in this job (buffered, trained or dropped) is
+//   ignored and counted as a duplicate, so a reissued lease never trains twice.
+// - Freshness: Take drops groups sampled with weights older than the caller's minimum.
+// Thread-safe.
+#ifndef GRPO_LEARNER_INGEST_BUFFER_H_
+#define GRPO_LEARNER_INGEST_BUFFER_H_
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "core/scored_group.h"
+#include "grpo/v1/learner.pb.h"
+
+namespace grpo {
+
+struct IngestCounters {
+  int64_t accepted_groups = 0;
+  int64_t duplicate_groups = 0;
+  int64_t rejected_full = 0;          // submissions refused with RESOURCE_EXHAUSTED
+  int64_t stale_groups_dropped = 0;   // older than Take's minimum version
+  int64_t groups_taken = 0;
+};
+
+struct SubmitResult {
+  int accepted = 0;
+  int duplicates = 0;
+};
+
+class IngestBuffer {
+ public:
+  explicit IngestBuffer(size_t capacity) : capacity_(capacity) {}
+
+  // Opens the buffer to `job_id`'s groups of `group_size` samples; forgets the last job.
+  void StartJob(const std::string& job_id, int group_size);
+  // Closes it: submissions get FAILED_PRECONDITION until the next StartJob.
+  void EndJob();
+
+  absl::StatusOr<SubmitResult> Submit(const std::vector<v1::ScoredGroupProto>& groups);
+
+  // Drops groups older than `min_version`, then waits until `count` groups are buffered
+  // or `deadline` passes. Returns `count` groups (oldest first), or none on timeout.
+  std::vector<ScoredGroup> Take(int count, int64_t min_version, absl::Time deadline);
+
+  // Prompt ids taken in since the last call (to acknowledge to the coordinator), and how
+  // many groups went stale since the last call (to ask for replacements).
+  std::vector<std::string> DrainNewIds();
+  int64_t DrainStaleCount();
+
+  IngestCounters counters() const;
+  size_t size() const;
+
+ private:
+  const size_t capacity_;
+  mutable absl::Mutex mu_;
+  std::string job_id_ ABSL_GUARDED_BY(mu_);
+  int group_size_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<ScoredGroup> groups_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> seen_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> new_ids_ ABSL_GUARDED_BY(mu_);
+  int64_t new_stale_ ABSL_GUARDED_BY(mu_) = 0;
+  IngestCounters counters_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace grpo
+
+#endif  // GRPO_LEARNER_INGEST_BUFFER_H_

@@ -1,0 +1,52 @@
+// grpo_rollout_worker: leases prompts from the coordinator, samples and scores them, and
+// streams the scored groups to learner rank 0, until SIGTERM or SIGINT.
+#include <iostream>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/synchronization/notification.h"
+#include "core/runtime.h"
+#include "rollout_worker/worker.h"
+#include "rpc/process.h"
+
+ABSL_FLAG(std::string, coordinator, "localhost:50050", "coordinator address");
+ABSL_FLAG(std::string, reward_server, "localhost:50051", "reward server address");
+ABSL_FLAG(int, max_prompts, 4, "prompts per lease (each sampled G times in one batch)");
+ABSL_FLAG(int, threads, 0, "LibTorch threads; 0 = all cores");
+ABSL_FLAG(std::string, name, "", "name in the coordinator's registry; default host:pid");
+
+int main(int argc, char** argv) {
+  grpo::EnsureThreadEnvironment(argv);
+  grpo::BlockStopSignals();
+  absl::SetProgramUsageMessage(
+      "grpo_rollout_worker --coordinator HOST:PORT --reward_server HOST:PORT");
+  absl::ParseCommandLine(argc, argv);
+  if (absl::GetFlag(FLAGS_max_prompts) < 1) {
+    std::cerr << "error: --max_prompts must be >= 1\n";
+    return 2;
+  }
+  grpo::ConfigureRuntime(absl::GetFlag(FLAGS_threads));
+  grpo::RolloutWorkerOptions options;
+  options.coordinator_address = absl::GetFlag(FLAGS_coordinator);
+  options.reward_server_address = absl::GetFlag(FLAGS_reward_server);
+  options.max_prompts_per_lease = absl::GetFlag(FLAGS_max_prompts);
+  options.name = absl::GetFlag(FLAGS_name);
+  options.log = &std::cout;
+  absl::Notification stop;
+  std::thread signals([&] {
+    while (!stop.HasBeenNotified())
+      if (grpo::WaitForStopSignal(std::chrono::milliseconds(200)) != 0) stop.Notify();
+  });
+  grpo::RolloutWorker worker(options);
+  absl::Status status = worker.Run(&stop);
+  if (!stop.HasBeenNotified()) stop.Notify();
+  signals.join();
+  if (!status.ok()) {
+    std::cerr << "error: " << status << "\n";
+    return 1;
+  }
+  std::cout << "grpo_rollout_worker: stopped" << std::endl;
+  return 0;
+}

@@ -1,0 +1,235 @@
+#include "rollout_worker/worker.h"
+
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <functional>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "core/job_spec.h"
+#include "core/model.h"
+#include "core/scored_group_proto.h"
+#include "core/tokenizer.h"
+#include "grpo/v1/coordinator.grpc.pb.h"
+#include "grpo/v1/learner.grpc.pb.h"
+#include "grpo/v1/reward.grpc.pb.h"
+#include "rollout_worker/remote_scorer.h"
+#include "rollout_worker/rollout.h"
+#include "rollout_worker/weight_client.h"
+#include "rpc/backoff.h"
+#include "rpc/registration.h"
+#include "rpc/status.h"
+
+namespace grpo {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr auto kCallDeadline = std::chrono::seconds(10);
+
+double Since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+std::string DefaultName() {
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  return absl::StrCat(host, ":", getpid());
+}
+
+}  // namespace
+
+struct RolloutWorker::State {
+  RolloutWorkerOptions options;
+  std::unique_ptr<v1::CoordinatorService::Stub> coordinator;
+  std::unique_ptr<v1::RewardService::Stub> reward;
+  std::unique_ptr<Registration> registration;
+  CharTokenizer tokenizer;
+  RolloutWorkerCounters counters;
+
+  // The job this worker last sampled for.
+  std::string job_id;
+  v1::JobSpec spec;
+  std::string learner_address;
+  std::unique_ptr<v1::LearnerService::Stub> learner;
+  std::unique_ptr<Transformer> policy;
+  int64_t version = -1;
+  std::unique_ptr<RemoteScorer> scorer;
+  uint64_t batches = 0;
+
+  std::ostream* log() { return options.log; }
+  void Log(const std::string& line) {
+    if (options.log) *options.log << "rollout_worker " << registration->worker_id() << ": "
+                                  << line << std::endl;
+  }
+
+  void SwitchJob(const v1::LeasePromptsResponse& lease) {
+    job_id = lease.job_id();
+    spec = lease.spec();
+    learner_address = lease.learner_address();
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(8 << 20);
+    learner = v1::LearnerService::NewStub(grpc::CreateCustomChannel(
+        learner_address, grpc::InsecureChannelCredentials(), args));
+    policy = std::make_unique<Transformer>(ModelConfigFromSpec(spec.model()), spec.seed());
+    version = -1;
+    scorer = std::make_unique<RemoteScorer>(
+        reward.get(), std::vector<v1::RewardFunctionSpec>(spec.rewards().begin(),
+                                                          spec.rewards().end()));
+    Log(absl::StrCat("job ", job_id, " (", spec.name(), "), learner at ", learner_address));
+  }
+
+  // Pulls until we hold at least `need`; the learner publishes a version before it asks
+  // for prompts that need it, so one pull normally suffices.
+  absl::Status EnsureVersion(int64_t need, absl::Notification* stop) {
+    Backoff backoff(std::chrono::milliseconds(50), std::chrono::seconds(1));
+    const auto give_up = Clock::now() + options.weights_deadline;
+    while (version < need) {
+      const auto start = Clock::now();
+      absl::StatusOr<PulledWeights> pulled =
+          PullWeights(learner.get(), job_id, options.weights_deadline);
+      if (pulled.ok() && pulled->version > version) {
+        if (absl::Status s = policy->LoadFromString(pulled->payload); !s.ok()) return s;
+        version = pulled->version;
+        registration->set_policy_version(version);
+        ++counters.weight_pulls;
+        counters.last_weight_pull_seconds = Since(start);
+        Log(absl::StrFormat("weights v%d (%.1f MB) in %.3fs", version,
+                            pulled->payload.size() / 1e6, counters.last_weight_pull_seconds));
+        continue;
+      }
+      if (!pulled.ok() && !RetryableCode(pulled.status().code()) &&
+          pulled.status().code() != absl::StatusCode::kFailedPrecondition)
+        return pulled.status();
+      if (Clock::now() > give_up)
+        return absl::DeadlineExceededError(
+            absl::StrCat("weights v", need, " not available from ", learner_address));
+      if (stop->WaitForNotificationWithTimeout(absl::FromChrono(backoff.Next())))
+        return absl::CancelledError("stopping");
+    }
+    return absl::OkStatus();
+  }
+
+  // Sends the groups; while the learner's buffer is full, backs off and sends them again
+  // (all or nothing on its side, so a retry never half-applies). Gives up at `give_up`,
+  // when the leases will have been handed to someone else anyway.
+  absl::Status Submit(const std::vector<ScoredGroup>& groups, Clock::time_point give_up,
+                      absl::Notification* stop) {
+    Backoff backoff(std::chrono::milliseconds(100), std::chrono::seconds(2));
+    for (;;) {
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + kCallDeadline);
+      v1::SubmitGroupsResponse response;
+      auto writer = learner->SubmitGroups(&context, &response);
+      for (const ScoredGroup& group : groups) {
+        v1::ScoredGroupProto proto = ToProto(group, job_id);
+        proto.set_worker_id(registration->worker_id());
+        if (!writer->Write(proto)) break;
+      }
+      writer->WritesDone();
+      absl::Status status = FromGrpcStatus(writer->Finish(), "learner SubmitGroups");
+      if (status.ok()) {
+        counters.groups_submitted += response.accepted();
+        counters.groups_duplicate += response.duplicates();
+        return status;
+      }
+      if (!RetryableCode(status.code())) return status;
+      if (status.code() == absl::StatusCode::kResourceExhausted) ++counters.full_backoffs;
+      const auto wait = backoff.Next();
+      if (Clock::now() + wait > give_up) return status;
+      if (stop->WaitForNotificationWithTimeout(absl::FromChrono(wait)))
+        return absl::CancelledError("stopping");
+    }
+  }
+
+  // One lease's worth of work. Errors are logged by the caller; the leases then expire
+  // and the coordinator hands them to another worker.
+  absl::Status Work(const v1::LeasePromptsResponse& lease, absl::Notification* stop) {
+    if (lease.job_id() != job_id) SwitchJob(lease);
+    int64_t need = 0;
+    int64_t deadline_ms = INT64_MAX;
+    std::vector<Example> examples;
+    std::vector<std::string> ids;
+    for (const v1::PromptLease& l : lease.leases()) {
+      need = std::max(need, l.min_policy_version());
+      deadline_ms = std::min(deadline_ms, l.deadline_unix_ms());
+      examples.push_back(Example{l.prompt(), l.answer(), ""});
+      ids.push_back(l.prompt_id());
+    }
+    if (absl::Status s = EnsureVersion(need, stop); !s.ok()) return s;
+    const auto start = Clock::now();
+    SamplingOptions sampling = SamplingOptionsFromSpec(spec);
+    sampling.seed = std::hash<std::string>()(absl::StrCat(spec.seed(), "/", ids.front(), "/",
+                                                          version, "/", ++batches));
+    Rollout rollout(&tokenizer, scorer.get());
+    absl::StatusOr<RolloutBatch> batch = rollout.Generate(
+        *policy, version, examples, ids, spec.grpo().group_size(), sampling);
+    if (!batch.ok()) return batch.status();
+    const int64_t left_ms = deadline_ms - absl::ToUnixMillis(absl::Now());
+    const auto give_up = Clock::now() + std::chrono::milliseconds(std::max<int64_t>(0, left_ms));
+    if (absl::Status s = Submit(batch->groups, give_up, stop); !s.ok()) return s;
+    Log(absl::StrFormat("%d groups at v%d: sample %.2fs, score %.2fs, %.0f tok/s, total %.2fs",
+                        batch->groups.size(), version, batch->sample_seconds,
+                        batch->score_seconds,
+                        batch->generated_tokens / std::max(1e-9, batch->sample_seconds),
+                        Since(start)));
+    return absl::OkStatus();
+  }
+};
+
+RolloutWorker::RolloutWorker(RolloutWorkerOptions options) : state_(new State) {
+  if (options.name.empty()) options.name = DefaultName();
+  state_->options = std::move(options);
+}
+
+RolloutWorker::~RolloutWorker() = default;
+
+RolloutWorkerCounters RolloutWorker::counters() const { return state_->counters; }
+
+absl::Status RolloutWorker::Run(absl::Notification* stop) {
+  State& s = *state_;
+  s.coordinator = v1::CoordinatorService::NewStub(grpc::CreateChannel(
+      s.options.coordinator_address, grpc::InsecureChannelCredentials()));
+  s.reward = v1::RewardService::NewStub(grpc::CreateChannel(
+      s.options.reward_server_address, grpc::InsecureChannelCredentials()));
+  s.registration = std::make_unique<Registration>(s.coordinator.get(), v1::WORKER_ROLE_ROLLOUT,
+                                                  "", s.options.name);
+  if (absl::Status st = s.registration->Start(Clock::now() + std::chrono::minutes(5)); !st.ok())
+    return st;
+  s.Log(absl::StrCat("registered as ", s.options.name));
+  Backoff idle(std::chrono::milliseconds(100), std::chrono::seconds(2));
+  while (!stop->HasBeenNotified()) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + kCallDeadline);
+    v1::LeasePromptsRequest request;
+    request.set_worker_id(s.registration->worker_id());
+    request.set_max_prompts(s.options.max_prompts_per_lease);
+    v1::LeasePromptsResponse lease;
+    absl::Status status =
+        FromGrpcStatus(s.coordinator->LeasePrompts(&context, request, &lease),
+                       "coordinator LeasePrompts");
+    std::chrono::milliseconds wait(0);
+    if (status.code() == absl::StatusCode::kNotFound) {
+      (void)s.registration->Reregister();
+      continue;
+    } else if (!status.ok()) {
+      wait = idle.Next();
+    } else if (lease.leases().empty()) {
+      wait = std::chrono::milliseconds(std::max(10, lease.retry_after_ms()));
+    } else {
+      idle.Reset();
+      if (absl::Status st = s.Work(lease, stop); !st.ok()) {
+        if (st.code() == absl::StatusCode::kCancelled && stop->HasBeenNotified()) break;
+        ++s.counters.batches_failed;
+        s.Log(absl::StrCat("batch dropped (its leases will be reissued): ", st.ToString()));
+        wait = idle.Next();
+      }
+    }
+    if (wait.count() > 0 && stop->WaitForNotificationWithTimeout(absl::FromChrono(wait))) break;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace grpo

@@ -1,0 +1,58 @@
+// RolloutWorker: the grpo_rollout_worker process minus main() (DESIGN.md §2). It
+// registers with the coordinator and heartbeats, leases prompts, pulls the job's weights
+// from learner rank 0 whenever a lease asks for a newer version than it holds, samples G
+// completions per prompt, has a reward server score them, and streams the scored groups to
+// the learner (backing off while its buffer is full). Stateless: kill it at any time and
+// its leases are handed to another worker; start more at any time and they get work.
+//
+// Run blocks until `stop` is notified. Not thread-safe (one Run at a time).
+#ifndef GRPO_ROLLOUT_WORKER_WORKER_H_
+#define GRPO_ROLLOUT_WORKER_WORKER_H_
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <ostream>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/notification.h"
+
+namespace grpo {
+
+struct RolloutWorkerOptions {
+  std::string coordinator_address = "localhost:50050";
+  std::string reward_server_address = "localhost:50051";
+  int max_prompts_per_lease = 4;
+  std::string name;  // for the registry; default host:pid
+  std::chrono::milliseconds weights_deadline{std::chrono::minutes(2)};
+  std::ostream* log = nullptr;  // one line per batch; null = silent
+};
+
+struct RolloutWorkerCounters {
+  int64_t groups_submitted = 0;
+  int64_t groups_duplicate = 0;
+  int64_t batches_failed = 0;
+  int64_t weight_pulls = 0;
+  double last_weight_pull_seconds = 0;
+  int64_t full_backoffs = 0;
+};
+
+class RolloutWorker {
+ public:
+  explicit RolloutWorker(RolloutWorkerOptions options);
+  ~RolloutWorker();
+
+  // Until `stop` is notified: OK. Errors only for what retrying cannot fix (for example
+  // the coordinator rejecting the registration).
+  absl::Status Run(absl::Notification* stop);
+  RolloutWorkerCounters counters() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace grpo
+
+#endif  // GRPO_ROLLOUT_WORKER_WORKER_H_
