@@ -258,10 +258,13 @@ class Leader {
     const int steps = job.spec.steps();
     const int batch = job.spec.grpo().prompts_per_step();
     const int64_t lag = job.spec.grpo().max_policy_lag();
-    std::ofstream metrics;
+    std::ofstream metrics, trained_prompts;
     if (prepared.ok()) {
       metrics.open(job.run_dir + "/metrics.jsonl", std::ios::trunc);
-      if (!metrics) prepared = absl::InternalError(absl::StrCat("opening ", job.run_dir, "/metrics.jsonl"));
+      // Audit trail of exactly-once training: one line per step, the prompt ids it used.
+      trained_prompts.open(job.run_dir + "/trained_prompts.txt", std::ios::trunc);
+      if (!metrics || !trained_prompts)
+        prepared = absl::InternalError(absl::StrCat("opening files in ", job.run_dir));
     }
     // Prompts for this step and the next `lag` ones are out with the workers at any time.
     if (prepared.ok()) prepared = jobs_->RequestPrompts(job.job_id, batch * (1 + lag), 0);
@@ -311,6 +314,9 @@ class Leader {
       }
       ++step;
       m->step = step;
+      for (const ScoredGroup& g : groups) trained_prompts << g.prompt_id << " ";
+      trained_prompts << "\n";
+      trained_prompts.flush();
       groups_trained_ += m->groups;
       const double allreduce_seconds = (group_ ? group_->allreduce_seconds() : 0) - allreduce_before;
       const auto publish_start = Clock::now();

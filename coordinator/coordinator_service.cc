@@ -1,0 +1,489 @@
+#include "coordinator/coordinator_service.h"
+
+#include <algorithm>
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "core/job_data.h"
+#include "core/job_spec.h"
+#include "rpc/status.h"
+
+namespace grpo {
+namespace {
+
+constexpr int kMaxRequestPrompts = 100000;
+// WatchJob wakes at least this often to notice a cancelled client.
+constexpr absl::Duration kWatchPoll = absl::Milliseconds(500);
+
+bool IsTerminal(v1::JobState state) {
+  return state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED ||
+         state == v1::JOB_STATE_CANCELLED;
+}
+
+grpc::Status Invalid(absl::string_view message) {
+  return ToGrpcStatus(absl::InvalidArgumentError(message));
+}
+
+grpc::Status NoSuchJob(const std::string& job_id) {
+  return ToGrpcStatus(absl::NotFoundError(absl::StrCat("job_id: no job \"", job_id, "\"")));
+}
+
+grpc::Status NotRunning(const v1::Job& job) {
+  return ToGrpcStatus(absl::FailedPreconditionError(absl::StrCat(
+      "job ", job.job_id(), " is ", v1::JobState_Name(job.state()), ", not RUNNING")));
+}
+
+// Data errors name the spec field the file came from, so the user knows what to fix.
+absl::Status DataError(const v1::JobSpec& spec, const absl::Status& status) {
+  const v1::DatasetSpec& d = spec.dataset();
+  std::string field = "dataset";
+  if (d.kind() == "jsonl") {
+    field = !d.eval_path().empty() && absl::StrContains(status.message(), d.eval_path()) &&
+                    !absl::StrContains(status.message(), absl::StrCat(d.train_path(), ":"))
+                ? "dataset.eval_path"
+                : "dataset.train_path";
+  }
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", status.message()));
+}
+
+}  // namespace
+
+CoordinatorServiceImpl::CoordinatorServiceImpl(CoordinatorOptions options)
+    : options_(std::move(options)) {}
+
+CoordinatorServiceImpl::~CoordinatorServiceImpl() { Shutdown(); }
+
+void CoordinatorServiceImpl::Shutdown() {
+  absl::MutexLock lock(&mu_);
+  shutdown_ = true;
+  changed_.SignalAll();
+}
+
+int64_t CoordinatorServiceImpl::Now() const {
+  return options_.now_ms ? options_.now_ms() : absl::ToUnixMillis(absl::Now());
+}
+
+CoordinatorServiceImpl::JobEntry* CoordinatorServiceImpl::FindJob(const std::string& job_id) {
+  auto it = job_index_.find(job_id);
+  return it == job_index_.end() ? nullptr : it->second;
+}
+
+CoordinatorServiceImpl::JobEntry* CoordinatorServiceImpl::Running() {
+  return running_.empty() ? nullptr : FindJob(running_);
+}
+
+void CoordinatorServiceImpl::Changed(JobEntry* entry) {
+  ++entry->changes;
+  changed_.SignalAll();
+}
+
+void CoordinatorServiceImpl::ReissueLeases(JobEntry* entry,
+                                           const std::function<bool(const Lease&)>& expired) {
+  std::vector<Lease> back;
+  for (auto it = entry->leases.begin(); it != entry->leases.end();) {
+    if (expired(it->second)) {
+      back.push_back(it->second);
+      entry->lease_of.erase(it->second.cursor);
+      entry->leases.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+  if (back.empty()) return;
+  // Pushed to the front highest cursor first, so the oldest prompt ends up first.
+  std::sort(back.begin(), back.end(),
+            [](const Lease& a, const Lease& b) { return a.cursor > b.cursor; });
+  for (const Lease& lease : back)
+    entry->waiting.push_front(Waiting{lease.cursor, lease.min_policy_version});
+  entry->job.set_lease_reissues(entry->job.lease_reissues() + static_cast<int64_t>(back.size()));
+  Changed(entry);
+}
+
+void CoordinatorServiceImpl::Sweep(int64_t now) {
+  std::vector<std::string> dropped;
+  for (const auto& [id, worker] : workers_) {
+    if (now - worker.last_heartbeat_ms > options_.heartbeat_timeout_ms) dropped.push_back(id);
+  }
+  for (const std::string& id : dropped) workers_.erase(id);
+  JobEntry* entry = Running();
+  if (entry == nullptr) return;
+  ReissueLeases(entry, [&](const Lease& lease) {
+    return lease.deadline_ms <= now || !workers_.contains(lease.worker_id);
+  });
+}
+
+void CoordinatorServiceImpl::EndJob(JobEntry* entry, v1::JobState state, int64_t now) {
+  entry->job.set_state(state);
+  entry->job.set_end_time_unix_ms(now);
+  entry->train.clear();
+  entry->train.shrink_to_fit();
+  entry->order.clear();
+  entry->order.shrink_to_fit();
+  entry->waiting.clear();
+  entry->leases.clear();
+  entry->lease_of.clear();
+  if (running_ == entry->job.job_id()) running_.clear();
+  Changed(entry);
+}
+
+// --- Users.
+
+grpc::Status CoordinatorServiceImpl::SubmitJob(grpc::ServerContext*,
+                                               const v1::SubmitJobRequest* request,
+                                               v1::Job* response) {
+  // Validation and the data check run outside the lock: reading a dataset may be slow.
+  absl::StatusOr<v1::JobSpec> resolved = ResolveJobSpec(request->spec());
+  if (!resolved.ok()) {
+    return ToGrpcStatus(absl::InvalidArgumentError(resolved.status().message()));
+  }
+  absl::StatusOr<JobData> data = LoadJobData(*resolved);
+  if (!data.ok()) return ToGrpcStatus(DataError(*resolved, data.status()));
+
+  absl::MutexLock lock(&mu_);
+  auto entry = std::make_unique<JobEntry>();
+  v1::Job& job = entry->job;
+  job.set_job_id(absl::StrCat("job-", next_job_++));
+  job.set_name(resolved->name());
+  job.set_state(v1::JOB_STATE_QUEUED);
+  *job.mutable_spec() = *std::move(resolved);
+  job.set_submit_time_unix_ms(Now());
+  *response = job;
+  job_index_[job.job_id()] = entry.get();
+  jobs_.push_back(std::move(entry));
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorServiceImpl::GetJob(grpc::ServerContext*,
+                                            const v1::GetJobRequest* request,
+                                            v1::Job* response) {
+  if (request->job_id().empty()) return Invalid("job_id: required");
+  absl::MutexLock lock(&mu_);
+  JobEntry* entry = FindJob(request->job_id());
+  if (entry == nullptr) return NoSuchJob(request->job_id());
+  *response = entry->job;
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorServiceImpl::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest*,
+                                              v1::ListJobsResponse* response) {
+  absl::MutexLock lock(&mu_);
+  for (const auto& entry : jobs_) {
+    v1::Job* job = response->add_jobs();
+    *job = entry->job;
+    job->clear_spec();
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorServiceImpl::CancelJob(grpc::ServerContext*,
+                                               const v1::CancelJobRequest* request,
+                                               v1::Job* response) {
+  if (request->job_id().empty()) return Invalid("job_id: required");
+  absl::MutexLock lock(&mu_);
+  JobEntry* entry = FindJob(request->job_id());
+  if (entry == nullptr) return NoSuchJob(request->job_id());
+  switch (entry->job.state()) {
+    case v1::JOB_STATE_QUEUED:
+      entry->job.set_cancel_requested(true);
+      EndJob(entry, v1::JOB_STATE_CANCELLED, Now());
+      break;
+    case v1::JOB_STATE_RUNNING:
+      // The learner stops at its next step boundary and calls FinishJob(CANCELLED); until
+      // then its prompts keep flowing so the step in progress can complete.
+      if (!entry->job.cancel_requested()) {
+        entry->job.set_cancel_requested(true);
+        Changed(entry);
+      }
+      break;
+    default:
+      return ToGrpcStatus(absl::FailedPreconditionError(
+          absl::StrCat("job ", entry->job.job_id(), " already ended: ",
+                       v1::JobState_Name(entry->job.state()))));
+  }
+  *response = entry->job;
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorServiceImpl::WatchJob(grpc::ServerContext* context,
+                                              const v1::WatchJobRequest* request,
+                                              grpc::ServerWriter<v1::Job>* writer) {
+  if (request->job_id().empty()) return Invalid("job_id: required");
+  mu_.Lock();
+  JobEntry* entry = FindJob(request->job_id());  // entries are never freed
+  if (entry == nullptr) {
+    mu_.Unlock();
+    return NoSuchJob(request->job_id());
+  }
+  int64_t sent = -1;
+  for (;;) {
+    if (shutdown_) {
+      mu_.Unlock();
+      return ToGrpcStatus(absl::UnavailableError("coordinator shutting down"));
+    }
+    if (entry->changes != sent) {
+      sent = entry->changes;
+      v1::Job job = entry->job;
+      // Written without the lock: a slow client must not stall the control plane.
+      mu_.Unlock();
+      if (!writer->Write(job)) {
+        return ToGrpcStatus(absl::CancelledError("watcher went away"));
+      }
+      if (IsTerminal(job.state())) return grpc::Status::OK;
+      mu_.Lock();
+      continue;
+    }
+    if (context->IsCancelled()) {
+      mu_.Unlock();
+      return ToGrpcStatus(absl::CancelledError("watcher went away"));
+    }
+    changed_.WaitWithTimeout(&mu_, kWatchPoll);
+  }
+}
+
+// --- Every service process.
+
+grpc::Status CoordinatorServiceImpl::Register(grpc::ServerContext*,
+                                              const v1::RegisterRequest* request,
+                                              v1::RegisterResponse* response) {
+  if (request->role() == v1::WORKER_ROLE_UNSPECIFIED || !v1::WorkerRole_IsValid(request->role()))
+    return Invalid(absl::StrCat("role: must be ROLLOUT, LEARNER or REWARD, got ",
+                                static_cast<int>(request->role())));
+  absl::MutexLock lock(&mu_);
+  const int64_t now = Now();
+  Sweep(now);
+  const std::string id = absl::StrCat("w-", next_worker_++);
+  Worker& worker = workers_[id];
+  worker.role = request->role();
+  worker.address = request->address();
+  worker.name = request->name();
+  worker.last_heartbeat_ms = now;
+  response->set_worker_id(id);
+  response->set_heartbeat_interval_ms(options_.heartbeat_interval_ms);
+  response->set_heartbeat_timeout_ms(options_.heartbeat_timeout_ms);
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorServiceImpl::Heartbeat(grpc::ServerContext*,
+                                               const v1::HeartbeatRequest* request,
+                                               v1::HeartbeatResponse*) {
+  if (request->worker_id().empty()) return Invalid("worker_id: required");
+  absl::MutexLock lock(&mu_);
+  const int64_t now = Now();
+  Sweep(now);
+  auto it = workers_.find(request->worker_id());
+  if (it == workers_.end()) {
+    return ToGrpcStatus(absl::NotFoundError(
+        absl::StrCat("worker_id: unknown or dropped worker \"", request->worker_id(),
+                     "\"; register again")));
+  }
+  it->second.last_heartbeat_ms = now;
+  it->second.policy_version = request->policy_version();
+  return grpc::Status::OK;
+}
+
+// --- Rollout workers.
+
+grpc::Status CoordinatorServiceImpl::LeasePrompts(grpc::ServerContext*,
+                                                  const v1::LeasePromptsRequest* request,
+                                                  v1::LeasePromptsResponse* response) {
+  if (request->worker_id().empty()) return Invalid("worker_id: required");
+  if (request->max_prompts() < 1)
+    return Invalid(absl::StrCat("max_prompts: must be at least 1, got ", request->max_prompts()));
+  absl::MutexLock lock(&mu_);
+  const int64_t now = Now();
+  Sweep(now);
+  if (!workers_.contains(request->worker_id())) {
+    return ToGrpcStatus(absl::NotFoundError(
+        absl::StrCat("worker_id: unknown or dropped worker \"", request->worker_id(),
+                     "\"; register again")));
+  }
+  JobEntry* entry = Running();
+  if (entry == nullptr || entry->waiting.empty()) {
+    response->set_retry_after_ms(options_.retry_after_ms);
+    return grpc::Status::OK;
+  }
+  const int n = std::min<int64_t>({request->max_prompts(), options_.max_prompts_per_lease,
+                                   static_cast<int64_t>(entry->waiting.size())});
+  const int64_t deadline = now + int64_t{options_.lease_seconds} * 1000;
+  for (int i = 0; i < n; ++i) {
+    const Waiting w = entry->waiting.front();
+    entry->waiting.pop_front();
+    const std::string lease_id = absl::StrCat("l-", next_lease_++);
+    entry->leases[lease_id] = Lease{w.cursor, w.min_policy_version, request->worker_id(),
+                                    deadline};
+    entry->lease_of[w.cursor] = lease_id;
+    const Example& example = entry->train[entry->order[w.cursor % entry->order.size()]];
+    v1::PromptLease* lease = response->add_leases();
+    lease->set_lease_id(lease_id);
+    lease->set_prompt_id(TrainPromptId(w.cursor));
+    lease->set_prompt(example.prompt);
+    lease->set_answer(example.answer);
+    lease->set_deadline_unix_ms(deadline);
+    lease->set_min_policy_version(w.min_policy_version);
+  }
+  entry->job.set_leases_granted(entry->job.leases_granted() + n);
+  Changed(entry);
+  response->set_job_id(entry->job.job_id());
+  *response->mutable_spec() = entry->job.spec();
+  response->set_learner_address(entry->learner_address);
+  return grpc::Status::OK;
+}
+
+// --- Learner rank 0.
+
+grpc::Status CoordinatorServiceImpl::AcquireJob(grpc::ServerContext*,
+                                                const v1::AcquireJobRequest* request,
+                                                v1::AcquireJobResponse* response) {
+  absl::MutexLock lock(&mu_);
+  const int64_t now = Now();
+  Sweep(now);
+  if (JobEntry* running = Running(); running != nullptr) {
+    // A restarted learner resumes the job; it may serve on a new address.
+    if (!request->learner_address().empty() &&
+        running->learner_address != request->learner_address()) {
+      running->learner_address = request->learner_address();
+    }
+    *response->mutable_job() = running->job;
+    return grpc::Status::OK;
+  }
+  for (const auto& owned : jobs_) {
+    JobEntry* entry = owned.get();
+    if (entry->job.state() != v1::JOB_STATE_QUEUED) continue;
+    // The data was checked at submission; it can still vanish while the job waits.
+    absl::StatusOr<JobData> data = LoadJobData(entry->job.spec());
+    if (!data.ok()) {
+      entry->job.set_start_time_unix_ms(now);
+      entry->job.set_error(std::string(DataError(entry->job.spec(), data.status()).message()));
+      EndJob(entry, v1::JOB_STATE_FAILED, now);
+      continue;
+    }
+    entry->train = std::move(data->train);
+    entry->order = TrainingOrder(entry->train.size(), entry->job.spec().seed());
+    entry->next_cursor = 0;
+    entry->learner_address = request->learner_address();
+    entry->job.set_state(v1::JOB_STATE_RUNNING);
+    entry->job.set_start_time_unix_ms(now);
+    entry->job.mutable_progress()->set_phase(v1::JOB_PHASE_STARTING);
+    running_ = entry->job.job_id();
+    Changed(entry);
+    *response->mutable_job() = entry->job;
+    return grpc::Status::OK;
+  }
+  response->set_retry_after_ms(options_.retry_after_ms);
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorServiceImpl::RequestPrompts(grpc::ServerContext*,
+                                                    const v1::RequestPromptsRequest* request,
+                                                    v1::RequestPromptsResponse* response) {
+  if (request->job_id().empty()) return Invalid("job_id: required");
+  if (request->count() < 1 || request->count() > kMaxRequestPrompts)
+    return Invalid(absl::StrCat("count: must be in [1, ", kMaxRequestPrompts, "], got ",
+                                request->count()));
+  if (request->min_policy_version() < 0)
+    return Invalid(absl::StrCat("min_policy_version: must be >= 0, got ",
+                                request->min_policy_version()));
+  absl::MutexLock lock(&mu_);
+  Sweep(Now());
+  JobEntry* entry = FindJob(request->job_id());
+  if (entry == nullptr) return NoSuchJob(request->job_id());
+  if (entry->job.state() != v1::JOB_STATE_RUNNING) return NotRunning(entry->job);
+  for (int i = 0; i < request->count(); ++i)
+    entry->waiting.push_back(Waiting{entry->next_cursor++, request->min_policy_version()});
+  entry->job.set_prompts_requested(entry->job.prompts_requested() + request->count());
+  Changed(entry);
+  response->set_prompts_waiting(static_cast<int64_t>(entry->waiting.size()));
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorServiceImpl::AckPrompts(grpc::ServerContext*,
+                                                const v1::AckPromptsRequest* request,
+                                                v1::AckPromptsResponse* response) {
+  if (request->job_id().empty()) return Invalid("job_id: required");
+  absl::MutexLock lock(&mu_);
+  Sweep(Now());
+  JobEntry* entry = FindJob(request->job_id());
+  if (entry == nullptr) return NoSuchJob(request->job_id());
+  // All ids are checked before any is counted, so a bad request changes nothing.
+  std::vector<uint64_t> cursors;
+  cursors.reserve(request->prompt_ids_size());
+  for (int i = 0; i < request->prompt_ids_size(); ++i) {
+    const std::string& id = request->prompt_ids(i);
+    uint64_t cursor = 0;
+    const absl::string_view prefix = "train-";
+    if (!absl::StartsWith(id, prefix) ||
+        !absl::SimpleAtoi(absl::string_view(id).substr(prefix.size()), &cursor) ||
+        TrainPromptId(cursor) != id || cursor >= entry->next_cursor) {
+      return Invalid(absl::StrCat("prompt_ids[", i, "]: \"", id,
+                                  "\" was never handed out for job ", entry->job.job_id()));
+    }
+    cursors.push_back(cursor);
+  }
+  int acked = 0, duplicates = 0;
+  for (int i = 0; i < request->prompt_ids_size(); ++i) {
+    if (!entry->acked.insert(request->prompt_ids(i)).second) {
+      ++duplicates;
+      continue;
+    }
+    ++acked;
+    const uint64_t cursor = cursors[i];
+    if (auto it = entry->lease_of.find(cursor); it != entry->lease_of.end()) {
+      entry->leases.erase(it->second);
+      entry->lease_of.erase(it);
+    } else {
+      // Acknowledged while waiting again after a reissue (the first worker was late but
+      // not lost): it must not be sampled a second time.
+      auto w = std::find_if(entry->waiting.begin(), entry->waiting.end(),
+                            [&](const Waiting& x) { return x.cursor == cursor; });
+      if (w != entry->waiting.end()) entry->waiting.erase(w);
+    }
+  }
+  entry->job.set_prompts_acked(entry->job.prompts_acked() + acked);
+  entry->job.set_duplicate_acks(entry->job.duplicate_acks() + duplicates);
+  if (acked + duplicates > 0) Changed(entry);
+  response->set_acked(acked);
+  response->set_duplicates(duplicates);
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorServiceImpl::ReportProgress(grpc::ServerContext*,
+                                                    const v1::ReportProgressRequest* request,
+                                                    v1::ReportProgressResponse* response) {
+  if (request->job_id().empty()) return Invalid("job_id: required");
+  absl::MutexLock lock(&mu_);
+  JobEntry* entry = FindJob(request->job_id());
+  if (entry == nullptr) return NoSuchJob(request->job_id());
+  if (entry->job.state() != v1::JOB_STATE_RUNNING) return NotRunning(entry->job);
+  *entry->job.mutable_progress() = request->progress();
+  Changed(entry);
+  response->set_cancel_requested(entry->job.cancel_requested());
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorServiceImpl::FinishJob(grpc::ServerContext*,
+                                               const v1::FinishJobRequest* request,
+                                               v1::Job* response) {
+  if (request->job_id().empty()) return Invalid("job_id: required");
+  if (!IsTerminal(request->state()))
+    return Invalid(absl::StrCat("state: must be SUCCEEDED, FAILED or CANCELLED, got ",
+                                v1::JobState_IsValid(request->state())
+                                    ? v1::JobState_Name(request->state())
+                                    : std::to_string(static_cast<int>(request->state()))));
+  absl::MutexLock lock(&mu_);
+  JobEntry* entry = FindJob(request->job_id());
+  if (entry == nullptr) return NoSuchJob(request->job_id());
+  if (entry->job.state() != v1::JOB_STATE_RUNNING) return NotRunning(entry->job);
+  entry->job.set_error(request->error());
+  entry->job.set_run_dir(request->run_dir());
+  entry->job.set_result_json(request->result_json());
+  EndJob(entry, request->state(), Now());
+  *response = entry->job;
+  return grpc::Status::OK;
+}
+
+}  // namespace grpo

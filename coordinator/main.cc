@@ -1,0 +1,61 @@
+// grpo_coordinator: serves grpo.v1.CoordinatorService (plus health and reflection) until
+// SIGTERM or SIGINT, then ends watch streams, drains calls in flight and exits 0.
+#include <chrono>
+#include <iostream>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "coordinator/coordinator_service.h"
+#include "rpc/grpc_server.h"
+#include "rpc/process.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:50050", "address:port to serve on (port 0 = any)");
+ABSL_FLAG(std::string, port_file, "",
+          "write the port listened on to this file (for launchers that pass port 0)");
+ABSL_FLAG(int, heartbeat_interval_ms, 1000, "how often workers are told to heartbeat");
+ABSL_FLAG(int, heartbeat_timeout_ms, 5000,
+          "a worker silent this long is dropped and its leases are handed out again");
+ABSL_FLAG(int, lease_seconds, 120, "how long a worker has to finish a prompt lease");
+ABSL_FLAG(int, max_prompts_per_lease, 64, "prompts per LeasePrompts answer at most");
+ABSL_FLAG(int, drain_seconds, 10, "on SIGTERM, how long calls in flight may finish");
+
+int main(int argc, char** argv) {
+  // Before gRPC starts threads, so that they all inherit the blocked mask.
+  grpo::BlockStopSignals();
+  absl::SetProgramUsageMessage("grpo_coordinator [--listen HOST:PORT] [--port_file PATH]");
+  absl::ParseCommandLine(argc, argv);
+
+  grpo::CoordinatorOptions options;
+  options.heartbeat_interval_ms = absl::GetFlag(FLAGS_heartbeat_interval_ms);
+  options.heartbeat_timeout_ms = absl::GetFlag(FLAGS_heartbeat_timeout_ms);
+  options.lease_seconds = absl::GetFlag(FLAGS_lease_seconds);
+  options.max_prompts_per_lease = absl::GetFlag(FLAGS_max_prompts_per_lease);
+  if (options.heartbeat_interval_ms < 1 || options.heartbeat_timeout_ms < 1 ||
+      options.lease_seconds < 1 || options.max_prompts_per_lease < 1) {
+    std::cerr << "error: --heartbeat_interval_ms, --heartbeat_timeout_ms, --lease_seconds and "
+                 "--max_prompts_per_lease must be positive\n";
+    return 2;
+  }
+  grpo::CoordinatorServiceImpl service(options);
+  grpo::GrpcServerOptions server_options;
+  server_options.listen_address = absl::GetFlag(FLAGS_listen);
+  auto server = grpo::GrpcServer::Start(server_options, {&service});
+  if (!server.ok()) {
+    std::cerr << "error: " << server.status().message() << "\n";
+    return 1;
+  }
+  if (absl::Status s = grpo::WritePortFile(absl::GetFlag(FLAGS_port_file), (*server)->port());
+      !s.ok()) {
+    std::cerr << "error: " << s.message() << "\n";
+    return 1;
+  }
+  std::cout << "grpo_coordinator: serving on port " << (*server)->port() << std::endl;
+  int signal = 0;
+  while (signal == 0) signal = grpo::WaitForStopSignal(std::chrono::hours(1));
+  std::cout << "grpo_coordinator: signal " << signal << ", draining" << std::endl;
+  service.Shutdown();
+  (*server)->Shutdown(std::chrono::seconds(absl::GetFlag(FLAGS_drain_seconds)));
+  return 0;
+}

@@ -1,0 +1,272 @@
+// The distributed service end to end: real binaries as child processes on loopback ports
+// the kernel picks (each writes its port to a file), jobs submitted with grpoctl, progress
+// followed through the coordinator's WatchJob stream (no sleeps: every wait is a stream
+// read or a process exit, bounded by a deadline).
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "grpo/v1/coordinator.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "local/child_process.h"
+#include "rpc/process.h"
+
+namespace grpo {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+std::string ReadFile(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Runs a command to completion; returns its exit status and output.
+std::pair<int, std::string> RunCommand(const std::string& command) {
+  std::string output;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  char buffer[4096];
+  while (size_t n = fread(buffer, 1, sizeof(buffer), pipe)) output.append(buffer, n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::path(::testing::TempDir()) /
+           absl::StrCat("cluster_", ::testing::UnitTest::GetInstance()->current_test_info()->name(),
+                        "_", getpid());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ / "logs");
+    fs::create_directories(dir_ / "ports");
+  }
+  void TearDown() override {
+    for (auto it = children_.rbegin(); it != children_.rend(); ++it)
+      (*it)->Stop(std::chrono::seconds(10));
+  }
+
+  ChildProcess* Start(const std::string& name, std::vector<std::string> argv,
+                      std::map<std::string, std::string> env = {}) {
+    env.emplace("OMP_WAIT_POLICY", "PASSIVE");
+    auto child = ChildProcess::Spawn(name, argv, env, (dir_ / "logs" / (name + ".log")).string());
+    EXPECT_TRUE(child.ok()) << child.status();
+    if (!child.ok()) return nullptr;
+    children_.push_back(std::move(*child));
+    return children_.back().get();
+  }
+
+  // Port files are written atomically once a child listens; a child's exit ends the wait.
+  int AwaitPort(ChildProcess* child, const std::string& name) {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (std::chrono::steady_clock::now() < give_up) {
+      absl::StatusOr<int> port = ReadPortFile((dir_ / "ports" / name).string());
+      if (port.ok()) return *port;
+      if (child->Poll()) break;
+      // The child writes the file; there is nothing to block on but its exit.
+      WaitForStopSignal(std::chrono::milliseconds(20));
+    }
+    ADD_FAILURE() << name << " never listened; log:\n" << ReadFile(child->log_path());
+    return 0;
+  }
+
+  void StartServices(int learner_ranks) {
+    ChildProcess* c = Start("coordinator", {GRPO_COORDINATOR_BINARY, "--listen=127.0.0.1:0",
+                                            PortFlag("coordinator"), "--heartbeat_timeout_ms=1500",
+                                            "--lease_seconds=30"});
+    coordinator_ = absl::StrCat("127.0.0.1:", AwaitPort(c, "coordinator"));
+    stub_ = v1::CoordinatorService::NewStub(
+        grpc::CreateChannel(coordinator_, grpc::InsecureChannelCredentials()));
+    ChildProcess* r = Start("reward", {GRPO_REWARD_SERVER_BINARY, "--listen=127.0.0.1:0",
+                                       PortFlag("reward")});
+    reward_ = absl::StrCat("127.0.0.1:", AwaitPort(r, "reward"));
+    for (int rank = 0; rank < learner_ranks; ++rank)
+      Start(absl::StrCat("learner-", rank),
+            {GRPO_LEARNER_BINARY, "--coordinator=" + coordinator_, "--listen=127.0.0.1:0",
+             PortFlag(absl::StrCat("learner-", rank)), "--run_root=" + dir_.string(),
+             "--threads=1", "--master_port_file=" + (dir_ / "ports" / "store").string()},
+            {{"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "0"},
+             {"WORLD_SIZE", absl::StrCat(learner_ranks)}, {"RANK", absl::StrCat(rank)}});
+  }
+
+  ChildProcess* StartWorker(const std::string& name) {
+    return Start(name, {GRPO_ROLLOUT_WORKER_BINARY, "--coordinator=" + coordinator_,
+                        "--reward_server=" + reward_, "--threads=1", "--max_prompts=2",
+                        "--name=" + name});
+  }
+
+  std::string PortFlag(const std::string& name) {
+    return "--port_file=" + (dir_ / "ports" / name).string();
+  }
+
+  std::string WriteSpec(const std::string& name, int steps) {
+    const fs::path path = dir_ / (name + ".textproto");
+    std::ofstream(path) << "name: \"" << name << "\"\nseed: 11\nsteps: " << steps
+                        << "\nmodel { preset: \"tiny\" }\nsft { steps: 20 }\n"
+                           "grpo { group_size: 4 prompts_per_step: 4 }\n"
+                           "sampling { max_new_tokens: 24 }\neval { num_prompts: 8 k: 2 }\n";
+    return path.string();
+  }
+
+  std::string Grpoctl(const std::string& args, int expect_exit = 0) {
+    auto [exit, output] = RunCommand(absl::StrCat(GRPOCTL_BINARY, " --coordinator=", coordinator_, " ", args));
+    EXPECT_EQ(exit, expect_exit) << args << ":\n" << output;
+    return output;
+  }
+
+  // Submits with grpoctl; returns the job id it printed.
+  std::string Submit(const std::string& spec_path) {
+    const std::string out = Grpoctl("submit " + spec_path);
+    const size_t at = out.find("job-");
+    EXPECT_NE(at, std::string::npos) << out;
+    if (at == std::string::npos) return "";
+    size_t end = at + 4;
+    while (end < out.size() && isdigit(out[end])) ++end;
+    return out.substr(at, end - at);
+  }
+
+  // Follows WatchJob until `done` holds (or the job ends, or 5 minutes pass).
+  v1::Job WatchUntil(const std::string& job_id, const std::function<bool(const v1::Job&)>& done) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
+    v1::WatchJobRequest request;
+    request.set_job_id(job_id);
+    auto reader = stub_->WatchJob(&context, request);
+    v1::Job job;
+    while (reader->Read(&job))
+      if (done(job)) {
+        context.TryCancel();
+        break;
+      }
+    reader->Finish();
+    return job;
+  }
+
+  static bool Ended(const v1::Job& j) {
+    return j.state() == v1::JOB_STATE_SUCCEEDED || j.state() == v1::JOB_STATE_FAILED ||
+           j.state() == v1::JOB_STATE_CANCELLED;
+  }
+
+  // Every prompt id the learner trained on, checking none twice.
+  std::vector<std::string> TrainedPrompts(const std::string& job_id) {
+    std::vector<std::string> ids;
+    for (absl::string_view id : absl::StrSplit(ReadFile(dir_ / job_id / "trained_prompts.txt"),
+                                               absl::ByAnyChar(" \n"), absl::SkipEmpty()))
+      ids.emplace_back(id);
+    std::set<std::string> unique(ids.begin(), ids.end());
+    EXPECT_EQ(unique.size(), ids.size()) << "a prompt was trained twice";
+    return ids;
+  }
+
+  std::string Logs() {
+    std::string all;
+    for (auto& c : children_) all += "---- " + c->name() + "\n" + ReadFile(c->log_path());
+    return all;
+  }
+
+  fs::path dir_;
+  std::string coordinator_, reward_;
+  std::unique_ptr<v1::CoordinatorService::Stub> stub_;
+  std::vector<std::unique_ptr<ChildProcess>> children_;
+};
+
+TEST_F(ClusterTest, TwoRanksAndTwoWorkersRunQueuedJobsWithIdenticalParameters) {
+  StartServices(2);
+  StartWorker("worker-0");
+  StartWorker("worker-1");
+  const std::string first = Submit(WriteSpec("first", 4));
+  const std::string second = Submit(WriteSpec("second", 2));
+  // Jobs run one after another: the second waits for the first.
+  EXPECT_THAT(Grpoctl("get " + second), HasSubstr("JOB_STATE_QUEUED"));
+  const std::string watched = Grpoctl("watch " + first);
+  EXPECT_THAT(watched, HasSubstr("SUCCEEDED"));
+  const v1::Job done = WatchUntil(second, Ended);
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error() << Logs();
+  EXPECT_THAT(Grpoctl("list"), HasSubstr(second));
+
+  for (const auto& [job, steps] : {std::pair{first, 4}, std::pair{second, 2}}) {
+    const std::string rank0 = ReadFile(dir_ / job / "param_digest.rank-0");
+    EXPECT_EQ(rank0.size(), 17u) << job;
+    EXPECT_EQ(rank0, ReadFile(dir_ / job / "param_digest.rank-1")) << job << Logs();
+    EXPECT_EQ(TrainedPrompts(job).size(), 4u * steps) << job;
+    const std::string metrics = ReadFile(dir_ / job / "metrics.jsonl");
+    EXPECT_EQ(std::count(metrics.begin(), metrics.end(), '\n'), steps);
+    EXPECT_THAT(metrics, HasSubstr("\"world_size\":2"));
+    EXPECT_THAT(ReadFile(dir_ / job / "eval.json"), HasSubstr("\"after\""));
+  }
+}
+
+TEST_F(ClusterTest, LostWorkersLeasesAreReissuedAndNothingTrainsTwice) {
+  StartServices(1);
+  const std::string job_id = Submit(WriteSpec("faults", 6));
+  // With no worker yet, the learner's first prompts wait at the coordinator.
+  WatchUntil(job_id, [](const v1::Job& j) { return j.prompts_requested() > 0 || Ended(j); });
+  // A worker that takes two leases and then goes silent (it never heartbeats).
+  std::set<std::string> orphaned;
+  {
+    grpc::ClientContext c1;
+    v1::RegisterRequest reg;
+    reg.set_role(v1::WORKER_ROLE_ROLLOUT);
+    v1::RegisterResponse me;
+    ASSERT_TRUE(stub_->Register(&c1, reg, &me).ok());
+    grpc::ClientContext c2;
+    v1::LeasePromptsRequest lease;
+    lease.set_worker_id(me.worker_id());
+    lease.set_max_prompts(2);
+    v1::LeasePromptsResponse leased;
+    ASSERT_TRUE(stub_->LeasePrompts(&c2, lease, &leased).ok());
+    ASSERT_EQ(leased.leases_size(), 2);
+    for (const auto& l : leased.leases()) orphaned.insert(l.prompt_id());
+  }
+  ChildProcess* first = StartWorker("worker-0");
+  ChildProcess* second = StartWorker("worker-1");
+  WatchUntil(job_id, [](const v1::Job& j) { return j.progress().step() >= 2 || Ended(j); });
+  // Both die mid-job, whatever they held; a worker started now must finish the job (with
+  // lag 0 the prompts of step 4 on are not even requested yet).
+  first->Kill(SIGKILL);
+  second->Kill(SIGKILL);
+  ChildProcess* late = StartWorker("worker-2");
+  const v1::Job done = WatchUntil(job_id, Ended);
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error() << Logs();
+
+  EXPECT_GE(done.lease_reissues(), 2);  // at least the silent worker's two
+  const std::vector<std::string> trained = TrainedPrompts(job_id);
+  EXPECT_EQ(trained.size(), 6u * 4);
+  for (const std::string& id : orphaned)
+    EXPECT_THAT(trained, ::testing::Contains(id)) << "orphaned lease " << id << " never trained";
+  EXPECT_EQ(done.progress().groups_trained(), 6 * 4);
+  // The worker started mid-job got work.
+  EXPECT_THAT(ReadFile(late->log_path()), HasSubstr("groups at v")) << Logs();
+}
+
+TEST_F(ClusterTest, CancelStopsARunningJobAndTheNextOneRuns) {
+  StartServices(1);
+  StartWorker("worker-0");
+  const std::string bad = dir_ / "bad.textproto";
+  std::ofstream(bad) << "grpo { group_size: 0 }\n";
+  EXPECT_THAT(Grpoctl("submit " + bad, 2), HasSubstr("grpo.group_size"));
+  const std::string long_job = Submit(WriteSpec("long", 1000));
+  WatchUntil(long_job, [](const v1::Job& j) { return j.progress().step() >= 1 || Ended(j); });
+  Grpoctl("cancel " + long_job);
+  const v1::Job cancelled = WatchUntil(long_job, Ended);
+  EXPECT_EQ(cancelled.state(), v1::JOB_STATE_CANCELLED) << cancelled.error() << Logs();
+  EXPECT_LT(cancelled.progress().step(), 1000);
+  const std::string next = Submit(WriteSpec("next", 2));
+  const v1::Job done = WatchUntil(next, Ended);
+  EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error() << Logs();
+}
+
+}  // namespace
+}  // namespace grpo
