@@ -238,7 +238,8 @@ class Leader {
                                        cancelled = Report(job, v1::JOB_PHASE_SFT, line) || cancelled;
                                      });
     if (prepared.ok() && !cancelled) {
-      cancelled = Report(job, v1::JOB_PHASE_EVAL, "evaluating the starting policy");
+      // The phase says what happens now; the message stays the last line a person saw.
+      cancelled = Report(job, v1::JOB_PHASE_EVAL, progress_.message());
       const auto start_eval = Clock::now();
       absl::StatusOr<EvalResult> r = Evaluate(*job.policy, tokenizer, data->held_out, eval);
       prepared = r.status();
@@ -267,7 +268,9 @@ class Leader {
         prepared = absl::InternalError(absl::StrCat("opening files in ", job.run_dir));
     }
     // Prompts for this step and the next `lag` ones are out with the workers at any time.
-    if (prepared.ok()) prepared = jobs_->RequestPrompts(job.job_id, batch * (1 + lag), 0);
+    if (prepared.ok() && steps > 0)
+      prepared = jobs_->RequestPrompts(
+          job.job_id, batch * static_cast<int>(std::min<int64_t>(steps, 1 + lag)), 0);
     int step = 0;
     auto last_step_end = Clock::now();
     const auto grpo_start = Clock::now();
@@ -325,9 +328,11 @@ class Leader {
         break;
       }
       const double publish_seconds = Since(publish_start);
-      if (absl::Status s = jobs_->RequestPrompts(job.job_id, batch, job.trainer->policy_version());
-          !s.ok())
-        Log(absl::StrCat("RequestPrompts: ", s.ToString()));
+      if (step + lag < steps)  // the prompts of step `step + 1 + lag`
+        if (absl::Status s =
+                jobs_->RequestPrompts(job.job_id, batch, job.trainer->policy_version());
+            !s.ok())
+          Log(absl::StrCat("RequestPrompts: ", s.ToString()));
 
       const double step_seconds = Since(last_step_end);
       last_step_end = Clock::now();
@@ -370,7 +375,7 @@ class Leader {
     std::string result_json;
     if (prepared.ok() && step > 0) prepared = SaveCheckpoint(job, step);
     if (prepared.ok() && !cancelled && step == steps) {
-      Report(job, v1::JOB_PHASE_EVAL, "evaluating the trained policy");
+      Report(job, v1::JOB_PHASE_EVAL, progress_.message());
       const auto start_eval = Clock::now();
       absl::StatusOr<EvalResult> r = Evaluate(*job.policy, tokenizer, data->held_out, eval);
       prepared = r.status();

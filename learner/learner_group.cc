@@ -1,8 +1,13 @@
 #include "learner/learner_group.h"
 
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/torch.h>
+#if defined(GRPO_WITH_NCCL)
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include <cstdlib>
 
@@ -36,7 +41,26 @@ absl::StatusOr<LearnerGroupOptions> LearnerGroupOptionsFromEnvironment(
 
 struct LearnerGroup::Impl {
   c10::intrusive_ptr<c10d::TCPStore> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;  // CPU tensors
+#if defined(GRPO_WITH_NCCL)
+  // CUDA tensors, when this LibTorch was built with CUDA and this host has a GPU: one
+  // device per rank (rank modulo the local device count, as torchrun's LOCAL_RANK would).
+  c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;
+#endif
+
+  // The collective for these tensors: NCCL for CUDA tensors, Gloo for the rest.
+  template <typename Fn>
+  void Run(const std::vector<at::Tensor>& tensors, Fn&& fn) {
+#if defined(GRPO_WITH_NCCL)
+    if (!tensors.empty() && tensors[0].is_cuda()) {
+      TORCH_CHECK(nccl, "CUDA tensors, but no NCCL process group (no GPU at Join)");
+      fn(*nccl);
+      return;
+    }
+#endif
+    (void)tensors;
+    fn(*group);
+  }
 };
 
 LearnerGroup::~LearnerGroup() = default;
@@ -79,6 +103,18 @@ absl::StatusOr<std::unique_ptr<LearnerGroup>> LearnerGroup::Join(
         }
         g->impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(
             g->impl_->store, o.rank, o.world_size, options);
+#if defined(GRPO_WITH_NCCL)
+        if (torch::cuda::is_available()) {
+          c10::cuda::set_device(static_cast<c10::DeviceIndex>(
+              o.rank % static_cast<int>(torch::cuda::device_count())));
+          auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
+          nccl_options->timeout = o.timeout;
+          // Its own key space in the shared store, so its rendezvous keys never meet Gloo's.
+          g->impl_->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(
+              c10::make_intrusive<c10d::PrefixStore>("nccl", g->impl_->store), o.rank,
+              o.world_size, nccl_options);
+        }
+#endif
       });
   if (!status.ok()) return absl::UnavailableError(status.message());
   return g;
@@ -95,7 +131,7 @@ absl::Status LearnerGroup::AllReduceSum(std::vector<at::Tensor>& tensors) {
           for (const at::Tensor& t : tensors) views.push_back(t.reshape({-1}));
           return views;
         }())};
-    impl_->group->allreduce(flat)->wait();
+    impl_->Run(flat, [&](auto& group) { group.allreduce(flat)->wait(); });
     int64_t offset = 0;
     for (at::Tensor& t : tensors) {
       t.copy_(flat[0].narrow(0, offset, t.numel()).view(t.sizes()));
@@ -116,7 +152,7 @@ absl::Status LearnerGroup::Broadcast(std::vector<at::Tensor>& tensors, int root)
     options.rootRank = root;
     for (at::Tensor& t : tensors) {
       std::vector<at::Tensor> one{t};
-      impl_->group->broadcast(one, options)->wait();
+      impl_->Run(one, [&](auto& group) { group.broadcast(one, options)->wait(); });
     }
   });
 }

@@ -1,7 +1,10 @@
 // LearnerGroup: the data-parallel learner ranks (DESIGN.md §2). Rendezvous follows the
 // torchrun / PyTorchJob conventions — MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK — through
 // a c10d TCPStore hosted by rank 0, and gradients are summed with c10d's ProcessGroupGloo
-// (CPU). A CUDA LibTorch build would use ProcessGroupNCCL here; Debian's has no CUDA.
+// for CPU tensors. Built against a CUDA LibTorch (CMake defines GRPO_WITH_NCCL) on a host
+// with a GPU, Join also creates a ProcessGroupNCCL and CUDA tensors go through it: the
+// backend follows the tensors' device. Debian's LibTorch has no CUDA, so the CI build is
+// Gloo only.
 //
 // One object per rank; calls are collective (every rank makes them in the same order).
 // Not thread-safe.

@@ -9,7 +9,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/time/time.h"
 #include "core/job_spec.h"
 #include "grpo/v1/coordinator.grpc.pb.h"
 #include "local/child_process.h"
@@ -216,7 +215,7 @@ absl::StatusOr<v1::Job> LaunchLocalCluster(const v1::JobSpec& user_spec,
   cluster.Log(absl::StrCat("grpo_launch: submitted ", job.job_id(), " (", job.name(), ")"));
   std::string last_message;
   for (;;) {
-    if (int signal = WaitForStopSignal(std::chrono::milliseconds(250)); signal != 0) {
+    if (int signal = WaitForStopSignal(std::chrono::milliseconds(100)); signal != 0) {
       cluster.Log(absl::StrCat("grpo_launch: signal ", signal, ", cancelling ", job.job_id()));
       grpc::ClientContext context;
       context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -249,8 +248,11 @@ absl::StatusOr<v1::Job> LaunchLocalCluster(const v1::JobSpec& user_spec,
   cluster.Log(absl::StrFormat(
       "grpo_launch: %s %s in %s; run directory %s; lease reissues %d, duplicate groups %d%s",
       job.job_id(), v1::JobState_Name(job.state()),
-      absl::FormatDuration(absl::Seconds(
-          std::chrono::duration<double>(Clock::now() - start).count())),
+      [&] {
+        const int s = static_cast<int>(
+            std::chrono::duration<double>(Clock::now() - start).count() + 0.5);
+        return absl::StrFormat("%d:%02d", s / 60, s % 60);
+      }(),
       job.run_dir(), job.lease_reissues(), job.progress().duplicate_groups(),
       job.error().empty() ? "" : absl::StrCat("; error: ", job.error())));
   cluster.StopAll();

@@ -1,10 +1,5 @@
 #include "reward_server/server.h"
 
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
-#include <grpcpp/health_check_service_interface.h>
-#include <grpcpp/grpcpp.h>
-#include <grpcpp/resource_quota.h>
-
 #include "absl/strings/str_cat.h"
 #include "core/neural_rewards.h"
 #include "reward_server/coalescing_reward.h"
@@ -13,8 +8,6 @@ namespace grpo {
 
 absl::StatusOr<std::unique_ptr<RewardServer>> RewardServer::Start(
     const RewardServerOptions& options) {
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   std::unique_ptr<RewardServer> s(new RewardServer);
   std::map<std::string, std::shared_ptr<const RewardFunction>> models;
   if (!options.reward_model_dir.empty()) {
@@ -30,39 +23,20 @@ absl::StatusOr<std::unique_ptr<RewardServer>> RewardServer::Start(
     }
   }
   s->service_ = std::make_unique<RewardServiceImpl>(options.limits, std::move(models));
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(),
-                           &s->port_);
-  builder.RegisterService(s->service_.get());
-  // Idle handler threads poll with this timeout; it bounds how long Shutdown waits on them.
-  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::CQ_TIMEOUT_MSEC, 100);
-  if (options.threads > 0) {
-    grpc::ResourceQuota quota("grpo_reward_server");
-    quota.SetMaxThreads(options.threads);
-    builder.SetResourceQuota(quota);
-  }
-  s->server_ = builder.BuildAndStart();
-  if (!s->server_ || s->port_ == 0)
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", options.listen_address));
-  s->server_->GetHealthCheckService()->SetServingStatus(true);
+  GrpcServerOptions server_options;
+  server_options.listen_address = options.listen_address;
+  server_options.threads = options.threads;
+  absl::StatusOr<std::unique_ptr<GrpcServer>> server =
+      GrpcServer::Start(server_options, {s->service_.get()});
+  if (!server.ok()) return server.status();
+  s->server_ = std::move(*server);
   return s;
 }
 
-RewardServer::~RewardServer() {
-  if (server_) Shutdown(std::chrono::milliseconds(0));
-}
+RewardServer::~RewardServer() = default;
 
 void RewardServer::Shutdown(std::chrono::milliseconds grace) {
-  if (!server_) return;
-  server_->GetHealthCheckService()->SetServingStatus(false);
-  server_->Shutdown(std::chrono::system_clock::now() + grace);
-  server_->Wait();
-  server_.reset();
-}
-
-void RewardServer::Wait() {
-  if (server_) server_->Wait();
+  if (server_) server_->Shutdown(grace);
 }
 
 }  // namespace grpo

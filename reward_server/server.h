@@ -1,5 +1,5 @@
-// RewardServer: the grpo_reward_server process minus main(): RewardService, the standard
-// grpc.health.v1 health service and server reflection on one listening port. Start binds
+// RewardServer: the grpo_reward_server process minus main(): RewardService on a GrpcServer (with the standard
+// grpc.health.v1 health service and server reflection). Start binds
 // (port 0 picks a free port, for tests); Shutdown flips health to NOT_SERVING, lets calls
 // in flight finish until the deadline, then stops.
 #ifndef GRPO_REWARD_SERVER_SERVER_H_
@@ -11,10 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "reward_server/reward_service.h"
-
-namespace grpc {
-class Server;
-}
+#include "rpc/grpc_server.h"
 
 namespace grpo {
 
@@ -31,15 +28,13 @@ class RewardServer {
   static absl::StatusOr<std::unique_ptr<RewardServer>> Start(const RewardServerOptions& options);
   ~RewardServer();
 
-  int port() const { return port_; }
+  int port() const { return server_ ? server_->port() : 0; }
   void Shutdown(std::chrono::milliseconds grace);
-  void Wait();
 
  private:
   RewardServer() = default;
   std::unique_ptr<RewardServiceImpl> service_;
-  std::unique_ptr<grpc::Server> server_;
-  int port_ = 0;
+  std::unique_ptr<GrpcServer> server_;
 };
 
 }  // namespace grpo
