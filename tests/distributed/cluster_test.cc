@@ -268,5 +268,35 @@ TEST_F(ClusterTest, CancelStopsARunningJobAndTheNextOneRuns) {
   EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error() << Logs();
 }
 
+
+// The README's main command, on a short job: every service started, the job followed to
+// the end, the before/after table printed, every process stopped.
+TEST(LaunchTest, RunsAJobEndToEndAndStopsEverything) {
+  const fs::path dir = fs::path(::testing::TempDir()) / absl::StrCat("launch_", getpid());
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream(dir / "job.textproto")
+      << "steps: 3\nmodel { preset: \"tiny\" }\nsft { steps: 10 }\n"
+         "grpo { group_size: 4 prompts_per_step: 4 }\neval { num_prompts: 4 k: 2 }\n";
+  auto [exit, output] = RunCommand(absl::StrCat(
+      GRPO_LAUNCH_BINARY, " --spec ", (dir / "job.textproto").string(), " --run_dir ",
+      dir.string(), " --workers 2"));
+  EXPECT_EQ(exit, 0) << output;
+  EXPECT_THAT(output, HasSubstr("step    3/3"));
+  EXPECT_THAT(output, HasSubstr("GRPO (after)"));
+  EXPECT_THAT(output, HasSubstr("JOB_STATE_SUCCEEDED"));
+  EXPECT_TRUE(fs::exists(dir / "job-1" / "eval.json")) << output;
+  for (const char* name : {"coordinator", "learner-0", "rollout_worker-1", "reward_server-0"})
+    EXPECT_TRUE(fs::exists(dir / "logs" / absl::StrCat(name, ".log"))) << name;
+  // Bad input is refused before anything starts.
+  std::ofstream(dir / "bad.json") << "{\"grpo\": {\"group_size\": 1}}";
+  auto [bad_exit, bad_output] = RunCommand(absl::StrCat(
+      GRPO_LAUNCH_BINARY, " --spec ", (dir / "bad.json").string(), " --run_dir ",
+      (dir / "bad").string()));
+  EXPECT_EQ(bad_exit, 2);
+  EXPECT_THAT(bad_output, HasSubstr("grpo.group_size = 1"));
+  EXPECT_FALSE(fs::exists(dir / "bad" / "logs" / "coordinator.log"));
+}
+
 }  // namespace
 }  // namespace grpo
