@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <iostream>
+#include <system_error>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -9,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "coordinator/state_store.h"
 #include "core/job_data.h"
 #include "core/job_spec.h"
 #include "rpc/status.h"
@@ -54,9 +58,63 @@ absl::Status DataError(const v1::JobSpec& spec, const absl::Status& status) {
 }  // namespace
 
 CoordinatorServiceImpl::CoordinatorServiceImpl(CoordinatorOptions options)
-    : options_(std::move(options)) {}
+    : options_(std::move(options)),
+      state_path_(options_.state_dir.empty() ? "" : options_.state_dir + "/state.pb") {}
 
-CoordinatorServiceImpl::~CoordinatorServiceImpl() { Shutdown(); }
+absl::StatusOr<std::unique_ptr<CoordinatorServiceImpl>> CoordinatorServiceImpl::Create(
+    CoordinatorOptions options) {
+  // Not make_unique: the constructor is private so that nobody skips the loading below.
+  std::unique_ptr<CoordinatorServiceImpl> service(
+      new CoordinatorServiceImpl(std::move(options)));
+  if (service->state_path_.empty()) return service;
+
+  std::error_code error;
+  std::filesystem::create_directories(service->options_.state_dir, error);
+  if (error) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--state_dir ", service->options_.state_dir, ": cannot create: ", error.message()));
+  }
+  absl::StatusOr<std::optional<v1::CoordinatorState>> loaded =
+      LoadCoordinatorState(service->state_path_);
+  if (!loaded.ok()) return loaded.status();
+  {
+    absl::MutexLock lock(&service->mu_);
+    uint64_t incarnation = 1;
+    if (loaded->has_value()) {
+      if (absl::Status s = service->Restore(**loaded); !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat(service->state_path_, ": ", s.message(),
+                                                   "; refusing to start over it"));
+      }
+      incarnation = (*loaded)->incarnation() + 1;
+    }
+    service->incarnation_ = incarnation;
+    service->MarkDirty();
+  }
+  // Saved once before serving: the new incarnation must be on disk before any id made
+  // with it is handed out, and an unwritable directory is better found now than at the
+  // first SubmitJob.
+  v1::CoordinatorState first;
+  {
+    absl::MutexLock lock(&service->mu_);
+    first = service->Snapshot();
+    service->attempted_version_ = service->saved_version_ = service->dirty_version_;
+  }
+  if (absl::Status s = SaveCoordinatorState(service->state_path_, first); !s.ok()) return s;
+  service->writer_ = std::thread([raw = service.get()] { raw->WriterLoop(); });
+  return service;
+}
+
+CoordinatorServiceImpl::~CoordinatorServiceImpl() {
+  Shutdown();
+  if (writer_.joinable()) {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_writer_ = true;
+      persist_cv_.SignalAll();
+    }
+    writer_.join();
+  }
+}
 
 void CoordinatorServiceImpl::Shutdown() {
   absl::MutexLock lock(&mu_);
@@ -80,6 +138,179 @@ CoordinatorServiceImpl::JobEntry* CoordinatorServiceImpl::Running() {
 void CoordinatorServiceImpl::Changed(JobEntry* entry) {
   ++entry->changes;
   changed_.SignalAll();
+  MarkDirty();
+}
+
+std::string CoordinatorServiceImpl::NewId(absl::string_view prefix, int64_t n) const {
+  return incarnation_ == 0 ? absl::StrCat(prefix, "-", n)
+                           : absl::StrCat(prefix, "-", incarnation_, "-", n);
+}
+
+// --- Persistence.
+
+void CoordinatorServiceImpl::MarkDirty() {
+  if (state_path_.empty()) return;
+  ++dirty_version_;
+  persist_cv_.SignalAll();
+}
+
+grpc::Status CoordinatorServiceImpl::WaitDurable(int64_t dirty_before) {
+  if (state_path_.empty() || dirty_version_ == dirty_before) return grpc::Status::OK;
+  const int64_t version = dirty_version_;
+  // Attempts are made in version order, so a failed attempt at or past `version` means
+  // the save covering it failed (a later success would have advanced saved_version_).
+  while (saved_version_ < version && !writer_done_ &&
+         (attempted_version_ < version || attempt_status_.ok())) {
+    persist_cv_.Wait(&mu_);
+  }
+  if (saved_version_ >= version) return grpc::Status::OK;
+  const absl::Status why =
+      writer_done_ ? absl::UnavailableError("the coordinator is stopping") : attempt_status_;
+  // Nothing is rolled back: undoing a job start or an ack would be worse than keeping it
+  // in memory, and the next save (any later change) writes the whole state again.
+  return ToGrpcStatus(absl::InternalError(absl::StrCat(
+      "the change was made but could not be saved to ", state_path_, " (", why.message(),
+      "); it is lost if the coordinator restarts before a later save succeeds")));
+}
+
+v1::CoordinatorState CoordinatorServiceImpl::Snapshot() const {
+  v1::CoordinatorState state;
+  state.set_format(kCoordinatorStateFormat);
+  state.set_incarnation(incarnation_);
+  state.set_next_job_number(next_job_);
+  for (const auto& owned : jobs_) {
+    const JobEntry& entry = *owned;
+    v1::JobRecord* record = state.add_jobs();
+    *record->mutable_job() = entry.job;
+    if (entry.job.job_id() != running_) continue;
+    v1::RunningJobState* running = record->mutable_running();
+    running->set_learner_address(entry.learner_address);
+    running->set_next_cursor(entry.next_cursor);
+    for (const Waiting& w : entry.waiting) {
+      v1::PendingPrompt* p = running->add_waiting();
+      p->set_cursor(w.cursor);
+      p->set_min_policy_version(w.min_policy_version);
+    }
+    // Sorted so that equal states give equal files (hash map order is arbitrary).
+    std::vector<const Lease*> leases;
+    for (const auto& [id, lease] : entry.leases) leases.push_back(&lease);
+    std::sort(leases.begin(), leases.end(),
+              [](const Lease* a, const Lease* b) { return a->cursor < b->cursor; });
+    for (const Lease* lease : leases) {
+      v1::PendingPrompt* p = running->add_leased();
+      p->set_cursor(lease->cursor);
+      p->set_min_policy_version(lease->min_policy_version);
+    }
+    std::vector<uint64_t> acked(entry.acked.begin(), entry.acked.end());
+    std::sort(acked.begin(), acked.end());
+    running->mutable_acked_cursors()->Reserve(static_cast<int>(acked.size()));
+    for (uint64_t cursor : acked) running->add_acked_cursors(cursor);
+  }
+  return state;
+}
+
+absl::Status CoordinatorServiceImpl::Restore(const v1::CoordinatorState& state) {
+  const int64_t now = Now();
+  next_job_ = std::max<int64_t>(state.next_job_number(), 1);
+  bool seen_running = false;
+  for (const v1::JobRecord& record : state.jobs()) {
+    const v1::Job& job = record.job();
+    const std::string& id = job.job_id();
+    if (id.empty() || job_index_.contains(id))
+      return absl::DataLossError(absl::StrCat("job id \"", id, "\" missing or repeated"));
+    if (job.state() == v1::JOB_STATE_UNSPECIFIED || !v1::JobState_IsValid(job.state()))
+      return absl::DataLossError(absl::StrCat("job ", id, " has no valid state"));
+    const bool is_running = job.state() == v1::JOB_STATE_RUNNING;
+    if (is_running != record.has_running() || (is_running && seen_running)) {
+      return absl::DataLossError(
+          absl::StrCat("job ", id, ": prompt state must be kept for exactly one RUNNING job"));
+    }
+    auto owned = std::make_unique<JobEntry>();
+    JobEntry* entry = owned.get();
+    entry->job = job;
+    job_index_[id] = entry;
+    jobs_.push_back(std::move(owned));
+    if (!is_running) continue;
+    seen_running = true;
+
+    const v1::RunningJobState& r = record.running();
+    const uint64_t next = r.next_cursor();
+    auto check = [&](uint64_t cursor) {
+      return cursor < next ? absl::OkStatus()
+                           : absl::DataLossError(absl::StrCat(
+                                 "job ", id, ": prompt ", TrainPromptId(cursor),
+                                 " is past the data cursor ", next));
+    };
+    for (uint64_t cursor : r.acked_cursors()) {
+      if (absl::Status s = check(cursor); !s.ok()) return s;
+      entry->acked.insert(cursor);
+    }
+    for (const v1::PendingPrompt& p : r.waiting()) {
+      if (absl::Status s = check(p.cursor()); !s.ok()) return s;
+    }
+    for (const v1::PendingPrompt& p : r.leased()) {
+      if (absl::Status s = check(p.cursor()); !s.ok()) return s;
+    }
+    running_ = id;
+    entry->learner_address = r.learner_address();
+    entry->next_cursor = next;
+    // Prompt texts are not stored: the pool is rebuilt exactly as AcquireJob built it.
+    absl::StatusOr<JobData> data = LoadJobData(job.spec());
+    if (!data.ok()) {
+      // A coordinator that refused to start would block every other job behind this one;
+      // failing it says what to fix and lets the queue move.
+      entry->job.set_error(absl::StrCat("after a coordinator restart: ",
+                                        DataError(job.spec(), data.status()).message()));
+      EndJob(entry, v1::JOB_STATE_FAILED, now);
+      continue;
+    }
+    entry->train = std::move(data->train);
+    entry->order = TrainingOrder(entry->train.size(), job.spec().seed());
+    for (const v1::PendingPrompt& p : r.waiting()) {
+      if (!entry->acked.contains(p.cursor()))
+        entry->waiting.push_back(Waiting{p.cursor(), p.min_policy_version()});
+    }
+    // Leases died with the old process (their workers must register again): their
+    // prompts are redone first, oldest at the front, as if they had expired.
+    std::vector<Waiting> back;
+    for (const v1::PendingPrompt& p : r.leased()) {
+      if (!entry->acked.contains(p.cursor()))
+        back.push_back(Waiting{p.cursor(), p.min_policy_version()});
+    }
+    std::sort(back.begin(), back.end(),
+              [](const Waiting& a, const Waiting& b) { return a.cursor > b.cursor; });
+    for (const Waiting& w : back) entry->waiting.push_front(w);
+    entry->job.set_lease_reissues(entry->job.lease_reissues() +
+                                  static_cast<int64_t>(back.size()));
+  }
+  return absl::OkStatus();
+}
+
+void CoordinatorServiceImpl::WriterLoop() {
+  for (;;) {
+    int64_t version = 0;
+    v1::CoordinatorState state;
+    {
+      absl::MutexLock lock(&mu_);
+      while (dirty_version_ == attempted_version_ && !stop_writer_) persist_cv_.Wait(&mu_);
+      // At stop, one last try for anything not saved, including after a failed attempt.
+      if (stop_writer_ && saved_version_ == dirty_version_) break;
+      version = dirty_version_;
+      // The snapshot is taken under the lock; the disk is written without it.
+      state = Snapshot();
+    }
+    absl::Status status = SaveCoordinatorState(state_path_, state);
+    if (!status.ok()) std::cerr << "grpo_coordinator: saving state: " << status << std::endl;
+    absl::MutexLock lock(&mu_);
+    attempted_version_ = version;
+    attempt_status_ = status;
+    if (status.ok()) saved_version_ = version;
+    persist_cv_.SignalAll();
+    if (stop_writer_ && !status.ok()) break;
+  }
+  absl::MutexLock lock(&mu_);
+  writer_done_ = true;
+  persist_cv_.SignalAll();
 }
 
 void CoordinatorServiceImpl::ReissueLeases(JobEntry* entry,
@@ -145,6 +376,7 @@ grpc::Status CoordinatorServiceImpl::SubmitJob(grpc::ServerContext*,
   if (!data.ok()) return ToGrpcStatus(DataError(*resolved, data.status()));
 
   absl::MutexLock lock(&mu_);
+  const int64_t dirty_before = dirty_version_;
   auto entry = std::make_unique<JobEntry>();
   v1::Job& job = entry->job;
   job.set_job_id(absl::StrCat("job-", next_job_++));
@@ -155,7 +387,8 @@ grpc::Status CoordinatorServiceImpl::SubmitJob(grpc::ServerContext*,
   *response = job;
   job_index_[job.job_id()] = entry.get();
   jobs_.push_back(std::move(entry));
-  return grpc::Status::OK;
+  MarkDirty();
+  return WaitDurable(dirty_before);
 }
 
 grpc::Status CoordinatorServiceImpl::GetJob(grpc::ServerContext*,
@@ -185,6 +418,7 @@ grpc::Status CoordinatorServiceImpl::CancelJob(grpc::ServerContext*,
                                                v1::Job* response) {
   if (request->job_id().empty()) return Invalid("job_id: required");
   absl::MutexLock lock(&mu_);
+  const int64_t dirty_before = dirty_version_;
   JobEntry* entry = FindJob(request->job_id());
   if (entry == nullptr) return NoSuchJob(request->job_id());
   switch (entry->job.state()) {
@@ -206,7 +440,7 @@ grpc::Status CoordinatorServiceImpl::CancelJob(grpc::ServerContext*,
                        v1::JobState_Name(entry->job.state()))));
   }
   *response = entry->job;
-  return grpc::Status::OK;
+  return WaitDurable(dirty_before);
 }
 
 grpc::Status CoordinatorServiceImpl::WatchJob(grpc::ServerContext* context,
@@ -256,7 +490,7 @@ grpc::Status CoordinatorServiceImpl::Register(grpc::ServerContext*,
   absl::MutexLock lock(&mu_);
   const int64_t now = Now();
   Sweep(now);
-  const std::string id = absl::StrCat("w-", next_worker_++);
+  const std::string id = NewId("w", next_worker_++);
   Worker& worker = workers_[id];
   worker.role = request->role();
   worker.address = request->address();
@@ -313,7 +547,7 @@ grpc::Status CoordinatorServiceImpl::LeasePrompts(grpc::ServerContext*,
   for (int i = 0; i < n; ++i) {
     const Waiting w = entry->waiting.front();
     entry->waiting.pop_front();
-    const std::string lease_id = absl::StrCat("l-", next_lease_++);
+    const std::string lease_id = NewId("l", next_lease_++);
     entry->leases[lease_id] = Lease{w.cursor, w.min_policy_version, request->worker_id(),
                                     deadline};
     entry->lease_of[w.cursor] = lease_id;
@@ -340,6 +574,7 @@ grpc::Status CoordinatorServiceImpl::AcquireJob(grpc::ServerContext*,
                                                 const v1::AcquireJobRequest* request,
                                                 v1::AcquireJobResponse* response) {
   absl::MutexLock lock(&mu_);
+  const int64_t dirty_before = dirty_version_;
   const int64_t now = Now();
   Sweep(now);
   if (JobEntry* running = Running(); running != nullptr) {
@@ -347,9 +582,10 @@ grpc::Status CoordinatorServiceImpl::AcquireJob(grpc::ServerContext*,
     if (!request->learner_address().empty() &&
         running->learner_address != request->learner_address()) {
       running->learner_address = request->learner_address();
+      MarkDirty();
     }
     *response->mutable_job() = running->job;
-    return grpc::Status::OK;
+    return WaitDurable(dirty_before);
   }
   for (const auto& owned : jobs_) {
     JobEntry* entry = owned.get();
@@ -372,10 +608,10 @@ grpc::Status CoordinatorServiceImpl::AcquireJob(grpc::ServerContext*,
     running_ = entry->job.job_id();
     Changed(entry);
     *response->mutable_job() = entry->job;
-    return grpc::Status::OK;
+    return WaitDurable(dirty_before);
   }
   response->set_retry_after_ms(options_.retry_after_ms);
-  return grpc::Status::OK;
+  return WaitDurable(dirty_before);  // jobs whose data vanished were failed above
 }
 
 grpc::Status CoordinatorServiceImpl::RequestPrompts(grpc::ServerContext*,
@@ -389,6 +625,7 @@ grpc::Status CoordinatorServiceImpl::RequestPrompts(grpc::ServerContext*,
     return Invalid(absl::StrCat("min_policy_version: must be >= 0, got ",
                                 request->min_policy_version()));
   absl::MutexLock lock(&mu_);
+  const int64_t dirty_before = dirty_version_;
   Sweep(Now());
   JobEntry* entry = FindJob(request->job_id());
   if (entry == nullptr) return NoSuchJob(request->job_id());
@@ -398,7 +635,7 @@ grpc::Status CoordinatorServiceImpl::RequestPrompts(grpc::ServerContext*,
   entry->job.set_prompts_requested(entry->job.prompts_requested() + request->count());
   Changed(entry);
   response->set_prompts_waiting(static_cast<int64_t>(entry->waiting.size()));
-  return grpc::Status::OK;
+  return WaitDurable(dirty_before);
 }
 
 grpc::Status CoordinatorServiceImpl::AckPrompts(grpc::ServerContext*,
@@ -406,6 +643,7 @@ grpc::Status CoordinatorServiceImpl::AckPrompts(grpc::ServerContext*,
                                                 v1::AckPromptsResponse* response) {
   if (request->job_id().empty()) return Invalid("job_id: required");
   absl::MutexLock lock(&mu_);
+  const int64_t dirty_before = dirty_version_;
   Sweep(Now());
   JobEntry* entry = FindJob(request->job_id());
   if (entry == nullptr) return NoSuchJob(request->job_id());
@@ -425,13 +663,12 @@ grpc::Status CoordinatorServiceImpl::AckPrompts(grpc::ServerContext*,
     cursors.push_back(cursor);
   }
   int acked = 0, duplicates = 0;
-  for (int i = 0; i < request->prompt_ids_size(); ++i) {
-    if (!entry->acked.insert(request->prompt_ids(i)).second) {
+  for (const uint64_t cursor : cursors) {
+    if (!entry->acked.insert(cursor).second) {
       ++duplicates;
       continue;
     }
     ++acked;
-    const uint64_t cursor = cursors[i];
     if (auto it = entry->lease_of.find(cursor); it != entry->lease_of.end()) {
       entry->leases.erase(it->second);
       entry->lease_of.erase(it);
@@ -448,7 +685,7 @@ grpc::Status CoordinatorServiceImpl::AckPrompts(grpc::ServerContext*,
   if (acked + duplicates > 0) Changed(entry);
   response->set_acked(acked);
   response->set_duplicates(duplicates);
-  return grpc::Status::OK;
+  return WaitDurable(dirty_before);
 }
 
 grpc::Status CoordinatorServiceImpl::ReportProgress(grpc::ServerContext*,
@@ -475,6 +712,7 @@ grpc::Status CoordinatorServiceImpl::FinishJob(grpc::ServerContext*,
                                     ? v1::JobState_Name(request->state())
                                     : std::to_string(static_cast<int>(request->state()))));
   absl::MutexLock lock(&mu_);
+  const int64_t dirty_before = dirty_version_;
   JobEntry* entry = FindJob(request->job_id());
   if (entry == nullptr) return NoSuchJob(request->job_id());
   if (entry->job.state() != v1::JOB_STATE_RUNNING) return NotRunning(entry->job);
@@ -483,7 +721,7 @@ grpc::Status CoordinatorServiceImpl::FinishJob(grpc::ServerContext*,
   entry->job.set_result_json(request->result_json());
   EndJob(entry, request->state(), Now());
   *response = entry->job;
-  return grpc::Status::OK;
+  return WaitDurable(dirty_before);
 }
 
 }  // namespace grpo

@@ -12,7 +12,22 @@
 // Time comes from Options::now_ms so tests can expire leases and heartbeats without
 // sleeping; expiry is checked lazily by every call that touches workers or leases.
 // Every malformed request gets INVALID_ARGUMENT naming the field and changes nothing.
-// State lives in memory only. Thread-safe: one mutex guards everything.
+// Thread-safe: one mutex guards everything.
+//
+// Persistence (Options::state_dir; empty = in memory only): every change to the jobs or
+// the running job's prompt bookkeeping marks the state dirty, and a writer thread saves
+// the latest snapshot to <state_dir>/state.pb (coordinator/state_store.h: atomic, fsynced)
+// without holding up the RPCs; concurrent changes share one write. SubmitJob, CancelJob,
+// AcquireJob, RequestPrompts, AckPrompts and FinishJob additionally wait for the save that
+// covers their change before answering, so their OK means "durable": the job queue, the
+// data cursor and the acked set, which keep a prompt from being trained twice, never go
+// back after a crash. LeasePrompts and ReportProgress do not wait: their leases are
+// reissued on load anyway and the next report supersedes the progress. If a save fails,
+// the change stays in memory (nothing is rolled back; the next change retries the save
+// with the whole state) and a waiting RPC answers INTERNAL saying so.
+// On Create() an existing state.pb is loaded: jobs keep their states, the running job its
+// cursor and acked prompts, its leases go back to the front of the waiting queue (counted
+// as reissues). Workers are not persisted: they get NOT_FOUND and register again.
 //
 // WatchJob streams hold a handler thread each; call Shutdown() before stopping the
 // gRPC server so they end instead of keeping the server's drain waiting.
@@ -24,15 +39,19 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "core/dataset.h"
 #include "grpo/v1/coordinator.grpc.pb.h"
+#include "grpo/v1/coordinator_state.pb.h"
 
 namespace grpo {
 
@@ -44,12 +63,24 @@ struct CoordinatorOptions {
   int retry_after_ms = 200;        // told to callers when there is no work
   // Unix milliseconds; the system clock when empty.
   std::function<int64_t()> now_ms;
+  // Where the state is kept across restarts (created if missing); empty: memory only.
+  std::string state_dir;
 };
 
 class CoordinatorServiceImpl final : public v1::CoordinatorService::Service {
  public:
-  explicit CoordinatorServiceImpl(CoordinatorOptions options = {});
+  // With a state_dir: loads <state_dir>/state.pb if there is one and saves the resumed
+  // state before returning. Fails (naming the file) if the directory cannot be created
+  // or written, or the file is unreadable, corrupt or inconsistent; the file is left as
+  // it was, never replaced by an empty state.
+  static absl::StatusOr<std::unique_ptr<CoordinatorServiceImpl>> Create(
+      CoordinatorOptions options = {});
+  // Saves what is not saved yet (state_dir only) and stops the writer. Destroy the
+  // service after the server has stopped, so no RPC is left waiting on a save.
   ~CoordinatorServiceImpl() override;
+
+  // <state_dir>/state.pb; empty without a state_dir.
+  const std::string& state_path() const { return state_path_; }
 
   // Ends every WatchJob stream (UNAVAILABLE) and refuses new ones. Idempotent.
   void Shutdown();
@@ -117,8 +148,10 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::Service {
     std::deque<Waiting> waiting;
     absl::flat_hash_map<std::string, Lease> leases;           // by lease id, outstanding
     absl::flat_hash_map<uint64_t, std::string> lease_of;      // cursor -> lease id
-    absl::flat_hash_set<std::string> acked;                   // prompt ids; kept to the end
+    absl::flat_hash_set<uint64_t> acked;  // cursors of acked prompt ids; kept to the end
   };
+
+  explicit CoordinatorServiceImpl(CoordinatorOptions options);
 
   int64_t Now() const;
   JobEntry* FindJob(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -132,11 +165,38 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::Service {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EndJob(JobEntry* entry, v1::JobState state, int64_t now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // "w-N" / "l-N", with the incarnation when persistent ("w-3-N") so that ids from before
+  // a restart, still held by workers that have not noticed it, never name new ones.
+  std::string NewId(absl::string_view prefix, int64_t n) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // --- Persistence (no-ops without a state_dir).
+  // Records that the persisted state changed; the writer thread will save it.
+  void MarkDirty() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // For the RPCs whose OK means durable: if the state changed since `dirty_before` (the
+  // dirty version when the RPC began), waits until a save covers it. INTERNAL if that
+  // save failed; the change is kept in memory either way.
+  grpc::Status WaitDurable(int64_t dirty_before) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::CoordinatorState Snapshot() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Rebuilds jobs and the running job's prompt pool from a loaded state.
+  absl::Status Restore(const v1::CoordinatorState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WriterLoop();
 
   const CoordinatorOptions options_;
+  const std::string state_path_;
   mutable absl::Mutex mu_;
   absl::CondVar changed_;  // signalled with every JobEntry::changes bump and at Shutdown
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t incarnation_ ABSL_GUARDED_BY(mu_) = 0;  // 0: not persistent
+  // Dirty versions: bumped by MarkDirty; the writer saves snapshots of them in order.
+  absl::CondVar persist_cv_;  // dirty_version_ bumped, a save done, or the writer stopping
+  int64_t dirty_version_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t attempted_version_ ABSL_GUARDED_BY(mu_) = 0;  // newest snapshot a save was tried on
+  absl::Status attempt_status_ ABSL_GUARDED_BY(mu_);    // how that save went
+  int64_t saved_version_ ABSL_GUARDED_BY(mu_) = 0;      // newest snapshot saved
+  bool stop_writer_ ABSL_GUARDED_BY(mu_) = false;
+  bool writer_done_ ABSL_GUARDED_BY(mu_) = false;  // no save will be tried any more
+  std::thread writer_;
   int64_t next_job_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t next_worker_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t next_lease_ ABSL_GUARDED_BY(mu_) = 1;

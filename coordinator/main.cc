@@ -1,7 +1,10 @@
 // grpo_coordinator: serves grpo.v1.CoordinatorService (plus health and reflection) until
-// SIGTERM or SIGINT, then ends watch streams, drains calls in flight and exits 0.
+// SIGTERM or SIGINT, then ends watch streams, drains calls in flight, saves its state
+// (with --state_dir) and exits 0. With --state_dir a restart resumes the jobs; a state
+// file it cannot read is an error (exit 1), never replaced by an empty state.
 #include <chrono>
 #include <iostream>
+#include <memory>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -20,11 +23,17 @@ ABSL_FLAG(int, heartbeat_timeout_ms, 5000,
 ABSL_FLAG(int, lease_seconds, 120, "how long a worker has to finish a prompt lease");
 ABSL_FLAG(int, max_prompts_per_lease, 64, "prompts per LeasePrompts answer at most");
 ABSL_FLAG(int, drain_seconds, 10, "on SIGTERM, how long calls in flight may finish");
+ABSL_FLAG(std::string, state_dir, "",
+          "keep the job queue and the running job's data cursor, waiting prompts and acked "
+          "prompts in DIR/state.pb (created if missing) and resume from it on start; "
+          "submit, cancel, acquire, request, ack and finish answer only once saved. "
+          "Empty: in memory only, a restart forgets every job");
 
 int main(int argc, char** argv) {
   // Before gRPC starts threads, so that they all inherit the blocked mask.
-  grpo::BlockStopSignals();
-  absl::SetProgramUsageMessage("grpo_coordinator [--listen HOST:PORT] [--port_file PATH]");
+  grpo::CatchStopSignals();
+  absl::SetProgramUsageMessage(
+      "grpo_coordinator [--listen HOST:PORT] [--port_file PATH] [--state_dir DIR]");
   absl::ParseCommandLine(argc, argv);
 
   grpo::CoordinatorOptions options;
@@ -32,13 +41,22 @@ int main(int argc, char** argv) {
   options.heartbeat_timeout_ms = absl::GetFlag(FLAGS_heartbeat_timeout_ms);
   options.lease_seconds = absl::GetFlag(FLAGS_lease_seconds);
   options.max_prompts_per_lease = absl::GetFlag(FLAGS_max_prompts_per_lease);
+  options.state_dir = absl::GetFlag(FLAGS_state_dir);
   if (options.heartbeat_interval_ms < 1 || options.heartbeat_timeout_ms < 1 ||
       options.lease_seconds < 1 || options.max_prompts_per_lease < 1) {
     std::cerr << "error: --heartbeat_interval_ms, --heartbeat_timeout_ms, --lease_seconds and "
                  "--max_prompts_per_lease must be positive\n";
     return 2;
   }
-  grpo::CoordinatorServiceImpl service(options);
+  absl::StatusOr<std::unique_ptr<grpo::CoordinatorServiceImpl>> created =
+      grpo::CoordinatorServiceImpl::Create(options);
+  if (!created.ok()) {
+    std::cerr << "error: " << created.status().message() << "\n";
+    return 1;
+  }
+  // `created` outlives the server declared below: the service's destructor saves what
+  // the calls drained at shutdown changed, and must run after they are done.
+  grpo::CoordinatorServiceImpl& service = **created;
   grpo::GrpcServerOptions server_options;
   server_options.listen_address = absl::GetFlag(FLAGS_listen);
   auto server = grpo::GrpcServer::Start(server_options, {&service});
@@ -52,6 +70,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::cout << "grpo_coordinator: serving on port " << (*server)->port() << std::endl;
+  if (!service.state_path().empty())
+    std::cout << "grpo_coordinator: state in " << service.state_path() << std::endl;
   int signal = 0;
   while (signal == 0) signal = grpo::WaitForStopSignal(std::chrono::hours(1));
   std::cout << "grpo_coordinator: signal " << signal << ", draining" << std::endl;

@@ -5,9 +5,12 @@
 
 #include <cerrno>
 #include <cstring>
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 
@@ -67,6 +70,27 @@ absl::Status WriteCheckpoint(const std::string& run_dir, int64_t step,
   fs::rename(tmp_dir, final_dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("renaming ", tmp_dir, ": ", ec.message()));
   return WriteFileDurably((fs::path(run_dir) / "latest").string(), name + "\n");
+}
+
+absl::Status PruneCheckpoints(const std::string& run_dir, int keep) {
+  if (keep < 1) return absl::OkStatus();
+  absl::StatusOr<std::string> latest = LatestCheckpoint(run_dir);
+  std::vector<std::pair<int64_t, fs::path>> steps;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(run_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    int64_t step = 0;
+    if (absl::StartsWith(name, "step-") && absl::SimpleAtoi(name.substr(5), &step))
+      steps.emplace_back(step, entry.path());
+  }
+  if (ec) return absl::InternalError(absl::StrCat("listing ", run_dir, ": ", ec.message()));
+  std::sort(steps.begin(), steps.end());
+  for (size_t i = 0; i + keep < steps.size(); ++i) {
+    if (latest.ok() && fs::equivalent(steps[i].second, *latest, ec)) continue;
+    fs::remove_all(steps[i].second, ec);
+    if (ec) return absl::InternalError(absl::StrCat("removing ", steps[i].second.string()));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> LatestCheckpoint(const std::string& run_dir) {

@@ -18,6 +18,10 @@ namespace grpo {
 absl::Status WriteCheckpoint(const std::string& run_dir, int64_t step,
                              const std::function<absl::Status(const std::string&)>& write);
 
+// Removes all but the newest `keep` step-N directories (never the one `latest` names) and
+// leftover temporary directories of interrupted writes. keep < 1 keeps everything.
+absl::Status PruneCheckpoints(const std::string& run_dir, int keep);
+
 // The directory `latest` names; NOT_FOUND when there is none.
 absl::StatusOr<std::string> LatestCheckpoint(const std::string& run_dir);
 

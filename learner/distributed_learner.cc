@@ -6,9 +6,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "core/job_data.h"
 #include "core/job_spec.h"
@@ -87,14 +89,33 @@ struct RankJob {
   std::unique_ptr<GrpoTrainer> trainer;
 };
 
-absl::Status CreateTrainer(LearnerGroup* group, RankJob* job) {
+// After the parameter broadcast, on every rank; a resumed job then loads the reference,
+// the optimizer and the counters from the checkpoint.
+absl::Status CreateTrainer(LearnerGroup* group, const std::string& resume_dir, RankJob* job) {
   TrainerOptions options = TrainerOptionsFromSpec(job->spec);
   options.group = Distributed(group) ? group : nullptr;
   absl::StatusOr<std::unique_ptr<GrpoTrainer>> trainer =
       GrpoTrainer::Create(job->policy.get(), options);
   if (!trainer.ok()) return trainer.status();
   job->trainer = std::move(*trainer);
+  if (!resume_dir.empty()) return job->trainer->Load(resume_dir);
   return absl::OkStatus();
+}
+
+std::string ReadWholeFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Keeps the first `lines` lines of a file (metrics of the steps a checkpoint covers).
+absl::Status TruncateLines(const std::string& path, int64_t lines) {
+  std::ifstream in(path);
+  std::string kept, line;
+  for (int64_t i = 0; i < lines && std::getline(in, line); ++i) kept += line + "\n";
+  in.close();
+  return WriteFileDurably(path, kept);
 }
 
 // --- Rank 0 -------------------------------------------------------------------------------
@@ -190,6 +211,7 @@ class Leader {
   absl::Status RunJob(const v1::Job& acquired) {
     job_start_ = Clock::now();
     progress_.Clear();
+    before_json_.clear();
     groups_trained_ = 0;
     stale_samples_ = 0;
     RankJob job;
@@ -214,6 +236,15 @@ class Leader {
     }
     reward_names_.clear();
     for (const v1::RewardFunctionSpec& r : job.spec.rewards()) reward_names_.push_back(r.name());
+    std::string resume_dir;
+    if (prepared.ok()) {
+      absl::StatusOr<std::string> latest = LatestCheckpoint(job.run_dir);
+      if (latest.ok()) {
+        resume_dir = *latest;
+      } else if (latest.status().code() != absl::StatusCode::kNotFound) {
+        prepared = latest.status();  // `latest` names a missing directory: say so, not guess
+      }
+    }
     if (!prepared.ok()) return Finish(job, v1::JOB_STATE_FAILED, prepared.ToString(), "");
 
     v1::LearnerCommand start;
@@ -221,57 +252,81 @@ class Leader {
     start.set_job_id(job.job_id);
     *start.mutable_spec() = job.spec;
     start.set_run_dir(job.run_dir);
+    start.set_resume_dir(resume_dir);
     if (absl::Status s = Send(&start); !s.ok()) return s;
     job.policy = std::make_unique<Transformer>(ModelConfigFromSpec(job.spec.model()),
                                                job.spec.seed());
-    buffer_->StartJob(job.job_id, job.spec.grpo().group_size());
+    std::vector<std::string> seen;
+    if (!resume_dir.empty())
+      for (absl::string_view id : absl::StrSplit(ReadWholeFile(resume_dir + "/seen_prompts.txt"),
+                                                 '\n', absl::SkipEmpty()))
+        seen.emplace_back(id);
+    buffer_->StartJob(job.job_id, job.spec.grpo().group_size(), seen);
 
     // --- 1. Starting policy and its evaluation (rank 0 alone; the others wait in the
     // parameter broadcast).
     const EvalOptions eval = EvalOptionsFromSpec(job.spec);
     CharTokenizer tokenizer;
-    EvalResult before, after;
-    bool cancelled = Report(job, v1::JOB_PHASE_SFT, "preparing the starting policy");
-    prepared = PrepareStartingPolicy(job.spec, data->train, job.policy.get(),
-                                     [&](const std::string& line) {
-                                       Log(line);
-                                       cancelled = Report(job, v1::JOB_PHASE_SFT, line) || cancelled;
-                                     });
-    if (prepared.ok() && !cancelled) {
+    EvalResult after;
+    bool cancelled = false;
+    if (!resume_dir.empty()) {
+      const std::string line = absl::StrCat("resuming from ", resume_dir);
+      Log(line);
+      cancelled = Report(job, v1::JOB_PHASE_STARTING, line);
+      prepared = job.policy->Load(resume_dir + "/model.pt");
+      before_json_ = ReadWholeFile(resume_dir + "/eval_before.json");
+    } else {
+      cancelled = Report(job, v1::JOB_PHASE_SFT, "preparing the starting policy");
+    }
+    if (resume_dir.empty() && !cancelled)
+      prepared = PrepareStartingPolicy(job.spec, data->train, job.policy.get(),
+                                       [&](const std::string& line) {
+                                         Log(line);
+                                         cancelled =
+                                             Report(job, v1::JOB_PHASE_SFT, line) || cancelled;
+                                       });
+    if (resume_dir.empty() && prepared.ok() && !cancelled) {
       // The phase says what happens now; the message stays the last line a person saw.
       cancelled = Report(job, v1::JOB_PHASE_EVAL, progress_.message());
       const auto start_eval = Clock::now();
       absl::StatusOr<EvalResult> r = Evaluate(*job.policy, tokenizer, data->held_out, eval);
       prepared = r.status();
       if (r.ok()) {
-        before = *r;
-        const std::string line = EvalLine("before", before, Since(start_eval));
+        before_json_ = EvalJson(*r);
+        const std::string line = EvalLine("before", *r, Since(start_eval));
         Log(line);
         cancelled = Report(job, v1::JOB_PHASE_EVAL, line) || cancelled;
       }
     }
     // The other ranks are waiting for these parameters whatever happened above.
     if (absl::Status s = BroadcastParameters(group_, job.policy.get()); !s.ok()) return s;
-    if (prepared.ok()) prepared = CreateTrainer(group_, &job);
+    if (prepared.ok()) prepared = CreateTrainer(group_, resume_dir, &job);
     if (prepared.ok()) prepared = Publish(job);
+    int step = prepared.ok() ? static_cast<int>(job.trainer->step()) : 0;
 
     // --- 2. GRPO steps.
     const int steps = job.spec.steps();
     const int batch = job.spec.grpo().prompts_per_step();
     const int64_t lag = job.spec.grpo().max_policy_lag();
     std::ofstream metrics, trained_prompts;
+    // metrics.jsonl keeps the steps the checkpoint covers; trained_prompts.txt keeps every
+    // line ever written, so it shows that no prompt was trained twice across restarts.
+    if (prepared.ok() && !resume_dir.empty())
+      prepared = TruncateLines(job.run_dir + "/metrics.jsonl", step);
     if (prepared.ok()) {
-      metrics.open(job.run_dir + "/metrics.jsonl", std::ios::trunc);
+      const auto mode = resume_dir.empty() ? std::ios::trunc : std::ios::app;
+      metrics.open(job.run_dir + "/metrics.jsonl", mode);
       // Audit trail of exactly-once training: one line per step, the prompt ids it used.
-      trained_prompts.open(job.run_dir + "/trained_prompts.txt", std::ios::trunc);
+      trained_prompts.open(job.run_dir + "/trained_prompts.txt", mode);
+      if (!resume_dir.empty()) trained_prompts << "# resumed at step " << step << "\n";
       if (!metrics || !trained_prompts)
         prepared = absl::InternalError(absl::StrCat("opening files in ", job.run_dir));
     }
     // Prompts for this step and the next `lag` ones are out with the workers at any time.
-    if (prepared.ok() && steps > 0)
+    if (prepared.ok() && step < steps)
       prepared = jobs_->RequestPrompts(
-          job.job_id, batch * static_cast<int>(std::min<int64_t>(steps, 1 + lag)), 0);
-    int step = 0;
+          job.job_id, batch * static_cast<int>(std::min<int64_t>(steps - step, 1 + lag)),
+          job.trainer->policy_version());
     auto last_step_end = Clock::now();
     const auto grpo_start = Clock::now();
     while (prepared.ok() && !cancelled && step < steps && !stop_->HasBeenNotified()) {
@@ -382,8 +437,8 @@ class Leader {
       if (r.ok()) {
         after = *r;
         Log(EvalLine("after", after, Since(start_eval)));
-        result_json = absl::StrCat("{\"before\":", EvalJson(before), ",\"after\":",
-                                   EvalJson(after), ",\"steps\":", step, "}");
+        result_json = absl::StrCat("{\"before\":", before_json_.empty() ? "null" : before_json_,
+                                   ",\"after\":", EvalJson(after), ",\"steps\":", step, "}");
         prepared = WriteFileDurably(job.run_dir + "/eval.json", result_json + "\n");
       }
     }
@@ -394,6 +449,14 @@ class Leader {
       prepared = s;
     if (!prepared.ok()) return Finish(job, v1::JOB_STATE_FAILED, prepared.ToString(), "");
     if (cancelled) return Finish(job, v1::JOB_STATE_CANCELLED, "", "");
+    if (stop_->HasBeenNotified() && step < steps) {
+      // Checkpointed above; the job stays RUNNING and the next learner resumes it.
+      Log(absl::StrCat("job ", job.job_id, ": stopped at step ", step,
+                       ", checkpointed; it resumes when a learner starts again"));
+      buffer_->EndJob();
+      weights_->Clear();
+      return absl::OkStatus();
+    }
     if (step < steps)
       return Finish(job, v1::JOB_STATE_FAILED,
                     absl::StrCat("learner stopped at step ", step, " of ", steps), "");
@@ -401,10 +464,19 @@ class Leader {
   }
 
   absl::Status SaveCheckpoint(const RankJob& job, int step) {
-    return WriteCheckpoint(job.run_dir, step, [&](const std::string& dir) {
+    absl::Status s = WriteCheckpoint(job.run_dir, step, [&](const std::string& dir) {
       if (absl::Status s = job.policy->Save(dir + "/model.pt"); !s.ok()) return s;
-      return job.trainer->Save(dir);
+      if (absl::Status s = job.trainer->Save(dir); !s.ok()) return s;
+      if (absl::Status s = WriteFileDurably(dir + "/eval_before.json", before_json_); !s.ok())
+        return s;
+      // Every prompt ingested so far — trained, buffered or dropped as stale: all were
+      // acknowledged to the coordinator, so none may be trained after a resume.
+      std::string seen;
+      for (const std::string& id : buffer_->SeenIds()) absl::StrAppend(&seen, id, "\n");
+      return WriteFileDurably(dir + "/seen_prompts.txt", seen);
     });
+    if (!s.ok()) return s;
+    return PruneCheckpoints(job.run_dir, options_.keep_checkpoints);
   }
 
   LearnerGroup* group_;
@@ -417,6 +489,7 @@ class Leader {
   Clock::time_point job_start_ = Clock::now();
   v1::JobProgress progress_;
   std::vector<std::string> reward_names_;
+  std::string before_json_;  // the starting policy's evaluation, for eval.json
   int64_t groups_trained_ = 0;
   int64_t stale_samples_ = 0;
 };
@@ -448,7 +521,7 @@ absl::Status RunLearnerFollower(LearnerGroup* group, const DistributedLearnerOpt
         job.policy = std::make_unique<Transformer>(ModelConfigFromSpec(job.spec.model()),
                                                    job.spec.seed());
         if (absl::Status s = BroadcastParameters(group, job.policy.get()); !s.ok()) return s;
-        if (absl::Status s = CreateTrainer(group, &job); !s.ok())
+        if (absl::Status s = CreateTrainer(group, command.resume_dir(), &job); !s.ok())
           log(absl::StrCat("job ", job.job_id, ": ", s.ToString()));
         log(absl::StrCat("job ", job.job_id, ": parameters received"));
         break;

@@ -9,6 +9,11 @@
 // all-reduced), publishes the new weights, writes metrics and reports progress. Then the
 // final checkpoint, evaluation and the job's end.
 //
+// Resume: a job whose run directory has a complete checkpoint (`latest`) — because the
+// learner was killed or stopped with SIGTERM, which checkpoints and leaves the job
+// RUNNING — continues from it: model, reference, optimizer, step and policy version on
+// every rank, and the prompt ids already ingested, so none of them is trained again.
+//
 // Other ranks (followers) do what rank 0's broadcast commands say, in the same order, so
 // the collectives line up and the parameters stay bit-identical. At the end of each job
 // every rank writes `param_digest.rank-R` (FNV-1a 64 of its parameters) to the run
@@ -35,6 +40,7 @@ struct DistributedLearnerOptions {
   // long wait never runs into the collective timeout.
   std::chrono::milliseconds keepalive{std::chrono::seconds(2)};
   std::ostream* log = nullptr;  // progress lines; null = silent
+  int keep_checkpoints = 3;     // step-N directories kept per job (the newest)
 };
 
 // Rank 0. `group` may be null for a single-rank learner. Returns when `stop` is notified

@@ -7,12 +7,14 @@
 
 namespace grpo {
 
-void IngestBuffer::StartJob(const std::string& job_id, int group_size) {
+void IngestBuffer::StartJob(const std::string& job_id, int group_size,
+                            const std::vector<std::string>& seen) {
   absl::MutexLock lock(&mu_);
   job_id_ = job_id;
   group_size_ = group_size;
   groups_.clear();
   seen_.clear();
+  seen_.insert(seen.begin(), seen.end());
   new_ids_.clear();
   new_stale_ = 0;
   counters_ = IngestCounters{};
@@ -104,6 +106,11 @@ std::vector<std::string> IngestBuffer::DrainNewIds() {
 int64_t IngestBuffer::DrainStaleCount() {
   absl::MutexLock lock(&mu_);
   return std::exchange(new_stale_, 0);
+}
+
+std::vector<std::string> IngestBuffer::SeenIds() const {
+  absl::MutexLock lock(&mu_);
+  return std::vector<std::string>(seen_.begin(), seen_.end());
 }
 
 IngestCounters IngestBuffer::counters() const {

@@ -42,7 +42,11 @@ class IngestBuffer {
   explicit IngestBuffer(size_t capacity) : capacity_(capacity) {}
 
   // Opens the buffer to `job_id`'s groups of `group_size` samples; forgets the last job.
-  void StartJob(const std::string& job_id, int group_size);
+  // `seen` restores the prompt ids taken before a checkpoint (a resumed job).
+  void StartJob(const std::string& job_id, int group_size,
+                const std::vector<std::string>& seen = {});
+  // Every prompt id taken in this job (for checkpoints).
+  std::vector<std::string> SeenIds() const;
   // Closes it: submissions get FAILED_PRECONDITION until the next StartJob.
   void EndJob();
 

@@ -32,6 +32,7 @@ ABSL_FLAG(std::string, advertise, "",
 ABSL_FLAG(std::string, port_file, "", "rank 0 writes its bound LearnerService port here");
 ABSL_FLAG(std::string, run_root, "runs", "job run directories go under this");
 ABSL_FLAG(int, buffer_groups, 256, "ingest buffer capacity in groups");
+ABSL_FLAG(int, keep_checkpoints, 3, "step-N checkpoints kept per job (the newest)");
 ABSL_FLAG(int, threads, 0, "LibTorch threads; 0 = all cores");
 ABSL_FLAG(int, rank, -1, "overrides RANK");
 ABSL_FLAG(int, world_size, -1, "overrides WORLD_SIZE");
@@ -65,7 +66,7 @@ absl::StatusOr<int> AwaitPortFile(const std::string& path, std::chrono::seconds 
 
 int main(int argc, char** argv) {
   grpo::EnsureThreadEnvironment(argv);
-  grpo::BlockStopSignals();
+  grpo::CatchStopSignals();
   absl::SetProgramUsageMessage("grpo_learner --coordinator HOST:PORT (rank 0 of WORLD_SIZE)");
   absl::ParseCommandLine(argc, argv);
   grpo::ConfigureRuntime(absl::GetFlag(FLAGS_threads));
@@ -111,6 +112,7 @@ int main(int argc, char** argv) {
 
   grpo::DistributedLearnerOptions options;
   options.run_root = absl::GetFlag(FLAGS_run_root);
+  options.keep_checkpoints = absl::GetFlag(FLAGS_keep_checkpoints);
   options.log = &std::cout;
   if (group_options->rank != 0) {
     absl::Status s = grpo::RunLearnerFollower(group.get(), options);

@@ -23,7 +23,7 @@ ABSL_FLAG(int64_t, seed, -1, "overrides the spec's seed when >= 0");
 ABSL_FLAG(int, steps, -1, "overrides the spec's GRPO steps when >= 0");
 
 int main(int argc, char** argv) {
-  grpo::BlockStopSignals();
+  grpo::CatchStopSignals();
   absl::SetProgramUsageMessage("grpo_launch [--spec job.json] [--workers N] [--learners R]");
   absl::ParseCommandLine(argc, argv);
   grpo::v1::JobSpec spec;

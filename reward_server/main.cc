@@ -1,7 +1,5 @@
 // grpo_reward_server: serves grpo.v1.RewardService (plus health and reflection) until
 // SIGTERM or SIGINT, then drains calls in flight and exits 0.
-#include <signal.h>
-
 #include <chrono>
 #include <iostream>
 
@@ -28,13 +26,7 @@ int main(int argc, char** argv) {
   grpo::EnsureThreadEnvironment(argv);
   absl::ParseCommandLine(argc, argv);
   grpo::ConfigureRuntime(absl::GetFlag(FLAGS_compute_threads));
-  // Signals are taken synchronously by sigwait below, never by a handler mid-RPC; gRPC's
-  // threads inherit the blocked mask.
-  sigset_t stop;
-  sigemptyset(&stop);
-  sigaddset(&stop, SIGTERM);
-  sigaddset(&stop, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  grpo::CatchStopSignals();
 
   grpo::RewardServerOptions options;
   options.listen_address = absl::GetFlag(FLAGS_listen);
@@ -58,7 +50,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   int signal = 0;
-  sigwait(&stop, &signal);
+  while (signal == 0) signal = grpo::WaitForStopSignal(std::chrono::hours(1));
   std::cout << "grpo_reward_server: signal " << signal << ", draining" << std::endl;
   (*server)->Shutdown(std::chrono::seconds(absl::GetFlag(FLAGS_drain_seconds)));
   return 0;

@@ -19,7 +19,7 @@ ABSL_FLAG(std::string, name, "", "name in the coordinator's registry; default ho
 
 int main(int argc, char** argv) {
   grpo::EnsureThreadEnvironment(argv);
-  grpo::BlockStopSignals();
+  grpo::CatchStopSignals();
   absl::SetProgramUsageMessage(
       "grpo_rollout_worker --coordinator HOST:PORT --reward_server HOST:PORT");
   absl::ParseCommandLine(argc, argv);

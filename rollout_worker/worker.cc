@@ -81,35 +81,66 @@ struct RolloutWorker::State {
     Log(absl::StrCat("job ", job_id, " (", spec.name(), "), learner at ", learner_address));
   }
 
-  // Pulls until we hold at least `need`; the learner publishes a version before it asks
-  // for prompts that need it, so one pull normally suffices.
+  // Makes sure we sample with weights at least `need` new, or the learner's newest when
+  // it is behind `need` (it restarted from a checkpoint: its newest is the freshest policy
+  // there is, and waiting for `need` would wait for a step that needs our groups first).
+  // Weights newer than the learner's newest came from before such a restart: dropped.
   absl::Status EnsureVersion(int64_t need, absl::Notification* stop) {
     Backoff backoff(std::chrono::milliseconds(50), std::chrono::seconds(1));
     const auto give_up = Clock::now() + options.weights_deadline;
-    while (version < need) {
-      const auto start = Clock::now();
-      absl::StatusOr<PulledWeights> pulled =
-          PullWeights(learner.get(), job_id, options.weights_deadline);
-      if (pulled.ok() && pulled->version > version) {
-        if (absl::Status s = policy->LoadFromString(pulled->payload); !s.ok()) return s;
-        version = pulled->version;
-        registration->set_policy_version(version);
-        ++counters.weight_pulls;
-        counters.last_weight_pull_seconds = Since(start);
-        Log(absl::StrFormat("weights v%d (%.1f MB) in %.3fs", version,
-                            pulled->payload.size() / 1e6, counters.last_weight_pull_seconds));
-        continue;
+    Clock::time_point unreachable_since = Clock::time_point::max();  // max: reachable
+    for (;;) {
+      absl::Status status;
+      {
+        grpc::ClientContext context;
+        context.set_deadline(std::chrono::system_clock::now() + kCallDeadline);
+        v1::GetPolicyVersionRequest request;
+        request.set_job_id(job_id);
+        v1::PolicyVersion latest;
+        status = FromGrpcStatus(learner->GetPolicyVersion(&context, request, &latest),
+                                "learner GetPolicyVersion");
+        if (status.ok() && latest.version() >= 0) {
+          if (version > latest.version()) {
+            Log(absl::StrCat("learner is at v", latest.version(), ", behind our v", version,
+                             ": it restarted; taking its weights"));
+            version = -1;
+          }
+          if (version >= std::min(need, latest.version())) return absl::OkStatus();
+          const auto start = Clock::now();
+          absl::StatusOr<PulledWeights> pulled =
+              PullWeights(learner.get(), job_id, options.weights_deadline);
+          if (pulled.ok() && pulled->version > version) {
+            if (absl::Status s = policy->LoadFromString(pulled->payload); !s.ok()) return s;
+            version = pulled->version;
+            registration->set_policy_version(version);
+            ++counters.weight_pulls;
+            counters.last_weight_pull_seconds = Since(start);
+            Log(absl::StrFormat("weights v%d (%.1f MB) in %.3fs", version,
+                                pulled->payload.size() / 1e6, counters.last_weight_pull_seconds));
+            continue;
+          }
+          status = pulled.status();
+        } else if (status.ok()) {
+          status = absl::FailedPreconditionError("the learner has published no weights yet");
+        }
       }
-      if (!pulled.ok() && !RetryableCode(pulled.status().code()) &&
-          pulled.status().code() != absl::StatusCode::kFailedPrecondition)
-        return pulled.status();
+      if (!RetryableCode(status.code()) && status.code() != absl::StatusCode::kFailedPrecondition &&
+          !status.ok())
+        return status;
+      // A learner that stays unreachable has most likely been replaced: drop the batch and
+      // learn its new address from the next lease instead of waiting out the deadline.
+      if (status.code() == absl::StatusCode::kUnavailable) {
+        unreachable_since = std::min(unreachable_since, Clock::now());
+        if (Clock::now() - unreachable_since > options.learner_unreachable_grace) return status;
+      } else {
+        unreachable_since = Clock::time_point::max();
+      }
       if (Clock::now() > give_up)
-        return absl::DeadlineExceededError(
-            absl::StrCat("weights v", need, " not available from ", learner_address));
+        return absl::DeadlineExceededError(absl::StrCat(
+            "weights v", need, " not available from ", learner_address, ": ", status.ToString()));
       if (stop->WaitForNotificationWithTimeout(absl::FromChrono(backoff.Next())))
         return absl::CancelledError("stopping");
     }
-    return absl::OkStatus();
   }
 
   // Sends the groups; while the learner's buffer is full, backs off and sends them again
@@ -137,6 +168,8 @@ struct RolloutWorker::State {
       }
       if (!RetryableCode(status.code())) return status;
       if (status.code() == absl::StatusCode::kResourceExhausted) ++counters.full_backoffs;
+      if (status.code() == absl::StatusCode::kUnavailable)
+        give_up = std::min(give_up, Clock::now() + options.learner_unreachable_grace);
       const auto wait = backoff.Next();
       if (Clock::now() + wait > give_up) return status;
       if (stop->WaitForNotificationWithTimeout(absl::FromChrono(wait)))
@@ -147,7 +180,9 @@ struct RolloutWorker::State {
   // One lease's worth of work. Errors are logged by the caller; the leases then expire
   // and the coordinator hands them to another worker.
   absl::Status Work(const v1::LeasePromptsResponse& lease, absl::Notification* stop) {
-    if (lease.job_id() != job_id) SwitchJob(lease);
+    // A restarted learner may listen elsewhere and has other weights under the same
+    // version numbers: start over with it.
+    if (lease.job_id() != job_id || lease.learner_address() != learner_address) SwitchJob(lease);
     int64_t need = 0;
     int64_t deadline_ms = INT64_MAX;
     std::vector<Example> examples;

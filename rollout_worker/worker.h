@@ -26,6 +26,9 @@ struct RolloutWorkerOptions {
   int max_prompts_per_lease = 4;
   std::string name;  // for the registry; default host:pid
   std::chrono::milliseconds weights_deadline{std::chrono::minutes(2)};
+  // How long the learner may stay UNAVAILABLE before a batch is dropped (its leases are
+  // then reissued, and the next lease names the learner's new address).
+  std::chrono::milliseconds learner_unreachable_grace{std::chrono::seconds(10)};
   std::ostream* log = nullptr;  // one line per batch; null = silent
 };
 

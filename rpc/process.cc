@@ -1,13 +1,16 @@
 #include "rpc/process.h"
 
-#include <pthread.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
-#include <time.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -16,31 +19,42 @@
 namespace grpo {
 namespace {
 
-sigset_t StopSignals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  return set;
+std::atomic<int> g_stop_signal{0};
+int g_wake_pipe[2] = {-1, -1};
+
+void OnStopSignal(int signal) {
+  g_stop_signal.store(signal);
+  const char byte = 1;
+  // Only async-signal-safe calls here; a full pipe already holds a wake-up.
+  if (g_wake_pipe[1] >= 0) (void)!write(g_wake_pipe[1], &byte, 1);
 }
 
 }  // namespace
 
-void BlockStopSignals() {
-  const sigset_t set = StopSignals();
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+void CatchStopSignals() {
+  if (g_wake_pipe[0] < 0 && pipe2(g_wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+    g_wake_pipe[0] = g_wake_pipe[1] = -1;
+  }
+  struct sigaction action = {};
+  action.sa_handler = OnStopSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
 }
 
 int WaitForStopSignal(std::chrono::milliseconds timeout) {
-  const sigset_t set = StopSignals();
-  timespec ts;
-  ts.tv_sec = timeout.count() / 1000;
-  ts.tv_nsec = (timeout.count() % 1000) * 1000000;
-  const int signal = sigtimedwait(&set, nullptr, &ts);
-  return signal > 0 ? signal : 0;
+  if (const int signal = g_stop_signal.load(); signal != 0) return signal;
+  if (g_wake_pipe[0] < 0) {  // handlers not installed: nothing can arrive, just wait
+    std::this_thread::sleep_for(timeout);
+    return 0;
+  }
+  pollfd fd = {g_wake_pipe[0], POLLIN, 0};
+  (void)poll(&fd, 1, static_cast<int>(timeout.count()));
+  return g_stop_signal.load();
 }
 
-int PollStopSignal() { return WaitForStopSignal(std::chrono::milliseconds(0)); }
+int PollStopSignal() { return g_stop_signal.load(); }
 
 absl::Status WritePortFile(const std::string& path, int port) {
   if (path.empty()) return absl::OkStatus();

@@ -1,6 +1,7 @@
-// What every long-running grpo_* binary does around its server: stop signals taken
-// synchronously (never by a handler in the middle of an RPC), and the port it listens on
-// published in a file so a launcher that asked for port 0 can find it.
+// What every long-running grpo_* binary does around its server: stop signals turned into
+// an event the main loop waits for (the handler only records the signal and wakes the
+// waiter through a pipe, so nothing stops in the middle of an RPC), and the port it
+// listens on published in a file so a launcher that asked for port 0 can find it.
 #ifndef GRPO_RPC_PROCESS_H_
 #define GRPO_RPC_PROCESS_H_
 
@@ -12,12 +13,14 @@
 
 namespace grpo {
 
-// Blocks SIGTERM and SIGINT in this thread and every thread started after it. Call first
-// thing in main, before gRPC or LibTorch start threads.
-void BlockStopSignals();
-// Waits until SIGTERM or SIGINT arrives, or `timeout` passes; returns the signal or 0.
+// Installs handlers for SIGTERM and SIGINT. A handler rather than a blocked mask because
+// libraries may start threads before main, and a signal reaching one of those with the
+// default action would kill the process without a drain or a checkpoint.
+void CatchStopSignals();
+// Waits until SIGTERM or SIGINT has arrived (now or earlier), or `timeout` passes; returns
+// the signal or 0. The signal stays recorded: later calls return it at once.
 int WaitForStopSignal(std::chrono::milliseconds timeout);
-// Returns the signal if one is pending, 0 otherwise, without waiting.
+// The recorded signal, or 0, without waiting.
 int PollStopSignal();
 
 // Writes "<port>\n" to `path` atomically (a temp file renamed), so a reader never sees a

@@ -10,7 +10,9 @@
 
 #include <atomic>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <functional>
 #include <memory>
 #include <set>
@@ -22,6 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "coordinator/coordinator_client.h"
+#include "coordinator/state_store.h"
 #include "core/job_data.h"
 #include "core/job_spec.h"
 #include "gmock/gmock.h"
@@ -59,16 +62,39 @@ v1::JobSpec SmallSpec(const std::string& name = "small") {
   return spec;
 }
 
+// A fresh, empty directory for one test's coordinator state.
+std::string FreshDir(const std::string& name) {
+  const std::string dir = absl::StrCat(::testing::TempDir(), "/", name, ".", getpid());
+  std::filesystem::remove_all(dir);
+  return dir;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
 class CoordinatorTest : public ::testing::Test {
  protected:
-  void SetUp() override {
+  void SetUp() override { StartService(); }
+  void TearDown() override { StopService(); }
+
+  CoordinatorOptions Options(const std::string& state_dir = "") {
     CoordinatorOptions options;
     options.heartbeat_timeout_ms = kHeartbeatTimeoutMs;
     options.lease_seconds = kLeaseSeconds;
     options.max_prompts_per_lease = 4;
     options.retry_after_ms = 123;
     options.now_ms = [this] { return now_.load(); };
-    service_ = std::make_unique<CoordinatorServiceImpl>(options);
+    options.state_dir = state_dir;
+    return options;
+  }
+
+  // A coordinator (in memory, or kept in `state_dir`) behind a server on a new port.
+  void StartService(const std::string& state_dir = "") {
+    auto service = CoordinatorServiceImpl::Create(Options(state_dir));
+    ASSERT_TRUE(service.ok()) << service.status();
+    service_ = std::move(*service);
     GrpcServerOptions server_options;
     server_options.listen_address = "127.0.0.1:0";
     auto server = GrpcServer::Start(server_options, {service_.get()});
@@ -79,9 +105,14 @@ class CoordinatorTest : public ::testing::Test {
         grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
   }
 
-  void TearDown() override {
+  // As the binary stops: watchers ended, server drained, then the service destroyed.
+  void StopService() {
+    if (service_ == nullptr) return;
     service_->Shutdown();
-    server_->Shutdown(std::chrono::milliseconds(0));
+    if (server_ != nullptr) server_->Shutdown(std::chrono::milliseconds(0));
+    stub_.reset();
+    server_.reset();
+    service_.reset();
   }
 
   std::unique_ptr<grpc::ClientContext> Context() {
@@ -564,6 +595,208 @@ TEST_F(CoordinatorTest, MalformedRequestsAreRejectedNamingTheFieldAndChangeNothi
   EXPECT_EQ(RequestPrompts("job-9", 1).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
+// --- Persistence (--state_dir).
+
+TEST_F(CoordinatorTest, RestartResumesJobsCursorAndAckedPrompts) {
+  StopService();
+  const std::string dir = FreshDir("restart");
+  StartService(dir);
+  const std::string worker = Register();
+  ASSERT_TRUE(Submit(SmallSpec("first")).ok());
+  ASSERT_TRUE(Submit(SmallSpec("second")).ok());
+  ASSERT_TRUE(Submit(SmallSpec("cancelled")).ok());
+  v1::Job job;
+  ASSERT_TRUE(Cancel("job-3", &job).ok());
+  ASSERT_EQ(Acquire().job().job_id(), "job-1");
+  ASSERT_TRUE(RequestPrompts("job-1", 4, /*version=*/2).ok());
+  EXPECT_THAT(LeasedIds(worker, 3), ElementsAre("train-0", "train-1", "train-2"));
+  v1::AckPromptsResponse acked;
+  ASSERT_TRUE(Ack("job-1", {"train-0", "train-2"}, &acked).ok());
+  ASSERT_EQ(acked.acked(), 2);
+  v1::ReportProgressResponse progress;
+  ASSERT_TRUE(Report("job-1", 3, &progress).ok());
+
+  // An OK from AckPrompts means durable: it is on disk while the service still runs.
+  absl::StatusOr<std::optional<v1::CoordinatorState>> on_disk =
+      LoadCoordinatorState(service_->state_path());
+  ASSERT_TRUE(on_disk.ok()) << on_disk.status();
+  ASSERT_TRUE(on_disk->has_value());
+  ASSERT_EQ((*on_disk)->jobs_size(), 3);
+  EXPECT_EQ((*on_disk)->next_job_number(), 4);
+  const v1::RunningJobState& running = (*on_disk)->jobs(0).running();
+  EXPECT_EQ(running.next_cursor(), 4u);
+  EXPECT_THAT(running.acked_cursors(), ElementsAre(0u, 2u));
+  EXPECT_FALSE((*on_disk)->jobs(1).has_running());
+
+  v1::Job before1 = Get("job-1");
+  const v1::Job before2 = Get("job-2"), before3 = Get("job-3");
+  std::vector<v1::Job> before_list = List();
+  StopService();
+  StartService(dir);
+
+  // Same jobs, same states; the running job's one unacked lease was reissued.
+  EXPECT_EQ(Get("job-2").SerializeAsString(), before2.SerializeAsString());
+  EXPECT_EQ(Get("job-3").SerializeAsString(), before3.SerializeAsString());
+  EXPECT_EQ(before1.lease_reissues(), 0);
+  before1.set_lease_reissues(1);
+  EXPECT_EQ(Get("job-1").SerializeAsString(), before1.SerializeAsString());
+  EXPECT_EQ(Get("job-1").progress().step(), 3);  // saved in the background, flushed at stop
+  before_list[0].set_lease_reissues(1);
+  std::vector<v1::Job> after_list = List();
+  ASSERT_EQ(after_list.size(), before_list.size());
+  for (size_t i = 0; i < after_list.size(); ++i)
+    EXPECT_EQ(after_list[i].SerializeAsString(), before_list[i].SerializeAsString()) << i;
+
+  // Workers are not persisted: the old one must register again, and gets a new id.
+  EXPECT_EQ(Heartbeat(worker).error_code(), grpc::StatusCode::NOT_FOUND);
+  v1::LeasePromptsResponse response;
+  EXPECT_EQ(Lease(worker, 1, &response).error_code(), grpc::StatusCode::NOT_FOUND);
+  const std::string again = Register();
+  EXPECT_NE(again, worker);
+
+  // The unacked lease comes first, then the prompt that was waiting; acked ones never.
+  absl::StatusOr<JobData> data = LoadJobData(before1.spec());
+  ASSERT_TRUE(data.ok());
+  const std::vector<size_t> order = TrainingOrder(data->train.size(), 7);
+  ASSERT_TRUE(Lease(again, 4, &response).ok());
+  EXPECT_EQ(response.job_id(), "job-1");
+  EXPECT_EQ(response.learner_address(), "learner:1");
+  ASSERT_EQ(response.leases_size(), 2);
+  EXPECT_EQ(response.leases(0).prompt_id(), "train-1");
+  EXPECT_EQ(response.leases(0).prompt(), data->train[order[1]].prompt);
+  EXPECT_EQ(response.leases(0).min_policy_version(), 2);
+  EXPECT_EQ(response.leases(1).prompt_id(), "train-3");
+  EXPECT_EQ(response.leases(1).answer(), data->train[order[3]].answer);
+
+  // The data cursor continues, the acked set is intact, the job numbers go on.
+  ASSERT_TRUE(RequestPrompts("job-1", 2).ok());
+  EXPECT_THAT(LeasedIds(again, 4), ElementsAre("train-4", "train-5"));
+  ASSERT_TRUE(Ack("job-1", {"train-0", "train-1"}, &acked).ok());
+  EXPECT_EQ(acked.acked(), 1);
+  EXPECT_EQ(acked.duplicates(), 1);
+  absl::StatusOr<v1::Job> fourth = Submit(SmallSpec("fourth"));
+  ASSERT_TRUE(fourth.ok()) << fourth.status();
+  EXPECT_EQ(fourth->job_id(), "job-4");
+
+  // A learner restarted on a new address gets the running job back, then the queue moves.
+  EXPECT_EQ(Acquire("learner:2").job().job_id(), "job-1");
+  ASSERT_TRUE(RequestPrompts("job-1", 1).ok());
+  ASSERT_TRUE(Lease(again, 4, &response).ok());
+  EXPECT_EQ(response.learner_address(), "learner:2");
+  ASSERT_TRUE(Finish("job-1", v1::JOB_STATE_SUCCEEDED).ok());
+  EXPECT_EQ(Acquire().job().job_id(), "job-2");
+
+  // And once more: the finished job stays finished, job-2 runs from cursor 0.
+  StopService();
+  StartService(dir);
+  EXPECT_EQ(Get("job-1").state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(Get("job-1").run_dir(), "/runs/job-1");
+  EXPECT_EQ(Acquire().job().job_id(), "job-2");
+  ASSERT_TRUE(RequestPrompts("job-2", 1).ok());
+  EXPECT_THAT(LeasedIds(Register(), 4), ElementsAre("train-0"));
+  EXPECT_EQ(Get("job-4").state(), v1::JOB_STATE_QUEUED);
+}
+
+TEST_F(CoordinatorTest, UnreadableStateFileRefusesToStartAndIsLeftAlone) {
+  StopService();
+  const std::string dir = FreshDir("corrupt");
+  StartService(dir);
+  ASSERT_TRUE(Submit(SmallSpec()).ok());
+  const std::string path = service_->state_path();
+  StopService();
+  const std::string good = ReadAll(path);
+
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"garbage", "this is not a coordinator state"},
+      {"empty", ""},
+      {"truncated", good.substr(0, good.size() - 1)},
+      {"bit flip", [&] {
+         std::string flipped = good;
+         flipped[flipped.size() - 3] ^= 0x10;
+         return flipped;
+       }()}};
+  for (const auto& [what, contents] : bad) {
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << contents;
+    auto service = CoordinatorServiceImpl::Create(Options(dir));
+    ASSERT_FALSE(service.ok()) << what;
+    EXPECT_EQ(service.status().code(), absl::StatusCode::kDataLoss) << what;
+    EXPECT_THAT(service.status().message(), HasSubstr(path)) << what;
+    EXPECT_EQ(ReadAll(path), contents) << what;  // never replaced by an empty state
+  }
+
+  // Well-formed but from a newer format, or inconsistent: refused too, naming the file.
+  v1::CoordinatorState state;
+  state.set_format(kCoordinatorStateFormat + 1);
+  ASSERT_TRUE(SaveCoordinatorState(path, state).ok());
+  auto service = CoordinatorServiceImpl::Create(Options(dir));
+  EXPECT_EQ(service.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(service.status().message(), HasSubstr(path));
+  state.set_format(kCoordinatorStateFormat);
+  v1::JobRecord* record = state.add_jobs();
+  record->mutable_job()->set_job_id("job-1");
+  record->mutable_job()->set_state(v1::JOB_STATE_RUNNING);  // without its prompt state
+  ASSERT_TRUE(SaveCoordinatorState(path, state).ok());
+  const std::string inconsistent = ReadAll(path);
+  service = CoordinatorServiceImpl::Create(Options(dir));
+  EXPECT_EQ(service.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(service.status().message(), HasSubstr(path));
+  EXPECT_THAT(service.status().message(), HasSubstr("job-1"));
+  EXPECT_EQ(ReadAll(path), inconsistent);
+
+  // The good file loads again.
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << good;
+  StartService(dir);
+  EXPECT_EQ(Get("job-1").state(), v1::JOB_STATE_QUEUED);
+}
+
+TEST_F(CoordinatorTest, FailedSaveAnswersInternalAndKeepsThePreviousFile) {
+  StopService();
+  const std::string dir = FreshDir("failed_save");
+  StartService(dir);
+  ASSERT_TRUE(Submit(SmallSpec("saved")).ok());
+  const std::string path = service_->state_path();
+  const std::string saved = ReadAll(path);
+
+  // A directory where the temporary file goes makes every save fail (even for root).
+  ASSERT_TRUE(std::filesystem::create_directory(path + ".tmp"));
+  absl::StatusOr<v1::Job> job = Submit(SmallSpec("unsaved"));
+  EXPECT_EQ(job.status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(job.status().message(), HasSubstr("could not be saved"));
+  EXPECT_THAT(job.status().message(), HasSubstr(path));
+  EXPECT_EQ(ReadAll(path), saved);
+  EXPECT_EQ(Get("job-2").state(), v1::JOB_STATE_QUEUED);  // kept in memory, as documented
+
+  // The next change saves the whole state, the earlier one included.
+  std::filesystem::remove(path + ".tmp");
+  ASSERT_TRUE(Submit(SmallSpec("third")).ok());
+  absl::StatusOr<std::optional<v1::CoordinatorState>> on_disk = LoadCoordinatorState(path);
+  ASSERT_TRUE(on_disk.ok()) << on_disk.status();
+  ASSERT_TRUE(on_disk->has_value());
+  EXPECT_EQ((*on_disk)->jobs_size(), 3);
+}
+
+TEST_F(CoordinatorTest, RunningJobWhoseDataVanishedFailsOnLoad) {
+  StopService();
+  const std::string dir = FreshDir("vanished");
+  StartService(dir);
+  v1::JobSpec spec = SmallSpec("doomed");
+  const std::string data = ::testing::TempDir() + "/doomed." + std::to_string(getpid());
+  std::filesystem::copy_file(spec.dataset().train_path(), data,
+                             std::filesystem::copy_options::overwrite_existing);
+  spec.mutable_dataset()->set_train_path(data);
+  ASSERT_TRUE(Submit(spec).ok());
+  ASSERT_TRUE(Submit(SmallSpec("next")).ok());
+  ASSERT_EQ(Acquire().job().job_id(), "job-1");
+  StopService();
+  std::filesystem::remove(data);
+
+  StartService(dir);
+  v1::Job job = Get("job-1");
+  EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);
+  EXPECT_THAT(job.error(), HasSubstr("dataset.train_path"));
+  EXPECT_EQ(Acquire().job().job_id(), "job-2");  // the queue is not stuck behind it
+}
+
 TEST(CoordinatorFormatTest, LinesShowProgressAndCounters) {
   v1::Job job;
   job.set_job_id("job-3");
@@ -716,6 +949,83 @@ TEST(CoordinatorBinaryTest, ServesPublishesItsPortAndStopsOnSigterm) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
   fclose(lines);
   posix_spawn_file_actions_destroy(&actions);
+}
+
+// Starts grpo_coordinator with `flags`, its stdout on a pipe; returns the pid, or -1.
+pid_t SpawnCoordinator(const std::vector<std::string>& flags, FILE** out) {
+  int fds[2];
+  if (pipe(fds) != 0) return -1;
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addclose(&actions, fds[0]);
+  const char* binary = GRPO_COORDINATOR_BINARY;
+  std::vector<char*> argv = {const_cast<char*>(binary)};
+  for (const std::string& flag : flags) argv.push_back(const_cast<char*>(flag.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  if (posix_spawn(&pid, binary, &actions, nullptr, argv.data(), environ) != 0) pid = -1;
+  posix_spawn_file_actions_destroy(&actions);
+  close(fds[1]);
+  *out = fdopen(fds[0], "r");
+  return pid;
+}
+
+// Starts the coordinator on `state_dir`, submits with grpoctl, stops it with SIGTERM and
+// starts it again on another port: the job is still there.
+TEST(CoordinatorBinaryTest, StateDirSurvivesARestart) {
+  const std::string dir = FreshDir("binary_state");
+  const std::string port_file = ::testing::TempDir() + "/coordinator_state.port";
+  const std::vector<std::string> flags = {"--listen=127.0.0.1:0", "--port_file=" + port_file,
+                                          "--state_dir=" + dir};
+  const std::string spec = WriteFile(
+      "restart_spec.json",
+      absl::StrCat(R"({"name": "survivor", "dataset": {"kind": "jsonl", "train_path": ")",
+                   SmallSpec().dataset().train_path(), R"("}})"));
+  for (int run = 0; run < 2; ++run) {
+    unlink(port_file.c_str());
+    FILE* out = nullptr;
+    const pid_t pid = SpawnCoordinator(flags, &out);
+    ASSERT_GT(pid, 0);
+    ASSERT_NE(out, nullptr);
+    char line[256] = {0};
+    ASSERT_NE(fgets(line, sizeof(line), out), nullptr) << "run " << run;  // serving
+    absl::StatusOr<int> port = ReadPortFile(port_file);  // this run's, not the last one's
+    ASSERT_TRUE(port.ok()) << port.status();
+    const std::string address = "127.0.0.1:" + std::to_string(*port);
+    if (run == 0) {
+      CommandResult r = RunGrpoctl(address, "submit " + spec);
+      EXPECT_EQ(r.exit_code, 0) << r.output;
+      EXPECT_EQ(r.output, "job-1\n");
+    }
+    CommandResult r = RunGrpoctl(address, "get job-1");
+    EXPECT_EQ(r.exit_code, 0) << "run " << run << ": " << r.output;
+    EXPECT_THAT(r.output, HasSubstr("\"name\": \"survivor\""));
+    EXPECT_THAT(r.output, HasSubstr("JOB_STATE_QUEUED"));
+    ASSERT_EQ(kill(pid, SIGTERM), 0);
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+    fclose(out);
+  }
+
+  // A state file it cannot read: exit 1 naming the file, which is left as it was.
+  const std::string path = dir + "/state.pb";
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << "not a state";
+  const std::string command = absl::StrCat(GRPO_COORDINATOR_BINARY,
+                                           " --listen=127.0.0.1:0 --state_dir=", dir, " 2>&1");
+  FILE* pipe = popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string output;
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output.append(buffer, n);
+  const int status = pclose(pipe);
+  ASSERT_TRUE(WIFEXITED(status)) << output;
+  EXPECT_EQ(WEXITSTATUS(status), 1) << output;
+  EXPECT_THAT(output, HasSubstr(path));
+  EXPECT_EQ(ReadAll(path), "not a state");
 }
 
 }  // namespace

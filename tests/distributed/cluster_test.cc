@@ -11,7 +11,9 @@
 #include <functional>
 #include <set>
 #include <sstream>
+#include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
@@ -36,7 +38,8 @@ std::string ReadFile(const fs::path& path) {
 // Runs a command to completion; returns its exit status and output.
 std::pair<int, std::string> RunCommand(const std::string& command) {
   std::string output;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  // A hung command fails the test instead of hanging it.
+  FILE* pipe = popen(("timeout 300 " + command + " 2>&1").c_str(), "r");
   char buffer[4096];
   while (size_t n = fread(buffer, 1, sizeof(buffer), pipe)) output.append(buffer, n);
   const int status = pclose(pipe);
@@ -75,8 +78,8 @@ class ClusterTest : public ::testing::Test {
       absl::StatusOr<int> port = ReadPortFile((dir_ / "ports" / name).string());
       if (port.ok()) return *port;
       if (child->Poll()) break;
-      // The child writes the file; there is nothing to block on but its exit.
-      WaitForStopSignal(std::chrono::milliseconds(20));
+      // The child writes the file; there is no event to block on but its exit.
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     ADD_FAILURE() << name << " never listened; log:\n" << ReadFile(child->log_path());
     return 0;
@@ -85,7 +88,7 @@ class ClusterTest : public ::testing::Test {
   void StartServices(int learner_ranks) {
     ChildProcess* c = Start("coordinator", {GRPO_COORDINATOR_BINARY, "--listen=127.0.0.1:0",
                                             PortFlag("coordinator"), "--heartbeat_timeout_ms=1500",
-                                            "--lease_seconds=30"});
+                                            "--lease_seconds=10"});
     coordinator_ = absl::StrCat("127.0.0.1:", AwaitPort(c, "coordinator"));
     stub_ = v1::CoordinatorService::NewStub(
         grpc::CreateChannel(coordinator_, grpc::InsecureChannelCredentials()));
@@ -93,12 +96,19 @@ class ClusterTest : public ::testing::Test {
                                        PortFlag("reward")});
     reward_ = absl::StrCat("127.0.0.1:", AwaitPort(r, "reward"));
     for (int rank = 0; rank < learner_ranks; ++rank)
-      Start(absl::StrCat("learner-", rank),
-            {GRPO_LEARNER_BINARY, "--coordinator=" + coordinator_, "--listen=127.0.0.1:0",
-             PortFlag(absl::StrCat("learner-", rank)), "--run_root=" + dir_.string(),
-             "--threads=1", "--master_port_file=" + (dir_ / "ports" / "store").string()},
-            {{"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "0"},
-             {"WORLD_SIZE", absl::StrCat(learner_ranks)}, {"RANK", absl::StrCat(rank)}});
+      StartLearner(absl::StrCat("learner-", rank), rank, learner_ranks);
+  }
+
+  // Ranks of one group share `store`, the file rank 0 writes its rendezvous port to.
+  ChildProcess* StartLearner(const std::string& name, int rank, int ranks,
+                             const std::string& store = "store") {
+    return Start(name,
+                 {GRPO_LEARNER_BINARY, "--coordinator=" + coordinator_, "--listen=127.0.0.1:0",
+                  PortFlag(name), "--run_root=" + dir_.string(), "--threads=1",
+                  "--keep_checkpoints=2",
+                  "--master_port_file=" + (dir_ / "ports" / store).string()},
+                 {{"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "0"},
+                  {"WORLD_SIZE", absl::StrCat(ranks)}, {"RANK", absl::StrCat(rank)}});
   }
 
   ChildProcess* StartWorker(const std::string& name) {
@@ -111,9 +121,9 @@ class ClusterTest : public ::testing::Test {
     return "--port_file=" + (dir_ / "ports" / name).string();
   }
 
-  std::string WriteSpec(const std::string& name, int steps) {
+  std::string WriteSpec(const std::string& name, int steps, const std::string& extra = "") {
     const fs::path path = dir_ / (name + ".textproto");
-    std::ofstream(path) << "name: \"" << name << "\"\nseed: 11\nsteps: " << steps
+    std::ofstream(path) << extra << "name: \"" << name << "\"\nseed: 11\nsteps: " << steps
                         << "\nmodel { preset: \"tiny\" }\nsft { steps: 20 }\n"
                            "grpo { group_size: 4 prompts_per_step: 4 }\n"
                            "sampling { max_new_tokens: 24 }\neval { num_prompts: 8 k: 2 }\n";
@@ -159,12 +169,15 @@ class ClusterTest : public ::testing::Test {
            j.state() == v1::JOB_STATE_CANCELLED;
   }
 
-  // Every prompt id the learner trained on, checking none twice.
+  // Every prompt id the learner trained on (across restarts), checking none twice.
   std::vector<std::string> TrainedPrompts(const std::string& job_id) {
     std::vector<std::string> ids;
-    for (absl::string_view id : absl::StrSplit(ReadFile(dir_ / job_id / "trained_prompts.txt"),
-                                               absl::ByAnyChar(" \n"), absl::SkipEmpty()))
-      ids.emplace_back(id);
+    for (absl::string_view line : absl::StrSplit(
+             ReadFile(dir_ / job_id / "trained_prompts.txt"), '\n', absl::SkipEmpty())) {
+      if (absl::StartsWith(line, "#")) continue;  // "# resumed at step N"
+      for (absl::string_view id : absl::StrSplit(line, ' ', absl::SkipEmpty()))
+        ids.emplace_back(id);
+    }
     std::set<std::string> unique(ids.begin(), ids.end());
     EXPECT_EQ(unique.size(), ids.size()) << "a prompt was trained twice";
     return ids;
@@ -268,6 +281,48 @@ TEST_F(ClusterTest, CancelStopsARunningJobAndTheNextOneRuns) {
   EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error() << Logs();
 }
 
+
+// A learner killed mid-job (SIGKILL: no chance to save) or stopped (SIGTERM: it saves)
+// and started again resumes from the newest checkpoint; the job completes and no prompt
+// acknowledged before the crash is trained again.
+class LearnerRestartTest : public ClusterTest, public ::testing::WithParamInterface<int> {};
+
+TEST_P(LearnerRestartTest, ResumesFromTheCheckpointAndTrainsNothingTwice) {
+  const int signal = GetParam();
+  StartServices(1);
+  ChildProcess* learner = children_.back().get();
+  StartWorker("worker-0");
+  StartWorker("worker-1");
+  const std::string job_id = Submit(WriteSpec("restart", 8, "checkpoint_every: 2\n"));
+  WatchUntil(job_id, [](const v1::Job& j) { return j.progress().step() >= 3 || Ended(j); });
+  learner->Kill(signal);
+  learner->Stop(std::chrono::seconds(60));  // reaps it; SIGTERM's checkpoint is written by then
+  EXPECT_EQ(WatchUntil(job_id, [](const v1::Job&) { return true; }).state(),
+            v1::JOB_STATE_RUNNING);
+  StartLearner("learner-0-restarted", 0, 1, "store-restarted");
+  const v1::Job done = WatchUntil(job_id, Ended);
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error() << Logs();
+
+  const std::string audit = ReadFile(dir_ / job_id / "trained_prompts.txt");
+  EXPECT_THAT(audit, HasSubstr("# resumed at step "));
+  const std::vector<std::string> trained = TrainedPrompts(job_id);  // checks uniqueness
+  EXPECT_GE(trained.size(), 8u * 4);
+  const std::string metrics = ReadFile(dir_ / job_id / "metrics.jsonl");
+  EXPECT_EQ(std::count(metrics.begin(), metrics.end(), '\n'), 8) << metrics;
+  EXPECT_THAT(ReadFile(dir_ / job_id / "eval.json"), HasSubstr("\"before\":{"));
+  // Only the newest two checkpoints are kept.
+  EXPECT_TRUE(fs::exists(dir_ / job_id / "step-8"));
+  EXPECT_FALSE(fs::exists(dir_ / job_id / "step-2"));
+  if (signal == SIGTERM) {
+    EXPECT_THAT(ReadFile(learner->log_path()), HasSubstr("checkpointed; it resumes"));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Signals, LearnerRestartTest, ::testing::Values(SIGKILL, SIGTERM),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return info.param == SIGKILL ? std::string("Sigkill")
+                                                        : std::string("Sigterm");
+                         });
 
 // The README's main command, on a short job: every service started, the job followed to
 // the end, the before/after table printed, every process stopped.

@@ -47,6 +47,21 @@ TEST(CheckpointTest, FailedWriteLeavesPreviousCheckpointLatest) {
   EXPECT_FALSE(fs::exists(run + "/.tmp-step-2"));
 }
 
+TEST(CheckpointTest, PruneKeepsTheNewestAndWhatLatestNames) {
+  const std::string run = FreshDir("ckpt_prune");
+  for (int step : {2, 4, 6, 10})
+    ASSERT_TRUE(WriteCheckpoint(run, step, [](const std::string& d) { return WriteOne(d, "x"); }).ok());
+  // `latest` pointing back at an older step (a resumed run) keeps that one too.
+  std::ofstream(run + "/latest") << "step-4\n";
+  ASSERT_TRUE(PruneCheckpoints(run, 1).ok());
+  EXPECT_FALSE(fs::exists(run + "/step-2"));
+  EXPECT_TRUE(fs::exists(run + "/step-4"));
+  EXPECT_FALSE(fs::exists(run + "/step-6"));
+  EXPECT_TRUE(fs::exists(run + "/step-10"));
+  ASSERT_TRUE(PruneCheckpoints(run, 0).ok());  // keep everything
+  EXPECT_TRUE(fs::exists(run + "/step-10"));
+}
+
 TEST(CheckpointTest, LatestNamingAMissingDirectoryIsDataLoss) {
   const std::string run = FreshDir("ckpt_c");
   fs::create_directories(run);
