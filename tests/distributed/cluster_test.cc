@@ -85,16 +85,28 @@ class ClusterTest : public ::testing::Test {
     return 0;
   }
 
+  // `listen` 0 picks a port; a restart passes the old one so every client finds it again.
+  ChildProcess* StartCoordinator(const std::string& name, int listen = 0) {
+    ChildProcess* c = Start(name, {GRPO_COORDINATOR_BINARY,
+                                   absl::StrCat("--listen=127.0.0.1:", listen), PortFlag(name),
+                                   "--heartbeat_timeout_ms=1500", "--lease_seconds=10",
+                                   "--state_dir=" + (dir_ / "coordinator_state").string()});
+    coordinator_ = absl::StrCat("127.0.0.1:", AwaitPort(c, name));
+    return c;
+  }
+
+  ChildProcess* StartReward(const std::string& name, int listen = 0) {
+    ChildProcess* r = Start(name, {GRPO_REWARD_SERVER_BINARY,
+                                   absl::StrCat("--listen=127.0.0.1:", listen), PortFlag(name)});
+    reward_ = absl::StrCat("127.0.0.1:", AwaitPort(r, name));
+    return r;
+  }
+
   void StartServices(int learner_ranks) {
-    ChildProcess* c = Start("coordinator", {GRPO_COORDINATOR_BINARY, "--listen=127.0.0.1:0",
-                                            PortFlag("coordinator"), "--heartbeat_timeout_ms=1500",
-                                            "--lease_seconds=10"});
-    coordinator_ = absl::StrCat("127.0.0.1:", AwaitPort(c, "coordinator"));
+    StartCoordinator("coordinator");
     stub_ = v1::CoordinatorService::NewStub(
         grpc::CreateChannel(coordinator_, grpc::InsecureChannelCredentials()));
-    ChildProcess* r = Start("reward", {GRPO_REWARD_SERVER_BINARY, "--listen=127.0.0.1:0",
-                                       PortFlag("reward")});
-    reward_ = absl::StrCat("127.0.0.1:", AwaitPort(r, "reward"));
+    StartReward("reward");
     for (int rank = 0; rank < learner_ranks; ++rank)
       StartLearner(absl::StrCat("learner-", rank), rank, learner_ranks);
   }
@@ -323,6 +335,35 @@ INSTANTIATE_TEST_SUITE_P(Signals, LearnerRestartTest, ::testing::Values(SIGKILL,
                            return info.param == SIGKILL ? std::string("Sigkill")
                                                         : std::string("Sigterm");
                          });
+
+// The coordinator killed mid-job and started again on its state directory and port, and
+// the reward server killed and started again: workers and the learner reconnect (workers
+// register anew), the job completes, and nothing is trained twice.
+TEST_F(ClusterTest, JobSurvivesCoordinatorAndRewardServerRestarts) {
+  StartServices(1);
+  ChildProcess* coordinator = children_[0].get();
+  ChildProcess* reward = children_[1].get();
+  StartWorker("worker-0");
+  StartWorker("worker-1");
+  const std::string job_id = Submit(WriteSpec("restarts", 10));
+  WatchUntil(job_id, [](const v1::Job& j) { return j.progress().step() >= 2 || Ended(j); });
+  const int port = std::stoi(coordinator_.substr(coordinator_.rfind(':') + 1));
+  coordinator->Kill(SIGKILL);
+  coordinator->Stop(std::chrono::seconds(10));
+  fs::remove(dir_ / "ports" / "coordinator-restarted");
+  StartCoordinator("coordinator-restarted", port);
+  stub_ = v1::CoordinatorService::NewStub(
+      grpc::CreateChannel(coordinator_, grpc::InsecureChannelCredentials()));
+  WatchUntil(job_id, [](const v1::Job& j) { return j.progress().step() >= 5 || Ended(j); });
+  const int reward_port = std::stoi(reward_.substr(reward_.rfind(':') + 1));
+  reward->Kill(SIGKILL);
+  reward->Stop(std::chrono::seconds(10));
+  StartReward("reward-restarted", reward_port);
+  const v1::Job done = WatchUntil(job_id, Ended);
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error() << Logs();
+  EXPECT_EQ(TrainedPrompts(job_id).size(), 10u * 4);  // and none twice
+  EXPECT_THAT(Grpoctl("get " + job_id), HasSubstr("JOB_STATE_SUCCEEDED"));
+}
 
 // The README's main command, on a short job: every service started, the job followed to
 // the end, the before/after table printed, every process stopped.
