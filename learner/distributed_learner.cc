@@ -329,6 +329,7 @@ class Leader {
           job.trainer->policy_version());
     auto last_step_end = Clock::now();
     const auto grpo_start = Clock::now();
+    const int first_step = step;  // > 0 after a resume: the ETA counts this run's steps
     while (prepared.ok() && !cancelled && step < steps && !stop_->HasBeenNotified()) {
       const int64_t version = job.trainer->policy_version();
       const auto wait_start = Clock::now();
@@ -410,7 +411,7 @@ class Leader {
           "wait %.2fs train %.2fs | %s elapsed, ETA %s",
           step, steps, m->reward_mean, m->reward_std, m->kl, m->clip_fraction, m->grad_norm,
           tokens_per_second, wait_seconds, m->seconds, FormatDuration(elapsed),
-          FormatDuration(elapsed / step * (steps - step)));
+          FormatDuration(elapsed / (step - first_step) * (steps - step)));
       Log(line);
       progress_.set_step(step);
       progress_.set_policy_version(m->policy_version);
@@ -419,7 +420,7 @@ class Leader {
       progress_.set_kl(m->kl);
       progress_.set_grad_norm(m->grad_norm);
       progress_.set_tokens_per_second(tokens_per_second);
-      progress_.set_eta_seconds(elapsed / step * (steps - step));
+      progress_.set_eta_seconds(elapsed / (step - first_step) * (steps - step));
       cancelled = Report(job, v1::JOB_PHASE_TRAINING, line);
       if (job.spec.checkpoint_every() > 0 && step % job.spec.checkpoint_every() == 0 &&
           step < steps)
