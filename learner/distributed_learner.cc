@@ -245,6 +245,12 @@ class Leader {
         prepared = latest.status();  // `latest` names a missing directory: say so, not guess
       }
     }
+    if (prepared.ok() &&
+        static_cast<size_t>(job.spec.grpo().prompts_per_step()) > buffer_->capacity())
+      prepared = absl::InvalidArgumentError(absl::StrCat(
+          "grpo.prompts_per_step = ", job.spec.grpo().prompts_per_step(),
+          ": more than this learner's ingest buffer holds (--buffer_groups ",
+          buffer_->capacity(), ")"));
     if (!prepared.ok()) return Finish(job, v1::JOB_STATE_FAILED, prepared.ToString(), "");
 
     v1::LearnerCommand start;
@@ -327,6 +333,23 @@ class Leader {
       prepared = jobs_->RequestPrompts(
           job.job_id, batch * static_cast<int>(std::min<int64_t>(steps - step, 1 + lag)),
           job.trainer->policy_version());
+    // Prompts asked for but refused (coordinator down): asked for again while waiting, or
+    // the pipeline would stay short of a batch for good.
+    int owed = 0;
+    auto request = [&](int count) {
+      if (absl::Status s = jobs_->RequestPrompts(job.job_id, count, job.trainer->policy_version());
+          !s.ok()) {
+        Log(absl::StrCat("RequestPrompts: ", s.ToString()));
+        owed += count;
+      }
+    };
+    auto acknowledge = [&] {
+      std::vector<std::string> ids = buffer_->DrainNewIds();
+      if (absl::Status s = jobs_->AckPrompts(job.job_id, ids); !s.ok()) {
+        Log(absl::StrCat("AckPrompts: ", s.ToString()));
+        buffer_->ReturnIds(ids);
+      }
+    };
     auto last_step_end = Clock::now();
     const auto grpo_start = Clock::now();
     const int first_step = step;  // > 0 after a resume: the ETA counts this run's steps
@@ -338,15 +361,12 @@ class Leader {
       while (groups.empty() && !stop_->HasBeenNotified()) {
         groups = buffer_->Take(batch, std::max<int64_t>(0, version - lag),
                                absl::Now() + absl::Milliseconds(500));
-        if (absl::Status s = jobs_->AckPrompts(job.job_id, buffer_->DrainNewIds()); !s.ok())
-          Log(absl::StrCat("AckPrompts: ", s.ToString()));
+        acknowledge();
         if (const int64_t stale = buffer_->DrainStaleCount(); stale > 0) {
           stale_samples_ += stale * job.spec.grpo().group_size();
-          // Replacements, sampled with the weights we have now.
-          if (absl::Status s = jobs_->RequestPrompts(job.job_id, static_cast<int>(stale), version);
-              !s.ok())
-            Log(absl::StrCat("RequestPrompts: ", s.ToString()));
+          request(static_cast<int>(stale));  // replacements, sampled with today's weights
         }
+        if (owed > 0) request(std::exchange(owed, 0));
         if (!groups.empty()) break;
         if (absl::Status s = KeepAlive(); !s.ok()) return s;
         if (Since(last_report) > 2) {
@@ -371,6 +391,12 @@ class Leader {
         prepared = m.status();
         break;
       }
+      if (!m->trained) {
+        // Every group was filtered out (zero variance or stale): the step does not count
+        // and the batch is replaced, as DAPO's dynamic sampling does.
+        request(batch);
+        continue;
+      }
       ++step;
       m->step = step;
       for (const ScoredGroup& g : groups) trained_prompts << g.prompt_id << " ";
@@ -384,11 +410,7 @@ class Leader {
         break;
       }
       const double publish_seconds = Since(publish_start);
-      if (step + lag < steps)  // the prompts of step `step + 1 + lag`
-        if (absl::Status s =
-                jobs_->RequestPrompts(job.job_id, batch, job.trainer->policy_version());
-            !s.ok())
-          Log(absl::StrCat("RequestPrompts: ", s.ToString()));
+      if (step + lag < steps) request(batch);  // the prompts of step `step + 1 + lag`
 
       const double step_seconds = Since(last_step_end);
       last_step_end = Clock::now();
@@ -465,6 +487,13 @@ class Leader {
   }
 
   absl::Status SaveCheckpoint(const RankJob& job, int step) {
+    // Everything recorded as seen below must have reached the coordinator as acknowledged,
+    // or after a resume its lease would come back forever as a duplicate.
+    std::vector<std::string> unacked = buffer_->DrainNewIds();
+    if (absl::Status s = jobs_->AckPrompts(job.job_id, unacked); !s.ok()) {
+      buffer_->ReturnIds(unacked);
+      return s;
+    }
     absl::Status s = WriteCheckpoint(job.run_dir, step, [&](const std::string& dir) {
       if (absl::Status s = job.policy->Save(dir + "/model.pt"); !s.ok()) return s;
       if (absl::Status s = job.trainer->Save(dir); !s.ok()) return s;

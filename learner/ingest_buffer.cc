@@ -49,10 +49,13 @@ absl::StatusOr<SubmitResult> IngestBuffer::Submit(
       return absl::InvalidArgumentError(absl::StrCat(
           "prompt ", groups[i].prompt_id, ": ", groups[i].samples.size(),
           " samples, the job's group_size is ", group_size_));
-    if (seen_.contains(groups[i].prompt_id) || !fresh.insert(groups[i].prompt_id).second)
+    if (seen_.contains(groups[i].prompt_id) || !fresh.insert(groups[i].prompt_id).second) {
       ++result.duplicates;
+      if (seen_.contains(groups[i].prompt_id)) resend_.push_back(groups[i].prompt_id);
+    }
   }
   if (groups_.size() + fresh.size() > capacity_) {
+    resend_.clear();
     ++counters_.rejected_full;
     return absl::ResourceExhaustedError(absl::StrCat(
         "ingest buffer full: ", groups_.size(), " of ", capacity_, " groups held, ",
@@ -65,6 +68,9 @@ absl::StatusOr<SubmitResult> IngestBuffer::Submit(
     groups_.push_back(std::move(group));
     ++result.accepted;
   }
+  // A duplicate means its lease is still out at the coordinator: acknowledge it again.
+  new_ids_.insert(new_ids_.end(), resend_.begin(), resend_.end());
+  resend_.clear();
   counters_.accepted_groups += result.accepted;
   counters_.duplicate_groups += result.duplicates;
   return result;
@@ -101,6 +107,11 @@ std::vector<ScoredGroup> IngestBuffer::Take(int count, int64_t min_version,
 std::vector<std::string> IngestBuffer::DrainNewIds() {
   absl::MutexLock lock(&mu_);
   return std::exchange(new_ids_, {});
+}
+
+void IngestBuffer::ReturnIds(const std::vector<std::string>& ids) {
+  absl::MutexLock lock(&mu_);
+  new_ids_.insert(new_ids_.end(), ids.begin(), ids.end());
 }
 
 int64_t IngestBuffer::DrainStaleCount() {

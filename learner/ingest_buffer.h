@@ -56,9 +56,13 @@ class IngestBuffer {
   // or `deadline` passes. Returns `count` groups (oldest first), or none on timeout.
   std::vector<ScoredGroup> Take(int count, int64_t min_version, absl::Time deadline);
 
-  // Prompt ids taken in since the last call (to acknowledge to the coordinator), and how
+  // Prompt ids taken in (or offered again as duplicates: their first acknowledgement may
+  // have been lost) since the last call, to acknowledge to the coordinator; and how
   // many groups went stale since the last call (to ask for replacements).
   std::vector<std::string> DrainNewIds();
+  // Puts ids back after a failed acknowledgement, so the next drain sends them again.
+  void ReturnIds(const std::vector<std::string>& ids);
+  size_t capacity() const { return capacity_; }
   int64_t DrainStaleCount();
 
   IngestCounters counters() const;
@@ -72,6 +76,7 @@ class IngestBuffer {
   std::deque<ScoredGroup> groups_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> seen_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> new_ids_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> resend_ ABSL_GUARDED_BY(mu_);  // scratch of one Submit
   int64_t new_stale_ ABSL_GUARDED_BY(mu_) = 0;
   IngestCounters counters_ ABSL_GUARDED_BY(mu_);
 };

@@ -4,6 +4,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <thread>
 
@@ -71,10 +72,21 @@ class Cluster {
     return nullptr;
   }
 
-  // Workers first (they talk to everyone), the coordinator last.
+  // Workers first (they talk to everyone), then learner rank 0 (it tells the other ranks
+  // to shut down; they wait in collectives and do not act on SIGTERM themselves), then
+  // the other ranks, the reward servers, the coordinator last.
   void StopAll() {
-    for (auto it = children_.rbegin(); it != children_.rend(); ++it)
-      (*it)->Stop(std::chrono::seconds(10));
+    auto order = [](const std::string& name) {
+      if (name.rfind("rollout_worker", 0) == 0) return 0;
+      if (name == "learner-0") return 1;
+      if (name.rfind("learner-", 0) == 0) return 2;
+      if (name.rfind("reward", 0) == 0) return 3;
+      return 4;
+    };
+    std::stable_sort(children_.begin(), children_.end(), [&](const auto& a, const auto& b) {
+      return order(a->name()) < order(b->name());
+    });
+    for (auto& child : children_) child->Stop(std::chrono::seconds(10));
     children_.clear();
   }
 

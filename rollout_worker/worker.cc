@@ -247,8 +247,8 @@ absl::Status RolloutWorker::Run(absl::Notification* stop) {
                        "coordinator LeasePrompts");
     std::chrono::milliseconds wait(0);
     if (status.code() == absl::StatusCode::kNotFound) {
-      (void)s.registration->Reregister();
-      continue;
+      if (absl::Status r = s.registration->Reregister(); r.ok()) continue;
+      wait = idle.Next();
     } else if (!status.ok()) {
       wait = idle.Next();
     } else if (lease.leases().empty()) {

@@ -23,10 +23,12 @@ std::atomic<int> g_stop_signal{0};
 int g_wake_pipe[2] = {-1, -1};
 
 void OnStopSignal(int signal) {
+  const int saved_errno = errno;  // the interrupted code may be about to read it
   g_stop_signal.store(signal);
   const char byte = 1;
   // Only async-signal-safe calls here; a full pipe already holds a wake-up.
   if (g_wake_pipe[1] >= 0) (void)!write(g_wake_pipe[1], &byte, 1);
+  errno = saved_errno;
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -56,9 +57,18 @@ class ClusterTest : public ::testing::Test {
     fs::create_directories(dir_ / "logs");
     fs::create_directories(dir_ / "ports");
   }
+  // Workers, then learner rank 0 (it shuts the other ranks down), then the rest.
   void TearDown() override {
-    for (auto it = children_.rbegin(); it != children_.rend(); ++it)
-      (*it)->Stop(std::chrono::seconds(10));
+    auto order = [](const std::string& name) {
+      if (name.rfind("worker", 0) == 0) return 0;
+      if (name.rfind("learner-0", 0) == 0) return 1;
+      if (name.rfind("learner", 0) == 0) return 2;
+      return 3;
+    };
+    std::stable_sort(children_.begin(), children_.end(), [&](const auto& a, const auto& b) {
+      return order(a->name()) < order(b->name());
+    });
+    for (auto& child : children_) child->Stop(std::chrono::seconds(10));
   }
 
   ChildProcess* Start(const std::string& name, std::vector<std::string> argv,
