@@ -49,7 +49,9 @@ int main(int argc, char** argv) {
   grpo::IngestBuffer buffer(1);
   grpo::WeightPublisher publisher;
   grpo::LearnerServiceImpl service(&buffer, &publisher);
-  auto server = grpo::GrpcServer::Start(grpo::GrpcServerOptions{"127.0.0.1:0", 0, 0}, {&service});
+  grpo::GrpcServerOptions server_options;
+  server_options.listen_address = "127.0.0.1:0";
+  auto server = grpo::GrpcServer::Start(server_options, {&service});
   if (!server.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(server.status().message()).c_str());
     return 1;

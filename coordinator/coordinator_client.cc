@@ -44,8 +44,7 @@ bool IsTerminalJobState(v1::JobState state) {
 std::unique_ptr<CoordinatorClient> CoordinatorClient::Connect(const std::string& address,
                                                               CoordinatorClientOptions options) {
   return std::make_unique<CoordinatorClient>(
-      v1::CoordinatorService::NewStub(
-          grpc::CreateChannel(address, grpc::InsecureChannelCredentials())),
+      v1::CoordinatorService::NewStub(options.security.Channel(address)),
       options);
 }
 

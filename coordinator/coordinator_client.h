@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "grpo/v1/coordinator.grpc.pb.h"
+#include "rpc/security.h"
 
 namespace grpo {
 
@@ -24,6 +25,7 @@ struct CoordinatorClientOptions {
   std::chrono::milliseconds call_timeout{10000};  // per unary call
   // Watch gives up after this long without reaching the coordinator.
   std::chrono::milliseconds reconnect_for{60000};
+  Security security;  // TLS and the token for the channel Connect opens
 };
 
 class CoordinatorClient {

@@ -364,9 +364,10 @@ void CoordinatorServiceImpl::EndJob(JobEntry* entry, v1::JobState state, int64_t
 
 // --- Users.
 
-grpc::Status CoordinatorServiceImpl::SubmitJob(grpc::ServerContext*,
+grpc::Status CoordinatorServiceImpl::SubmitJob(grpc::ServerContext* context,
                                                const v1::SubmitJobRequest* request,
                                                v1::Job* response) {
+  if (grpc::Status denied = options_.authorizer.Check(*context); !denied.ok()) return denied;
   // Validation and the data check run outside the lock: reading a dataset may be slow.
   absl::StatusOr<v1::JobSpec> resolved = ResolveJobSpec(request->spec());
   if (!resolved.ok()) {
@@ -391,9 +392,10 @@ grpc::Status CoordinatorServiceImpl::SubmitJob(grpc::ServerContext*,
   return WaitDurable(dirty_before);
 }
 
-grpc::Status CoordinatorServiceImpl::GetJob(grpc::ServerContext*,
+grpc::Status CoordinatorServiceImpl::GetJob(grpc::ServerContext* context,
                                             const v1::GetJobRequest* request,
                                             v1::Job* response) {
+  if (grpc::Status denied = options_.authorizer.Check(*context); !denied.ok()) return denied;
   if (request->job_id().empty()) return Invalid("job_id: required");
   absl::MutexLock lock(&mu_);
   JobEntry* entry = FindJob(request->job_id());
@@ -402,8 +404,9 @@ grpc::Status CoordinatorServiceImpl::GetJob(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorServiceImpl::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest*,
+grpc::Status CoordinatorServiceImpl::ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest*,
                                               v1::ListJobsResponse* response) {
+  if (grpc::Status denied = options_.authorizer.Check(*context); !denied.ok()) return denied;
   absl::MutexLock lock(&mu_);
   for (const auto& entry : jobs_) {
     v1::Job* job = response->add_jobs();
@@ -413,9 +416,10 @@ grpc::Status CoordinatorServiceImpl::ListJobs(grpc::ServerContext*, const v1::Li
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorServiceImpl::CancelJob(grpc::ServerContext*,
+grpc::Status CoordinatorServiceImpl::CancelJob(grpc::ServerContext* context,
                                                const v1::CancelJobRequest* request,
                                                v1::Job* response) {
+  if (grpc::Status denied = options_.authorizer.Check(*context); !denied.ok()) return denied;
   if (request->job_id().empty()) return Invalid("job_id: required");
   absl::MutexLock lock(&mu_);
   const int64_t dirty_before = dirty_version_;
@@ -446,6 +450,7 @@ grpc::Status CoordinatorServiceImpl::CancelJob(grpc::ServerContext*,
 grpc::Status CoordinatorServiceImpl::WatchJob(grpc::ServerContext* context,
                                               const v1::WatchJobRequest* request,
                                               grpc::ServerWriter<v1::Job>* writer) {
+  if (grpc::Status denied = options_.authorizer.Check(*context); !denied.ok()) return denied;
   if (request->job_id().empty()) return Invalid("job_id: required");
   mu_.Lock();
   JobEntry* entry = FindJob(request->job_id());  // entries are never freed
@@ -481,9 +486,10 @@ grpc::Status CoordinatorServiceImpl::WatchJob(grpc::ServerContext* context,
 
 // --- Every service process.
 
-grpc::Status CoordinatorServiceImpl::Register(grpc::ServerContext*,
+grpc::Status CoordinatorServiceImpl::Register(grpc::ServerContext* context,
                                               const v1::RegisterRequest* request,
                                               v1::RegisterResponse* response) {
+  if (grpc::Status denied = options_.authorizer.Check(*context); !denied.ok()) return denied;
   if (request->role() == v1::WORKER_ROLE_UNSPECIFIED || !v1::WorkerRole_IsValid(request->role()))
     return Invalid(absl::StrCat("role: must be ROLLOUT, LEARNER or REWARD, got ",
                                 static_cast<int>(request->role())));
@@ -502,9 +508,10 @@ grpc::Status CoordinatorServiceImpl::Register(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorServiceImpl::Heartbeat(grpc::ServerContext*,
+grpc::Status CoordinatorServiceImpl::Heartbeat(grpc::ServerContext* context,
                                                const v1::HeartbeatRequest* request,
                                                v1::HeartbeatResponse*) {
+  if (grpc::Status denied = options_.authorizer.Check(*context); !denied.ok()) return denied;
   if (request->worker_id().empty()) return Invalid("worker_id: required");
   absl::MutexLock lock(&mu_);
   const int64_t now = Now();
@@ -522,9 +529,10 @@ grpc::Status CoordinatorServiceImpl::Heartbeat(grpc::ServerContext*,
 
 // --- Rollout workers.
 
-grpc::Status CoordinatorServiceImpl::LeasePrompts(grpc::ServerContext*,
+grpc::Status CoordinatorServiceImpl::LeasePrompts(grpc::ServerContext* context,
                                                   const v1::LeasePromptsRequest* request,
                                                   v1::LeasePromptsResponse* response) {
+  if (grpc::Status denied = options_.authorizer.Check(*context); !denied.ok()) return denied;
   if (request->worker_id().empty()) return Invalid("worker_id: required");
   if (request->max_prompts() < 1)
     return Invalid(absl::StrCat("max_prompts: must be at least 1, got ", request->max_prompts()));
@@ -570,9 +578,10 @@ grpc::Status CoordinatorServiceImpl::LeasePrompts(grpc::ServerContext*,
 
 // --- Learner rank 0.
 
-grpc::Status CoordinatorServiceImpl::AcquireJob(grpc::ServerContext*,
+grpc::Status CoordinatorServiceImpl::AcquireJob(grpc::ServerContext* context,
                                                 const v1::AcquireJobRequest* request,
                                                 v1::AcquireJobResponse* response) {
+  if (grpc::Status denied = options_.authorizer.Check(*context); !denied.ok()) return denied;
   absl::MutexLock lock(&mu_);
   const int64_t dirty_before = dirty_version_;
   const int64_t now = Now();
@@ -614,9 +623,10 @@ grpc::Status CoordinatorServiceImpl::AcquireJob(grpc::ServerContext*,
   return WaitDurable(dirty_before);  // jobs whose data vanished were failed above
 }
 
-grpc::Status CoordinatorServiceImpl::RequestPrompts(grpc::ServerContext*,
+grpc::Status CoordinatorServiceImpl::RequestPrompts(grpc::ServerContext* context,
                                                     const v1::RequestPromptsRequest* request,
                                                     v1::RequestPromptsResponse* response) {
+  if (grpc::Status denied = options_.authorizer.Check(*context); !denied.ok()) return denied;
   if (request->job_id().empty()) return Invalid("job_id: required");
   if (request->count() < 1 || request->count() > kMaxRequestPrompts)
     return Invalid(absl::StrCat("count: must be in [1, ", kMaxRequestPrompts, "], got ",
@@ -638,9 +648,10 @@ grpc::Status CoordinatorServiceImpl::RequestPrompts(grpc::ServerContext*,
   return WaitDurable(dirty_before);
 }
 
-grpc::Status CoordinatorServiceImpl::AckPrompts(grpc::ServerContext*,
+grpc::Status CoordinatorServiceImpl::AckPrompts(grpc::ServerContext* context,
                                                 const v1::AckPromptsRequest* request,
                                                 v1::AckPromptsResponse* response) {
+  if (grpc::Status denied = options_.authorizer.Check(*context); !denied.ok()) return denied;
   if (request->job_id().empty()) return Invalid("job_id: required");
   absl::MutexLock lock(&mu_);
   const int64_t dirty_before = dirty_version_;
@@ -688,9 +699,10 @@ grpc::Status CoordinatorServiceImpl::AckPrompts(grpc::ServerContext*,
   return WaitDurable(dirty_before);
 }
 
-grpc::Status CoordinatorServiceImpl::ReportProgress(grpc::ServerContext*,
+grpc::Status CoordinatorServiceImpl::ReportProgress(grpc::ServerContext* context,
                                                     const v1::ReportProgressRequest* request,
                                                     v1::ReportProgressResponse* response) {
+  if (grpc::Status denied = options_.authorizer.Check(*context); !denied.ok()) return denied;
   if (request->job_id().empty()) return Invalid("job_id: required");
   absl::MutexLock lock(&mu_);
   JobEntry* entry = FindJob(request->job_id());
@@ -702,9 +714,10 @@ grpc::Status CoordinatorServiceImpl::ReportProgress(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorServiceImpl::FinishJob(grpc::ServerContext*,
+grpc::Status CoordinatorServiceImpl::FinishJob(grpc::ServerContext* context,
                                                const v1::FinishJobRequest* request,
                                                v1::Job* response) {
+  if (grpc::Status denied = options_.authorizer.Check(*context); !denied.ok()) return denied;
   if (request->job_id().empty()) return Invalid("job_id: required");
   if (!IsTerminal(request->state()))
     return Invalid(absl::StrCat("state: must be SUCCEEDED, FAILED or CANCELLED, got ",

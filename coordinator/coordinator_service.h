@@ -52,6 +52,7 @@
 #include "core/dataset.h"
 #include "grpo/v1/coordinator.grpc.pb.h"
 #include "grpo/v1/coordinator_state.pb.h"
+#include "rpc/security.h"
 
 namespace grpo {
 
@@ -65,6 +66,8 @@ struct CoordinatorOptions {
   std::function<int64_t()> now_ms;
   // Where the state is kept across restarts (created if missing); empty: memory only.
   std::string state_dir;
+  // Every call's token is checked against it (all calls pass when it has none).
+  CallAuthorizer authorizer;
 };
 
 class CoordinatorServiceImpl final : public v1::CoordinatorService::Service {

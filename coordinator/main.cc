@@ -13,6 +13,7 @@
 #include "coordinator/coordinator_service.h"
 #include "rpc/grpc_server.h"
 #include "rpc/process.h"
+#include "rpc/security.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50050", "address:port to serve on (port 0 = any)");
 ABSL_FLAG(std::string, port_file, "",
@@ -42,6 +43,12 @@ int main(int argc, char** argv) {
   options.lease_seconds = absl::GetFlag(FLAGS_lease_seconds);
   options.max_prompts_per_lease = absl::GetFlag(FLAGS_max_prompts_per_lease);
   options.state_dir = absl::GetFlag(FLAGS_state_dir);
+  absl::StatusOr<grpo::Security> security = grpo::Security::Load(grpo::SecurityOptionsFromFlags());
+  if (!security.ok()) {
+    std::cerr << "error: " << security.status().message() << "\n";
+    return 2;
+  }
+  options.authorizer = security->authorizer();
   if (options.heartbeat_interval_ms < 1 || options.heartbeat_timeout_ms < 1 ||
       options.lease_seconds < 1 || options.max_prompts_per_lease < 1) {
     std::cerr << "error: --heartbeat_interval_ms, --heartbeat_timeout_ms, --lease_seconds and "
@@ -59,6 +66,7 @@ int main(int argc, char** argv) {
   grpo::CoordinatorServiceImpl& service = **created;
   grpo::GrpcServerOptions server_options;
   server_options.listen_address = absl::GetFlag(FLAGS_listen);
+  server_options.credentials = security->ServerCredentials();
   auto server = grpo::GrpcServer::Start(server_options, {&service});
   if (!server.ok()) {
     std::cerr << "error: " << server.status().message() << "\n";
@@ -69,7 +77,8 @@ int main(int argc, char** argv) {
     std::cerr << "error: " << s.message() << "\n";
     return 1;
   }
-  std::cout << "grpo_coordinator: serving on port " << (*server)->port() << std::endl;
+  std::cout << "grpo_coordinator: serving on port " << (*server)->port() << " ("
+            << security->Describe() << ")" << std::endl;
   if (!service.state_path().empty())
     std::cout << "grpo_coordinator: state in " << service.state_path() << std::endl;
   int signal = 0;

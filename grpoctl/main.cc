@@ -25,6 +25,7 @@
 #include "absl/strings/strip.h"
 #include "coordinator/coordinator_client.h"
 #include "core/job_spec.h"
+#include "rpc/security.h"
 
 namespace {
 
@@ -104,6 +105,12 @@ int Run(const std::vector<std::string>& args) {
 
   CoordinatorClientOptions options;
   options.call_timeout = std::chrono::seconds(absl::GetFlag(FLAGS_timeout_seconds));
+  absl::StatusOr<Security> security = Security::Load(SecurityOptionsFromFlags());
+  if (!security.ok()) {
+    std::cerr << "error: " << security.status().message() << "\n";
+    return 2;
+  }
+  options.security = *std::move(security);
   std::unique_ptr<CoordinatorClient> client =
       CoordinatorClient::Connect(absl::GetFlag(FLAGS_coordinator), options);
 

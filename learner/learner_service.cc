@@ -8,9 +8,10 @@
 
 namespace grpo {
 
-grpc::Status LearnerServiceImpl::SubmitGroups(grpc::ServerContext*,
+grpc::Status LearnerServiceImpl::SubmitGroups(grpc::ServerContext* context,
                                               grpc::ServerReader<v1::ScoredGroupProto>* reader,
                                               v1::SubmitGroupsResponse* response) {
+  if (grpc::Status denied = authorizer_.Check(*context); !denied.ok()) return denied;
   std::vector<v1::ScoredGroupProto> groups;
   v1::ScoredGroupProto group;
   while (reader->Read(&group)) {
@@ -30,6 +31,7 @@ grpc::Status LearnerServiceImpl::SubmitGroups(grpc::ServerContext*,
 grpc::Status LearnerServiceImpl::StreamWeights(grpc::ServerContext* context,
                                                const v1::StreamWeightsRequest* request,
                                                grpc::ServerWriter<v1::WeightChunk>* writer) {
+  if (grpc::Status denied = authorizer_.Check(*context); !denied.ok()) return denied;
   const PublishedWeights latest = weights_->Latest();
   if (latest.version < 0)
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "no weights published yet");
@@ -58,9 +60,10 @@ grpc::Status LearnerServiceImpl::StreamWeights(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status LearnerServiceImpl::GetPolicyVersion(grpc::ServerContext*,
+grpc::Status LearnerServiceImpl::GetPolicyVersion(grpc::ServerContext* context,
                                                   const v1::GetPolicyVersionRequest* request,
                                                   v1::PolicyVersion* response) {
+  if (grpc::Status denied = authorizer_.Check(*context); !denied.ok()) return denied;
   const PublishedWeights latest = weights_->Latest();
   response->set_job_id(latest.job_id);
   response->set_version(request->job_id() == latest.job_id ? latest.version : -1);

@@ -4,9 +4,12 @@
 #ifndef GRPO_LEARNER_LEARNER_SERVICE_H_
 #define GRPO_LEARNER_LEARNER_SERVICE_H_
 
+#include <utility>
+
 #include "grpo/v1/learner.grpc.pb.h"
 #include "learner/ingest_buffer.h"
 #include "learner/weight_publisher.h"
+#include "rpc/security.h"
 
 namespace grpo {
 
@@ -15,8 +18,10 @@ class LearnerServiceImpl final : public v1::LearnerService::Service {
   // At most this many groups in one SubmitGroups stream.
   static constexpr int kMaxGroupsPerStream = 1024;
 
-  LearnerServiceImpl(IngestBuffer* buffer, const WeightPublisher* weights)
-      : buffer_(buffer), weights_(weights) {}
+  // `authorizer` checks every call's token.
+  LearnerServiceImpl(IngestBuffer* buffer, const WeightPublisher* weights,
+                     CallAuthorizer authorizer = {})
+      : buffer_(buffer), weights_(weights), authorizer_(std::move(authorizer)) {}
 
   grpc::Status SubmitGroups(grpc::ServerContext* context,
                             grpc::ServerReader<v1::ScoredGroupProto>* reader,
@@ -31,6 +36,7 @@ class LearnerServiceImpl final : public v1::LearnerService::Service {
  private:
   IngestBuffer* buffer_;
   const WeightPublisher* weights_;
+  const CallAuthorizer authorizer_;
 };
 
 }  // namespace grpo

@@ -24,6 +24,7 @@
 #include "rpc/grpc_server.h"
 #include "rpc/process.h"
 #include "rpc/registration.h"
+#include "rpc/security.h"
 
 ABSL_FLAG(std::string, coordinator, "localhost:50050", "coordinator address (rank 0)");
 ABSL_FLAG(std::string, listen, "0.0.0.0:50052", "rank 0's LearnerService address (port 0 = any)");
@@ -70,6 +71,11 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("grpo_learner --coordinator HOST:PORT (rank 0 of WORLD_SIZE)");
   absl::ParseCommandLine(argc, argv);
   grpo::ConfigureRuntime(absl::GetFlag(FLAGS_threads));
+  absl::StatusOr<grpo::Security> security = grpo::Security::Load(grpo::SecurityOptionsFromFlags());
+  if (!security.ok()) {
+    std::cerr << "error: " << security.status().message() << "\n";
+    return 2;
+  }
 
   absl::StatusOr<grpo::LearnerGroupOptions> group_options =
       grpo::LearnerGroupOptionsFromEnvironment();
@@ -127,8 +133,9 @@ int main(int argc, char** argv) {
   }
   grpo::IngestBuffer buffer(absl::GetFlag(FLAGS_buffer_groups));
   grpo::WeightPublisher weights;
-  grpo::LearnerServiceImpl service(&buffer, &weights);
+  grpo::LearnerServiceImpl service(&buffer, &weights, security->authorizer());
   grpo::GrpcServerOptions server_options;
+  server_options.credentials = security->ServerCredentials();
   server_options.listen_address = absl::GetFlag(FLAGS_listen);
   server_options.max_receive_message_bytes = 64 << 20;  // a stream's groups, one at a time
   absl::StatusOr<std::unique_ptr<grpo::GrpcServer>> server =
@@ -137,12 +144,13 @@ int main(int argc, char** argv) {
   const int port = (*server)->port();
   std::string advertise = absl::GetFlag(FLAGS_advertise);
   if (advertise.empty()) advertise = absl::StrCat("localhost:", port);
-  std::cout << "grpo_learner: rank 0 serving LearnerService on port " << port << std::endl;
+  std::cout << "grpo_learner: rank 0 serving LearnerService on port " << port << " ("
+            << security->Describe() << ")" << std::endl;
   if (absl::Status s = grpo::WritePortFile(absl::GetFlag(FLAGS_port_file), port); !s.ok())
     return Fail(s);
 
-  auto coordinator = grpo::v1::CoordinatorService::NewStub(grpc::CreateChannel(
-      absl::GetFlag(FLAGS_coordinator), grpc::InsecureChannelCredentials()));
+  auto coordinator =
+      grpo::v1::CoordinatorService::NewStub(security->Channel(absl::GetFlag(FLAGS_coordinator)));
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);
   grpo::Registration registration(coordinator.get(), grpo::v1::WORKER_ROLE_LEARNER, advertise,

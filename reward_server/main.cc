@@ -9,6 +9,7 @@
 #include "core/runtime.h"
 #include "reward_server/server.h"
 #include "rpc/process.h"
+#include "rpc/security.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "address:port to serve on (port 0 = any)");
 ABSL_FLAG(int, threads, 0, "gRPC handler threads at most; 0 = gRPC's default");
@@ -34,6 +35,12 @@ int main(int argc, char** argv) {
   options.limits.max_batch = absl::GetFlag(FLAGS_max_batch);
   options.limits.max_text_bytes = absl::GetFlag(FLAGS_max_text_bytes);
   options.reward_model_dir = absl::GetFlag(FLAGS_reward_model);
+  absl::StatusOr<grpo::Security> security = grpo::Security::Load(grpo::SecurityOptionsFromFlags());
+  if (!security.ok()) {
+    std::cerr << "error: " << security.status().message() << "\n";
+    return 2;
+  }
+  options.security = *std::move(security);
   if (options.limits.max_batch < 1 || options.limits.max_text_bytes < 1) {
     std::cerr << "error: --max_batch and --max_text_bytes must be positive\n";
     return 2;
@@ -43,7 +50,8 @@ int main(int argc, char** argv) {
     std::cerr << "error: " << server.status().message() << "\n";
     return 1;
   }
-  std::cout << "grpo_reward_server: serving on port " << (*server)->port() << std::endl;
+  std::cout << "grpo_reward_server: serving on port " << (*server)->port() << " ("
+            << options.security.Describe() << ")" << std::endl;
   if (absl::Status s = grpo::WritePortFile(absl::GetFlag(FLAGS_port_file), (*server)->port());
       !s.ok()) {
     std::cerr << "error: " << s.message() << "\n";

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "core/neural_rewards.h"
+#include "core/rewards.h"  // SharedRewardFunction; no LibTorch here (fuzz/)
 
 namespace grpo {
 namespace {
@@ -74,6 +74,7 @@ const FunctionInfo* FindInfo(const std::string& name) {
 grpc::Status RewardServiceImpl::Score(grpc::ServerContext* context,
                                       const v1::ScoreRequest* request,
                                       v1::ScoreResponse* response) {
+  if (grpc::Status denied = authorizer_.Check(*context); !denied.ok()) return denied;
   if (request->samples().empty()) return Invalid("samples: empty batch");
   if (request->samples_size() > limits_.max_batch)
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
@@ -169,9 +170,10 @@ grpc::Status RewardServiceImpl::Score(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status RewardServiceImpl::ListRewardFunctions(grpc::ServerContext*,
+grpc::Status RewardServiceImpl::ListRewardFunctions(grpc::ServerContext* context,
                                                     const v1::ListRewardFunctionsRequest*,
                                                     v1::ListRewardFunctionsResponse* response) {
+  if (grpc::Status denied = authorizer_.Check(*context); !denied.ok()) return denied;
   for (const FunctionInfo& info : Infos()) {
     if (info.needs_model && models_.count(info.name) == 0) continue;
     v1::RewardFunctionInfo* out = response->add_functions();

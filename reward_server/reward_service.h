@@ -14,9 +14,11 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "core/rewards.h"
 #include "grpo/v1/reward.grpc.pb.h"
+#include "rpc/security.h"
 
 namespace grpo {
 
@@ -31,8 +33,9 @@ class RewardServiceImpl final : public v1::RewardService::Service {
   // and process reward models when the server loaded one). Shared, read-only.
   explicit RewardServiceImpl(
       const RewardServiceLimits& limits,
-      std::map<std::string, std::shared_ptr<const RewardFunction>> models = {})
-      : limits_(limits), models_(std::move(models)) {}
+      std::map<std::string, std::shared_ptr<const RewardFunction>> models = {},
+      CallAuthorizer authorizer = {})
+      : limits_(limits), models_(std::move(models)), authorizer_(std::move(authorizer)) {}
 
   grpc::Status Score(grpc::ServerContext* context, const v1::ScoreRequest* request,
                      v1::ScoreResponse* response) override;
@@ -43,6 +46,7 @@ class RewardServiceImpl final : public v1::RewardService::Service {
  private:
   const RewardServiceLimits limits_;
   const std::map<std::string, std::shared_ptr<const RewardFunction>> models_;
+  const CallAuthorizer authorizer_;
 };
 
 }  // namespace grpo

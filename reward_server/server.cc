@@ -22,8 +22,10 @@ absl::StatusOr<std::unique_ptr<RewardServer>> RewardServer::Start(
       models[std::string(fn->name())] = std::make_shared<CoalescingRewardFunction>(fn, 256);
     }
   }
-  s->service_ = std::make_unique<RewardServiceImpl>(options.limits, std::move(models));
+  s->service_ = std::make_unique<RewardServiceImpl>(options.limits, std::move(models),
+                                                    options.security.authorizer());
   GrpcServerOptions server_options;
+  server_options.credentials = options.security.ServerCredentials();
   server_options.listen_address = options.listen_address;
   server_options.threads = options.threads;
   absl::StatusOr<std::unique_ptr<GrpcServer>> server =

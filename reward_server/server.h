@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "reward_server/reward_service.h"
 #include "rpc/grpc_server.h"
+#include "rpc/security.h"
 
 namespace grpo {
 
@@ -21,6 +22,7 @@ struct RewardServerOptions {
   RewardServiceLimits limits;
   // A directory written by grpo_train_rm; empty = rule-based functions only.
   std::string reward_model_dir;
+  Security security;  // TLS and the token every call must carry
 };
 
 class RewardServer {

@@ -10,6 +10,7 @@
 #include "core/runtime.h"
 #include "rollout_worker/worker.h"
 #include "rpc/process.h"
+#include "rpc/security.h"
 
 ABSL_FLAG(std::string, coordinator, "localhost:50050", "coordinator address");
 ABSL_FLAG(std::string, reward_server, "localhost:50051", "reward server address");
@@ -34,6 +35,12 @@ int main(int argc, char** argv) {
   options.max_prompts_per_lease = absl::GetFlag(FLAGS_max_prompts);
   options.name = absl::GetFlag(FLAGS_name);
   options.log = &std::cout;
+  absl::StatusOr<grpo::Security> security = grpo::Security::Load(grpo::SecurityOptionsFromFlags());
+  if (!security.ok()) {
+    std::cerr << "error: " << security.status().message() << "\n";
+    return 2;
+  }
+  options.security = *std::move(security);
   absl::Notification stop;
   std::thread signals([&] {
     while (!stop.HasBeenNotified())

@@ -71,8 +71,7 @@ struct RolloutWorker::State {
     learner_address = lease.learner_address();
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(8 << 20);
-    learner = v1::LearnerService::NewStub(grpc::CreateCustomChannel(
-        learner_address, grpc::InsecureChannelCredentials(), args));
+    learner = v1::LearnerService::NewStub(options.security.Channel(learner_address, args));
     policy = std::make_unique<Transformer>(ModelConfigFromSpec(spec.model()), spec.seed());
     version = -1;
     scorer = std::make_unique<RemoteScorer>(
@@ -225,10 +224,9 @@ RolloutWorkerCounters RolloutWorker::counters() const { return state_->counters;
 
 absl::Status RolloutWorker::Run(absl::Notification* stop) {
   State& s = *state_;
-  s.coordinator = v1::CoordinatorService::NewStub(grpc::CreateChannel(
-      s.options.coordinator_address, grpc::InsecureChannelCredentials()));
-  s.reward = v1::RewardService::NewStub(grpc::CreateChannel(
-      s.options.reward_server_address, grpc::InsecureChannelCredentials()));
+  s.coordinator =
+      v1::CoordinatorService::NewStub(s.options.security.Channel(s.options.coordinator_address));
+  s.reward = v1::RewardService::NewStub(s.options.security.Channel(s.options.reward_server_address));
   s.registration = std::make_unique<Registration>(s.coordinator.get(), v1::WORKER_ROLE_ROLLOUT,
                                                   "", s.options.name);
   if (absl::Status st = s.registration->Start(Clock::now() + std::chrono::minutes(5)); !st.ok())

@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/synchronization/notification.h"
+#include "rpc/security.h"
 
 namespace grpo {
 
@@ -30,6 +31,7 @@ struct RolloutWorkerOptions {
   // then reissued, and the next lease names the learner's new address).
   std::chrono::milliseconds learner_unreachable_grace{std::chrono::seconds(10)};
   std::ostream* log = nullptr;  // one line per batch; null = silent
+  Security security;  // TLS and the token for every channel the worker opens
 };
 
 struct RolloutWorkerCounters {

@@ -15,6 +15,7 @@
 
 namespace grpc {
 class Server;
+class ServerCredentials;
 class Service;
 }  // namespace grpc
 
@@ -24,6 +25,8 @@ struct GrpcServerOptions {
   std::string listen_address = "0.0.0.0:0";
   int threads = 0;  // handler threads at most; 0 = gRPC's default
   int max_receive_message_bytes = 0;  // 0 = gRPC's default (4 MiB)
+  // TLS or plaintext (Security::ServerCredentials); null = plaintext.
+  std::shared_ptr<grpc::ServerCredentials> credentials;
 };
 
 class GrpcServer {

@@ -10,6 +10,7 @@ packages=(
   libgloo-dev                        # c10d ProcessGroupGloo headers (learner all-reduce)
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
+  openssl                            # tests make a throwaway CA for the TLS tests
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -16,12 +16,15 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "grpo/v1/coordinator.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "local/child_process.h"
 #include "rpc/process.h"
+#include "rpc/security.h"
+#include "tests/testing/test_pki.h"
 
 namespace grpo {
 namespace {
@@ -74,6 +77,7 @@ class ClusterTest : public ::testing::Test {
   ChildProcess* Start(const std::string& name, std::vector<std::string> argv,
                       std::map<std::string, std::string> env = {}) {
     env.emplace("OMP_WAIT_POLICY", "PASSIVE");
+    argv.insert(argv.end(), security_flags_.begin(), security_flags_.end());
     auto child = ChildProcess::Spawn(name, argv, env, (dir_ / "logs" / (name + ".log")).string());
     EXPECT_TRUE(child.ok()) << child.status();
     if (!child.ok()) return nullptr;
@@ -114,8 +118,11 @@ class ClusterTest : public ::testing::Test {
 
   void StartServices(int learner_ranks) {
     StartCoordinator("coordinator");
-    stub_ = v1::CoordinatorService::NewStub(
-        grpc::CreateChannel(coordinator_, grpc::InsecureChannelCredentials()));
+    absl::StatusOr<Security> security = Security::Load(security_);
+    EXPECT_TRUE(security.ok()) << security.status();
+    stub_ = v1::CoordinatorService::NewStub(security.ok()
+                                                ? security->Channel(coordinator_)
+                                                : Security().Channel(coordinator_));
     StartReward("reward");
     for (int rank = 0; rank < learner_ranks; ++rank)
       StartLearner(absl::StrCat("learner-", rank), rank, learner_ranks);
@@ -153,7 +160,9 @@ class ClusterTest : public ::testing::Test {
   }
 
   std::string Grpoctl(const std::string& args, int expect_exit = 0) {
-    auto [exit, output] = RunCommand(absl::StrCat(GRPOCTL_BINARY, " --coordinator=", coordinator_, " ", args));
+    auto [exit, output] =
+        RunCommand(absl::StrCat(GRPOCTL_BINARY, " --coordinator=", coordinator_, " ",
+                                absl::StrJoin(security_flags_, " "), " ", args));
     EXPECT_EQ(exit, expect_exit) << args << ":\n" << output;
     return output;
   }
@@ -211,6 +220,9 @@ class ClusterTest : public ::testing::Test {
     return all;
   }
 
+  // Every child and grpoctl get these flags; the test's own stub uses security_.
+  std::vector<std::string> security_flags_;
+  SecurityOptions security_;
   fs::path dir_;
   std::string coordinator_, reward_;
   std::unique_ptr<v1::CoordinatorService::Stub> stub_;
@@ -303,6 +315,37 @@ TEST_F(ClusterTest, CancelStopsARunningJobAndTheNextOneRuns) {
   EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error() << Logs();
 }
 
+// The whole service over mutual TLS with a token: every process serves TLS, demands a
+// client certificate signed by the CA and the token, and presents both when it calls.
+TEST_F(ClusterTest, AJobRunsOverMutualTlsWithATokenAndNoLogShowsIt) {
+  const std::string pki = (dir_ / "pki").string();
+  fs::create_directories(pki);
+  ASSERT_TRUE(testing_util::MakeTestPki(pki)) << "openssl could not make the certificates";
+  const std::string token = "cluster-token-7c2e91";
+  std::ofstream(pki + "/token") << token << "\n";
+  // Servers and clients share one certificate: every process is both.
+  security_.tls_cert_file = pki + "/server.pem";
+  security_.tls_key_file = pki + "/server.key";
+  security_.tls_ca_file = pki + "/ca.pem";
+  security_.require_client_cert = true;
+  security_.auth_token_file = pki + "/token";
+  security_flags_ = {"--tls_cert=" + security_.tls_cert_file, "--tls_key=" + security_.tls_key_file,
+                     "--tls_ca=" + security_.tls_ca_file, "--tls_client_auth",
+                     "--auth_token_file=" + security_.auth_token_file};
+  StartServices(1);
+  StartWorker("worker-0");
+  const std::string job = Submit(WriteSpec("secure", 3));
+  const v1::Job done = WatchUntil(job, Ended);
+  EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error() << Logs();
+  EXPECT_EQ(TrainedPrompts(job).size(), 3u * 4u);
+  // A client without the token is refused by the coordinator.
+  security_flags_ = {"--tls_cert=" + security_.tls_cert_file, "--tls_key=" + security_.tls_key_file,
+                     "--tls_ca=" + security_.tls_ca_file};
+  EXPECT_THAT(Grpoctl("list", 1), HasSubstr("UNAUTHENTICATED"));
+  const std::string logs = Logs();
+  EXPECT_THAT(logs, HasSubstr("mutual TLS, token"));
+  EXPECT_THAT(logs, ::testing::Not(HasSubstr(token)));
+}
 
 // A learner killed mid-job (SIGKILL: no chance to save) or stopped (SIGTERM: it saves)
 // and started again resumes from the newest checkpoint; the job completes and no prompt

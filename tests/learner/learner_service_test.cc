@@ -144,7 +144,9 @@ TEST(IngestBufferTest, TakeDropsStaleGroupsAndWaitsForFreshOnes) {
 class LearnerServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto server = GrpcServer::Start(GrpcServerOptions{"127.0.0.1:0", 0, 0}, {&service_});
+    GrpcServerOptions server_options;
+    server_options.listen_address = "127.0.0.1:0";
+    auto server = GrpcServer::Start(server_options, {&service_});
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
     grpc::ChannelArguments args;

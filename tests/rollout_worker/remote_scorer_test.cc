@@ -43,7 +43,9 @@ class FlakyRewardService final : public v1::RewardService::Service {
 
 struct Harness {
   explicit Harness(int failures, grpc::StatusCode code) : service(failures, code) {
-    auto started = GrpcServer::Start(GrpcServerOptions{"127.0.0.1:0", 0, 0}, {&service});
+    GrpcServerOptions options;
+    options.listen_address = "127.0.0.1:0";
+    auto started = GrpcServer::Start(options, {&service});
     EXPECT_TRUE(started.ok()) << started.status();
     server = std::move(*started);
     stub = v1::RewardService::NewStub(grpc::CreateChannel(
