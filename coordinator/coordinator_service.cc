@@ -20,7 +20,13 @@
 namespace grpo {
 namespace {
 
-constexpr int kMaxRequestPrompts = 100000;
+// Request limits (DESIGN.md §7): no call can make the coordinator hold without bound.
+constexpr int kMaxRequestPrompts = 100000;     // per RequestPrompts
+constexpr int kMaxWaitingPrompts = 1000000;    // waiting in one job's queue
+constexpr int kMaxAckIds = 100000;             // per AckPrompts
+constexpr size_t kMaxSpecBytes = 64 << 10;     // a job spec, serialized
+constexpr size_t kMaxNameBytes = 256;          // a worker's name or address
+constexpr size_t kMaxProgressBytes = 16 << 10; // a progress report, serialized
 // WatchJob wakes at least this often to notice a cancelled client.
 constexpr absl::Duration kWatchPoll = absl::Milliseconds(500);
 
@@ -31,6 +37,10 @@ bool IsTerminal(v1::JobState state) {
 
 grpc::Status Invalid(absl::string_view message) {
   return ToGrpcStatus(absl::InvalidArgumentError(message));
+}
+
+grpc::Status Exhausted(absl::string_view message) {
+  return ToGrpcStatus(absl::ResourceExhaustedError(message));
 }
 
 grpc::Status NoSuchJob(const std::string& job_id) {
@@ -368,6 +378,8 @@ grpc::Status CoordinatorServiceImpl::SubmitJob(grpc::ServerContext* context,
                                                const v1::SubmitJobRequest* request,
                                                v1::Job* response) {
   if (grpc::Status denied = options_.authorizer.Check(*context); !denied.ok()) return denied;
+  if (const size_t bytes = request->spec().ByteSizeLong(); bytes > kMaxSpecBytes)
+    return Exhausted(absl::StrCat("spec: ", bytes, " bytes, at most ", kMaxSpecBytes));
   // Validation and the data check run outside the lock: reading a dataset may be slow.
   absl::StatusOr<v1::JobSpec> resolved = ResolveJobSpec(request->spec());
   if (!resolved.ok()) {
@@ -377,6 +389,12 @@ grpc::Status CoordinatorServiceImpl::SubmitJob(grpc::ServerContext* context,
   if (!data.ok()) return ToGrpcStatus(DataError(*resolved, data.status()));
 
   absl::MutexLock lock(&mu_);
+  const int64_t queued = std::count_if(jobs_.begin(), jobs_.end(), [](const auto& e) {
+    return e->job.state() == v1::JOB_STATE_QUEUED;
+  });
+  if (queued >= options_.max_queued_jobs)
+    return Exhausted(absl::StrCat("the job queue is full: ", queued,
+                                  " jobs queued (--max_queued_jobs); cancel some or retry later"));
   const int64_t dirty_before = dirty_version_;
   auto entry = std::make_unique<JobEntry>();
   v1::Job& job = entry->job;
@@ -493,9 +511,13 @@ grpc::Status CoordinatorServiceImpl::Register(grpc::ServerContext* context,
   if (request->role() == v1::WORKER_ROLE_UNSPECIFIED || !v1::WorkerRole_IsValid(request->role()))
     return Invalid(absl::StrCat("role: must be ROLLOUT, LEARNER or REWARD, got ",
                                 static_cast<int>(request->role())));
+  if (request->name().size() > kMaxNameBytes || request->address().size() > kMaxNameBytes)
+    return Invalid(absl::StrCat("name, address: at most ", kMaxNameBytes, " bytes each"));
   absl::MutexLock lock(&mu_);
   const int64_t now = Now();
   Sweep(now);
+  if (static_cast<int64_t>(workers_.size()) >= options_.max_workers)
+    return Exhausted(absl::StrCat(workers_.size(), " processes registered already (--max_workers)"));
   const std::string id = NewId("w", next_worker_++);
   Worker& worker = workers_[id];
   worker.role = request->role();
@@ -640,6 +662,9 @@ grpc::Status CoordinatorServiceImpl::RequestPrompts(grpc::ServerContext* context
   JobEntry* entry = FindJob(request->job_id());
   if (entry == nullptr) return NoSuchJob(request->job_id());
   if (entry->job.state() != v1::JOB_STATE_RUNNING) return NotRunning(entry->job);
+  if (static_cast<int64_t>(entry->waiting.size()) + request->count() > kMaxWaitingPrompts)
+    return Exhausted(absl::StrCat("count: ", entry->waiting.size(), " prompts wait already, at most ",
+                                  kMaxWaitingPrompts));
   for (int i = 0; i < request->count(); ++i)
     entry->waiting.push_back(Waiting{entry->next_cursor++, request->min_policy_version()});
   entry->job.set_prompts_requested(entry->job.prompts_requested() + request->count());
@@ -653,6 +678,9 @@ grpc::Status CoordinatorServiceImpl::AckPrompts(grpc::ServerContext* context,
                                                 v1::AckPromptsResponse* response) {
   if (grpc::Status denied = options_.authorizer.Check(*context); !denied.ok()) return denied;
   if (request->job_id().empty()) return Invalid("job_id: required");
+  if (request->prompt_ids_size() > kMaxAckIds)
+    return Exhausted(absl::StrCat("prompt_ids: ", request->prompt_ids_size(), " ids, at most ",
+                                  kMaxAckIds, " per call"));
   absl::MutexLock lock(&mu_);
   const int64_t dirty_before = dirty_version_;
   Sweep(Now());
@@ -704,6 +732,8 @@ grpc::Status CoordinatorServiceImpl::ReportProgress(grpc::ServerContext* context
                                                     v1::ReportProgressResponse* response) {
   if (grpc::Status denied = options_.authorizer.Check(*context); !denied.ok()) return denied;
   if (request->job_id().empty()) return Invalid("job_id: required");
+  if (const size_t bytes = request->progress().ByteSizeLong(); bytes > kMaxProgressBytes)
+    return Exhausted(absl::StrCat("progress: ", bytes, " bytes, at most ", kMaxProgressBytes));
   absl::MutexLock lock(&mu_);
   JobEntry* entry = FindJob(request->job_id());
   if (entry == nullptr) return NoSuchJob(request->job_id());
@@ -724,6 +754,9 @@ grpc::Status CoordinatorServiceImpl::FinishJob(grpc::ServerContext* context,
                                 v1::JobState_IsValid(request->state())
                                     ? v1::JobState_Name(request->state())
                                     : std::to_string(static_cast<int>(request->state()))));
+  if (const size_t bytes = request->ByteSizeLong(); bytes > kMaxProgressBytes + kMaxSpecBytes)
+    return Exhausted(absl::StrCat("error, run_dir, result_json: ", bytes, " bytes, at most ",
+                                  kMaxProgressBytes + kMaxSpecBytes));
   absl::MutexLock lock(&mu_);
   const int64_t dirty_before = dirty_version_;
   JobEntry* entry = FindJob(request->job_id());

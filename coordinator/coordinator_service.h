@@ -68,6 +68,9 @@ struct CoordinatorOptions {
   std::string state_dir;
   // Every call's token is checked against it (all calls pass when it has none).
   CallAuthorizer authorizer;
+  // Bounds on what callers can make the coordinator keep (RESOURCE_EXHAUSTED past them).
+  int max_queued_jobs = 256;    // jobs QUEUED at once
+  int max_workers = 4096;       // registered processes at once
 };
 
 class CoordinatorServiceImpl final : public v1::CoordinatorService::Service {

@@ -23,6 +23,9 @@ ABSL_FLAG(int, heartbeat_timeout_ms, 5000,
           "a worker silent this long is dropped and its leases are handed out again");
 ABSL_FLAG(int, lease_seconds, 120, "how long a worker has to finish a prompt lease");
 ABSL_FLAG(int, max_prompts_per_lease, 64, "prompts per LeasePrompts answer at most");
+ABSL_FLAG(int, max_queued_jobs, 256, "jobs waiting at once; more are refused (RESOURCE_EXHAUSTED)");
+ABSL_FLAG(int, max_workers, 4096,
+          "processes registered at once; more are refused (RESOURCE_EXHAUSTED)");
 ABSL_FLAG(int, drain_seconds, 10, "on SIGTERM, how long calls in flight may finish");
 ABSL_FLAG(std::string, state_dir, "",
           "keep the job queue and the running job's data cursor, waiting prompts and acked "
@@ -43,6 +46,8 @@ int main(int argc, char** argv) {
   options.lease_seconds = absl::GetFlag(FLAGS_lease_seconds);
   options.max_prompts_per_lease = absl::GetFlag(FLAGS_max_prompts_per_lease);
   options.state_dir = absl::GetFlag(FLAGS_state_dir);
+  options.max_queued_jobs = absl::GetFlag(FLAGS_max_queued_jobs);
+  options.max_workers = absl::GetFlag(FLAGS_max_workers);
   absl::StatusOr<grpo::Security> security = grpo::Security::Load(grpo::SecurityOptionsFromFlags());
   if (!security.ok()) {
     std::cerr << "error: " << security.status().message() << "\n";
@@ -50,9 +55,11 @@ int main(int argc, char** argv) {
   }
   options.authorizer = security->authorizer();
   if (options.heartbeat_interval_ms < 1 || options.heartbeat_timeout_ms < 1 ||
-      options.lease_seconds < 1 || options.max_prompts_per_lease < 1) {
-    std::cerr << "error: --heartbeat_interval_ms, --heartbeat_timeout_ms, --lease_seconds and "
-                 "--max_prompts_per_lease must be positive\n";
+      options.lease_seconds < 1 || options.max_prompts_per_lease < 1 ||
+      options.max_queued_jobs < 1 || options.max_workers < 1) {
+    std::cerr << "error: --heartbeat_interval_ms, --heartbeat_timeout_ms, --lease_seconds, "
+                 "--max_prompts_per_lease, --max_queued_jobs and --max_workers must be "
+                 "positive\n";
     return 2;
   }
   absl::StatusOr<std::unique_ptr<grpo::CoordinatorServiceImpl>> created =

@@ -267,7 +267,9 @@ class Leader {
       for (absl::string_view id : absl::StrSplit(ReadWholeFile(resume_dir + "/seen_prompts.txt"),
                                                  '\n', absl::SkipEmpty()))
         seen.emplace_back(id);
-    buffer_->StartJob(job.job_id, job.spec.grpo().group_size(), seen);
+    const ModelConfig model_config = ModelConfigFromSpec(job.spec.model());
+    buffer_->StartJob(job.job_id, job.spec.grpo().group_size(), seen, model_config.max_seq_len,
+                      model_config.vocab_size);
 
     // --- 1. Starting policy and its evaluation (rank 0 alone; the others wait in the
     // parameter broadcast).
@@ -392,8 +394,12 @@ class Leader {
         break;
       }
       if (!m->trained) {
-        // Every group was filtered out (zero variance or stale): the step does not count
-        // and the batch is replaced, as DAPO's dynamic sampling does.
+        // Every group was filtered out (zero variance or stale), or the update was skipped
+        // as non-finite: the step does not count and the batch is replaced, as DAPO's
+        // dynamic sampling does.
+        if (m->skipped_nonfinite)
+          Log(absl::StrCat("step ", step + 1, ": update skipped, the loss or gradient was "
+                           "not finite (", m->nonfinite_skips, " skipped so far)"));
         request(batch);
         continue;
       }

@@ -11,6 +11,11 @@
 #include "learner/batch.h"
 
 namespace grpo {
+namespace {
+
+constexpr int kMaxConsecutiveSkips = 8;
+
+}  // namespace
 
 TrainerOptions TrainerOptionsFromSpec(const v1::JobSpec& s) {
   const v1::GrpoSpec& g = s.grpo();
@@ -166,6 +171,7 @@ absl::StatusOr<StepMetrics> GrpoTrainer::Step(const std::vector<ScoredGroup>& re
   m.samples = index;
 
   absl::Status update_status;
+  int skipped_at = -1;  // the inner iteration whose update was skipped as non-finite
   absl::Status status = CatchTorch("GRPO step", [&] {
     const int64_t width = batch->completion_length;
     at::Tensor old_lp = PadRows(old_logprobs, width);
@@ -182,15 +188,30 @@ absl::StatusOr<StepMetrics> GrpoTrainer::Step(const std::vector<ScoredGroup>& re
       LossTerms terms = GrpoLoss(lp, old_lp, ref_lp, adv, batch->mask, loss_options);
       optimizer_->ZeroGrad();
       terms.loss.backward();
+      // Whether to skip must be decided alike on every rank, or their collectives would
+      // part ways: a rank's own non-finite loss travels as a 0/1 flag in the gradients'
+      // all-reduce, and a non-finite summed gradient is the same on every rank.
+      at::Tensor nonfinite_loss =
+          at::full({1}, std::isfinite(terms.loss.item<double>()) ? 0.0f : 1.0f);
       if (world > 1) {
         std::vector<at::Tensor> grads;
         for (at::Tensor& p : policy_->parameters()) grads.push_back(p.mutable_grad());
+        grads.push_back(nonfinite_loss);
         if (absl::Status s = options_.group->AllReduceSum(grads); !s.ok()) {
           update_status = s;
           return;
         }
       }
+      if (nonfinite_loss.item<float>() > 0) {
+        optimizer_->ZeroGrad();
+        skipped_at = iteration;
+        break;
+      }
       absl::StatusOr<double> norm = optimizer_->Step();
+      if (absl::IsFailedPrecondition(norm.status())) {  // non-finite gradient, not applied
+        skipped_at = iteration;
+        break;
+      }
       if (!norm.ok()) {
         update_status = norm.status();
         return;
@@ -210,6 +231,23 @@ absl::StatusOr<StepMetrics> GrpoTrainer::Step(const std::vector<ScoredGroup>& re
   if (!status.ok()) return status;
   if (!update_status.ok()) return update_status;
 
+  if (skipped_at >= 0) {
+    ++nonfinite_skips_;
+    m.skipped_nonfinite = true;
+    m.nonfinite_skips = nonfinite_skips_;
+    if (skipped_at == 0) {
+      // Nothing changed; the caller takes a new batch for the same step. A run of them
+      // means the policy itself is broken, which more batches will not fix.
+      if (++consecutive_skips_ >= kMaxConsecutiveSkips)
+        return absl::FailedPreconditionError(absl::StrCat(
+            kMaxConsecutiveSkips, " updates in a row had a non-finite loss or gradient; "
+            "lower optimizer.learning_rate or check the rewards"));
+      m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      return m;
+    }
+  }
+  consecutive_skips_ = 0;
+  m.nonfinite_skips = nonfinite_skips_;
   ++step_;
   ++policy_version_;
   m.trained = true;

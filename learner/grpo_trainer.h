@@ -42,7 +42,11 @@ TrainerOptions TrainerOptionsFromSpec(const v1::JobSpec& resolved);
 struct StepMetrics {
   int64_t step = 0;
   int64_t policy_version = 0;  // after the step
-  bool trained = false;        // false when every group was filtered out
+  bool trained = false;        // false when every group was filtered out, or skipped
+  // The loss or the gradient was not finite, so the update was skipped and the weights
+  // are as they were (trained stays false when it was the first inner iteration).
+  bool skipped_nonfinite = false;
+  int64_t nonfinite_skips = 0;  // updates skipped so far by this trainer
   int groups = 0;              // groups trained on
   int samples = 0;
   double reward_mean = 0;
@@ -90,6 +94,8 @@ class GrpoTrainer {
   TrainerOptions options_;
   int64_t step_ = 0;
   int64_t policy_version_ = 0;
+  int64_t nonfinite_skips_ = 0;
+  int consecutive_skips_ = 0;
 };
 
 }  // namespace grpo

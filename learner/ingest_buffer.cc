@@ -7,11 +7,44 @@
 
 namespace grpo {
 
+namespace {
+
+// INVALID_ARGUMENT naming the prompt and sample whose tokens the model cannot take.
+absl::Status CheckTokens(const ScoredGroup& group, int max_tokens, int vocab_size) {
+  auto out_of_vocab = [&](const std::vector<int32_t>& tokens) {
+    return vocab_size > 0 && std::any_of(tokens.begin(), tokens.end(), [&](int32_t t) {
+             return t < 0 || t >= vocab_size;
+           });
+  };
+  if (out_of_vocab(group.prompt))
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt ", group.prompt_id, ": a prompt token is outside the vocabulary [0, ",
+        vocab_size, ")"));
+  for (size_t i = 0; i < group.samples.size(); ++i) {
+    const std::vector<int32_t>& completion = group.samples[i].completion;
+    if (out_of_vocab(completion))
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt ", group.prompt_id, " sample ", i,
+                       ": a completion token is outside the vocabulary [0, ", vocab_size, ")"));
+    const size_t length = group.prompt.size() + completion.size();
+    if (max_tokens > 0 && length > static_cast<size_t>(max_tokens))
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt ", group.prompt_id, " sample ", i, ": ", length,
+                       " tokens, the model takes at most ", max_tokens));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 void IngestBuffer::StartJob(const std::string& job_id, int group_size,
-                            const std::vector<std::string>& seen) {
+                            const std::vector<std::string>& seen, int max_tokens,
+                            int vocab_size) {
   absl::MutexLock lock(&mu_);
   job_id_ = job_id;
   group_size_ = group_size;
+  max_tokens_ = max_tokens;
+  vocab_size_ = vocab_size;
   groups_.clear();
   seen_.clear();
   seen_.insert(seen.begin(), seen.end());
@@ -49,6 +82,7 @@ absl::StatusOr<SubmitResult> IngestBuffer::Submit(
       return absl::InvalidArgumentError(absl::StrCat(
           "prompt ", groups[i].prompt_id, ": ", groups[i].samples.size(),
           " samples, the job's group_size is ", group_size_));
+    if (absl::Status s = CheckTokens(groups[i], max_tokens_, vocab_size_); !s.ok()) return s;
     if (seen_.contains(groups[i].prompt_id) || !fresh.insert(groups[i].prompt_id).second) {
       ++result.duplicates;
       if (seen_.contains(groups[i].prompt_id)) resend_.push_back(groups[i].prompt_id);

@@ -42,9 +42,12 @@ class IngestBuffer {
   explicit IngestBuffer(size_t capacity) : capacity_(capacity) {}
 
   // Opens the buffer to `job_id`'s groups of `group_size` samples; forgets the last job.
-  // `seen` restores the prompt ids taken before a checkpoint (a resumed job).
+  // `seen` restores the prompt ids taken before a checkpoint (a resumed job). With
+  // `max_tokens` / `vocab_size` > 0, a sample longer than max_tokens (prompt + completion)
+  // or holding a token id outside [0, vocab_size) is refused: the model could not take it.
   void StartJob(const std::string& job_id, int group_size,
-                const std::vector<std::string>& seen = {});
+                const std::vector<std::string>& seen = {}, int max_tokens = 0,
+                int vocab_size = 0);
   // Every prompt id taken in this job (for checkpoints).
   std::vector<std::string> SeenIds() const;
   // Closes it: submissions get FAILED_PRECONDITION until the next StartJob.
@@ -73,6 +76,8 @@ class IngestBuffer {
   mutable absl::Mutex mu_;
   std::string job_id_ ABSL_GUARDED_BY(mu_);
   int group_size_ ABSL_GUARDED_BY(mu_) = 0;
+  int max_tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  int vocab_size_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<ScoredGroup> groups_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> seen_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> new_ids_ ABSL_GUARDED_BY(mu_);

@@ -14,10 +14,15 @@ grpc::Status LearnerServiceImpl::SubmitGroups(grpc::ServerContext* context,
   if (grpc::Status denied = authorizer_.Check(*context); !denied.ok()) return denied;
   std::vector<v1::ScoredGroupProto> groups;
   v1::ScoredGroupProto group;
+  size_t bytes = 0;
   while (reader->Read(&group)) {
     if (static_cast<int>(groups.size()) >= kMaxGroupsPerStream)
       return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                           absl::StrCat("more than ", kMaxGroupsPerStream, " groups in one stream"));
+    bytes += group.ByteSizeLong();
+    if (bytes > kMaxStreamBytes)
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat("more than ", kMaxStreamBytes, " bytes in one stream"));
     groups.push_back(std::move(group));
     group.Clear();
   }

@@ -17,6 +17,8 @@ class LearnerServiceImpl final : public v1::LearnerService::Service {
  public:
   // At most this many groups in one SubmitGroups stream.
   static constexpr int kMaxGroupsPerStream = 1024;
+  // And at most this many bytes: the stream is held whole until it ends (all or nothing).
+  static constexpr size_t kMaxStreamBytes = size_t{256} << 20;
 
   // `authorizer` checks every call's token.
   LearnerServiceImpl(IngestBuffer* buffer, const WeightPublisher* weights,

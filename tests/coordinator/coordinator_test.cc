@@ -87,6 +87,7 @@ class CoordinatorTest : public ::testing::Test {
     options.retry_after_ms = 123;
     options.now_ms = [this] { return now_.load(); };
     options.state_dir = state_dir;
+    if (tweak_) tweak_(options);
     return options;
   }
 
@@ -237,6 +238,7 @@ class CoordinatorTest : public ::testing::Test {
     return job->job_id();
   }
 
+  std::function<void(CoordinatorOptions&)> tweak_;  // applied by Options()
   std::atomic<int64_t> now_{1'700'000'000'000};
   std::unique_ptr<CoordinatorServiceImpl> service_;  // outlives the server
   std::unique_ptr<GrpcServer> server_;
@@ -593,6 +595,68 @@ TEST_F(CoordinatorTest, MalformedRequestsAreRejectedNamingTheFieldAndChangeNothi
   EXPECT_EQ(Finish("job-2", v1::JOB_STATE_FAILED).error_code(),
             grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_EQ(RequestPrompts("job-9", 1).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+// Every request that would make the coordinator keep more is bounded: past a bound the
+// answer is RESOURCE_EXHAUSTED naming the field, and nothing changes.
+TEST_F(CoordinatorTest, RequestLimitsAnswerResourceExhaustedAndChangeNothing) {
+  StopService();
+  tweak_ = [](CoordinatorOptions& o) {
+    o.max_queued_jobs = 2;
+    o.max_workers = 2;
+  };
+  StartService();
+  const std::string worker = Register();
+  const std::string job_id = StartSmallJob();  // RUNNING: not counted as queued
+  ASSERT_TRUE(Submit(SmallSpec()).ok());
+  ASSERT_TRUE(Submit(SmallSpec()).ok());
+  const v1::Job before = Get(job_id);
+  auto expect_exhausted = [](const absl::Status& s, const std::string& words) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr(words));
+  };
+  auto as_absl = [](const grpc::Status& s) {
+    return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+  };
+  expect_exhausted(Submit(SmallSpec()).status(), "--max_queued_jobs");
+  v1::JobSpec huge = SmallSpec();
+  huge.set_name(std::string(70 << 10, 'x'));
+  expect_exhausted(Submit(huge).status(), "spec:");
+
+  Register();  // the second process
+  {
+    v1::RegisterRequest request;
+    request.set_role(v1::WORKER_ROLE_ROLLOUT);
+    v1::RegisterResponse response;
+    expect_exhausted(as_absl(stub_->Register(Context().get(), request, &response)),
+                     "--max_workers");
+    request.set_name(std::string(300, 'n'));
+    EXPECT_EQ(stub_->Register(Context().get(), request, &response).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    std::vector<std::string> ids(100001, "train-0");
+    v1::AckPromptsResponse response;
+    expect_exhausted(as_absl(Ack(job_id, ids, &response)), "prompt_ids");
+  }
+  {
+    v1::ReportProgressRequest request;
+    request.set_job_id(job_id);
+    request.mutable_progress()->set_message(std::string(20 << 10, 'm'));
+    v1::ReportProgressResponse response;
+    expect_exhausted(as_absl(stub_->ReportProgress(Context().get(), request, &response)),
+                     "progress");
+  }
+  EXPECT_EQ(Get(job_id).SerializeAsString(), before.SerializeAsString());
+  v1::ListJobsResponse list;
+  ASSERT_TRUE(stub_->ListJobs(Context().get(), v1::ListJobsRequest(), &list).ok());
+  EXPECT_EQ(list.jobs_size(), 3);
+
+  // The waiting queue of a job is bounded too; what fits is still accepted.
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(RequestPrompts(job_id, 100000).ok()) << i;
+  expect_exhausted(as_absl(RequestPrompts(job_id, 1)), "count");
+  EXPECT_EQ(Get(job_id).prompts_requested(), 1000000);
+  EXPECT_THAT(LeasedIds(worker, 2), ElementsAre("train-0", "train-1"));
 }
 
 // --- Persistence (--state_dir).

@@ -199,6 +199,49 @@ TEST(GrpoTrainerTest, BadGroupChangesNothing) {
   EXPECT_EQ((*trainer)->policy_version(), 0);
 }
 
+// An update whose loss is not finite is skipped and counted, leaving the weights and the
+// optimiser as they were; a run of them fails the step with a clear error.
+TEST(GrpoTrainerTest, NonFiniteLossSkipsTheUpdateAndCountsIt) {
+  Transformer model(TinyConfig(), 9);
+  auto trainer = GrpoTrainer::Create(&model, Options());
+  ASSERT_TRUE(trainer.ok());
+  const auto before = Snapshot(model);
+  // A sampler log-prob of -1e30 makes the ratio infinite; with a negative advantage the
+  // clipped objective keeps the infinity and the loss is not finite.
+  std::vector<ScoredGroup> poisoned = Groups();
+  for (ScoredSample& s : poisoned[0].samples) s.logprobs.assign(s.completion.size(), -1e30f);
+  auto m = (*trainer)->Step(poisoned);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_FALSE(m->trained);
+  EXPECT_TRUE(m->skipped_nonfinite);
+  EXPECT_EQ(m->nonfinite_skips, 1);
+  EXPECT_TRUE(SameParameters(model, before));
+  EXPECT_EQ((*trainer)->policy_version(), 0);
+  EXPECT_EQ((*trainer)->step(), 0);
+
+  // The next good batch trains as if nothing had happened: same parameters as a trainer
+  // that never saw the poisoned batch.
+  Transformer twin(TinyConfig(), 9);
+  auto clean = GrpoTrainer::Create(&twin, Options());
+  ASSERT_TRUE(clean.ok());
+  auto good = (*trainer)->Step(Groups());
+  ASSERT_TRUE(good.ok()) << good.status();
+  ASSERT_TRUE((*clean)->Step(Groups()).ok());
+  EXPECT_TRUE(good->trained);
+  EXPECT_EQ(good->nonfinite_skips, 1);
+  EXPECT_TRUE(SameParameters(model, Snapshot(twin)));
+
+  for (ScoredGroup& g : poisoned)
+    for (ScoredSample& s : g.samples) s.policy_version = 1;  // fresh, not dropped as stale
+  absl::Status last;
+  int calls = 0;
+  for (; calls < 10 && last.ok(); ++calls) last = (*trainer)->Step(poisoned).status();
+  EXPECT_EQ(calls, 8);
+  EXPECT_EQ(last.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(last.message()), testing::HasSubstr("non-finite"));
+  EXPECT_EQ((*trainer)->policy_version(), 1);
+}
+
 TEST(GrpoTrainerTest, ZeroVarianceGroupsAreFilteredWhenAsked) {
   Transformer model(TinyConfig(), 9);
   TrainerOptions o = Options();

@@ -110,6 +110,42 @@ TEST(LearnerGroupTest, TwoRanksMatchOneRankOnTheSameGlobalBatch) {
   }
 }
 
+// Rank 1 alone sees a non-finite loss (its shard holds the poisoned sample): both ranks
+// skip the update together, so their collectives stay in step and their weights equal.
+TEST(LearnerGroupTest, ANonFiniteLossOnOneRankSkipsTheUpdateOnEveryRank) {
+  const ModelConfig config = testing_util::SmallModel(
+      {.d_model = 32, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .ffn_hidden = 48});
+  std::vector<ScoredGroup> poisoned = Batch();
+  // Global sample 3 (odd: rank 1's shard) has reward 0, below its group's mean: with an
+  // infinite ratio the clipped objective keeps -inf.
+  ASSERT_EQ(poisoned[0].samples[3].reward, 0);
+  poisoned[0].samples[3].logprobs.assign(poisoned[0].samples[3].completion.size(), -1e30f);
+  const std::vector<at::Tensor> initial = Parameters(Transformer(config, 7));
+
+  std::vector<std::vector<at::Tensor>> skipped(2), trained(2);
+  OnRanks(2, [&](int rank, LearnerGroup& group) {
+    Transformer model(config, 7);
+    TrainerOptions options;
+    options.group = &group;
+    auto t = GrpoTrainer::Create(&model, options);
+    ASSERT_TRUE(t.ok());
+    auto m = (*t)->Step(poisoned);
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_TRUE(m->skipped_nonfinite) << "rank " << rank;
+    EXPECT_FALSE(m->trained);
+    skipped[rank] = Parameters(model);
+    auto good = (*t)->Step(Batch());  // the collectives still line up
+    ASSERT_TRUE(good.ok()) << good.status();
+    EXPECT_TRUE(good->trained);
+    trained[rank] = Parameters(model);
+  });
+  for (size_t i = 0; i < initial.size(); ++i) {
+    EXPECT_TRUE(at::equal(skipped[0][i], initial[i])) << "parameter " << i;
+    EXPECT_TRUE(at::equal(skipped[1][i], initial[i])) << "parameter " << i;
+    EXPECT_TRUE(at::equal(trained[0][i], trained[1][i])) << "parameter " << i;
+  }
+}
+
 TEST(LearnerGroupEnvironmentTest, ReadsTorchrunVariablesAndRejectsBadOnes) {
   setenv("MASTER_ADDR", "10.0.0.7", 1);
   setenv("MASTER_PORT", "29511", 1);

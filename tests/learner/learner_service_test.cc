@@ -124,6 +124,33 @@ TEST(IngestBufferTest, RejectsOtherJobsAndWrongGroupSizesChangingNothing) {
             absl::StatusCode::kFailedPrecondition);
 }
 
+// Token ids index the embedding and lengths the position table: the buffer refuses what
+// the model cannot take, naming the prompt and sample, and keeps nothing of the stream.
+TEST(IngestBufferTest, RefusesTokensTheModelCannotTakeChangingNothing) {
+  IngestBuffer buffer(16);
+  buffer.StartJob("job-1", 2, {}, /*max_tokens=*/8, /*vocab_size=*/60);
+  ASSERT_TRUE(buffer.Submit({Group("job-1", "fits", 2)}).ok());  // 3 + 3 tokens, ids < 60
+  v1::ScoredGroupProto big_id = Group("job-1", "big-id", 2);
+  big_id.mutable_samples(1)->set_completion(0, 60);
+  v1::ScoredGroupProto negative = Group("job-1", "negative", 2);
+  negative.set_prompt(0, -1);
+  v1::ScoredGroupProto too_long = Group("job-1", "too-long", 2);
+  for (int i = 0; i < 3; ++i) {
+    too_long.mutable_samples(0)->add_completion(50);
+    too_long.mutable_samples(0)->add_logprobs(-1.0f);
+  }
+  absl::StatusOr<SubmitResult> r = buffer.Submit({Group("job-1", "ok", 2), big_id});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("prompt big-id sample 1: a completion token"));
+  r = buffer.Submit({negative});
+  EXPECT_THAT(r.status().message(), HasSubstr("prompt negative: a prompt token"));
+  r = buffer.Submit({too_long});
+  EXPECT_THAT(r.status().message(),
+              HasSubstr("prompt too-long sample 0: 9 tokens, the model takes at most 8"));
+  EXPECT_EQ(buffer.size(), 1u);
+  EXPECT_EQ(buffer.DrainNewIds(), std::vector<std::string>{"fits"});
+}
+
 TEST(IngestBufferTest, TakeDropsStaleGroupsAndWaitsForFreshOnes) {
   IngestBuffer buffer(16);
   buffer.StartJob("job-1", 2);
