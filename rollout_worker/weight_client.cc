@@ -26,6 +26,8 @@ absl::StatusOr<PulledWeights> PullWeights(v1::LearnerService::StubInterface* stu
   absl::Status status = FromGrpcStatus(reader->Finish(), "learner StreamWeights");
   if (!bad_chunk.ok()) return bad_chunk;
   if (!status.ok()) return status;
+  if (!assembler.complete())  // the learner ended the stream early: a transfer cut short
+    return absl::DataLossError("learner StreamWeights: the stream ended before every chunk");
   PulledWeights out;
   out.version = assembler.version();
   absl::StatusOr<std::string> payload = assembler.Take();

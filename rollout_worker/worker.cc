@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "core/job_spec.h"
 #include "core/model.h"
@@ -57,7 +58,6 @@ struct RolloutWorker::State {
   std::unique_ptr<Transformer> policy;
   int64_t version = -1;
   std::unique_ptr<RemoteScorer> scorer;
-  uint64_t batches = 0;
 
   std::ostream* log() { return options.log; }
   void Log(const std::string& line) {
@@ -90,6 +90,7 @@ struct RolloutWorker::State {
     Clock::time_point unreachable_since = Clock::time_point::max();  // max: reachable
     for (;;) {
       absl::Status status;
+      bool bad_transfer = false;
       {
         grpc::ClientContext context;
         context.set_deadline(std::chrono::system_clock::now() + kCallDeadline);
@@ -119,12 +120,21 @@ struct RolloutWorker::State {
             continue;
           }
           status = pulled.status();
+          // A transfer cut short or corrupted (a chunk that contradicts the others, a
+          // checksum that does not match): the weights we have stay, and we ask again.
+          bad_transfer = status.code() == absl::StatusCode::kDataLoss ||
+                         status.code() == absl::StatusCode::kInvalidArgument;
+          if (bad_transfer) {
+            ++counters.bad_weight_transfers;
+            Log(absl::StrCat("weight transfer rejected, keeping v", version, ": ",
+                             status.ToString()));
+          }
         } else if (status.ok()) {
           status = absl::FailedPreconditionError("the learner has published no weights yet");
         }
       }
       if (!RetryableCode(status.code()) && status.code() != absl::StatusCode::kFailedPrecondition &&
-          !status.ok())
+          !bad_transfer && !status.ok())
         return status;
       // A learner that stays unreachable has most likely been replaced: drop the batch and
       // learn its new address from the next lease instead of waiting out the deadline.
@@ -195,8 +205,10 @@ struct RolloutWorker::State {
     if (absl::Status s = EnsureVersion(need, stop); !s.ok()) return s;
     const auto start = Clock::now();
     SamplingOptions sampling = SamplingOptionsFromSpec(spec);
-    sampling.seed = std::hash<std::string>()(absl::StrCat(spec.seed(), "/", ids.front(), "/",
-                                                          version, "/", ++batches));
+    // A function of the job, the prompts and the weights alone, so that a run restarted
+    // from a checkpoint samples what the uninterrupted run would have sampled.
+    sampling.seed = std::hash<std::string>()(
+        absl::StrCat(spec.seed(), "/", absl::StrJoin(ids, ","), "/", version));
     Rollout rollout(&tokenizer, scorer.get());
     absl::StatusOr<RolloutBatch> batch = rollout.Generate(
         *policy, version, examples, ids, spec.grpo().group_size(), sampling);
