@@ -257,7 +257,11 @@ absl::Status RolloutWorker::Run(absl::Notification* stop) {
                        "coordinator LeasePrompts");
     std::chrono::milliseconds wait(0);
     if (status.code() == absl::StatusCode::kNotFound) {
-      if (absl::Status r = s.registration->Reregister(); r.ok()) continue;
+      if (absl::Status r = s.registration->Reregister(); r.ok()) {
+        // The coordinator dropped us (silent past its heartbeat timeout, or restarted).
+        s.Log(absl::StrCat("registered again as ", s.options.name));
+        continue;
+      }
       wait = idle.Next();
     } else if (!status.ok()) {
       wait = idle.Next();

@@ -11,6 +11,7 @@ packages=(
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   openssl                            # tests make a throwaway CA for the TLS tests
+  iproute2                           # tests make network namespaces for partitions (as root)
 )
 missing=()
 for p in "${packages[@]}"; do

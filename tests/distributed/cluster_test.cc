@@ -5,11 +5,15 @@
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iostream>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -102,7 +106,7 @@ class ClusterTest : public ::testing::Test {
   // `listen` 0 picks a port; a restart passes the old one so every client finds it again.
   ChildProcess* StartCoordinator(const std::string& name, int listen = 0) {
     ChildProcess* c = Start(name, {GRPO_COORDINATOR_BINARY,
-                                   absl::StrCat("--listen=127.0.0.1:", listen), PortFlag(name),
+                                   absl::StrCat("--listen=", listen_host_, ":", listen), PortFlag(name),
                                    "--heartbeat_timeout_ms=1500", "--lease_seconds=10",
                                    "--state_dir=" + (dir_ / "coordinator_state").string()});
     coordinator_ = absl::StrCat("127.0.0.1:", AwaitPort(c, name));
@@ -111,7 +115,7 @@ class ClusterTest : public ::testing::Test {
 
   ChildProcess* StartReward(const std::string& name, int listen = 0) {
     ChildProcess* r = Start(name, {GRPO_REWARD_SERVER_BINARY,
-                                   absl::StrCat("--listen=127.0.0.1:", listen), PortFlag(name)});
+                                   absl::StrCat("--listen=", listen_host_, ":", listen), PortFlag(name)});
     reward_ = absl::StrCat("127.0.0.1:", AwaitPort(r, name));
     return r;
   }
@@ -132,7 +136,7 @@ class ClusterTest : public ::testing::Test {
   ChildProcess* StartLearner(const std::string& name, int rank, int ranks,
                              const std::string& store = "store") {
     return Start(name,
-                 {GRPO_LEARNER_BINARY, "--coordinator=" + coordinator_, "--listen=127.0.0.1:0",
+                 {GRPO_LEARNER_BINARY, "--coordinator=" + coordinator_, "--listen=" + listen_host_ + ":0",
                   PortFlag(name), "--run_root=" + dir_.string(), "--threads=1",
                   "--keep_checkpoints=2",
                   "--master_port_file=" + (dir_ / "ports" / store).string()},
@@ -220,6 +224,7 @@ class ClusterTest : public ::testing::Test {
     return all;
   }
 
+  std::string listen_host_ = "127.0.0.1";  // 0.0.0.0 when a network namespace must reach in
   // Every child and grpoctl get these flags; the test's own stub uses security_.
   std::vector<std::string> security_flags_;
   SecurityOptions security_;
@@ -345,6 +350,145 @@ TEST_F(ClusterTest, AJobRunsOverMutualTlsWithATokenAndNoLogShowsIt) {
   const std::string logs = Logs();
   EXPECT_THAT(logs, HasSubstr("mutual TLS, token"));
   EXPECT_THAT(logs, ::testing::Not(HasSubstr(token)));
+}
+
+// Another "host": a network namespace joined to this one by two veth pairs, the
+// service link (10.213.N.1 here, .2 there) and the learner link (10.214.N.x), made with
+// iproute2. Inside it "localhost" names this side of the learner link
+// (/etc/netns/NAME/hosts, which `ip netns exec` mounts over /etc/hosts), so the address the
+// learner advertises reaches it over that link alone. Needs root (CAP_NET_ADMIN).
+class NetworkNamespace {
+ public:
+  enum Link { kServices = 0, kLearner = 1 };
+
+  static std::unique_ptr<NetworkNamespace> Create() {
+    std::unique_ptr<NetworkNamespace> ns(new NetworkNamespace);
+    ns->name_ = absl::StrCat("grpo-part-", getpid());
+    ns->subnet_ = getpid() % 250 + 1;
+    fs::create_directories("/etc/netns/" + ns->name_);
+    std::ofstream("/etc/netns/" + ns->name_ + "/hosts") << ns->HostIp(kLearner) << " localhost\n";
+    if (!ns->Run(absl::StrCat(Ip(), " netns add ", ns->name_))) return nullptr;
+    ns->made_ = true;
+    if (!ns->Run(absl::StrCat(ns->Exec(), " ", Ip(), " link set lo up"))) return nullptr;
+    for (Link link : {kServices, kLearner}) {
+      const std::string host_if = ns->HostIf(link), far_if = ns->FarIf(link);
+      const std::string far_ip = absl::StrCat("10.", 213 + link, ".", ns->subnet_, ".2/30");
+      for (const std::string& command :
+           {absl::StrCat(Ip(), " link add ", host_if, " type veth peer name ", far_if),
+            absl::StrCat(Ip(), " link set ", far_if, " netns ", ns->name_),
+            absl::StrCat(Ip(), " addr add ", ns->HostIp(link), "/30 dev ", host_if),
+            absl::StrCat(Ip(), " link set ", host_if, " up"),
+            absl::StrCat(ns->Exec(), " ", Ip(), " addr add ", far_ip, " dev ", far_if),
+            absl::StrCat(ns->Exec(), " ", Ip(), " link set ", far_if, " up")})
+        if (!ns->Run(command)) return nullptr;
+    }
+    return ns;
+  }
+  ~NetworkNamespace() {
+    if (made_) {  // the veth pairs go with the namespace
+      Run(absl::StrCat(Ip(), " netns del ", name_));
+      for (Link link : {kServices, kLearner}) Run(absl::StrCat(Ip(), " link del ", HostIf(link)));
+    }
+    fs::remove_all("/etc/netns/" + name_);
+  }
+
+  // The argv prefix that runs a program inside.
+  std::vector<std::string> Prefix() const { return {Ip(), "netns", "exec", name_}; }
+  std::string HostIp(Link link) const { return absl::StrCat("10.", 213 + link, ".", subnet_, ".1"); }
+  bool Cut(Link link) { return Run(absl::StrCat(Ip(), " link set ", HostIf(link), " down")); }
+  bool Restore(Link link) { return Run(absl::StrCat(Ip(), " link set ", HostIf(link), " up")); }
+
+ private:
+  NetworkNamespace() = default;
+  static std::string Ip() {
+    for (const char* path : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"})
+      if (access(path, X_OK) == 0) return path;
+    return "ip";
+  }
+  static bool Run(const std::string& command) {
+    return std::system((command + " 2>/dev/null").c_str()) == 0;
+  }
+  std::string Exec() const { return absl::StrCat(Ip(), " netns exec ", name_); }
+  std::string HostIf(Link link) const { return absl::StrCat("gp", link, "h", getpid() % 1000000); }
+  std::string FarIf(Link link) const { return absl::StrCat("gp", link, "w", getpid() % 1000000); }
+
+  std::string name_;
+  int subnet_ = 1;
+  bool made_ = false;
+};
+
+int CountOf(const std::string& text, const std::string& needle) {
+  int n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+// A rollout worker on another "host" (a network namespace) is cut off mid-job, first from
+// the learner alone (it still leases prompts and heartbeats, but cannot deliver), then
+// from everything. Its leases are reissued to a worker that can reach both; the
+// coordinator drops it; when the links return it registers again and finishes the job
+// alone, while anything it delivers late for reissued prompts is a counted duplicate.
+// Nothing is trained twice.
+TEST_F(ClusterTest, APartitionedWorkersLeasesAreReissuedAndItRejoinsWhenTheLinkReturns) {
+  if (geteuid() != 0) GTEST_SKIP() << "network namespaces need root";
+  std::unique_ptr<NetworkNamespace> ns = NetworkNamespace::Create();
+  if (ns == nullptr) GTEST_SKIP() << "cannot make a network namespace with veth pairs here";
+  listen_host_ = "0.0.0.0";
+  StartServices(1);
+  auto port_of = [](const std::string& address) { return address.substr(address.rfind(':') + 1); };
+  const std::string services = ns->HostIp(NetworkNamespace::kServices);
+  std::vector<std::string> argv = ns->Prefix();
+  for (const std::string& arg :
+       {std::string(GRPO_ROLLOUT_WORKER_BINARY), "--coordinator=" + services + ":" + port_of(coordinator_),
+        "--reward_server=" + services + ":" + port_of(reward_), std::string("--threads=1"),
+        std::string("--max_prompts=2"), std::string("--name=far-worker")})
+    argv.push_back(arg);
+  ChildProcess* far = Start("worker-far", argv);
+  ASSERT_NE(far, nullptr);
+
+  const std::string job = Submit(WriteSpec("partition", 30));
+  v1::Job seen = WatchUntil(job, [](const v1::Job& j) { return j.progress().step() >= 2 || Ended(j); });
+  ASSERT_GE(seen.progress().step(), 2) << Logs();
+
+  // 1. The learner link goes: whatever the far worker leases now can only expire.
+  ASSERT_TRUE(ns->Cut(NetworkNamespace::kLearner));
+  seen = WatchUntil(job, [&](const v1::Job& j) {
+    return j.leases_granted() > seen.leases_granted() || Ended(j);
+  });
+  ChildProcess* near = StartWorker("worker-near");
+  seen = WatchUntil(job, [](const v1::Job& j) { return j.lease_reissues() >= 1 || Ended(j); });
+  EXPECT_GE(seen.lease_reissues(), 1) << "the cut-off worker's leases were never reissued";
+  // 2. Then the service link: the coordinator stops hearing from it and drops it.
+  ASSERT_TRUE(ns->Cut(NetworkNamespace::kServices));
+  // The coordinator drops a worker silent for --heartbeat_timeout_ms (1.5 s here); the
+  // job keeps changing meanwhile (the near worker trains it), so the watch re-checks.
+  const auto drop_by = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  seen = WatchUntil(job, [&](const v1::Job& j) {
+    return std::chrono::steady_clock::now() > drop_by || Ended(j);
+  });
+  ASSERT_FALSE(Ended(seen)) << "the job ended before the far worker could rejoin";
+  const int far_batches_before = CountOf(ReadFile(far->log_path()), "groups at v");
+
+  // 3. The near worker leaves and the links return: the far worker must finish the job.
+  near->Stop(std::chrono::seconds(10));
+  ASSERT_TRUE(ns->Restore(NetworkNamespace::kServices));
+  ASSERT_TRUE(ns->Restore(NetworkNamespace::kLearner));
+  const v1::Job done = WatchUntil(job, Ended);
+  EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error() << Logs();
+  EXPECT_EQ(TrainedPrompts(job).size(), 30u * 4u);  // and none twice
+  const std::string far_log = ReadFile(far->log_path());
+  // Dropped by the coordinator, it came back under a new worker id.
+  auto id_at = [&](size_t at) {
+    const size_t start = far_log.find("rollout_worker ", at) + 15;
+    return far_log.substr(start, far_log.find(':', start) - start);
+  };
+  EXPECT_NE(id_at(0), id_at(far_log.rfind("rollout_worker "))) << far_log;
+  EXPECT_GT(CountOf(far_log, "groups at v"), far_batches_before)
+      << "the worker did not rejoin after the partition:\n" << far_log;
+  std::cout << "partition: lease_reissues " << done.lease_reissues() << ", duplicate groups "
+            << done.progress().duplicate_groups() << ", duplicate acks " << done.duplicate_acks()
+            << ", far worker batches dropped "
+            << CountOf(far_log, "batch dropped") << std::endl;
 }
 
 // A learner killed mid-job (SIGKILL: no chance to save) or stopped (SIGTERM: it saves)
