@@ -74,6 +74,7 @@ int main(int argc, char** argv) {
   grpo::GrpcServerOptions server_options;
   server_options.listen_address = absl::GetFlag(FLAGS_listen);
   server_options.credentials = security->ServerCredentials();
+  server_options.lame_duck = grpo::kLameDuck;
   auto server = grpo::GrpcServer::Start(server_options, {&service});
   if (!server.ok()) {
     std::cerr << "error: " << server.status().message() << "\n";

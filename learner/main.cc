@@ -137,6 +137,7 @@ int main(int argc, char** argv) {
   grpo::GrpcServerOptions server_options;
   server_options.credentials = security->ServerCredentials();
   server_options.listen_address = absl::GetFlag(FLAGS_listen);
+  server_options.lame_duck = grpo::kLameDuck;
   server_options.max_receive_message_bytes = 64 << 20;  // a stream's groups, one at a time
   absl::StatusOr<std::unique_ptr<grpo::GrpcServer>> server =
       grpo::GrpcServer::Start(server_options, {&service});

@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.security = *std::move(security);
+  options.lame_duck = grpo::kLameDuck;
   if (options.limits.max_batch < 1 || options.limits.max_text_bytes < 1) {
     std::cerr << "error: --max_batch and --max_text_bytes must be positive\n";
     return 2;

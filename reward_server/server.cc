@@ -27,6 +27,7 @@ absl::StatusOr<std::unique_ptr<RewardServer>> RewardServer::Start(
   GrpcServerOptions server_options;
   server_options.credentials = options.security.ServerCredentials();
   server_options.listen_address = options.listen_address;
+  server_options.lame_duck = options.lame_duck;
   server_options.threads = options.threads;
   absl::StatusOr<std::unique_ptr<GrpcServer>> server =
       GrpcServer::Start(server_options, {s->service_.get()});

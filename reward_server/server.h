@@ -23,6 +23,7 @@ struct RewardServerOptions {
   // A directory written by grpo_train_rm; empty = rule-based functions only.
   std::string reward_model_dir;
   Security security;  // TLS and the token every call must carry
+  std::chrono::milliseconds lame_duck{0};  // see GrpcServerOptions
 };
 
 class RewardServer {

@@ -5,6 +5,9 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/resource_quota.h>
 
+#include <algorithm>
+#include <thread>
+
 #include "absl/strings/str_cat.h"
 
 namespace grpo {
@@ -32,6 +35,7 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
   if (!s->server_ || s->port_ == 0)
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen_address));
   s->server_->GetHealthCheckService()->SetServingStatus(true);
+  s->lame_duck_ = options.lame_duck;
   return s;
 }
 
@@ -40,7 +44,10 @@ GrpcServer::~GrpcServer() { Shutdown(std::chrono::milliseconds(0)); }
 void GrpcServer::Shutdown(std::chrono::milliseconds grace) {
   if (!server_) return;
   server_->GetHealthCheckService()->SetServingStatus(false);
-  server_->Shutdown(std::chrono::system_clock::now() + grace);
+  const auto deadline = std::chrono::system_clock::now() + grace;
+  if (lame_duck_.count() > 0 && grace.count() > 0)
+    std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(lame_duck_, grace));
+  server_->Shutdown(deadline);
   server_->Wait();
   server_.reset();
 }

@@ -1,8 +1,10 @@
 // GrpcServer: one listening port serving the given services plus the standard
 // grpc.health.v1 health service and server reflection — what every grpo_* process does.
-// Start binds (port 0 picks a free port, for tests and the local launcher); Shutdown
-// flips health to NOT_SERVING, lets calls in flight finish until the grace period ends,
-// then stops. Borrows the services: they must outlive the server.
+// Start binds (port 0 picks a free port, for tests and the local launcher). Shutdown
+// drains: health goes NOT_SERVING at once, new calls are still served for the lame-duck
+// period (so load balancers and probes see the change before connections are refused),
+// then no new calls are taken and those in flight may finish until the grace period ends.
+// Borrows the services: they must outlive the server.
 #ifndef GRPO_RPC_GRPC_SERVER_H_
 #define GRPO_RPC_GRPC_SERVER_H_
 
@@ -21,12 +23,18 @@ class Service;
 
 namespace grpo {
 
+// What the grpo_* binaries use: long enough for a health probe or a client's next call to
+// see NOT_SERVING, short enough not to slow a restart.
+inline constexpr std::chrono::milliseconds kLameDuck{500};
+
 struct GrpcServerOptions {
   std::string listen_address = "0.0.0.0:0";
   int threads = 0;  // handler threads at most; 0 = gRPC's default
   int max_receive_message_bytes = 0;  // 0 = gRPC's default (4 MiB)
   // TLS or plaintext (Security::ServerCredentials); null = plaintext.
   std::shared_ptr<grpc::ServerCredentials> credentials;
+  // How long Shutdown keeps serving while health reports NOT_SERVING.
+  std::chrono::milliseconds lame_duck{0};
 };
 
 class GrpcServer {
@@ -42,6 +50,7 @@ class GrpcServer {
   GrpcServer() = default;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
+  std::chrono::milliseconds lame_duck_{0};
 };
 
 }  // namespace grpo
