@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "core/failpoint.h"
 #include "absl/strings/strip.h"
 
 namespace grpo {
@@ -66,9 +67,11 @@ absl::Status WriteCheckpoint(const std::string& run_dir, int64_t step,
     if (absl::Status s = FsyncPath(entry.path().string(), false); !s.ok()) return s;
   }
   if (absl::Status s = FsyncPath(tmp_dir, true); !s.ok()) return s;
+  Failpoint("checkpoint_before_rename");
   fs::remove_all(final_dir, ec);
   fs::rename(tmp_dir, final_dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("renaming ", tmp_dir, ": ", ec.message()));
+  Failpoint("checkpoint_before_latest");
   return WriteFileDurably((fs::path(run_dir) / "latest").string(), name + "\n");
 }
 

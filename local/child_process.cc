@@ -83,6 +83,14 @@ void ChildProcess::Kill(int signal) {
   if (pid_ > 0 && !Poll()) kill(pid_, signal);
 }
 
+std::optional<int> ChildProcess::Wait(std::chrono::milliseconds timeout) {
+  const auto give_up = std::chrono::steady_clock::now() + timeout;
+  // Polling, as in Stop: a child's exit has no fd to wait on portably.
+  while (!Poll() && std::chrono::steady_clock::now() < give_up)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  return exit_status_;
+}
+
 int ChildProcess::Stop(std::chrono::milliseconds grace) {
   if (Poll()) return *exit_status_;
   kill(pid_, SIGTERM);

@@ -31,6 +31,8 @@ class ChildProcess {
 
   // The exit status once it has ended (a signal number s reads as 128 + s), else nullopt.
   std::optional<int> Poll();
+  // Waits up to `timeout` for it to end on its own; the exit status, or nullopt.
+  std::optional<int> Wait(std::chrono::milliseconds timeout);
   // SIGTERM, wait up to `grace`, then SIGKILL; returns the exit status.
   int Stop(std::chrono::milliseconds grace);
   void Kill(int signal);

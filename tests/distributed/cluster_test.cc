@@ -26,6 +26,7 @@
 #include "grpo/v1/coordinator.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "local/child_process.h"
+#include "core/failpoint.h"
 #include "rpc/process.h"
 #include "rpc/security.h"
 #include "tests/testing/test_pki.h"
@@ -532,6 +533,37 @@ INSTANTIATE_TEST_SUITE_P(Signals, LearnerRestartTest, ::testing::Values(SIGKILL,
                            return info.param == SIGKILL ? std::string("Sigkill")
                                                         : std::string("Sigterm");
                          });
+
+// A learner that dies between writing a checkpoint's files and its `latest` pointer
+// (GRPO_FAILPOINTS, core/failpoint.h: it ends with _exit, as a power cut would) resumes
+// from the previous complete checkpoint; the job completes and trains nothing twice.
+TEST_F(ClusterTest, ACrashBeforeTheLatestPointerResumesFromThePreviousCheckpoint) {
+  StartCoordinator("coordinator");
+  stub_ = v1::CoordinatorService::NewStub(
+      grpc::CreateChannel(coordinator_, grpc::InsecureChannelCredentials()));
+  StartReward("reward");
+  ChildProcess* learner =
+      Start("learner-0",
+            {GRPO_LEARNER_BINARY, "--coordinator=" + coordinator_, "--listen=127.0.0.1:0",
+             PortFlag("learner-0"), "--run_root=" + dir_.string(), "--threads=1",
+             "--keep_checkpoints=3"},
+            {{"WORLD_SIZE", "1"}, {"RANK", "0"}, {"GRPO_FAILPOINTS", "checkpoint_before_latest:2"}});
+  StartWorker("worker-0");
+  const std::string job_id = Submit(WriteSpec("torn", 8, "checkpoint_every: 2\n"));
+  // The second checkpoint (step 4) is renamed into place, then the process is gone.
+  ASSERT_EQ(learner->Wait(std::chrono::minutes(5)), std::optional<int>(kFailpointExitCode))
+      << Logs();
+  const fs::path run = dir_ / job_id;
+  EXPECT_TRUE(fs::exists(run / "step-4"));
+  EXPECT_EQ(ReadFile(run / "latest"), "step-2\n");
+  StartLearner("learner-0-restarted", 0, 1, "store-restarted");
+  const v1::Job done = WatchUntil(job_id, Ended);
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error() << Logs();
+  EXPECT_THAT(ReadFile(dir_ / "logs" / "learner-0-restarted.log"),
+              HasSubstr("resuming from " + (run / "step-2").string()));
+  EXPECT_GE(TrainedPrompts(job_id).size(), 8u * 4);  // and none twice
+  EXPECT_EQ(ReadFile(run / "latest"), "step-8\n");
+}
 
 // The coordinator killed mid-job and started again on its state directory and port, and
 // the reward server killed and started again: workers and the learner reconnect (workers
