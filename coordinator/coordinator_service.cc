@@ -665,6 +665,7 @@ grpc::Status CoordinatorServiceImpl::RequestPrompts(grpc::ServerContext* context
   if (static_cast<int64_t>(entry->waiting.size()) + request->count() > kMaxWaitingPrompts)
     return Exhausted(absl::StrCat("count: ", entry->waiting.size(), " prompts wait already, at most ",
                                   kMaxWaitingPrompts));
+  entry->next_cursor = std::max<uint64_t>(entry->next_cursor, request->skip_to_cursor());
   for (int i = 0; i < request->count(); ++i)
     entry->waiting.push_back(Waiting{entry->next_cursor++, request->min_policy_version()});
   entry->job.set_prompts_requested(entry->job.prompts_requested() + request->count());

@@ -8,6 +8,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -87,6 +89,11 @@ struct RankJob {
   std::string run_dir;
   std::unique_ptr<Transformer> policy;
   std::unique_ptr<GrpoTrainer> trainer;
+  // Rank 0: prompts requested for this job so far, and that count as it stood when the
+  // last completed step ended (before the next step's request): the data position a
+  // checkpoint records, where a job resumed from it (spec.resume_from) continues.
+  uint64_t requested = 0;
+  uint64_t cursor_at_step_end = 0;
 };
 
 // After the parameter broadcast, on every rank; a resumed job then loads the reference,
@@ -237,12 +244,19 @@ class Leader {
     reward_names_.clear();
     for (const v1::RewardFunctionSpec& r : job.spec.rewards()) reward_names_.push_back(r.name());
     std::string resume_dir;
+    bool from_other_job = false;  // spec.resume_from: another job's checkpoint
     if (prepared.ok()) {
       absl::StatusOr<std::string> latest = LatestCheckpoint(job.run_dir);
       if (latest.ok()) {
         resume_dir = *latest;
       } else if (latest.status().code() != absl::StatusCode::kNotFound) {
         prepared = latest.status();  // `latest` names a missing directory: say so, not guess
+      } else if (!job.spec.resume_from().empty()) {
+        resume_dir = job.spec.resume_from();
+        from_other_job = true;
+        if (!fs::exists(fs::path(resume_dir) / "model.pt"))
+          prepared = absl::InvalidArgumentError(absl::StrCat(
+              "resume_from: ", resume_dir, " is not a checkpoint (no model.pt there)"));
       }
     }
     if (prepared.ok() &&
@@ -263,7 +277,15 @@ class Leader {
     job.policy = std::make_unique<Transformer>(ModelConfigFromSpec(job.spec.model()),
                                                job.spec.seed());
     std::vector<std::string> seen;
-    if (!resume_dir.empty())
+    uint64_t resume_cursor = 0;
+    if (!resume_dir.empty()) {
+      if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(
+                                ReadWholeFile(resume_dir + "/data_cursor.txt")),
+                            &resume_cursor))
+        resume_cursor = 0;  // a checkpoint from before data cursors were recorded
+      job.requested = job.cursor_at_step_end = resume_cursor;
+    }
+    if (!resume_dir.empty() && !from_other_job)  // another job's ids mean nothing here
       for (absl::string_view id : absl::StrSplit(ReadWholeFile(resume_dir + "/seen_prompts.txt"),
                                                  '\n', absl::SkipEmpty()))
         seen.emplace_back(id);
@@ -319,10 +341,10 @@ class Leader {
     std::ofstream metrics, trained_prompts;
     // metrics.jsonl keeps the steps the checkpoint covers; trained_prompts.txt keeps every
     // line ever written, so it shows that no prompt was trained twice across restarts.
-    if (prepared.ok() && !resume_dir.empty())
+    if (prepared.ok() && !resume_dir.empty() && !from_other_job)
       prepared = TruncateLines(job.run_dir + "/metrics.jsonl", step);
     if (prepared.ok()) {
-      const auto mode = resume_dir.empty() ? std::ios::trunc : std::ios::app;
+      const auto mode = resume_dir.empty() || from_other_job ? std::ios::trunc : std::ios::app;
       metrics.open(job.run_dir + "/metrics.jsonl", mode);
       // Audit trail of exactly-once training: one line per step, the prompt ids it used.
       trained_prompts.open(job.run_dir + "/trained_prompts.txt", mode);
@@ -331,18 +353,23 @@ class Leader {
         prepared = absl::InternalError(absl::StrCat("opening files in ", job.run_dir));
     }
     // Prompts for this step and the next `lag` ones are out with the workers at any time.
-    if (prepared.ok() && step < steps)
-      prepared = jobs_->RequestPrompts(
-          job.job_id, batch * static_cast<int>(std::min<int64_t>(steps - step, 1 + lag)),
-          job.trainer->policy_version());
+    if (prepared.ok() && step < steps) {
+      const int count = batch * static_cast<int>(std::min<int64_t>(steps - step, 1 + lag));
+      prepared = jobs_->RequestPrompts(job.job_id, count, job.trainer->policy_version(),
+                                       from_other_job ? resume_cursor : 0);
+      if (prepared.ok()) job.requested += count;
+    }
     // Prompts asked for but refused (coordinator down): asked for again while waiting, or
     // the pipeline would stay short of a batch for good.
     int owed = 0;
     auto request = [&](int count) {
-      if (absl::Status s = jobs_->RequestPrompts(job.job_id, count, job.trainer->policy_version());
+      if (absl::Status s =
+              jobs_->RequestPrompts(job.job_id, count, job.trainer->policy_version(), 0);
           !s.ok()) {
         Log(absl::StrCat("RequestPrompts: ", s.ToString()));
         owed += count;
+      } else {
+        job.requested += count;
       }
     };
     auto acknowledge = [&] {
@@ -416,6 +443,9 @@ class Leader {
         break;
       }
       const double publish_seconds = Since(publish_start);
+      // With max_policy_lag > 0 the next `lag` steps' prompts are out already: a job
+      // resumed from here skips them (it never trains a prompt twice, it may skip some).
+      job.cursor_at_step_end = job.requested;
       if (step + lag < steps) request(batch);  // the prompts of step `step + 1 + lag`
 
       const double step_seconds = Since(last_step_end);
@@ -509,7 +539,9 @@ class Leader {
       // acknowledged to the coordinator, so none may be trained after a resume.
       std::string seen;
       for (const std::string& id : buffer_->SeenIds()) absl::StrAppend(&seen, id, "\n");
-      return WriteFileDurably(dir + "/seen_prompts.txt", seen);
+      if (absl::Status s = WriteFileDurably(dir + "/seen_prompts.txt", seen); !s.ok()) return s;
+      return WriteFileDurably(dir + "/data_cursor.txt",
+                              absl::StrCat(job.cursor_at_step_end, "\n"));
     });
     if (!s.ok()) return s;
     return PruneCheckpoints(job.run_dir, options_.keep_checkpoints);

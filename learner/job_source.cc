@@ -34,12 +34,13 @@ class CoordinatorJobSource : public JobSource {
     return response.job();
   }
 
-  absl::Status RequestPrompts(const std::string& job_id, int count,
-                              int64_t min_policy_version) override {
+  absl::Status RequestPrompts(const std::string& job_id, int count, int64_t min_policy_version,
+                              uint64_t skip_to_cursor) override {
     v1::RequestPromptsRequest request;
     request.set_job_id(job_id);
     request.set_count(count);
     request.set_min_policy_version(min_policy_version);
+    request.set_skip_to_cursor(skip_to_cursor);
     v1::RequestPromptsResponse response;
     return Call("coordinator RequestPrompts", [&](grpc::ClientContext* c) {
       return stub_->RequestPrompts(c, request, &response);

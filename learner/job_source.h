@@ -20,8 +20,9 @@ class JobSource {
   virtual ~JobSource() = default;
   // A job with an empty job_id: nothing to run now.
   virtual absl::StatusOr<v1::Job> AcquireJob() = 0;
+  // `skip_to_cursor` > 0 first moves the job's data cursor forward to it.
   virtual absl::Status RequestPrompts(const std::string& job_id, int count,
-                                      int64_t min_policy_version) = 0;
+                                      int64_t min_policy_version, uint64_t skip_to_cursor) = 0;
   virtual absl::Status AckPrompts(const std::string& job_id,
                                   const std::vector<std::string>& prompt_ids) = 0;
   // Returns whether the user asked to cancel the job.

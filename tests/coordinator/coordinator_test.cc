@@ -659,6 +659,23 @@ TEST_F(CoordinatorTest, RequestLimitsAnswerResourceExhaustedAndChangeNothing) {
   EXPECT_THAT(LeasedIds(worker, 2), ElementsAre("train-0", "train-1"));
 }
 
+// A job resumed from another job's checkpoint moves its data cursor forward, never back.
+TEST_F(CoordinatorTest, SkipToCursorMovesTheCursorForwardOnly) {
+  const std::string worker = Register();
+  const std::string job_id = StartSmallJob();
+  auto request = [&](int count, uint64_t skip_to) {
+    v1::RequestPromptsRequest r;
+    r.set_job_id(job_id);
+    r.set_count(count);
+    r.set_skip_to_cursor(skip_to);
+    v1::RequestPromptsResponse response;
+    return stub_->RequestPrompts(Context().get(), r, &response);
+  };
+  ASSERT_TRUE(request(2, 10).ok());
+  ASSERT_TRUE(request(1, 3).ok());  // behind the cursor: ignored
+  EXPECT_THAT(LeasedIds(worker, 4), ElementsAre("train-10", "train-11", "train-12"));
+}
+
 // --- Persistence (--state_dir).
 
 TEST_F(CoordinatorTest, RestartResumesJobsCursorAndAckedPrompts) {
