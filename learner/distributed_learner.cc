@@ -535,6 +535,9 @@ class Leader {
       if (absl::Status s = job.trainer->Save(dir); !s.ok()) return s;
       if (absl::Status s = WriteFileDurably(dir + "/eval_before.json", before_json_); !s.ok())
         return s;
+      // What it was trained with, so a checkpoint copied elsewhere explains itself.
+      if (absl::Status s = WriteFileDurably(dir + "/spec.json", JobSpecToJson(job.spec)); !s.ok())
+        return s;
       // Every prompt ingested so far — trained, buffered or dropped as stale: all were
       // acknowledged to the coordinator, so none may be trained after a resume.
       std::string seen;
