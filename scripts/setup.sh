@@ -12,6 +12,8 @@ packages=(
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   openssl                            # tests make a throwaway CA for the TLS tests
   iproute2                           # tests make network namespaces for partitions (as root)
+  libcivetweb-dev                    # HTTP for /metrics
+  prometheus                         # promtool (and the server) check the metrics in tests
 )
 missing=()
 for p in "${packages[@]}"; do
