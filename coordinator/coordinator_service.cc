@@ -4,10 +4,13 @@
 #include <chrono>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <system_error>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -370,6 +373,60 @@ void CoordinatorServiceImpl::EndJob(JobEntry* entry, v1::JobState state, int64_t
   entry->lease_of.clear();
   if (running_ == entry->job.job_id()) running_.clear();
   Changed(entry);
+}
+
+// --- Metrics.
+
+void CoordinatorServiceImpl::ExportMetrics(metrics::Registry* registry) {
+  auto& jobs = registry->AddGauge("grpo_coordinator_jobs", "Jobs by state.");
+  auto& workers = registry->AddGauge("grpo_coordinator_workers",
+                                     "Registered processes by role (silent ones are dropped).");
+  auto& waiting = registry->AddGauge("grpo_coordinator_prompts_waiting",
+                                     "Prompts of the running job queued for a lease.").Add();
+  auto& open = registry->AddGauge("grpo_coordinator_leases_open",
+                                  "Prompt leases handed out and not yet acknowledged.").Add();
+  auto& granted = registry->AddCounter("grpo_coordinator_leases_granted_total",
+                                       "Prompt leases handed out, reissues included.").Add();
+  auto& reissued = registry->AddCounter("grpo_coordinator_lease_reissues_total",
+                                        "Leases expired or orphaned and handed out again.").Add();
+  auto& acked = registry->AddCounter("grpo_coordinator_prompts_acked_total",
+                                     "Prompts the learner acknowledged as ingested.").Add();
+  auto& duplicates = registry->AddCounter("grpo_coordinator_duplicate_acks_total",
+                                          "Acknowledgements of prompts acknowledged before.").Add();
+  registry->OnCollect([=, &jobs, &workers, &waiting, &open, &granted, &reissued, &acked,
+                       &duplicates] {
+    absl::MutexLock lock(&mu_);
+    std::map<std::string, int> by_state = {{"queued", 0}, {"running", 0}, {"succeeded", 0},
+                                           {"failed", 0}, {"cancelled", 0}};
+    int64_t g = 0, r = 0, a = 0, d = 0, w = 0, o = 0;
+    for (const auto& entry : jobs_) {
+      const v1::Job& job = entry->job;
+      std::string state = v1::JobState_Name(job.state());
+      state = absl::AsciiStrToLower(absl::StripPrefix(state, "JOB_STATE_"));
+      ++by_state[state];
+      g += job.leases_granted();
+      r += job.lease_reissues();
+      a += job.prompts_acked();
+      d += job.duplicate_acks();
+      if (job.state() == v1::JOB_STATE_RUNNING) {
+        w += static_cast<int64_t>(entry->waiting.size());
+        o += static_cast<int64_t>(entry->leases.size());
+      }
+    }
+    for (const auto& [state, n] : by_state) jobs.Add({{"state", state}}).Set(n);
+    std::map<std::string, int> by_role = {{"rollout", 0}, {"learner", 0}, {"reward", 0}};
+    for (const auto& [id, worker] : workers_) {
+      std::string role = v1::WorkerRole_Name(worker.role);
+      ++by_role[absl::AsciiStrToLower(absl::StripPrefix(role, "WORKER_ROLE_"))];
+    }
+    for (const auto& [role, n] : by_role) workers.Add({{"role", role}}).Set(n);
+    waiting.Set(static_cast<double>(w));
+    open.Set(static_cast<double>(o));
+    granted.IncrementTo(static_cast<double>(g));
+    reissued.IncrementTo(static_cast<double>(r));
+    acked.IncrementTo(static_cast<double>(a));
+    duplicates.IncrementTo(static_cast<double>(d));
+  });
 }
 
 // --- Users.

@@ -52,6 +52,7 @@
 #include "core/dataset.h"
 #include "grpo/v1/coordinator.grpc.pb.h"
 #include "grpo/v1/coordinator_state.pb.h"
+#include "metrics/registry.h"
 #include "rpc/security.h"
 
 namespace grpo {
@@ -90,6 +91,13 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::Service {
 
   // Ends every WatchJob stream (UNAVAILABLE) and refuses new ones. Idempotent.
   void Shutdown();
+
+  // Exports the queue, the registry and the lease bookkeeping to `registry`, read at each
+  // scrape: grpo_coordinator_jobs{state}, grpo_coordinator_workers{role},
+  // grpo_coordinator_prompts_waiting, grpo_coordinator_leases_open and the totals
+  // grpo_coordinator_{leases_granted,lease_reissues,prompts_acked,duplicate_acks}_total.
+  // The service must outlive the registry's scrapes.
+  void ExportMetrics(metrics::Registry* registry);
 
   grpc::Status SubmitJob(grpc::ServerContext* context, const v1::SubmitJobRequest* request,
                          v1::Job* response) override;

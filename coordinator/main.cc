@@ -10,7 +10,9 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
 #include "coordinator/coordinator_service.h"
+#include "metrics/registry.h"
 #include "rpc/grpc_server.h"
 #include "rpc/process.h"
 #include "rpc/security.h"
@@ -26,6 +28,10 @@ ABSL_FLAG(int, max_prompts_per_lease, 64, "prompts per LeasePrompts answer at mo
 ABSL_FLAG(int, max_queued_jobs, 256, "jobs waiting at once; more are refused (RESOURCE_EXHAUSTED)");
 ABSL_FLAG(int, max_workers, 4096,
           "processes registered at once; more are refused (RESOURCE_EXHAUSTED)");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "serve Prometheus metrics at http://ADDRESS/metrics: PORT or HOST:PORT (0 = any "
+          "port; the deploy/ manifests use 9401); empty = none");
+ABSL_FLAG(std::string, metrics_port_file, "", "write the metrics port to this file");
 ABSL_FLAG(int, drain_seconds, 10, "on SIGTERM, how long calls in flight may finish");
 ABSL_FLAG(std::string, state_dir, "",
           "keep the job queue and the running job's data cursor, waiting prompts and acked "
@@ -71,7 +77,11 @@ int main(int argc, char** argv) {
   // `created` outlives the server declared below: the service's destructor saves what
   // the calls drained at shutdown changed, and must run after they are done.
   grpo::CoordinatorServiceImpl& service = **created;
+  grpo::metrics::Registry registry;
+  service.ExportMetrics(&registry);
   grpo::GrpcServerOptions server_options;
+  server_options.registry = &registry;
+  server_options.role = "coordinator";
   server_options.listen_address = absl::GetFlag(FLAGS_listen);
   server_options.credentials = security->ServerCredentials();
   server_options.lame_duck = grpo::kLameDuck;
@@ -85,8 +95,18 @@ int main(int argc, char** argv) {
     std::cerr << "error: " << s.message() << "\n";
     return 1;
   }
+  // Declared after the service and the server: stopped first, so no scrape reads them
+  // while they go away.
+  auto metrics = grpo::ServeMetrics(absl::GetFlag(FLAGS_metrics_listen),
+                                    absl::GetFlag(FLAGS_metrics_port_file), &registry);
+  if (!metrics.ok()) {
+    std::cerr << "error: " << metrics.status().message() << "\n";
+    return 1;
+  }
   std::cout << "grpo_coordinator: serving on port " << (*server)->port() << " ("
-            << security->Describe() << ")" << std::endl;
+            << security->Describe() << ")"
+            << (*metrics ? absl::StrCat(", metrics on port ", (*metrics)->port()) : "")
+            << std::endl;
   if (!service.state_path().empty())
     std::cout << "grpo_coordinator: state in " << service.state_path() << std::endl;
   int signal = 0;

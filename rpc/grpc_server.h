@@ -22,6 +22,9 @@ class Service;
 }  // namespace grpc
 
 namespace grpo {
+namespace metrics {
+class Registry;
+}  // namespace metrics
 
 // What the grpo_* binaries use: long enough for a health probe or a client's next call to
 // see NOT_SERVING, short enough not to slow a restart.
@@ -35,6 +38,11 @@ struct GrpcServerOptions {
   std::shared_ptr<grpc::ServerCredentials> credentials;
   // How long Shutdown keeps serving while health reports NOT_SERVING.
   std::chrono::milliseconds lame_duck{0};
+  // Where every call is counted by method and status code, and timed
+  // (grpo_rpc_server_calls_total, grpo_rpc_server_call_seconds; label role = `role`).
+  // Null: not counted. Borrowed; must outlive the server.
+  metrics::Registry* registry = nullptr;
+  std::string role;
 };
 
 class GrpcServer {

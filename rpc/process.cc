@@ -84,4 +84,17 @@ absl::StatusOr<int> ReadPortFile(const std::string& path) {
   return port;
 }
 
+absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> ServeMetrics(
+    const std::string& listen, const std::string& port_file, const metrics::Registry* registry) {
+  if (listen.empty()) return std::unique_ptr<metrics::MetricsServer>();
+  absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> server =
+      metrics::MetricsServer::Start(listen, registry);
+  if (!server.ok())
+    return absl::UnavailableError(
+        absl::StrCat("--metrics_listen: ", server.status().message(),
+                     " (pass another port, 0 for any, or an empty value for none)"));
+  if (absl::Status s = WritePortFile(port_file, (*server)->port()); !s.ok()) return s;
+  return server;
+}
+
 }  // namespace grpo

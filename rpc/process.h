@@ -6,10 +6,12 @@
 #define GRPO_RPC_PROCESS_H_
 
 #include <chrono>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "metrics/metrics_server.h"
 
 namespace grpo {
 
@@ -28,6 +30,12 @@ int PollStopSignal();
 absl::Status WritePortFile(const std::string& path, int port);
 // Reads a port written by WritePortFile; NOT_FOUND while the file does not exist yet.
 absl::StatusOr<int> ReadPortFile(const std::string& path);
+
+// Serves `registry` at http://LISTEN/metrics (HOST:PORT or PORT; port 0 picks one, then
+// written to `port_file` when one is named). Null for an empty `listen` (no metrics);
+// UNAVAILABLE naming the flag when it cannot listen.
+absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> ServeMetrics(
+    const std::string& listen, const std::string& port_file, const metrics::Registry* registry);
 
 }  // namespace grpo
 
