@@ -123,9 +123,12 @@ absl::StatusOr<Example> ParseLine(const std::string& path, int lineno, std::stri
   example.solution = record.solution();
   const std::string_view answer = record.answer();
   if (size_t marker = answer.rfind("####"); marker != std::string_view::npos) {
-    for (char c : Trim(answer.substr(marker + 4))) {
-      if (c != ',') example.answer.push_back(c);
+    // Commas out first, then trimmed: "#### , ," has no answer, not a blank one.
+    std::string without_commas;
+    for (char c : answer.substr(marker + 4)) {
+      if (c != ',') without_commas.push_back(c);
     }
+    example.answer = std::string(Trim(without_commas));
     if (example.answer.empty()) {
       return LineError(path, lineno, "field \"answer\" has nothing after its last \"####\"");
     }

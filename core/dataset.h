@@ -11,7 +11,7 @@
 // examples (not an error); callers that need data check for emptiness.
 //
 // GSM8K answers: if "answer" contains "####", the answer is the text after the LAST "####",
-// trimmed, with commas removed ("#### 1,234" -> "1234"), and the original answer text
+// with commas removed, trimmed ("#### 1,234" -> "1234"), and the original answer text
 // becomes the solution unless the record gives "solution" explicitly.
 //
 // Numbers (ExtractFinalAnswer, NormalizeNumber, NumbersEqual) are plain decimals: an

@@ -1,6 +1,8 @@
 #include "core/job_spec.h"
 
+#include <google/protobuf/descriptor.h>
 #include <google/protobuf/io/tokenizer.h>
+#include <google/protobuf/message.h>
 #include <google/protobuf/text_format.h>
 #include <google/protobuf/util/json_util.h>
 
@@ -8,6 +10,8 @@
 #include <cmath>
 #include <fstream>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -54,6 +58,72 @@ absl::Status ValidateOptimizer(absl::string_view prefix, const v1::OptimizerSpec
   return absl::OkStatus();
 }
 
+// Well-formed UTF-8 (RFC 3629: no overlong forms, surrogates or code points past
+// U+10FFFF), what protobuf requires of proto3 strings.
+bool IsValidUtf8(absl::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t more;                          // continuation bytes
+    unsigned char lo = 0x80, hi = 0xBF;  // the range of the first one
+    if (c >= 0xC2 && c <= 0xDF) {
+      more = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      more = 2;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      more = 3;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    } else {
+      return false;
+    }
+    if (s.size() - i <= more) return false;
+    const unsigned char first = static_cast<unsigned char>(s[i + 1]);
+    if (first < lo || first > hi) return false;
+    for (size_t k = 2; k <= more; ++k) {
+      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
+    }
+    i += more + 1;
+  }
+  return true;
+}
+
+// The text-format parser only logs a string that is not UTF-8 and keeps it (the JSON
+// parser refuses one); such a spec would then be refused by the coordinator's wire-format
+// parser with an error naming nothing, and come out changed in spec.json. Names the first
+// such field.
+absl::Status CheckStringsAreUtf8(const google::protobuf::Message& m, const std::string& prefix) {
+  using google::protobuf::FieldDescriptor;
+  const google::protobuf::Reflection* r = m.GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  r->ListFields(m, &fields);
+  for (const FieldDescriptor* f : fields) {
+    const int n = f->is_repeated() ? r->FieldSize(m, f) : 1;
+    for (int i = 0; i < n; ++i) {
+      const std::string name = f->is_repeated() ? absl::StrCat(prefix, f->name(), "[", i, "]")
+                                                : absl::StrCat(prefix, f->name());
+      if (f->type() == FieldDescriptor::TYPE_STRING) {
+        std::string scratch;
+        const std::string& value = f->is_repeated()
+                                       ? r->GetRepeatedStringReference(m, f, i, &scratch)
+                                       : r->GetStringReference(m, f, &scratch);
+        if (!IsValidUtf8(value))
+          return absl::InvalidArgumentError(absl::StrCat(name, ": not valid UTF-8"));
+      } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+        RETURN_IF_ERROR(CheckStringsAreUtf8(
+            f->is_repeated() ? r->GetRepeatedMessage(m, f, i) : r->GetMessage(m, f),
+            name + "."));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<v1::JobSpec> ParseJobSpec(absl::string_view text) {
@@ -74,6 +144,8 @@ absl::StatusOr<v1::JobSpec> ParseJobSpec(absl::string_view text) {
   parser.RecordErrorsTo(&errors);
   if (!parser.ParseFromString(std::string(text), &spec))
     return absl::InvalidArgumentError(absl::StrCat("job spec (text proto): ", errors.first));
+  if (absl::Status utf8 = CheckStringsAreUtf8(spec, ""); !utf8.ok())
+    return absl::InvalidArgumentError(absl::StrCat("job spec (text proto): ", utf8.message()));
   return spec;
 }
 

@@ -43,24 +43,6 @@ class RewardModelFunction : public RewardFunction {
 absl::StatusOr<CompositeReward> MakeJobReward(
     const google::protobuf::RepeatedPtrField<v1::RewardFunctionSpec>& specs);
 
-// Delegates to a shared function, for owners (CompositeReward) that take unique_ptrs.
-class SharedRewardFunction : public RewardFunction {
- public:
-  explicit SharedRewardFunction(std::shared_ptr<const RewardFunction> fn) : fn_(std::move(fn)) {}
-  std::string_view name() const override { return fn_->name(); }
-  bool gives_step_rewards() const override { return fn_->gives_step_rewards(); }
-  absl::StatusOr<RewardOutput> Score(const RewardInput& input) const override {
-    return fn_->Score(input);
-  }
-  absl::StatusOr<std::vector<RewardOutput>> ScoreBatch(
-      const std::vector<RewardInput>& inputs) const override {
-    return fn_->ScoreBatch(inputs);
-  }
-
- private:
-  std::shared_ptr<const RewardFunction> fn_;
-};
-
 }  // namespace grpo
 
 #endif  // GRPO_CORE_NEURAL_REWARDS_H_

@@ -32,6 +32,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -118,6 +119,26 @@ class OverlongPenalty : public RewardFunction {
  private:
   double max_length_;
   double cache_length_;
+};
+
+// Delegates to a shared function, for owners (CompositeReward) that take unique_ptrs.
+// Here, not with the neural functions, so that torch-free code (the reward service's
+// request handling, which fuzz/ drives) can wrap the models it is given.
+class SharedRewardFunction : public RewardFunction {
+ public:
+  explicit SharedRewardFunction(std::shared_ptr<const RewardFunction> fn) : fn_(std::move(fn)) {}
+  std::string_view name() const override { return fn_->name(); }
+  bool gives_step_rewards() const override { return fn_->gives_step_rewards(); }
+  absl::StatusOr<RewardOutput> Score(const RewardInput& input) const override {
+    return fn_->Score(input);
+  }
+  absl::StatusOr<std::vector<RewardOutput>> ScoreBatch(
+      const std::vector<RewardInput>& inputs) const override {
+    return fn_->ScoreBatch(inputs);
+  }
+
+ private:
+  std::shared_ptr<const RewardFunction> fn_;
 };
 
 using RewardParams = std::map<std::string, double>;

@@ -25,6 +25,7 @@
 #include "learner/checkpoint.h"
 #include "learner/grpo_trainer.h"
 #include "learner/job_phases.h"
+#include "learner/learner_metrics.h"
 #include "rollout_worker/evaluation.h"
 
 namespace grpo {
@@ -132,7 +133,9 @@ class Leader {
   Leader(LearnerGroup* group, JobSource* jobs, IngestBuffer* buffer, WeightPublisher* weights,
          const DistributedLearnerOptions& options, absl::Notification* stop)
       : group_(group), jobs_(jobs), buffer_(buffer), weights_(weights), options_(options),
-        stop_(stop) {}
+        stop_(stop),
+        metrics_(options.registry ? std::make_unique<LearnerMetrics>(options.registry, buffer)
+                                  : nullptr) {}
 
   absl::Status Run() {
     Log("learner rank 0: waiting for jobs");
@@ -424,6 +427,7 @@ class Leader {
         // Every group was filtered out (zero variance or stale), or the update was skipped
         // as non-finite: the step does not count and the batch is replaced, as DAPO's
         // dynamic sampling does.
+        if (m->skipped_nonfinite && metrics_) metrics_->RecordSkip();
         if (m->skipped_nonfinite)
           Log(absl::StrCat("step ", step + 1, ": update skipped, the loss or gradient was "
                            "not finite (", m->nonfinite_skips, " skipped so far)"));
@@ -471,6 +475,19 @@ class Leader {
           tokens_per_second, wait_seconds, m->seconds, FormatDuration(elapsed),
           FormatDuration(elapsed / (step - first_step) * (steps - step)));
       Log(line);
+      if (metrics_) {
+        double lag = 0;
+        int samples = 0;
+        for (const ScoredGroup& g : groups)
+          for (const ScoredSample& s : g.samples) {
+            lag += static_cast<double>(version - s.policy_version);
+            ++samples;
+          }
+        metrics_->RecordStep(*m, reward_names_,
+                             StepTimes{step_seconds, wait_seconds, m->seconds, allreduce_seconds,
+                                       publish_seconds},
+                             samples > 0 ? lag / samples : 0, tokens_per_second);
+      }
       progress_.set_step(step);
       progress_.set_policy_version(m->policy_version);
       progress_.set_reward_mean(m->reward_mean);
@@ -556,6 +573,7 @@ class Leader {
   WeightPublisher* weights_;
   const DistributedLearnerOptions& options_;
   absl::Notification* stop_;
+  const std::unique_ptr<LearnerMetrics> metrics_;
   Clock::time_point last_command_ = Clock::now();
   Clock::time_point job_start_ = Clock::now();
   v1::JobProgress progress_;

@@ -33,6 +33,9 @@
 #include "learner/weight_publisher.h"
 
 namespace grpo {
+namespace metrics {
+class Registry;
+}  // namespace metrics
 
 struct DistributedLearnerOptions {
   std::string run_root = "runs";  // a job's files go to run_root/<job_id>
@@ -41,6 +44,8 @@ struct DistributedLearnerOptions {
   std::chrono::milliseconds keepalive{std::chrono::seconds(2)};
   std::ostream* log = nullptr;  // progress lines; null = silent
   int keep_checkpoints = 3;     // step-N directories kept per job (the newest)
+  // Rank 0 exports its step statistics here (learner/learner_metrics.h); null = none.
+  metrics::Registry* registry = nullptr;
 };
 
 // Rank 0. `group` may be null for a single-rank learner. Returns when `stop` is notified

@@ -20,6 +20,7 @@
 #include "learner/job_source.h"
 #include "learner/learner_group.h"
 #include "learner/learner_service.h"
+#include "metrics/registry.h"
 #include "learner/weight_publisher.h"
 #include "rpc/grpc_server.h"
 #include "rpc/process.h"
@@ -31,6 +32,10 @@ ABSL_FLAG(std::string, listen, "0.0.0.0:50052", "rank 0's LearnerService address
 ABSL_FLAG(std::string, advertise, "",
           "address workers dial for LearnerService; default localhost:<bound port>");
 ABSL_FLAG(std::string, port_file, "", "rank 0 writes its bound LearnerService port here");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "serve Prometheus metrics at http://ADDRESS/metrics: PORT or HOST:PORT (0 = any "
+          "port; the deploy/ manifests use 9403); empty = none");
+ABSL_FLAG(std::string, metrics_port_file, "", "write the metrics port to this file");
 ABSL_FLAG(std::string, run_root, "runs", "job run directories go under this");
 ABSL_FLAG(int, buffer_groups, 256, "ingest buffer capacity in groups");
 ABSL_FLAG(int, keep_checkpoints, 3, "step-N checkpoints kept per job (the newest)");
@@ -116,11 +121,16 @@ int main(int argc, char** argv) {
     group = std::move(*joined);
   }
 
+  grpo::metrics::Registry registry;
   grpo::DistributedLearnerOptions options;
   options.run_root = absl::GetFlag(FLAGS_run_root);
   options.keep_checkpoints = absl::GetFlag(FLAGS_keep_checkpoints);
   options.log = &std::cout;
+  options.registry = &registry;
   if (group_options->rank != 0) {
+    auto metrics = grpo::ServeMetrics(absl::GetFlag(FLAGS_metrics_listen),
+                                      absl::GetFlag(FLAGS_metrics_port_file), &registry);
+    if (!metrics.ok()) return Fail(metrics.status());
     absl::Status s = grpo::RunLearnerFollower(group.get(), options);
     if (!s.ok()) return Fail(s);
     std::cout << "grpo_learner: rank " << group_options->rank << " stopped" << std::endl;
@@ -138,6 +148,8 @@ int main(int argc, char** argv) {
   server_options.credentials = security->ServerCredentials();
   server_options.listen_address = absl::GetFlag(FLAGS_listen);
   server_options.lame_duck = grpo::kLameDuck;
+  server_options.registry = &registry;
+  server_options.role = "learner";
   server_options.max_receive_message_bytes = 64 << 20;  // a stream's groups, one at a time
   absl::StatusOr<std::unique_ptr<grpo::GrpcServer>> server =
       grpo::GrpcServer::Start(server_options, {&service});
@@ -149,6 +161,10 @@ int main(int argc, char** argv) {
             << security->Describe() << ")" << std::endl;
   if (absl::Status s = grpo::WritePortFile(absl::GetFlag(FLAGS_port_file), port); !s.ok())
     return Fail(s);
+  // After the buffer and the service, so it stops before them: scrapes read the buffer.
+  auto metrics = grpo::ServeMetrics(absl::GetFlag(FLAGS_metrics_listen),
+                                    absl::GetFlag(FLAGS_metrics_port_file), &registry);
+  if (!metrics.ok()) return Fail(metrics.status());
 
   auto coordinator =
       grpo::v1::CoordinatorService::NewStub(security->Channel(absl::GetFlag(FLAGS_coordinator)));

@@ -40,6 +40,11 @@ class Cluster {
   absl::StatusOr<ChildProcess*> Start(const std::string& name, std::vector<std::string> argv,
                                       std::map<std::string, std::string> env = {}) {
     env.emplace("OMP_WAIT_POLICY", "PASSIVE");
+    // Every service serves Prometheus metrics on a port of its own, published next to its
+    // gRPC port: ports/<name>.metrics.
+    argv.push_back("--metrics_listen=127.0.0.1:0");
+    argv.push_back(absl::StrCat("--metrics_port_file=",
+                                (fs::path(options_.run_dir) / "ports" / (name + ".metrics")).string()));
     absl::StatusOr<std::unique_ptr<ChildProcess>> child = ChildProcess::Spawn(
         name, argv, env, (fs::path(options_.run_dir) / "logs" / (name + ".log")).string());
     if (!child.ok()) return child.status();
@@ -208,9 +213,9 @@ absl::StatusOr<v1::Job> LaunchLocalCluster(const v1::JobSpec& user_spec,
   }
   cluster.Log(absl::StrFormat(
       "grpo_launch: coordinator %s, %d reward server(s), %d learner rank(s) x %d threads, "
-      "%d rollout worker(s) x %d threads; logs in %s/logs",
+      "%d rollout worker(s) x %d threads; logs in %s/logs, metrics ports in %s/ports/*.metrics",
       coordinator_address, options.reward_servers, options.learner_ranks, learner_threads,
-      options.rollout_workers, worker_threads, options.run_dir));
+      options.rollout_workers, worker_threads, options.run_dir, options.run_dir));
 
   // --- Submit and follow.
   auto stub = v1::CoordinatorService::NewStub(

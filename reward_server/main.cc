@@ -8,6 +8,7 @@
 #include "absl/flags/usage.h"
 #include "core/runtime.h"
 #include "reward_server/server.h"
+#include "metrics/registry.h"
 #include "rpc/process.h"
 #include "rpc/security.h"
 
@@ -16,6 +17,10 @@ ABSL_FLAG(int, threads, 0, "gRPC handler threads at most; 0 = gRPC's default");
 ABSL_FLAG(int, max_batch, 8192, "samples per Score request at most");
 ABSL_FLAG(int64_t, max_text_bytes, 64 << 10, "bytes per prompt/completion/reference at most");
 ABSL_FLAG(int, compute_threads, 0, "reward-model compute threads; 0 = all cores");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "serve Prometheus metrics at http://ADDRESS/metrics: PORT or HOST:PORT (0 = any "
+          "port; the deploy/ manifests use 9402); empty = none");
+ABSL_FLAG(std::string, metrics_port_file, "", "write the metrics port to this file");
 ABSL_FLAG(int, drain_seconds, 10, "on SIGTERM, how long calls in flight may finish");
 ABSL_FLAG(std::string, port_file, "",
           "write the bound port here once listening (for launchers that pass port 0)");
@@ -42,6 +47,8 @@ int main(int argc, char** argv) {
   }
   options.security = *std::move(security);
   options.lame_duck = grpo::kLameDuck;
+  grpo::metrics::Registry registry;
+  options.registry = &registry;
   if (options.limits.max_batch < 1 || options.limits.max_text_bytes < 1) {
     std::cerr << "error: --max_batch and --max_text_bytes must be positive\n";
     return 2;
@@ -49,6 +56,12 @@ int main(int argc, char** argv) {
   auto server = grpo::RewardServer::Start(options);
   if (!server.ok()) {
     std::cerr << "error: " << server.status().message() << "\n";
+    return 1;
+  }
+  auto metrics = grpo::ServeMetrics(absl::GetFlag(FLAGS_metrics_listen),
+                                    absl::GetFlag(FLAGS_metrics_port_file), &registry);
+  if (!metrics.ok()) {
+    std::cerr << "error: " << metrics.status().message() << "\n";
     return 1;
   }
   std::cout << "grpo_reward_server: serving on port " << (*server)->port() << " ("

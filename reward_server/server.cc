@@ -28,6 +28,8 @@ absl::StatusOr<std::unique_ptr<RewardServer>> RewardServer::Start(
   server_options.credentials = options.security.ServerCredentials();
   server_options.listen_address = options.listen_address;
   server_options.lame_duck = options.lame_duck;
+  server_options.registry = options.registry;
+  server_options.role = "reward";
   server_options.threads = options.threads;
   absl::StatusOr<std::unique_ptr<GrpcServer>> server =
       GrpcServer::Start(server_options, {s->service_.get()});

@@ -24,6 +24,7 @@ struct RewardServerOptions {
   std::string reward_model_dir;
   Security security;  // TLS and the token every call must carry
   std::chrono::milliseconds lame_duck{0};  // see GrpcServerOptions
+  metrics::Registry* registry = nullptr;   // calls counted here (borrowed); null = not
 };
 
 class RewardServer {

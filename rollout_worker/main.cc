@@ -9,6 +9,7 @@
 #include "absl/synchronization/notification.h"
 #include "core/runtime.h"
 #include "rollout_worker/worker.h"
+#include "metrics/registry.h"
 #include "rpc/process.h"
 #include "rpc/security.h"
 
@@ -17,6 +18,10 @@ ABSL_FLAG(std::string, reward_server, "localhost:50051", "reward server address"
 ABSL_FLAG(int, max_prompts, 4, "prompts per lease (each sampled G times in one batch)");
 ABSL_FLAG(int, threads, 0, "LibTorch threads; 0 = all cores");
 ABSL_FLAG(std::string, name, "", "name in the coordinator's registry; default host:pid");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "serve Prometheus metrics at http://ADDRESS/metrics: PORT or HOST:PORT (0 = any "
+          "port; the deploy/ manifests use 9404); empty = none");
+ABSL_FLAG(std::string, metrics_port_file, "", "write the metrics port to this file");
 
 int main(int argc, char** argv) {
   grpo::EnsureThreadEnvironment(argv);
@@ -41,12 +46,22 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.security = *std::move(security);
+  grpo::metrics::Registry registry;
+  options.registry = &registry;
   absl::Notification stop;
   std::thread signals([&] {
     while (!stop.HasBeenNotified())
       if (grpo::WaitForStopSignal(std::chrono::milliseconds(200)) != 0) stop.Notify();
   });
   grpo::RolloutWorker worker(options);
+  auto metrics = grpo::ServeMetrics(absl::GetFlag(FLAGS_metrics_listen),
+                                    absl::GetFlag(FLAGS_metrics_port_file), &registry);
+  if (!metrics.ok()) {
+    std::cerr << "error: " << metrics.status().message() << "\n";
+    stop.Notify();
+    signals.join();
+    return 1;
+  }
   absl::Status status = worker.Run(&stop);
   if (!stop.HasBeenNotified()) stop.Notify();
   signals.join();

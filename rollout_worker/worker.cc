@@ -42,8 +42,49 @@ std::string DefaultName() {
 
 }  // namespace
 
+// What a worker exports (DESIGN.md §6), kept alongside RolloutWorkerCounters: these are
+// atomic, so a scrape may read them while the worker runs.
+struct WorkerMetrics {
+  explicit WorkerMetrics(metrics::Registry* r)
+      : weight_pulls(r->AddCounter("grpo_worker_weight_pulls_total",
+                                   "Policy weights fetched whole and verified.").Add()),
+        bad_transfers(r->AddCounter("grpo_worker_bad_weight_transfers_total",
+                                    "Weight transfers refused (cut short or corrupt).").Add()),
+        groups_submitted(r->AddCounter("grpo_worker_groups_submitted_total",
+                                       "Scored groups the learner accepted.").Add()),
+        duplicates(r->AddCounter("grpo_worker_duplicate_groups_total",
+                                 "Groups the learner had already (a reissued lease).").Add()),
+        full_backoffs(r->AddCounter("grpo_worker_full_backoffs_total",
+                                    "Submissions refused because the learner was full.").Add()),
+        batches_failed(r->AddCounter("grpo_worker_batches_failed_total",
+                                     "Batches dropped (their leases are reissued).").Add()),
+        tokens(r->AddCounter("grpo_worker_tokens_generated_total",
+                             "Completion tokens sampled.").Add()),
+        policy_version(r->AddGauge("grpo_worker_policy_version",
+                                   "Version of the weights this worker samples with.").Add()),
+        weight_sync_seconds(r->AddHistogram("grpo_worker_weight_sync_seconds",
+                                            "Time to fetch and load a policy version.",
+                                            metrics::ExponentialBuckets(0.01, 2, 12)).Add()),
+        generation_seconds(r->AddHistogram("grpo_worker_generation_seconds",
+                                           "Time to sample one lease's groups.",
+                                           metrics::ExponentialBuckets(0.01, 2, 14)).Add()),
+        scoring_seconds(r->AddHistogram("grpo_worker_scoring_seconds",
+                                        "Time to have one lease's samples scored.",
+                                        metrics::ExponentialBuckets(0.001, 2, 14)).Add()) {}
+  metrics::Counter &weight_pulls, &bad_transfers, &groups_submitted, &duplicates, &full_backoffs,
+      &batches_failed, &tokens;
+  metrics::Gauge& policy_version;
+  metrics::Histogram &weight_sync_seconds, &generation_seconds, &scoring_seconds;
+};
+
 struct RolloutWorker::State {
+  explicit State(RolloutWorkerOptions o)
+      : options(std::move(o)),
+        metrics(options.registry ? options.registry : &own_registry) {}
+
   RolloutWorkerOptions options;
+  metrics::Registry own_registry;  // when the options name none
+  WorkerMetrics metrics;
   std::unique_ptr<v1::CoordinatorService::Stub> coordinator;
   std::unique_ptr<v1::RewardService::Stub> reward;
   std::unique_ptr<Registration> registration;
@@ -115,6 +156,9 @@ struct RolloutWorker::State {
             registration->set_policy_version(version);
             ++counters.weight_pulls;
             counters.last_weight_pull_seconds = Since(start);
+            metrics.weight_pulls.Increment();
+            metrics.weight_sync_seconds.Observe(counters.last_weight_pull_seconds);
+            metrics.policy_version.Set(static_cast<double>(version));
             Log(absl::StrFormat("weights v%d (%.1f MB) in %.3fs", version,
                                 pulled->payload.size() / 1e6, counters.last_weight_pull_seconds));
             continue;
@@ -126,6 +170,7 @@ struct RolloutWorker::State {
                          status.code() == absl::StatusCode::kInvalidArgument;
           if (bad_transfer) {
             ++counters.bad_weight_transfers;
+            metrics.bad_transfers.Increment();
             Log(absl::StrCat("weight transfer rejected, keeping v", version, ": ",
                              status.ToString()));
           }
@@ -173,10 +218,15 @@ struct RolloutWorker::State {
       if (status.ok()) {
         counters.groups_submitted += response.accepted();
         counters.groups_duplicate += response.duplicates();
+        metrics.groups_submitted.Increment(response.accepted());
+        metrics.duplicates.Increment(response.duplicates());
         return status;
       }
       if (!RetryableCode(status.code())) return status;
-      if (status.code() == absl::StatusCode::kResourceExhausted) ++counters.full_backoffs;
+      if (status.code() == absl::StatusCode::kResourceExhausted) {
+        ++counters.full_backoffs;
+        metrics.full_backoffs.Increment();
+      }
       if (status.code() == absl::StatusCode::kUnavailable)
         give_up = std::min(give_up, Clock::now() + options.learner_unreachable_grace);
       const auto wait = backoff.Next();
@@ -213,6 +263,9 @@ struct RolloutWorker::State {
     absl::StatusOr<RolloutBatch> batch = rollout.Generate(
         *policy, version, examples, ids, spec.grpo().group_size(), sampling);
     if (!batch.ok()) return batch.status();
+    metrics.tokens.Increment(static_cast<double>(batch->generated_tokens));
+    metrics.generation_seconds.Observe(batch->sample_seconds);
+    metrics.scoring_seconds.Observe(batch->score_seconds);
     const int64_t left_ms = deadline_ms - absl::ToUnixMillis(absl::Now());
     const auto give_up = Clock::now() + std::chrono::milliseconds(std::max<int64_t>(0, left_ms));
     if (absl::Status s = Submit(batch->groups, give_up, stop); !s.ok()) return s;
@@ -225,9 +278,9 @@ struct RolloutWorker::State {
   }
 };
 
-RolloutWorker::RolloutWorker(RolloutWorkerOptions options) : state_(new State) {
+RolloutWorker::RolloutWorker(RolloutWorkerOptions options) {
   if (options.name.empty()) options.name = DefaultName();
-  state_->options = std::move(options);
+  state_ = std::make_unique<State>(std::move(options));
 }
 
 RolloutWorker::~RolloutWorker() = default;
@@ -272,6 +325,7 @@ absl::Status RolloutWorker::Run(absl::Notification* stop) {
       if (absl::Status st = s.Work(lease, stop); !st.ok()) {
         if (st.code() == absl::StatusCode::kCancelled && stop->HasBeenNotified()) break;
         ++s.counters.batches_failed;
+        s.metrics.batches_failed.Increment();
         s.Log(absl::StrCat("batch dropped (its leases will be reissued): ", st.ToString()));
         wait = idle.Next();
       }

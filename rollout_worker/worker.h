@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/synchronization/notification.h"
+#include "metrics/registry.h"
 #include "rpc/security.h"
 
 namespace grpo {
@@ -32,6 +33,8 @@ struct RolloutWorkerOptions {
   std::chrono::milliseconds learner_unreachable_grace{std::chrono::seconds(10)};
   std::ostream* log = nullptr;  // one line per batch; null = silent
   Security security;  // TLS and the token for every channel the worker opens
+  // Where the worker's grpo_worker_* metrics go (borrowed); null = kept to itself.
+  metrics::Registry* registry = nullptr;
 };
 
 struct RolloutWorkerCounters {

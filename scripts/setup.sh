@@ -12,8 +12,8 @@ packages=(
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   openssl                            # tests make a throwaway CA for the TLS tests
   iproute2                           # tests make network namespaces for partitions (as root)
-  libcivetweb-dev                    # HTTP for /metrics
   prometheus                         # promtool (and the server) check the metrics in tests
+  clang libclang-rt-14-dev llvm      # the sanitizer build and libFuzzer (scripts/sanitizer_tests.sh)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -54,6 +54,15 @@ TEST(LoadJsonlTest, Gsm8kAnswersKeepTheWorkedSolution) {
   EXPECT_EQ((*examples)[1].solution, "given");  // an explicit solution wins
 }
 
+TEST(LoadJsonlTest, Gsm8kAnswersAreTrimmedAfterTheCommasGo) {
+  const std::string path = WriteTempFile(
+      "gsm_commas.jsonl", "{\"prompt\": \"p\", \"answer\": \"x #### , 1,234 ,\"}\n");
+  absl::StatusOr<std::vector<Example>> examples = LoadJsonl(path);
+  ASSERT_TRUE(examples.ok()) << examples.status();
+  ASSERT_EQ(examples->size(), 1u);
+  EXPECT_EQ((*examples)[0].answer, "1234");
+}
+
 TEST(LoadJsonlTest, MalformedLineReportsPathAndLineNumber) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"{\"prompt\": \"a\", \"answer\": ", "not a valid example object"},
@@ -66,6 +75,8 @@ TEST(LoadJsonlTest, MalformedLineReportsPathAndLineNumber) {
       {"[\"a\", \"1\"]", "not a valid example object"},
       {"{\"prompt\": \"a\", \"answer\": \"1\"} trailing", "not a valid example object"},
       {"{\"prompt\": \"a\", \"answer\": \"steps #### \"}", "####"},
+      // Found by fuzz/jsonl_fuzzer: once loaded as a blank answer.
+      {"{\"prompt\": \"a\", \"answer\": \"steps #### , ,\"}", "####"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     const std::string path =

@@ -53,6 +53,18 @@ TEST(JobSpecTest, UnknownFieldsAreRejectedByName) {
   EXPECT_THAT(ErrorOf("{ not json"), HasSubstr("JSON"));
 }
 
+// Found by fuzz/job_spec_fuzzer: the text-format parser keeps such strings (it only logs
+// them), and the coordinator would refuse the spec on the wire naming nothing.
+TEST(JobSpecTest, StringsThatAreNotUtf8AreRejectedByName) {
+  EXPECT_THAT(ErrorOf("dataset { kind: \"jsonl\" train_path: \"tr\\270n.jsonl\" }"),
+              HasSubstr("dataset.train_path: not valid UTF-8"));
+  EXPECT_THAT(ErrorOf("rewards { name: \"overlong_penalty\" "
+                      "params { key: \"max_\\377\" value: 1 } }"),
+              HasSubstr("rewards[0].params[0].key: not valid UTF-8"));
+  EXPECT_THAT(ErrorOf("{\"name\": \"\xff\"}"), HasSubstr("UTF-8"));  // JSON's own check
+  EXPECT_EQ(ErrorOf("name: \"caf\\303\\251 \\360\\237\\230\\200\""), "");  // é and an emoji
+}
+
 TEST(JobSpecTest, OutOfRangeValuesNameTheField) {
   EXPECT_THAT(ErrorOf(R"({"grpo": {"group_size": 1}})"), HasSubstr("grpo.group_size"));
   EXPECT_THAT(ErrorOf(R"({"grpo": {"epsilon_low": 1.5}})"), HasSubstr("grpo.epsilon_low"));

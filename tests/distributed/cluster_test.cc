@@ -4,6 +4,9 @@
 // read or a process exit, bounded by a deadline).
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <iostream>
 #include <memory>
 #include <set>
@@ -29,6 +33,7 @@
 #include "core/failpoint.h"
 #include "rpc/process.h"
 #include "rpc/security.h"
+#include "tests/testing/http_get.h"
 #include "tests/testing/test_pki.h"
 
 namespace grpo {
@@ -83,6 +88,10 @@ class ClusterTest : public ::testing::Test {
                       std::map<std::string, std::string> env = {}) {
     env.emplace("OMP_WAIT_POLICY", "PASSIVE");
     argv.insert(argv.end(), security_flags_.begin(), security_flags_.end());
+    if (metrics_) {
+      argv.push_back("--metrics_listen=127.0.0.1:0");
+      argv.push_back("--metrics_port_file=" + (dir_ / "ports" / (name + ".metrics")).string());
+    }
     auto child = ChildProcess::Spawn(name, argv, env, (dir_ / "logs" / (name + ".log")).string());
     EXPECT_TRUE(child.ok()) << child.status();
     if (!child.ok()) return nullptr;
@@ -225,7 +234,8 @@ class ClusterTest : public ::testing::Test {
     return all;
   }
 
-  std::string listen_host_ = "127.0.0.1";  // 0.0.0.0 when a network namespace must reach in
+  std::string listen_host_ = "127.0.0.1";
+  bool metrics_ = false;  // children serve /metrics, ports in ports/<name>.metrics  // 0.0.0.0 when a network namespace must reach in
   // Every child and grpoctl get these flags; the test's own stub uses security_.
   std::vector<std::string> security_flags_;
   SecurityOptions security_;
@@ -490,6 +500,86 @@ TEST_F(ClusterTest, APartitionedWorkersLeasesAreReissuedAndItRejoinsWhenTheLinkR
             << done.progress().duplicate_groups() << ", duplicate acks " << done.duplicate_acks()
             << ", far worker batches dropped "
             << CountOf(far_log, "batch dropped") << std::endl;
+}
+
+// A port nobody listens on now (the kernel's pick, released), for servers that cannot
+// publish the port they chose.
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(addr);
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) == 0)
+    port = ntohs(addr.sin_port);
+  close(fd);
+  return port;
+}
+
+// Every process serves /metrics that promtool accepts, with what a dashboard reads; a
+// real Prometheus server scrapes them all and answers a query through its HTTP API.
+TEST_F(ClusterTest, EveryProcessExportsMetricsThatPrometheusScrapes) {
+  if (std::system("command -v promtool >/dev/null && command -v prometheus >/dev/null") != 0)
+    GTEST_SKIP() << "needs promtool and prometheus (Debian package prometheus)";
+  metrics_ = true;
+  StartServices(1);
+  StartWorker("worker-0");
+  const std::string job = Submit(WriteSpec("observed", 3));
+  ASSERT_EQ(WatchUntil(job, Ended).state(), v1::JOB_STATE_SUCCEEDED) << Logs();
+
+  std::map<std::string, std::string> exposition;
+  std::vector<std::string> targets;
+  for (const std::string name : {"coordinator", "reward", "learner-0", "worker-0"}) {
+    absl::StatusOr<int> port = ReadPortFile((dir_ / "ports" / (name + ".metrics")).string());
+    ASSERT_TRUE(port.ok()) << name << ": " << port.status();
+    targets.push_back(absl::StrCat("'127.0.0.1:", *port, "'"));
+    exposition[name] = testing_util::HttpBody(testing_util::HttpGet(*port, "/metrics"));
+    const fs::path file = dir_ / (name + ".prom");
+    std::ofstream(file) << exposition[name];
+    auto [exit, output] = RunCommand(absl::StrCat("promtool check metrics < ", file.string()));
+    EXPECT_EQ(exit, 0) << name << ":\n" << output;
+    EXPECT_EQ(output, "") << name << ": promtool's findings";
+  }
+  EXPECT_THAT(exposition["learner-0"], HasSubstr("\ngrpo_learner_steps_total 3\n"));
+  EXPECT_THAT(exposition["learner-0"], HasSubstr("\ngrpo_step_seconds_count 3\n"));
+  EXPECT_THAT(exposition["learner-0"], HasSubstr("grpo_reward_function_mean{function="));
+  EXPECT_THAT(exposition["coordinator"],
+              HasSubstr("\ngrpo_coordinator_jobs{state=\"succeeded\"} 1\n"));
+  EXPECT_THAT(exposition["coordinator"],
+              HasSubstr("grpo_rpc_server_calls_total{code=\"OK\",method=\"LeasePrompts\","
+                        "role=\"coordinator\"}"));
+  EXPECT_THAT(exposition["worker-0"], HasSubstr("\ngrpo_worker_groups_submitted_total 12\n"));
+  EXPECT_THAT(exposition["reward"],
+              HasSubstr("grpo_rpc_server_calls_total{code=\"OK\",method=\"Score\","
+                        "role=\"reward\"}"));
+
+  // A Prometheus server on loopback with a generated scrape configuration.
+  const int prometheus_port = FreePort();
+  const fs::path config = dir_ / "prometheus.yml";
+  std::ofstream(config) << "global:\n  scrape_interval: 1s\nscrape_configs:\n"
+                           "  - job_name: grpo\n    static_configs:\n      - targets: ["
+                        << absl::StrJoin(targets, ", ") << "]\n";
+  metrics_ = false;
+  security_flags_.clear();
+  ChildProcess* prometheus = Start(
+      "prometheus", {"/usr/bin/prometheus", "--config.file=" + config.string(),
+                     "--storage.tsdb.path=" + (dir_ / "tsdb").string(),
+                     absl::StrCat("--web.listen-address=127.0.0.1:", prometheus_port)});
+  ASSERT_NE(prometheus, nullptr);
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(90);
+  std::string answer;
+  while (std::chrono::steady_clock::now() < give_up && !prometheus->Poll()) {
+    answer = testing_util::HttpBody(
+        testing_util::HttpGet(prometheus_port, "/api/v1/query?query=grpo_learner_steps_total"));
+    if (absl::StrContains(answer, "\"value\":[")) break;
+    // Prometheus scrapes on its own clock (1 s here); nothing to wait on but its answer.
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  EXPECT_THAT(answer, HasSubstr("\"__name__\":\"grpo_learner_steps_total\""))
+      << ReadFile(prometheus->log_path());
+  EXPECT_THAT(answer, HasSubstr("\"3\"]"));
 }
 
 // A learner killed mid-job (SIGKILL: no chance to save) or stopped (SIGTERM: it saves)

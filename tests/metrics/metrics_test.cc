@@ -3,11 +3,6 @@
 // threads, the HTTP endpoint, and promtool's verdict on the output.
 #include "metrics/registry.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -19,11 +14,13 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "metrics/metrics_server.h"
+#include "tests/testing/http_get.h"
 
 namespace grpo::metrics {
 namespace {
 
 using ::testing::HasSubstr;
+using ::grpo::testing_util::HttpGet;
 using ::testing::StartsWith;
 
 TEST(RegistryTest, ExpositionFormatIsExact) {
@@ -124,31 +121,6 @@ TEST(RegistryTest, ConcurrentUpdatesLoseNothing) {
   EXPECT_EQ(s.cumulative[0], 100000u);
   EXPECT_DOUBLE_EQ(s.sum, 100000);
   EXPECT_DOUBLE_EQ(gauge.Value(), 100000);
-}
-
-// HTTP GET on loopback; the whole response (headers and body).
-std::string HttpGet(int port, const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
-  const std::string request =
-      absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-  if (write(fd, request.data(), request.size()) < 0) {
-    close(fd);
-    return "";
-  }
-  std::string response;
-  char buffer[4096];
-  ssize_t n;
-  while ((n = read(fd, buffer, sizeof(buffer))) > 0) response.append(buffer, n);
-  close(fd);
-  return response;
 }
 
 TEST(MetricsServerTest, ServesTheExpositionAtSlashMetrics) {
