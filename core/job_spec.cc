@@ -95,9 +95,9 @@ bool IsValidUtf8(absl::string_view s) {
 
 // The text-format parser only logs a string that is not UTF-8 and keeps it (the JSON
 // parser refuses one); such a spec would then be refused by the coordinator's wire-format
-// parser with an error naming nothing, and come out changed in spec.json. Names the first
-// such field.
-absl::Status CheckStringsAreUtf8(const google::protobuf::Message& m, const std::string& prefix) {
+// parser with an error naming nothing, and come out changed in spec.json. Enums are open:
+// a number no value has survives every parser. Names the first such field.
+absl::Status CheckStringsAndEnums(const google::protobuf::Message& m, const std::string& prefix) {
   using google::protobuf::FieldDescriptor;
   const google::protobuf::Reflection* r = m.GetReflection();
   std::vector<const FieldDescriptor*> fields;
@@ -114,8 +114,16 @@ absl::Status CheckStringsAreUtf8(const google::protobuf::Message& m, const std::
                                        : r->GetStringReference(m, f, &scratch);
         if (!IsValidUtf8(value))
           return absl::InvalidArgumentError(absl::StrCat(name, ": not valid UTF-8"));
+      } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_ENUM) {
+        // Open (proto3) enums keep numbers they do not know; code would then fall back to
+        // a default silently.
+        const int value = f->is_repeated() ? r->GetRepeatedEnumValue(m, f, i)
+                                           : r->GetEnumValue(m, f);
+        if (f->enum_type()->FindValueByNumber(value) == nullptr)
+          return absl::InvalidArgumentError(
+              absl::StrCat(name, ": ", value, " is not a ", f->enum_type()->name()));
       } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
-        RETURN_IF_ERROR(CheckStringsAreUtf8(
+        RETURN_IF_ERROR(CheckStringsAndEnums(
             f->is_repeated() ? r->GetRepeatedMessage(m, f, i) : r->GetMessage(m, f),
             name + "."));
       }
@@ -144,7 +152,7 @@ absl::StatusOr<v1::JobSpec> ParseJobSpec(absl::string_view text) {
   parser.RecordErrorsTo(&errors);
   if (!parser.ParseFromString(std::string(text), &spec))
     return absl::InvalidArgumentError(absl::StrCat("job spec (text proto): ", errors.first));
-  if (absl::Status utf8 = CheckStringsAreUtf8(spec, ""); !utf8.ok())
+  if (absl::Status utf8 = CheckStringsAndEnums(spec, ""); !utf8.ok())
     return absl::InvalidArgumentError(absl::StrCat("job spec (text proto): ", utf8.message()));
   return spec;
 }
@@ -271,6 +279,7 @@ absl::StatusOr<v1::JobSpec> ResolveJobSpec(const v1::JobSpec& user) {
 }
 
 absl::Status ValidateJobSpec(const v1::JobSpec& s) {
+  RETURN_IF_ERROR(CheckStringsAndEnums(s, ""));
   RETURN_IF_ERROR(InRange("steps", s.steps(), 0, 1e7));
   RETURN_IF_ERROR(InRange("checkpoint_every", s.checkpoint_every(), 0, 1e7));
 

@@ -36,7 +36,16 @@ absl::Status WeightAssembler::Add(const v1::WeightChunk& c) {
   if (c.total_chunks() < 1 || c.index() < 0 || c.index() >= c.total_chunks())
     return absl::InvalidArgumentError(absl::StrCat("weight chunk index ", c.index(), " of ",
                                                    c.total_chunks(), " is out of range"));
+  if (c.version() < 0)
+    return absl::InvalidArgumentError(absl::StrCat("weight chunk version ", c.version(), " < 0"));
   if (chunks_.empty()) {
+    // No chunk can be larger than a gRPC message, so the announced size is bounded by the
+    // chunk count: a peer cannot make us buffer more than it announced, nor announce more
+    // than it could send.
+    if (c.total_bytes() > static_cast<uint64_t>(c.total_chunks()) * kMaxWeightChunkMessage)
+      return absl::InvalidArgumentError(absl::StrCat(
+          "weight transfer of ", c.total_bytes(), " bytes in ", c.total_chunks(),
+          " chunks: more than a chunk can carry"));
     version_ = c.version();
     total_chunks_ = c.total_chunks();
     total_bytes_ = c.total_bytes();
@@ -47,8 +56,13 @@ absl::Status WeightAssembler::Add(const v1::WeightChunk& c) {
         "weight chunk ", c.index(), " of version ", c.version(),
         " does not match the transfer in progress (version ", version_, ")"));
   }
+  if (received_bytes_ + c.data().size() > total_bytes_)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "weight chunk ", c.index(), " brings the transfer past the ", total_bytes_,
+        " bytes announced"));
   if (!chunks_.emplace(c.index(), c.data()).second)
     return absl::InvalidArgumentError(absl::StrCat("weight chunk ", c.index(), " repeated"));
+  received_bytes_ += c.data().size();
   return absl::OkStatus();
 }
 

@@ -20,6 +20,8 @@ namespace grpo {
 
 // Under gRPC's default 4 MiB message limit with room for the other fields.
 inline constexpr size_t kWeightChunkBytes = (4 << 20) - (64 << 10);
+// The largest WeightChunk message a receiver takes (its gRPC receive limit).
+inline constexpr uint64_t kMaxWeightChunkMessage = 8 << 20;
 
 uint64_t Fnv1a64(const std::string& bytes);
 
@@ -29,7 +31,8 @@ std::vector<v1::WeightChunk> ChunkPayload(const std::string& payload, int64_t ve
 class WeightAssembler {
  public:
   // INVALID_ARGUMENT for a chunk that contradicts the ones before it (version, totals,
-  // checksum), an index out of range or a repeated index; the assembler keeps what it had.
+  // checksum), an index out of range or a repeated index, a negative version, or data past
+  // the announced size (itself bounded by the chunk count); the assembler keeps what it had.
   absl::Status Add(const v1::WeightChunk& chunk);
   bool complete() const;
   // The payload once complete and verified: FAILED_PRECONDITION if chunks are missing,
@@ -43,6 +46,7 @@ class WeightAssembler {
   int total_chunks_ = 0;
   uint64_t total_bytes_ = 0;
   uint64_t checksum_ = 0;
+  uint64_t received_bytes_ = 0;  // never more than total_bytes_
 };
 
 }  // namespace grpo

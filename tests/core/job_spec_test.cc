@@ -65,6 +65,14 @@ TEST(JobSpecTest, StringsThatAreNotUtf8AreRejectedByName) {
   EXPECT_EQ(ErrorOf("name: \"caf\\303\\251 \\360\\237\\230\\200\""), "");  // é and an emoji
 }
 
+TEST(JobSpecTest, EnumNumbersWithoutAValueAreRejectedByName) {
+  v1::JobSpec spec;
+  spec.mutable_grpo()->set_kl_estimator(static_cast<v1::KlEstimator>(42));
+  absl::StatusOr<v1::JobSpec> resolved = ResolveJobSpec(spec);
+  EXPECT_EQ(resolved.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(resolved.status().message()), HasSubstr("grpo.kl_estimator: 42"));
+}
+
 TEST(JobSpecTest, OutOfRangeValuesNameTheField) {
   EXPECT_THAT(ErrorOf(R"({"grpo": {"group_size": 1}})"), HasSubstr("grpo.group_size"));
   EXPECT_THAT(ErrorOf(R"({"grpo": {"epsilon_low": 1.5}})"), HasSubstr("grpo.epsilon_low"));

@@ -83,6 +83,29 @@ TEST(WeightTransferTest, CorruptOrIncompleteTransfersLeaveTheWeightsAlone) {
   EXPECT_TRUE(SameParameters(receiver, untouched));
 }
 
+// A hostile or broken peer cannot make the worker buffer more than it announced, nor
+// announce more than its chunks could carry.
+TEST(WeightTransferTest, SizesAndVersionsOutOfBoundsAreRefused) {
+  std::vector<v1::WeightChunk> chunks = ChunkPayload(std::string(100, 'w'), 3, 40);
+  ASSERT_EQ(chunks.size(), 3u);
+  WeightAssembler assembler;
+  v1::WeightChunk negative = chunks[0];
+  negative.set_version(-1);
+  EXPECT_EQ(assembler.Add(negative).code(), absl::StatusCode::kInvalidArgument);
+  v1::WeightChunk huge = chunks[0];
+  huge.set_total_bytes(uint64_t{3} * kMaxWeightChunkMessage + 1);
+  EXPECT_EQ(assembler.Add(huge).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(assembler.Add(chunks[0]).ok());
+  v1::WeightChunk stuffed = chunks[1];
+  stuffed.set_data(std::string(70, 'x'));  // 40 + 70 > the 100 bytes announced
+  EXPECT_THAT(std::string(assembler.Add(stuffed).message()), testing::HasSubstr("past the 100"));
+  ASSERT_TRUE(assembler.Add(chunks[1]).ok());  // nothing of the refused chunk was kept
+  ASSERT_TRUE(assembler.Add(chunks[2]).ok());
+  absl::StatusOr<std::string> payload = assembler.Take();
+  ASSERT_TRUE(payload.ok()) << payload.status();
+  EXPECT_EQ(*payload, std::string(100, 'w'));
+}
+
 TEST(WeightTransferTest, EmptyPayloadIsOneChunk) {
   auto chunks = ChunkPayload("", 1, 16);
   ASSERT_EQ(chunks.size(), 1u);
