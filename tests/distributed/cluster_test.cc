@@ -16,6 +16,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <regex>
 #include <iostream>
 #include <memory>
 #include <set>
@@ -33,6 +34,7 @@
 #include "core/failpoint.h"
 #include "rpc/process.h"
 #include "rpc/security.h"
+#include "tests/testing/command.h"
 #include "tests/testing/http_get.h"
 #include "tests/testing/test_pki.h"
 
@@ -51,13 +53,8 @@ std::string ReadFile(const fs::path& path) {
 
 // Runs a command to completion; returns its exit status and output.
 std::pair<int, std::string> RunCommand(const std::string& command) {
-  std::string output;
-  // A hung command fails the test instead of hanging it.
-  FILE* pipe = popen(("timeout 300 " + command + " 2>&1").c_str(), "r");
-  char buffer[4096];
-  while (size_t n = fread(buffer, 1, sizeof(buffer), pipe)) output.append(buffer, n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+  testing_util::CommandResult r = testing_util::RunCommand(command);
+  return {r.exit_code, std::move(r.output)};
 }
 
 class ClusterTest : public ::testing::Test {
@@ -554,6 +551,22 @@ TEST_F(ClusterTest, EveryProcessExportsMetricsThatPrometheusScrapes) {
   EXPECT_THAT(exposition["reward"],
               HasSubstr("grpo_rpc_server_calls_total{code=\"OK\",method=\"Score\","
                         "role=\"reward\"}"));
+
+  // Every metric the Grafana dashboard queries is one the services export.
+  const std::string dashboard =
+      ReadFile(fs::path(GRPO_SOURCE_DIR) / "deploy" / "grafana" / "grpo-dashboard.json");
+  std::string all;
+  for (const auto& [name, text] : exposition) all += "\n" + text;
+  std::set<std::string> queried;
+  const std::regex metric_name("grpo_[a-z0-9_]+");
+  for (auto it = std::sregex_iterator(dashboard.begin(), dashboard.end(), metric_name);
+       it != std::sregex_iterator(); ++it)
+    queried.insert(it->str());
+  EXPECT_GE(queried.size(), 25u) << dashboard.substr(0, 200);
+  for (const std::string& metric : queried)
+    EXPECT_TRUE(absl::StrContains(all, "\n" + metric + "{") ||
+                absl::StrContains(all, "\n" + metric + " "))
+        << metric << " is on the dashboard but no process exports it";
 
   // A Prometheus server on loopback with a generated scrape configuration.
   const int prometheus_port = FreePort();

@@ -14,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "metrics/metrics_server.h"
+#include "tests/testing/command.h"
 #include "tests/testing/http_get.h"
 
 namespace grpo::metrics {
@@ -153,15 +154,10 @@ TEST(PromtoolTest, ExpositionPassesPromtoolCheckMetrics) {
       .Observe(0.3);
   const std::string path = ::testing::TempDir() + "/metrics_promtool.txt";
   std::ofstream(path) << registry.Serialize();
-  const std::string command = absl::StrCat("promtool check metrics < ", path, " 2>&1");
-  FILE* pipe = popen(command.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string output;
-  char buffer[1024];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output.append(buffer, n);
-  EXPECT_EQ(pclose(pipe), 0) << output;
-  EXPECT_EQ(output, "") << "promtool's findings";
+  const testing_util::CommandResult r =
+      testing_util::RunCommand(absl::StrCat("promtool check metrics < ", path));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, "") << "promtool's findings";
 }
 
 }  // namespace

@@ -3,7 +3,6 @@
 // its answer, and only then does the server stop taking calls.
 #include "rpc/grpc_server.h"
 
-#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
@@ -16,6 +15,7 @@
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "grpo/v1/reward.grpc.pb.h"
+#include "tests/testing/health_check.h"
 
 namespace grpo {
 namespace {
@@ -37,30 +37,7 @@ class SlowService final : public v1::RewardService::Service {
   absl::Notification entered, release;
 };
 
-// grpc.health.v1.Health/Check through a generic stub: the empty request is no bytes, and
-// the answer's status is field 1 (SERVING = 1, NOT_SERVING = 2). -1 if the call failed.
-int Health(const std::shared_ptr<grpc::Channel>& channel) {
-  grpc::GenericStub generic(channel);
-  grpc::Slice empty("");
-  grpc::ByteBuffer request(&empty, 1), response;
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  absl::Notification done;
-  grpc::Status status;
-  generic.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
-                    &response, [&](grpc::Status s) {
-                      status = s;
-                      done.Notify();
-                    });
-  done.WaitForNotification();
-  if (!status.ok()) return -1;
-  std::vector<grpc::Slice> slices;
-  if (!response.Dump(&slices).ok()) return -1;
-  std::string bytes;
-  for (const auto& slice : slices)
-    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
-  return bytes.size() == 2 && bytes[0] == 0x08 ? bytes[1] : -1;
-}
+using testing_util::HealthStatus;
 
 TEST(GrpcServerTest, ShutdownGoesNotServingThenDrainsTheCallsInFlight) {
   SlowService service;
@@ -72,7 +49,7 @@ TEST(GrpcServerTest, ShutdownGoesNotServingThenDrainsTheCallsInFlight) {
   auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
                                      grpc::InsecureChannelCredentials());
   auto stub = v1::RewardService::NewStub(channel);
-  ASSERT_EQ(Health(channel), 1);
+  ASSERT_EQ(HealthStatus(channel), 1);
 
   grpc::Status in_flight;
   v1::ScoreResponse answer;
@@ -86,7 +63,7 @@ TEST(GrpcServerTest, ShutdownGoesNotServingThenDrainsTheCallsInFlight) {
   // The lame duck: NOT_SERVING, yet new calls still answered.
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   int health = 1;
-  while (health == 1 && std::chrono::steady_clock::now() < give_up) health = Health(channel);
+  while (health == 1 && std::chrono::steady_clock::now() < give_up) health = HealthStatus(channel);
   EXPECT_EQ(health, 2);
   {
     grpc::ClientContext context;
@@ -99,7 +76,7 @@ TEST(GrpcServerTest, ShutdownGoesNotServingThenDrainsTheCallsInFlight) {
   EXPECT_TRUE(in_flight.ok()) << in_flight.error_message();
   ASSERT_EQ(answer.scores_size(), 1);
   EXPECT_EQ(answer.scores(0).total(), 42);
-  EXPECT_EQ(Health(channel), -1);  // stopped: nothing answers
+  EXPECT_EQ(HealthStatus(channel), -1);  // stopped: nothing answers
 }
 
 }  // namespace

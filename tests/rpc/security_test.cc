@@ -12,7 +12,6 @@
 #include <string>
 #include <vector>
 
-#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
@@ -22,6 +21,8 @@
 #include "gtest/gtest.h"
 #include "rpc/grpc_server.h"
 #include "rpc/process.h"
+#include "tests/testing/command.h"
+#include "tests/testing/health_check.h"
 #include "tests/testing/test_pki.h"
 
 namespace grpo {
@@ -189,28 +190,10 @@ TEST_F(SecurityTest, TokenMissingIsUnauthenticatedAndWrongIsPermissionDenied) {
   EXPECT_EQ(codes[1], grpc::StatusCode::NOT_FOUND);
   EXPECT_EQ(codes[2], grpc::StatusCode::OK);
 
-  // Health needs no token: probes (Kubernetes, load balancers) carry none. The generic
-  // stub's empty request is HealthCheckRequest{}; SERVING (1) as field 1 is bytes 08 01.
-  grpc::GenericStub generic(grpc::CreateChannel(Address(), grpc::InsecureChannelCredentials()));
-  grpc::Slice empty("");
-  grpc::ByteBuffer request(&empty, 1), response;
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-  absl::Notification done;
-  grpc::Status status;
-  generic.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
-                    &response, [&](grpc::Status s) {
-                      status = s;
-                      done.Notify();
-                    });
-  done.WaitForNotification();
-  ASSERT_TRUE(status.ok()) << status.error_message();
-  std::vector<grpc::Slice> slices;
-  ASSERT_TRUE(response.Dump(&slices).ok());
-  std::string bytes;
-  for (const auto& slice : slices)
-    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
-  EXPECT_EQ(bytes, std::string("\x08\x01", 2));
+  // Health needs no token: probes (Kubernetes, load balancers) carry none.
+  EXPECT_EQ(testing_util::HealthStatus(
+                grpc::CreateChannel(Address(), grpc::InsecureChannelCredentials())),
+            1);
 }
 
 TEST_F(SecurityTest, TokenAndMutualTlsTogether) {
@@ -255,22 +238,8 @@ TEST_F(SecurityTest, BadOptionsAreRefusedNamingTheFlagAndFile) {
   EXPECT_EQ(loaded->Describe(), "plaintext, token");
 }
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string output;
-};
-
-CommandResult RunCommand(const std::string& command) {
-  CommandResult result;
-  FILE* pipe = popen(absl::StrCat(command, " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return result;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) result.output.append(buffer, n);
-  const int status = pclose(pipe);
-  if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
-  return result;
-}
+using testing_util::CommandResult;
+using testing_util::RunCommand;
 
 // The binaries as users run them: grpo_coordinator with mutual TLS and a token, grpoctl
 // with and without the right credentials; neither ever prints the token.
