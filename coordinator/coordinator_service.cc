@@ -393,12 +393,14 @@ void CoordinatorServiceImpl::ExportMetrics(metrics::Registry* registry) {
                                      "Prompts the learner acknowledged as ingested.").Add();
   auto& duplicates = registry->AddCounter("grpo_coordinator_duplicate_acks_total",
                                           "Acknowledgements of prompts acknowledged before.").Add();
+  auto& failed = registry->AddCounter("grpo_coordinator_prompts_failed_total",
+                                      "Prompts dropped as unscorable and replaced.").Add();
   registry->OnCollect([=, &jobs, &workers, &waiting, &open, &granted, &reissued, &acked,
-                       &duplicates] {
+                       &duplicates, &failed] {
     absl::MutexLock lock(&mu_);
     std::map<std::string, int> by_state = {{"queued", 0}, {"running", 0}, {"succeeded", 0},
                                            {"failed", 0}, {"cancelled", 0}};
-    int64_t g = 0, r = 0, a = 0, d = 0, w = 0, o = 0;
+    int64_t g = 0, r = 0, a = 0, d = 0, f = 0, w = 0, o = 0;
     for (const auto& entry : jobs_) {
       const v1::Job& job = entry->job;
       std::string state = v1::JobState_Name(job.state());
@@ -408,6 +410,7 @@ void CoordinatorServiceImpl::ExportMetrics(metrics::Registry* registry) {
       r += job.lease_reissues();
       a += job.prompts_acked();
       d += job.duplicate_acks();
+      f += job.prompts_failed();
       if (job.state() == v1::JOB_STATE_RUNNING) {
         w += static_cast<int64_t>(entry->waiting.size());
         o += static_cast<int64_t>(entry->leases.size());
@@ -426,6 +429,7 @@ void CoordinatorServiceImpl::ExportMetrics(metrics::Registry* registry) {
     reissued.IncrementTo(static_cast<double>(r));
     acked.IncrementTo(static_cast<double>(a));
     duplicates.IncrementTo(static_cast<double>(d));
+    failed.IncrementTo(static_cast<double>(f));
   });
 }
 
@@ -745,22 +749,10 @@ grpc::Status CoordinatorServiceImpl::AckPrompts(grpc::ServerContext* context,
   JobEntry* entry = FindJob(request->job_id());
   if (entry == nullptr) return NoSuchJob(request->job_id());
   // All ids are checked before any is counted, so a bad request changes nothing.
-  std::vector<uint64_t> cursors;
-  cursors.reserve(request->prompt_ids_size());
-  for (int i = 0; i < request->prompt_ids_size(); ++i) {
-    const std::string& id = request->prompt_ids(i);
-    uint64_t cursor = 0;
-    const absl::string_view prefix = "train-";
-    if (!absl::StartsWith(id, prefix) ||
-        !absl::SimpleAtoi(absl::string_view(id).substr(prefix.size()), &cursor) ||
-        TrainPromptId(cursor) != id || cursor >= entry->next_cursor) {
-      return Invalid(absl::StrCat("prompt_ids[", i, "]: \"", id,
-                                  "\" was never handed out for job ", entry->job.job_id()));
-    }
-    cursors.push_back(cursor);
-  }
+  absl::StatusOr<std::vector<uint64_t>> cursors = PromptCursors(*entry, request->prompt_ids());
+  if (!cursors.ok()) return ToGrpcStatus(cursors.status());
   int acked = 0, duplicates = 0;
-  for (const uint64_t cursor : cursors) {
+  for (const uint64_t cursor : *cursors) {
     if (!entry->acked.insert(cursor).second) {
       ++duplicates;
       continue;
@@ -782,6 +774,76 @@ grpc::Status CoordinatorServiceImpl::AckPrompts(grpc::ServerContext* context,
   if (acked + duplicates > 0) Changed(entry);
   response->set_acked(acked);
   response->set_duplicates(duplicates);
+  return WaitDurable(dirty_before);
+}
+
+absl::StatusOr<std::vector<uint64_t>> CoordinatorServiceImpl::PromptCursors(
+    const JobEntry& entry, const google::protobuf::RepeatedPtrField<std::string>& ids) const {
+  std::vector<uint64_t> cursors;
+  cursors.reserve(ids.size());
+  for (int i = 0; i < ids.size(); ++i) {
+    const std::string& id = ids.Get(i);
+    uint64_t cursor = 0;
+    const absl::string_view prefix = "train-";
+    if (!absl::StartsWith(id, prefix) ||
+        !absl::SimpleAtoi(absl::string_view(id).substr(prefix.size()), &cursor) ||
+        TrainPromptId(cursor) != id || cursor >= entry.next_cursor) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "prompt_ids[", i, "]: \"", id, "\" was never handed out for job ", entry.job.job_id()));
+    }
+    cursors.push_back(cursor);
+  }
+  return cursors;
+}
+
+grpc::Status CoordinatorServiceImpl::FailPrompts(grpc::ServerContext* context,
+                                                 const v1::FailPromptsRequest* request,
+                                                 v1::FailPromptsResponse* response) {
+  if (grpc::Status denied = options_.authorizer.Check(*context); !denied.ok()) return denied;
+  if (request->job_id().empty()) return Invalid("job_id: required");
+  if (request->prompt_ids_size() > kMaxAckIds)
+    return Exhausted(absl::StrCat("prompt_ids: ", request->prompt_ids_size(), " ids, at most ",
+                                  kMaxAckIds, " per call"));
+  absl::MutexLock lock(&mu_);
+  const int64_t dirty_before = dirty_version_;
+  JobEntry* entry = FindJob(request->job_id());
+  if (entry == nullptr) return NoSuchJob(request->job_id());
+  if (entry->job.state() != v1::JOB_STATE_RUNNING) return NotRunning(entry->job);
+  absl::StatusOr<std::vector<uint64_t>> cursors = PromptCursors(*entry, request->prompt_ids());
+  if (!cursors.ok()) return ToGrpcStatus(cursors.status());
+  int failed = 0, ignored = 0;
+  for (const uint64_t cursor : *cursors) {
+    // Done either way from here: acknowledged prompts are never handed out again.
+    if (!entry->acked.insert(cursor).second) {
+      ++ignored;
+      continue;
+    }
+    ++failed;
+    int64_t min_version = 0;
+    if (auto it = entry->lease_of.find(cursor); it != entry->lease_of.end()) {
+      min_version = entry->leases[it->second].min_policy_version;
+      entry->leases.erase(it->second);
+      entry->lease_of.erase(it);
+    } else {
+      auto w = std::find_if(entry->waiting.begin(), entry->waiting.end(),
+                            [&](const Waiting& x) { return x.cursor == cursor; });
+      if (w != entry->waiting.end()) {
+        min_version = w->min_policy_version;
+        entry->waiting.erase(w);
+      }
+    }
+    entry->waiting.push_back(Waiting{entry->next_cursor++, min_version});
+  }
+  if (failed > 0) {
+    entry->job.set_prompts_failed(entry->job.prompts_failed() + failed);
+    entry->job.set_prompts_requested(entry->job.prompts_requested() + failed);
+    std::cerr << "grpo_coordinator: " << entry->job.job_id() << ": " << failed
+              << " prompt(s) failed and replaced: " << request->reason().substr(0, 200)
+              << std::endl;
+    Changed(entry);
+  }
+  response->set_failed(failed);
+  response->set_ignored(ignored);
   return WaitDurable(dirty_before);
 }
 

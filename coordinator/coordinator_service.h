@@ -126,6 +126,8 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::Service {
                               v1::RequestPromptsResponse* response) override;
   grpc::Status AckPrompts(grpc::ServerContext* context, const v1::AckPromptsRequest* request,
                           v1::AckPromptsResponse* response) override;
+  grpc::Status FailPrompts(grpc::ServerContext* context, const v1::FailPromptsRequest* request,
+                           v1::FailPromptsResponse* response) override;
   grpc::Status ReportProgress(grpc::ServerContext* context,
                               const v1::ReportProgressRequest* request,
                               v1::ReportProgressResponse* response) override;
@@ -170,6 +172,11 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::Service {
   int64_t Now() const;
   JobEntry* FindJob(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   JobEntry* Running() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The data cursors of `ids` ("train-N", each handed out for `entry`); INVALID_ARGUMENT
+  // naming the first that is not.
+  absl::StatusOr<std::vector<uint64_t>> PromptCursors(
+      const JobEntry& entry, const google::protobuf::RepeatedPtrField<std::string>& ids) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Changed(JobEntry* entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops workers silent past the timeout and puts expired or orphaned leases back at
   // the front of the waiting queue.

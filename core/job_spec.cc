@@ -212,6 +212,7 @@ v1::JobSpec DefaultJobSpec() {
   g->set_reference_refresh_steps(0);
   g->set_rft_negative(0.0f);
   g->set_max_policy_lag(0);
+  g->set_reward_failure(v1::REWARD_FAILURE_RETRY);
   g->set_correct_threshold(1.0f);
 
   v1::OptimizerSpec* o = s.mutable_optimizer();

@@ -58,6 +58,9 @@ struct WorkerMetrics {
                                     "Submissions refused because the learner was full.").Add()),
         batches_failed(r->AddCounter("grpo_worker_batches_failed_total",
                                      "Batches dropped (their leases are reissued).").Add()),
+        prompts_skipped(r->AddCounter("grpo_worker_prompts_skipped_total",
+                                      "Prompts that could not be scored, dropped and replaced "
+                                      "(grpo.reward_failure = SKIP).").Add()),
         tokens(r->AddCounter("grpo_worker_tokens_generated_total",
                              "Completion tokens sampled.").Add()),
         policy_version(r->AddGauge("grpo_worker_policy_version",
@@ -72,7 +75,7 @@ struct WorkerMetrics {
                                         "Time to have one lease's samples scored.",
                                         metrics::ExponentialBuckets(0.001, 2, 14)).Add()) {}
   metrics::Counter &weight_pulls, &bad_transfers, &groups_submitted, &duplicates, &full_backoffs,
-      &batches_failed, &tokens;
+      &batches_failed, &prompts_skipped, &tokens;
   metrics::Gauge& policy_version;
   metrics::Histogram &weight_sync_seconds, &generation_seconds, &scoring_seconds;
 };
@@ -119,6 +122,30 @@ struct RolloutWorker::State {
         reward.get(), std::vector<v1::RewardFunctionSpec>(spec.rewards().begin(),
                                                           spec.rewards().end()));
     Log(absl::StrCat("job ", job_id, " (", spec.name(), "), learner at ", learner_address));
+  }
+
+  // grpo.reward_failure = SKIP: tells the coordinator these prompts failed, so fresh ones
+  // take their place and the step does not wait for them. If it cannot be told, the
+  // original error stands (the leases are then reissued, as with RETRY).
+  absl::Status Skip(const std::vector<std::string>& ids, const absl::Status& why) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + kCallDeadline);
+    v1::FailPromptsRequest request;
+    request.set_job_id(job_id);
+    for (const std::string& id : ids) request.add_prompt_ids(id);
+    request.set_reason(why.ToString());
+    v1::FailPromptsResponse response;
+    if (absl::Status s = FromGrpcStatus(coordinator->FailPrompts(&context, request, &response),
+                                        "coordinator FailPrompts");
+        !s.ok()) {
+      Log(absl::StrCat("could not skip ", ids.size(), " prompts: ", s.ToString()));
+      return why;
+    }
+    counters.prompts_skipped += response.failed();
+    metrics.prompts_skipped.Increment(response.failed());
+    Log(absl::StrCat(response.failed(), " prompt(s) skipped, fresh ones queued instead: ",
+                     why.ToString()));
+    return absl::OkStatus();
   }
 
   // Makes sure we sample with weights at least `need` new, or the learner's newest when
@@ -262,6 +289,8 @@ struct RolloutWorker::State {
     Rollout rollout(&tokenizer, scorer.get());
     absl::StatusOr<RolloutBatch> batch = rollout.Generate(
         *policy, version, examples, ids, spec.grpo().group_size(), sampling);
+    if (!batch.ok() && spec.grpo().reward_failure() == v1::REWARD_FAILURE_SKIP)
+      return Skip(ids, batch.status());
     if (!batch.ok()) return batch.status();
     metrics.tokens.Increment(static_cast<double>(batch->generated_tokens));
     metrics.generation_seconds.Observe(batch->sample_seconds);

@@ -43,6 +43,7 @@ struct RolloutWorkerCounters {
   int64_t batches_failed = 0;
   int64_t weight_pulls = 0;
   int64_t bad_weight_transfers = 0;  // rejected (cut off, corrupted) and asked for again
+  int64_t prompts_skipped = 0;       // could not be scored; replaced (reward_failure SKIP)
   double last_weight_pull_seconds = 0;
   int64_t full_backoffs = 0;
 };

@@ -659,6 +659,40 @@ TEST_F(CoordinatorTest, RequestLimitsAnswerResourceExhaustedAndChangeNothing) {
   EXPECT_THAT(LeasedIds(worker, 2), ElementsAre("train-0", "train-1"));
 }
 
+// grpo.reward_failure = SKIP: prompts a worker could not get scored are never handed out
+// again, and as many fresh ones are queued; repeating it or naming a bad id changes nothing.
+TEST_F(CoordinatorTest, FailedPromptsAreReplacedAndNeverLeasedAgain) {
+  const std::string worker = Register();
+  const std::string job_id = StartSmallJob();
+  ASSERT_TRUE(RequestPrompts(job_id, 3, /*version=*/2).ok());
+  ASSERT_THAT(LeasedIds(worker, 2), ElementsAre("train-0", "train-1"));
+  auto fail = [&](const std::vector<std::string>& ids, v1::FailPromptsResponse* response) {
+    v1::FailPromptsRequest request;
+    request.set_job_id(job_id);
+    for (const std::string& id : ids) request.add_prompt_ids(id);
+    request.set_reason("reward server: INVALID_ARGUMENT");
+    return stub_->FailPrompts(Context().get(), request, response);
+  };
+  v1::FailPromptsResponse response;
+  // train-0 is leased, train-2 still waits: both are dropped.
+  ASSERT_TRUE(fail({"train-0", "train-2"}, &response).ok());
+  EXPECT_EQ(response.failed(), 2);
+  const v1::Job after = Get(job_id);
+  EXPECT_EQ(after.prompts_failed(), 2);
+  EXPECT_EQ(after.prompts_requested(), 5);
+  EXPECT_EQ(fail({"train-9"}, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  ASSERT_TRUE(fail({"train-0"}, &response).ok());
+  EXPECT_EQ(response.ignored(), 1);
+  EXPECT_EQ(Get(job_id).SerializeAsString(), after.SerializeAsString());
+  // The replacements, with the failed prompts' minimum version; never train-0 or train-2.
+  v1::LeasePromptsResponse lease;
+  ASSERT_TRUE(Lease(worker, 4, &lease).ok());
+  ASSERT_EQ(lease.leases_size(), 2);
+  EXPECT_EQ(lease.leases(0).prompt_id(), "train-3");
+  EXPECT_EQ(lease.leases(1).prompt_id(), "train-4");
+  EXPECT_EQ(lease.leases(0).min_policy_version(), 2);
+}
+
 // A job resumed from another job's checkpoint moves its data cursor forward, never back.
 TEST_F(CoordinatorTest, SkipToCursorMovesTheCursorForwardOnly) {
   const std::string worker = Register();

@@ -1,10 +1,13 @@
-// A real RolloutWorker against a real coordinator and reward service, with a learner that
-// corrupts its first weight transfers (a chunk flipped, then a stream cut short): the
-// worker keeps the weights it has, asks again, and trains nothing on unverified weights.
+// A real RolloutWorker against a real coordinator, with a learner that corrupts its first
+// weight transfers (a chunk flipped, then a stream cut short): the worker keeps the
+// weights it has, asks again, and trains nothing on unverified weights. And with a reward
+// service that refuses everything: under grpo.reward_failure = SKIP the prompts are
+// dropped and replaced rather than sampled again.
 #include <grpcpp/grpcpp.h>
 
 #include <memory>
 #include <string>
+#include <functional>
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
@@ -94,83 +97,169 @@ GrpcServerOptions Loopback() {
   return o;
 }
 
-TEST(RolloutWorkerWeightsTest, CorruptOrCutTransfersAreRefusedAndFetchedAgain) {
-  auto coordinator = CoordinatorServiceImpl::Create();
-  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
-  auto coordinator_server = GrpcServer::Start(Loopback(), {coordinator->get()});
-  ASSERT_TRUE(coordinator_server.ok());
-  const std::string coordinator_address =
-      absl::StrCat("127.0.0.1:", (*coordinator_server)->port());
+// Answers every Score with INVALID_ARGUMENT: not retried, so the batch fails at once.
+class RefusingRewardService final : public v1::RewardService::Service {
+  grpc::Status Score(grpc::ServerContext*, const v1::ScoreRequest*,
+                     v1::ScoreResponse*) override {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no reward for you");
+  }
+};
+
+// A coordinator with one RUNNING job of 2 prompts x G 2 acquired by `learner` (a fake),
+// a reward service, and a real RolloutWorker run until a condition holds.
+class WorkerTest : public ::testing::Test {
+ protected:
+  void Start(v1::RewardService::Service* reward, int corrupt_streams,
+             v1::RewardFailure on_failure = v1::REWARD_FAILURE_RETRY, int lease_seconds = 120) {
+    CoordinatorOptions coordinator_options;
+    coordinator_options.lease_seconds = lease_seconds;
+    auto coordinator = CoordinatorServiceImpl::Create(coordinator_options);
+    ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+    coordinator_ = std::move(*coordinator);
+    auto coordinator_server = GrpcServer::Start(Loopback(), {coordinator_.get()});
+    ASSERT_TRUE(coordinator_server.ok());
+    coordinator_server_ = std::move(*coordinator_server);
+    auto reward_server = GrpcServer::Start(Loopback(), {reward});
+    ASSERT_TRUE(reward_server.ok());
+    reward_server_ = std::move(*reward_server);
+    stub_ = v1::CoordinatorService::NewStub(grpc::CreateChannel(
+        absl::StrCat("127.0.0.1:", coordinator_server_->port()), grpc::InsecureChannelCredentials()));
+
+    // The job, acquired as a learner would.
+    v1::SubmitJobRequest submit;
+    v1::JobSpec& spec = *submit.mutable_spec();
+    spec.set_name("worker");
+    spec.mutable_model()->set_preset("tiny");
+    spec.mutable_grpo()->set_group_size(2);
+    spec.mutable_grpo()->set_prompts_per_step(2);
+    spec.mutable_grpo()->set_reward_failure(on_failure);
+    spec.mutable_sampling()->set_max_new_tokens(8);
+    {
+      grpc::ClientContext context;
+      ASSERT_TRUE(stub_->SubmitJob(&context, submit, &job_).ok());
+    }
+    v1::RegisterResponse learner_id;
+    {
+      grpc::ClientContext context;
+      v1::RegisterRequest request;
+      request.set_role(v1::WORKER_ROLE_LEARNER);
+      ASSERT_TRUE(stub_->Register(&context, request, &learner_id).ok());
+    }
+    Transformer policy(ModelConfigFromSpec(job_.spec().model()), 5);
+    absl::StatusOr<std::string> payload = policy.SaveToString();
+    ASSERT_TRUE(payload.ok());
+    learner_ = std::make_unique<FaultyLearner>(job_.job_id(), *payload, corrupt_streams);
+    auto learner_server = GrpcServer::Start(Loopback(), {learner_.get()});
+    ASSERT_TRUE(learner_server.ok());
+    learner_server_ = std::move(*learner_server);
+    {
+      grpc::ClientContext context;
+      v1::AcquireJobRequest request;
+      request.set_worker_id(learner_id.worker_id());
+      request.set_learner_address(absl::StrCat("127.0.0.1:", learner_server_->port()));
+      v1::AcquireJobResponse response;
+      ASSERT_TRUE(stub_->AcquireJob(&context, request, &response).ok());
+      ASSERT_EQ(response.job().job_id(), job_.job_id());
+    }
+    {
+      grpc::ClientContext context;
+      v1::RequestPromptsRequest request;
+      request.set_job_id(job_.job_id());
+      request.set_count(2);
+      v1::RequestPromptsResponse response;
+      ASSERT_TRUE(stub_->RequestPrompts(&context, request, &response).ok());
+    }
+  }
+
+  // Runs a worker until `done` returns; its counters and Run's status.
+  RolloutWorkerCounters RunWorkerUntil(const std::function<bool()>& done, absl::Status* run) {
+    RolloutWorkerOptions options;
+    options.coordinator_address = absl::StrCat("127.0.0.1:", coordinator_server_->port());
+    options.reward_server_address = absl::StrCat("127.0.0.1:", reward_server_->port());
+    options.max_prompts_per_lease = 2;
+    RolloutWorker worker(options);
+    absl::Notification stop;
+    std::thread thread([&] { *run = worker.Run(&stop); });
+    finished_ = done();
+    stop.Notify();
+    thread.join();
+    return worker.counters();
+  }
+
+  // Follows WatchJob until `done` holds for the job (or 2 minutes pass).
+  bool WatchUntil(const std::function<bool(const v1::Job&)>& done) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(2));
+    v1::WatchJobRequest request;
+    request.set_job_id(job_.job_id());
+    auto reader = stub_->WatchJob(&context, request);
+    v1::Job job;
+    bool held = false;
+    while (!held && reader->Read(&job)) held = done(job);
+    context.TryCancel();
+    reader->Finish();
+    return held;
+  }
+
+  std::unique_ptr<CoordinatorServiceImpl> coordinator_;  // outlives its server
+  std::unique_ptr<GrpcServer> coordinator_server_, reward_server_, learner_server_;
+  std::unique_ptr<v1::CoordinatorService::Stub> stub_;
+  std::unique_ptr<FaultyLearner> learner_;
+  v1::Job job_;
+  bool finished_ = false;
+};
+
+TEST_F(WorkerTest, CorruptOrCutTransfersAreRefusedAndFetchedAgain) {
   RewardServiceImpl reward(RewardServiceLimits{});
-  auto reward_server = GrpcServer::Start(Loopback(), {&reward});
-  ASSERT_TRUE(reward_server.ok());
-
-  // The job, acquired as a learner would.
-  auto stub = v1::CoordinatorService::NewStub(
-      grpc::CreateChannel(coordinator_address, grpc::InsecureChannelCredentials()));
-  v1::SubmitJobRequest submit;
-  v1::JobSpec& spec = *submit.mutable_spec();
-  spec.set_name("weights");
-  spec.mutable_model()->set_preset("tiny");
-  spec.mutable_grpo()->set_group_size(2);
-  spec.mutable_grpo()->set_prompts_per_step(2);
-  spec.mutable_sampling()->set_max_new_tokens(8);
-  v1::Job job;
-  {
-    grpc::ClientContext context;
-    ASSERT_TRUE(stub->SubmitJob(&context, submit, &job).ok());
-  }
-  v1::RegisterResponse learner_id;
-  {
-    grpc::ClientContext context;
-    v1::RegisterRequest request;
-    request.set_role(v1::WORKER_ROLE_LEARNER);
-    ASSERT_TRUE(stub->Register(&context, request, &learner_id).ok());
-  }
-  Transformer policy(ModelConfigFromSpec(job.spec().model()), 5);
-  absl::StatusOr<std::string> payload = policy.SaveToString();
-  ASSERT_TRUE(payload.ok());
-  FaultyLearner learner(job.job_id(), *payload, /*corrupt_streams=*/2);
-  auto learner_server = GrpcServer::Start(Loopback(), {&learner});
-  ASSERT_TRUE(learner_server.ok());
-  {
-    grpc::ClientContext context;
-    v1::AcquireJobRequest request;
-    request.set_worker_id(learner_id.worker_id());
-    request.set_learner_address(absl::StrCat("127.0.0.1:", (*learner_server)->port()));
-    v1::AcquireJobResponse response;
-    ASSERT_TRUE(stub->AcquireJob(&context, request, &response).ok());
-    ASSERT_EQ(response.job().job_id(), job.job_id());
-  }
-  {
-    grpc::ClientContext context;
-    v1::RequestPromptsRequest request;
-    request.set_job_id(job.job_id());
-    request.set_count(2);
-    v1::RequestPromptsResponse response;
-    ASSERT_TRUE(stub->RequestPrompts(&context, request, &response).ok());
-  }
-
-  RolloutWorkerOptions options;
-  options.coordinator_address = coordinator_address;
-  options.reward_server_address = absl::StrCat("127.0.0.1:", (*reward_server)->port());
-  options.max_prompts_per_lease = 2;
-  RolloutWorker worker(options);
-  absl::Notification stop;
+  Start(&reward, /*corrupt_streams=*/2);
   absl::Status run;
-  std::thread thread([&] { run = worker.Run(&stop); });
-  const bool arrived = learner.AwaitGroups(2);
-  stop.Notify();
-  thread.join();
-  ASSERT_TRUE(arrived) << "no groups reached the learner";
+  const RolloutWorkerCounters counters =
+      RunWorkerUntil([&] { return learner_->AwaitGroups(2); }, &run);
+  ASSERT_TRUE(finished_) << "no groups reached the learner";
   EXPECT_TRUE(run.ok()) << run;
-
-  const RolloutWorkerCounters counters = worker.counters();
   EXPECT_EQ(counters.bad_weight_transfers, 2);
   EXPECT_EQ(counters.weight_pulls, 1);  // the third, whole transfer
   EXPECT_EQ(counters.batches_failed, 0);  // retried inside the batch, not dropped
-  EXPECT_EQ(learner.streams(), 3);
+  EXPECT_EQ(learner_->streams(), 3);
   EXPECT_EQ(counters.groups_submitted, 2);
+}
+
+// grpo.reward_failure = SKIP: prompts that cannot be scored are reported as failed and
+// replaced by fresh ones, none of them reaches the learner, and no batch is dropped.
+TEST_F(WorkerTest, UnscorablePromptsAreSkippedAndReplacedUnderSkip) {
+  RefusingRewardService reward;
+  Start(&reward, /*corrupt_streams=*/0, v1::REWARD_FAILURE_SKIP);
+  absl::Status run;
+  const RolloutWorkerCounters counters = RunWorkerUntil(
+      [&] { return WatchUntil([](const v1::Job& j) { return j.prompts_failed() >= 4; }); },
+      &run);
+  ASSERT_TRUE(finished_) << "the prompts were never reported failed";
+  EXPECT_TRUE(run.ok()) << run;
+  EXPECT_GE(counters.prompts_skipped, 4);  // the first two, then their replacements
+  EXPECT_EQ(counters.batches_failed, 0);
+  EXPECT_EQ(counters.groups_submitted, 0);
+  grpc::ClientContext context;
+  v1::GetJobRequest request;
+  request.set_job_id(job_.job_id());
+  v1::Job job;
+  ASSERT_TRUE(stub_->GetJob(&context, request, &job).ok());
+  EXPECT_EQ(job.prompts_requested(), 2 + job.prompts_failed());
+  EXPECT_EQ(job.lease_reissues(), 0);
+}
+
+// The default, RETRY: the batch is dropped and its prompts come back to be sampled again
+// when their leases expire (after a second here).
+TEST_F(WorkerTest, UnscorablePromptsAreSampledAgainUnderRetry) {
+  RefusingRewardService reward;
+  Start(&reward, /*corrupt_streams=*/0, v1::REWARD_FAILURE_RETRY, /*lease_seconds=*/1);
+  absl::Status run;
+  RolloutWorkerCounters counters;
+  counters = RunWorkerUntil(
+      [&] { return WatchUntil([](const v1::Job& j) { return j.lease_reissues() >= 2; }); },
+      &run);
+  ASSERT_TRUE(finished_) << "the prompts were never handed out again";
+  EXPECT_GE(counters.batches_failed, 1);
+  EXPECT_EQ(counters.prompts_skipped, 0);
 }
 
 }  // namespace
