@@ -304,6 +304,11 @@ absl::Status Transformer::LoadArchive(
           what, ": parameter ", name, " has shape ", c10::str(loaded[i].sizes()),
           ", the model expects ", c10::str(tensor.sizes())));
     }
+    // Weights with NaN or inf would sample garbage (a worker) or train on it (a resumed
+    // learner): refused at the boundary, the model as it was.
+    if (!loaded[i].isfinite().all().item<bool>())
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": parameter ", name, " holds NaN or infinite values"));
   }
   at::NoGradGuard no_grad;
   for (size_t i = 0; i < loaded.size(); ++i) impl_->named[i].second.copy_(loaded[i]);

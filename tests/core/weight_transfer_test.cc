@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <limits>
 #include <random>
 
 #include "core/model.h"
@@ -104,6 +105,23 @@ TEST(WeightTransferTest, SizesAndVersionsOutOfBoundsAreRefused) {
   absl::StatusOr<std::string> payload = assembler.Take();
   ASSERT_TRUE(payload.ok()) << payload.status();
   EXPECT_EQ(*payload, std::string(100, 'w'));
+}
+
+// Weights that arrive whole and verified but hold a NaN are still refused, naming the
+// parameter, and the model keeps its weights.
+TEST(WeightTransferTest, NonFiniteWeightsAreRefused) {
+  Transformer source(Config(), 1), target(Config(), 2);
+  {
+    at::NoGradGuard no_grad;
+    source.parameters()[0].view({-1})[3] = std::numeric_limits<float>::quiet_NaN();
+  }
+  absl::StatusOr<std::string> bytes = source.SaveToString();
+  ASSERT_TRUE(bytes.ok());
+  const at::Tensor before = target.parameters()[0].clone();
+  absl::Status s = target.LoadFromString(*bytes);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), testing::HasSubstr("NaN or infinite"));
+  EXPECT_TRUE(at::equal(target.parameters()[0], before));
 }
 
 TEST(WeightTransferTest, EmptyPayloadIsOneChunk) {
