@@ -90,9 +90,12 @@ struct RankJob {
   std::string run_dir;
   std::unique_ptr<Transformer> policy;
   std::unique_ptr<GrpoTrainer> trainer;
-  // Rank 0: prompts requested for this job so far, and that count as it stood when the
-  // last completed step ended (before the next step's request): the data position a
-  // checkpoint records, where a job resumed from it (spec.resume_from) continues.
+  // Rank 0: prompts this learner requested for the job (counted on from the checkpoint
+  // after a restart), and that count as it stood when the last completed step ended
+  // (before the next step's request): the data position a checkpoint records, where a
+  // job started from it (spec.resume_from) continues. Prompts the coordinator handed out
+  // beyond it (before a crash, or as replacements) may be seen again by such a job, never
+  // twice by one job.
   uint64_t requested = 0;
   uint64_t cursor_at_step_end = 0;
 };
@@ -427,10 +430,11 @@ class Leader {
         // Every group was filtered out (zero variance or stale), or the update was skipped
         // as non-finite: the step does not count and the batch is replaced, as DAPO's
         // dynamic sampling does.
-        if (m->skipped_nonfinite && metrics_) metrics_->RecordSkip();
-        if (m->skipped_nonfinite)
+        if (m->skipped_nonfinite) {
+          if (metrics_) metrics_->RecordSkip();
           Log(absl::StrCat("step ", step + 1, ": update skipped, the loss or gradient was "
                            "not finite (", m->nonfinite_skips, " skipped so far)"));
+        }
         request(batch);
         continue;
       }

@@ -33,7 +33,12 @@ using ::testing::Not;
 
 constexpr char kToken[] = "s3cret-token-4f1d9";
 
-std::string Dir() { return ::testing::TempDir() + "/security_test"; }
+// One directory per test process (ctest runs this file's tests in parallel processes),
+// named once: a forked child must still find its parent's files.
+const std::string& Dir() {
+  static const std::string dir = absl::StrCat(::testing::TempDir(), "/security_test.", getpid());
+  return dir;
+}
 
 void WriteText(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::trunc) << text;
