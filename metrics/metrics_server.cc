@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -21,7 +22,9 @@
 namespace grpo::metrics {
 namespace {
 
-constexpr int kRequestTimeoutMs = 2000;  // a client that says nothing is dropped
+// A client must send its whole request within this, or it is dropped: the one serving
+// thread is never held longer by a slow (or hostile) client.
+constexpr std::chrono::milliseconds kRequestTimeout{2000};
 constexpr size_t kMaxRequestBytes = 8192;
 
 bool WriteAll(int fd, absl::string_view data) {
@@ -112,9 +115,12 @@ void MetricsServer::Serve() {
 void MetricsServer::Answer(int connection) {
   std::string request;
   char buffer[1024];
+  const auto deadline = std::chrono::steady_clock::now() + kRequestTimeout;
   while (request.find("\r\n\r\n") == std::string::npos && request.size() < kMaxRequestBytes) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     pollfd fd = {connection, POLLIN, 0};
-    if (poll(&fd, 1, kRequestTimeoutMs) <= 0) return;
+    if (left.count() <= 0 || poll(&fd, 1, static_cast<int>(left.count())) <= 0) return;
     const ssize_t n = recv(connection, buffer, sizeof(buffer), 0);
     if (n <= 0) return;
     request.append(buffer, static_cast<size_t>(n));
