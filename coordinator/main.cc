@@ -30,7 +30,7 @@ ABSL_FLAG(int, max_workers, 4096,
           "processes registered at once; more are refused (RESOURCE_EXHAUSTED)");
 ABSL_FLAG(std::string, metrics_listen, "",
           "serve Prometheus metrics at http://ADDRESS/metrics: PORT or HOST:PORT (0 = any "
-          "port; the deploy/ manifests use 9401); empty = none");
+          "port; suggested: 9401); empty = none");
 ABSL_FLAG(std::string, metrics_port_file, "", "write the metrics port to this file");
 ABSL_FLAG(int, drain_seconds, 10, "on SIGTERM, how long calls in flight may finish");
 ABSL_FLAG(std::string, state_dir, "",

@@ -34,7 +34,7 @@ ABSL_FLAG(std::string, advertise, "",
 ABSL_FLAG(std::string, port_file, "", "rank 0 writes its bound LearnerService port here");
 ABSL_FLAG(std::string, metrics_listen, "",
           "serve Prometheus metrics at http://ADDRESS/metrics: PORT or HOST:PORT (0 = any "
-          "port; the deploy/ manifests use 9403); empty = none");
+          "port; suggested: 9403); empty = none");
 ABSL_FLAG(std::string, metrics_port_file, "", "write the metrics port to this file");
 ABSL_FLAG(std::string, run_root, "runs", "job run directories go under this");
 ABSL_FLAG(int, buffer_groups, 256, "ingest buffer capacity in groups");

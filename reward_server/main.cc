@@ -19,7 +19,7 @@ ABSL_FLAG(int64_t, max_text_bytes, 64 << 10, "bytes per prompt/completion/refere
 ABSL_FLAG(int, compute_threads, 0, "reward-model compute threads; 0 = all cores");
 ABSL_FLAG(std::string, metrics_listen, "",
           "serve Prometheus metrics at http://ADDRESS/metrics: PORT or HOST:PORT (0 = any "
-          "port; the deploy/ manifests use 9402); empty = none");
+          "port; suggested: 9402); empty = none");
 ABSL_FLAG(std::string, metrics_port_file, "", "write the metrics port to this file");
 ABSL_FLAG(int, drain_seconds, 10, "on SIGTERM, how long calls in flight may finish");
 ABSL_FLAG(std::string, port_file, "",

@@ -20,7 +20,7 @@ ABSL_FLAG(int, threads, 0, "LibTorch threads; 0 = all cores");
 ABSL_FLAG(std::string, name, "", "name in the coordinator's registry; default host:pid");
 ABSL_FLAG(std::string, metrics_listen, "",
           "serve Prometheus metrics at http://ADDRESS/metrics: PORT or HOST:PORT (0 = any "
-          "port; the deploy/ manifests use 9404); empty = none");
+          "port; suggested: 9404); empty = none");
 ABSL_FLAG(std::string, metrics_port_file, "", "write the metrics port to this file");
 
 int main(int argc, char** argv) {
