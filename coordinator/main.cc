@@ -40,7 +40,7 @@ ABSL_FLAG(std::string, state_dir, "",
           "Empty: in memory only, a restart forgets every job");
 
 int main(int argc, char** argv) {
-  // Before gRPC starts threads, so that they all inherit the blocked mask.
+  // First: from here on SIGTERM and SIGINT only ask for a drain (rpc/process.h).
   grpo::CatchStopSignals();
   absl::SetProgramUsageMessage(
       "grpo_coordinator [--listen HOST:PORT] [--port_file PATH] [--state_dir DIR]");
