@@ -758,16 +758,7 @@ grpc::Status CoordinatorServiceImpl::AckPrompts(grpc::ServerContext* context,
       continue;
     }
     ++acked;
-    if (auto it = entry->lease_of.find(cursor); it != entry->lease_of.end()) {
-      entry->leases.erase(it->second);
-      entry->lease_of.erase(it);
-    } else {
-      // Acknowledged while waiting again after a reissue (the first worker was late but
-      // not lost): it must not be sampled a second time.
-      auto w = std::find_if(entry->waiting.begin(), entry->waiting.end(),
-                            [&](const Waiting& x) { return x.cursor == cursor; });
-      if (w != entry->waiting.end()) entry->waiting.erase(w);
-    }
+    Withdraw(entry, cursor);
   }
   entry->job.set_prompts_acked(entry->job.prompts_acked() + acked);
   entry->job.set_duplicate_acks(entry->job.duplicate_acks() + duplicates);
@@ -775,6 +766,23 @@ grpc::Status CoordinatorServiceImpl::AckPrompts(grpc::ServerContext* context,
   response->set_acked(acked);
   response->set_duplicates(duplicates);
   return WaitDurable(dirty_before);
+}
+
+int64_t CoordinatorServiceImpl::Withdraw(JobEntry* entry, uint64_t cursor) {
+  if (auto it = entry->lease_of.find(cursor); it != entry->lease_of.end()) {
+    const int64_t min_version = entry->leases[it->second].min_policy_version;
+    entry->leases.erase(it->second);
+    entry->lease_of.erase(it);
+    return min_version;
+  }
+  // Waiting again after a reissue (the first worker was late but not lost): it must not
+  // be sampled a second time.
+  auto w = std::find_if(entry->waiting.begin(), entry->waiting.end(),
+                        [&](const Waiting& x) { return x.cursor == cursor; });
+  if (w == entry->waiting.end()) return 0;
+  const int64_t min_version = w->min_policy_version;
+  entry->waiting.erase(w);
+  return min_version;
 }
 
 absl::StatusOr<std::vector<uint64_t>> CoordinatorServiceImpl::PromptCursors(
@@ -819,20 +827,7 @@ grpc::Status CoordinatorServiceImpl::FailPrompts(grpc::ServerContext* context,
       continue;
     }
     ++failed;
-    int64_t min_version = 0;
-    if (auto it = entry->lease_of.find(cursor); it != entry->lease_of.end()) {
-      min_version = entry->leases[it->second].min_policy_version;
-      entry->leases.erase(it->second);
-      entry->lease_of.erase(it);
-    } else {
-      auto w = std::find_if(entry->waiting.begin(), entry->waiting.end(),
-                            [&](const Waiting& x) { return x.cursor == cursor; });
-      if (w != entry->waiting.end()) {
-        min_version = w->min_policy_version;
-        entry->waiting.erase(w);
-      }
-    }
-    entry->waiting.push_back(Waiting{entry->next_cursor++, min_version});
+    entry->waiting.push_back(Waiting{entry->next_cursor++, Withdraw(entry, cursor)});
   }
   if (failed > 0) {
     entry->job.set_prompts_failed(entry->job.prompts_failed() + failed);

@@ -172,6 +172,9 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::Service {
   int64_t Now() const;
   JobEntry* FindJob(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   JobEntry* Running() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes `cursor` out of its lease or the waiting queue (it is done); returns the minimum
+  // policy version it was to be sampled with (0 if it was in neither).
+  int64_t Withdraw(JobEntry* entry, uint64_t cursor) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The data cursors of `ids` ("train-N", each handed out for `entry`); INVALID_ARGUMENT
   // naming the first that is not.
   absl::StatusOr<std::vector<uint64_t>> PromptCursors(
