@@ -16,6 +16,7 @@
 #include "rpc/grpc_server.h"
 #include "rpc/process.h"
 #include "rpc/security.h"
+#include "rpc/structured_log.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50050", "address:port to serve on (port 0 = any)");
 ABSL_FLAG(std::string, port_file, "",
@@ -45,6 +46,10 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "grpo_coordinator [--listen HOST:PORT] [--port_file PATH] [--state_dir DIR]");
   absl::ParseCommandLine(argc, argv);
+  if (absl::Status log = grpo::InstallStructuredLogFromFlags("grpo_coordinator"); !log.ok()) {
+    std::cerr << "error: " << log.message() << "\n";
+    return 2;
+  }
 
   grpo::CoordinatorOptions options;
   options.heartbeat_interval_ms = absl::GetFlag(FLAGS_heartbeat_interval_ms);

@@ -26,6 +26,7 @@
 #include "rpc/process.h"
 #include "rpc/registration.h"
 #include "rpc/security.h"
+#include "rpc/structured_log.h"
 
 ABSL_FLAG(std::string, coordinator, "localhost:50050", "coordinator address (rank 0)");
 ABSL_FLAG(std::string, listen, "0.0.0.0:50052", "rank 0's LearnerService address (port 0 = any)");
@@ -75,6 +76,10 @@ int main(int argc, char** argv) {
   grpo::CatchStopSignals();
   absl::SetProgramUsageMessage("grpo_learner --coordinator HOST:PORT (rank 0 of WORLD_SIZE)");
   absl::ParseCommandLine(argc, argv);
+  if (absl::Status log = grpo::InstallStructuredLogFromFlags("grpo_learner"); !log.ok()) {
+    std::cerr << "error: " << log.message() << "\n";
+    return 2;
+  }
   grpo::ConfigureRuntime(absl::GetFlag(FLAGS_threads));
   absl::StatusOr<grpo::Security> security = grpo::Security::Load(grpo::SecurityOptionsFromFlags());
   if (!security.ok()) {

@@ -11,6 +11,7 @@
 #include "metrics/registry.h"
 #include "rpc/process.h"
 #include "rpc/security.h"
+#include "rpc/structured_log.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "address:port to serve on (port 0 = any)");
 ABSL_FLAG(int, threads, 0, "gRPC handler threads at most; 0 = gRPC's default");
@@ -31,6 +32,10 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("grpo_reward_server [--listen HOST:PORT]");
   grpo::EnsureThreadEnvironment(argv);
   absl::ParseCommandLine(argc, argv);
+  if (absl::Status log = grpo::InstallStructuredLogFromFlags("grpo_reward_server"); !log.ok()) {
+    std::cerr << "error: " << log.message() << "\n";
+    return 2;
+  }
   grpo::ConfigureRuntime(absl::GetFlag(FLAGS_compute_threads));
   grpo::CatchStopSignals();
 

@@ -12,6 +12,7 @@
 #include "metrics/registry.h"
 #include "rpc/process.h"
 #include "rpc/security.h"
+#include "rpc/structured_log.h"
 
 ABSL_FLAG(std::string, coordinator, "localhost:50050", "coordinator address");
 ABSL_FLAG(std::string, reward_server, "localhost:50051", "reward server address");
@@ -29,6 +30,10 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "grpo_rollout_worker --coordinator HOST:PORT --reward_server HOST:PORT");
   absl::ParseCommandLine(argc, argv);
+  if (absl::Status log = grpo::InstallStructuredLogFromFlags("grpo_rollout_worker"); !log.ok()) {
+    std::cerr << "error: " << log.message() << "\n";
+    return 2;
+  }
   if (absl::GetFlag(FLAGS_max_prompts) < 1) {
     std::cerr << "error: --max_prompts must be >= 1\n";
     return 2;

@@ -1,0 +1,200 @@
+#include "rpc/structured_log.h"
+
+#include <cstdint>
+#include <iostream>
+#include <unordered_map>
+#include <utility>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "grpc/support/log.h"
+
+ABSL_FLAG(std::string, log_format, "text",
+          "log lines as 'text' (time, level, message) or 'json' (one object per line)");
+
+namespace grpo {
+namespace {
+
+// Length of the well-formed UTF-8 sequence at the start of `s`, or 0 if it is not one
+// (overlong forms, surrogates and code points past U+10FFFF are not well formed).
+size_t Utf8SequenceLength(absl::string_view s) {
+  const auto byte = [&](size_t i) { return static_cast<uint8_t>(s[i]); };
+  const uint8_t lead = byte(0);
+  if (lead < 0x80) return 1;
+  size_t length;
+  uint32_t min, code;
+  if ((lead & 0xE0) == 0xC0) {
+    length = 2, min = 0x80, code = lead & 0x1F;
+  } else if ((lead & 0xF0) == 0xE0) {
+    length = 3, min = 0x800, code = lead & 0x0F;
+  } else if ((lead & 0xF8) == 0xF0) {
+    length = 4, min = 0x10000, code = lead & 0x07;
+  } else {
+    return 0;
+  }
+  if (s.size() < length) return 0;
+  for (size_t i = 1; i < length; ++i) {
+    if ((byte(i) & 0xC0) != 0x80) return 0;
+    code = (code << 6) | (byte(i) & 0x3F);
+  }
+  if (code < min || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return 0;
+  return length;
+}
+
+void AppendJsonString(absl::string_view s, std::string& out) {
+  out += '"';
+  while (!s.empty()) {
+    const char c = s[0];
+    const size_t length = Utf8SequenceLength(s);
+    if (length == 0) {
+      out += "\\ufffd";
+      s.remove_prefix(1);
+      continue;
+    }
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (static_cast<uint8_t>(c) < 0x20 || c == 0x7F) {
+      absl::StrAppendFormat(&out, "\\u%04x", static_cast<uint8_t>(c));
+    } else {
+      out.append(s.data(), length);
+    }
+    s.remove_prefix(length);
+  }
+  out += '"';
+}
+
+StructuredLogBuffer* grpc_log_buffer = nullptr;
+
+void LogGrpcEvent(gpr_log_func_args* args) {
+  const absl::string_view level = args->severity == GPR_LOG_SEVERITY_ERROR  ? "error"
+                                  : args->severity == GPR_LOG_SEVERITY_INFO ? "info"
+                                                                            : "debug";
+  grpc_log_buffer->Log(level, absl::StrCat("grpc ", args->file, ":", args->line, ": ",
+                                           args->message));
+}
+
+}  // namespace
+
+absl::StatusOr<LogFormat> ParseLogFormat(absl::string_view name) {
+  if (name == "text") return LogFormat::kText;
+  if (name == "json") return LogFormat::kJson;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--log_format: '", name, "' is neither 'text' nor 'json'"));
+}
+
+std::string FormatLogLine(LogFormat format, absl::string_view timestamp,
+                          absl::string_view level, absl::string_view component,
+                          absl::string_view message) {
+  std::string line;
+  if (format == LogFormat::kJson) {
+    line = "{\"ts\":";
+    AppendJsonString(timestamp, line);
+    line += ",\"level\":";
+    AppendJsonString(level, line);
+    line += ",\"component\":";
+    AppendJsonString(component, line);
+    line += ",\"msg\":";
+    AppendJsonString(message, line);
+    line += "}\n";
+    return line;
+  }
+  line = absl::StrCat(timestamp, " ", level, " ");
+  for (const char c : message) {
+    // A control character could forge a second event (a '\r' or escape sequence).
+    line += (static_cast<uint8_t>(c) < 0x20 && c != '\t') || c == 0x7F ? '?' : c;
+  }
+  line += '\n';
+  return line;
+}
+
+StructuredLogBuffer::StructuredLogBuffer(std::streambuf* sink, LogFormat format,
+                                         std::string component, bool is_error_stream)
+    : format_(format),
+      component_(std::move(component)),
+      is_error_stream_(is_error_stream),
+      sink_(sink) {}
+
+StructuredLogBuffer::~StructuredLogBuffer() { Flush(); }
+
+std::string& StructuredLogBuffer::ThreadLine() {
+  // Per thread and per buffer, so that a thread's half-written line is never completed by
+  // another thread's bytes.
+  thread_local std::unordered_map<const StructuredLogBuffer*, std::string> lines;
+  return lines[this];
+}
+
+void StructuredLogBuffer::Flush() {
+  std::string& line = ThreadLine();
+  if (line.empty()) return;
+  std::string pending = std::move(line);
+  line.clear();
+  Emit(pending);
+}
+
+int StructuredLogBuffer::overflow(int ch) {
+  if (ch == traits_type::eof()) return traits_type::not_eof(ch);
+  const char c = traits_type::to_char_type(ch);
+  xsputn(&c, 1);
+  return ch;
+}
+
+std::streamsize StructuredLogBuffer::xsputn(const char* data, std::streamsize size) {
+  std::string& line = ThreadLine();
+  absl::string_view rest(data, static_cast<size_t>(size));
+  for (size_t newline = rest.find('\n'); newline != absl::string_view::npos;
+       newline = rest.find('\n')) {
+    line.append(rest.data(), newline);
+    std::string complete = std::move(line);
+    line.clear();
+    Emit(complete);
+    rest.remove_prefix(newline + 1);
+  }
+  line.append(rest.data(), rest.size());
+  return size;
+}
+
+void StructuredLogBuffer::Emit(absl::string_view message) {
+  if (!message.empty() && message.back() == '\r') message.remove_suffix(1);
+  absl::string_view level = "info";
+  if (is_error_stream_) {
+    level = absl::StartsWithIgnoreCase(message, "error") ? "error" : "warning";
+  }
+  Log(level, message);
+}
+
+void StructuredLogBuffer::Log(absl::string_view level, absl::string_view message) {
+  const std::string timestamp =
+      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone());
+  const std::string line = FormatLogLine(format_, timestamp, level, component_, message);
+  absl::MutexLock lock(&mu_);
+  sink_->sputn(line.data(), static_cast<std::streamsize>(line.size()));
+  sink_->pubsync();
+}
+
+absl::Status InstallStructuredLogFromFlags(absl::string_view component) {
+  absl::StatusOr<LogFormat> format = ParseLogFormat(absl::GetFlag(FLAGS_log_format));
+  if (!format.ok()) return format.status();
+  // Leaked on purpose: the streams are used until the very end of the process, after
+  // static destructors would have run.
+  auto* out = new StructuredLogBuffer(std::cout.rdbuf(), *format, std::string(component),
+                                      /*is_error_stream=*/false);
+  auto* err = new StructuredLogBuffer(std::cerr.rdbuf(), *format, std::string(component),
+                                      /*is_error_stream=*/true);
+  std::cout.rdbuf(out);
+  std::cerr.rdbuf(err);
+  grpc_log_buffer = err;
+  gpr_set_log_function(LogGrpcEvent);
+  return absl::OkStatus();
+}
+
+}  // namespace grpo
