@@ -15,6 +15,9 @@ namespace {
 struct Layer {
   at::Tensor attn_norm;  // [d]
   at::Tensor wqkv;       // [(H + 2K) * hd, d]
+  at::Tensor bqkv;       // [(H + 2K) * hd]; undefined without config.qkv_bias
+  at::Tensor q_norm;     // [hd]; undefined without config.qk_norm
+  at::Tensor k_norm;     // [hd]
   at::Tensor wo;         // [d, H * hd]
   at::Tensor mlp_norm;   // [d]
   at::Tensor w_gate_up;  // [2F, d]
@@ -30,6 +33,41 @@ at::Tensor Rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& si
   const int64_t half = x.size(-1) / 2;
   at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
   return x * cos + rotated * sin;
+}
+
+// The Qwen3 q/k norms: each head of q and of k RMS-normalised over its hd values.
+// qkv: [..., (H + 2K) * hd]; returns the same layout, v untouched.
+at::Tensor NormQueryKeyHeads(const at::Tensor& qkv, const Layer& l, const ModelConfig& c) {
+  const int64_t hd = c.head_dim(), h = c.n_heads, k = c.n_kv_heads;
+  auto heads = [&](int64_t start, int64_t count) {
+    std::vector<int64_t> shape = qkv.sizes().vec();
+    shape.back() = count;
+    shape.push_back(hd);
+    return qkv.narrow(-1, start * hd, count * hd).reshape(shape);
+  };
+  at::Tensor q = RmsNorm(heads(0, h), l.q_norm, c.norm_eps);
+  at::Tensor key = RmsNorm(heads(h, k), l.k_norm, c.norm_eps);
+  std::vector<int64_t> flat = qkv.sizes().vec();
+  flat.back() = -1;
+  return at::cat({q.reshape(flat), key.reshape(flat), qkv.narrow(-1, (h + k) * hd, k * hd)}, -1);
+}
+
+// Rotary inverse frequencies [hd / 2] in float64, with Llama 3's scaling when configured:
+// low frequencies (wavelengths past the original context) divided by the factor, high
+// ones kept, and a smooth blend between.
+at::Tensor RotaryInverseFrequencies(const ModelConfig& c) {
+  const int64_t hd = c.head_dim();
+  at::Tensor inv_freq =
+      1.0 / at::pow(c.rope_theta, at::arange(0, hd, 2, at::kDouble) / static_cast<double>(hd));
+  if (c.rope_scaling_factor == 0) return inv_freq;
+  const double factor = c.rope_scaling_factor, low = c.rope_low_freq_factor,
+               high = c.rope_high_freq_factor, context = c.rope_original_max_position;
+  at::Tensor wavelength = 2 * M_PI / inv_freq;
+  at::Tensor scaled = at::where(wavelength > context / low, inv_freq / factor, inv_freq);
+  at::Tensor smooth = (context / wavelength - low) / (high - low);
+  at::Tensor blended = (1 - smooth) * scaled / factor + smooth * scaled;
+  at::Tensor medium = (wavelength >= context / high) & (wavelength <= context / low);
+  return at::where(medium, blended, scaled);
 }
 
 }  // namespace
@@ -70,6 +108,11 @@ Transformer::Transformer(const ModelConfig& c, uint64_t seed) : impl_(new Impl) 
     Layer l;
     l.attn_norm = ones(d);
     l.wqkv = normal({(c.n_heads + 2 * c.n_kv_heads) * hd, d}, 0.02);
+    if (c.qkv_bias) l.bqkv = at::zeros({(c.n_heads + 2 * c.n_kv_heads) * hd}).requires_grad_(true);
+    if (c.qk_norm) {
+      l.q_norm = ones(hd);
+      l.k_norm = ones(hd);
+    }
     l.wo = normal({d, c.n_heads * hd}, residual_std);
     l.mlp_norm = ones(d);
     l.w_gate_up = normal({2 * f, d}, 0.02);
@@ -77,6 +120,11 @@ Transformer::Transformer(const ModelConfig& c, uint64_t seed) : impl_(new Impl) 
     const std::string p = absl::StrCat("layers.", i, ".");
     named.emplace_back(p + "attn_norm", l.attn_norm);
     named.emplace_back(p + "wqkv", l.wqkv);
+    if (l.bqkv.defined()) named.emplace_back(p + "bqkv", l.bqkv);
+    if (l.q_norm.defined()) {
+      named.emplace_back(p + "q_norm", l.q_norm);
+      named.emplace_back(p + "k_norm", l.k_norm);
+    }
     named.emplace_back(p + "wo", l.wo);
     named.emplace_back(p + "mlp_norm", l.mlp_norm);
     named.emplace_back(p + "w_gate_up", l.w_gate_up);
@@ -91,11 +139,8 @@ Transformer::Transformer(const ModelConfig& c, uint64_t seed) : impl_(new Impl) 
   }
 
   // Rotary tables in float64 then cast, so long positions keep their precision.
-  at::Tensor inv_freq =
-      1.0 / at::pow(c.rope_theta,
-                    at::arange(0, hd, 2, at::kDouble) / static_cast<double>(hd));
-  at::Tensor angles =
-      at::outer(at::arange(c.max_seq_len, at::kDouble), inv_freq);  // [S, hd/2]
+  at::Tensor angles = at::outer(at::arange(c.max_seq_len, at::kDouble),
+                                RotaryInverseFrequencies(c));  // [S, hd/2]
   angles = at::cat({angles, angles}, -1);
   impl_->cos = angles.cos().to(at::kFloat);
   impl_->sin = angles.sin().to(at::kFloat);
@@ -122,7 +167,8 @@ at::Tensor Transformer::DecodeStep(const at::Tensor& ids, const at::Tensor& is_p
   at::Tensor x = at::embedding(impl_->embedding, ids.view({n}));  // [N, d]
   for (size_t i = 0; i < impl_->layers.size(); ++i) {
     const Layer& l = impl_->layers[i];
-    at::Tensor qkv = at::linear(RmsNormRows(x, l.attn_norm, eps), l.wqkv);
+    at::Tensor qkv = at::linear(RmsNormRows(x, l.attn_norm, eps), l.wqkv, l.bqkv);
+    if (c.qk_norm) qkv = NormQueryKeyHeads(qkv, l, c);
     at::Tensor q = RotateAndCache(qkv, cos, sin, scale, pos, c.n_heads, cache->keys_[i],
                                   cache->values_[i]);
     at::Tensor attended =
@@ -178,7 +224,8 @@ at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
   at::Tensor x = at::embedding(impl_->embedding, ids);  // [N, T, d]
   for (size_t i = 0; i < impl_->layers.size(); ++i) {
     const Layer& l = impl_->layers[i];
-    at::Tensor qkv = at::linear(RmsNorm(x, l.attn_norm, c.norm_eps), l.wqkv);
+    at::Tensor qkv = at::linear(RmsNorm(x, l.attn_norm, c.norm_eps), l.wqkv, l.bqkv);
+    if (c.qk_norm) qkv = NormQueryKeyHeads(qkv, l, c);
     at::Tensor q = qkv.narrow(-1, 0, h * hd).view({n, t, h, hd}).transpose(1, 2);
     at::Tensor key = qkv.narrow(-1, h * hd, k * hd).view({n, t, k, hd}).transpose(1, 2);
     at::Tensor value =

@@ -7,9 +7,11 @@ namespace grpo {
 
 int64_t ModelConfig::NumParameters() const {
   const int64_t d = d_model, hd = head_dim();
+  const int64_t qkv = (n_heads + 2 * n_kv_heads) * hd;
   const int64_t per_layer = 2 * d                                  // two RMSNorms
-                            + d * (n_heads + 2 * n_kv_heads) * hd  // fused q, k, v
-                            + d * d                                // attention output
+                            + d * qkv + (qkv_bias ? qkv : 0)       // fused q, k, v
+                            + (qk_norm ? 2 * hd : 0)               // q and k norms
+                            + d * n_heads * hd                     // attention output
                             + d * 2 * ffn_hidden                   // fused gate, up
                             + ffn_hidden * d;                      // down
   const int64_t embeddings = int64_t{vocab_size} * d * (tie_embeddings ? 1 : 2);
@@ -48,7 +50,9 @@ absl::Status ValidateModelConfig(const ModelConfig& c) {
     return bad("vocab_size", c.vocab_size, "must be in [4, 1048576]");
   if (c.d_model < 2 || c.d_model > 16384) return bad("d_model", c.d_model, "must be in [2, 16384]");
   if (c.n_layers < 1 || c.n_layers > 256) return bad("n_layers", c.n_layers, "must be in [1, 256]");
-  if (c.n_heads < 1 || c.d_model % c.n_heads != 0)
+  if (c.explicit_head_dim < 0 || c.explicit_head_dim > 1024 || c.explicit_head_dim % 2 != 0)
+    return bad("head_dim", c.explicit_head_dim, "must be even and in [0, 1024] (0: d_model / n_heads)");
+  if (c.n_heads < 1 || (c.explicit_head_dim == 0 && c.d_model % c.n_heads != 0))
     return bad("n_heads", c.n_heads, "must be positive and divide d_model");
   if (c.head_dim() % 2 != 0) return bad("n_heads", c.n_heads, "head dimension must be even (rotary)");
   if (c.n_kv_heads < 1 || c.n_heads % c.n_kv_heads != 0)
@@ -59,6 +63,16 @@ absl::Status ValidateModelConfig(const ModelConfig& c) {
     return bad("max_seq_len", c.max_seq_len, "must be in [2, 131072]");
   if (!(c.rope_theta > 0)) return bad("rope_theta", c.rope_theta, "must be positive");
   if (!(c.norm_eps > 0)) return bad("norm_eps", c.norm_eps, "must be positive");
+  if (c.rope_scaling_factor != 0) {
+    if (!(c.rope_scaling_factor >= 1))
+      return bad("rope_scaling.factor", c.rope_scaling_factor, "must be >= 1");
+    if (!(c.rope_high_freq_factor > c.rope_low_freq_factor && c.rope_low_freq_factor > 0))
+      return bad("rope_scaling.high_freq_factor", c.rope_high_freq_factor,
+                 "must exceed low_freq_factor, itself positive");
+    if (c.rope_original_max_position < 1)
+      return bad("rope_scaling.original_max_position_embeddings",
+                 c.rope_original_max_position, "must be positive");
+  }
   return absl::OkStatus();
 }
 

@@ -28,7 +28,20 @@ struct ModelConfig {
   float rope_theta = 10000.0f;
   float norm_eps = 1e-6f;
 
-  int head_dim() const { return d_model / n_heads; }
+  // Checkpoint families (hf/): what Qwen2, Qwen3 and Llama 3 add to the plain decoder.
+  // Per-head width when it is not d_model / n_heads (Qwen3: 128 heads of a 1024 model).
+  int explicit_head_dim = 0;
+  // Biases on the q, k and v projections (Qwen2).
+  bool qkv_bias = false;
+  // RMSNorm over each head of q and k before the rotation (Qwen3).
+  bool qk_norm = false;
+  // Llama 3's rotary frequency scaling ("rope_type": "llama3"); factor 0 = none.
+  float rope_scaling_factor = 0.0f;
+  float rope_low_freq_factor = 1.0f;
+  float rope_high_freq_factor = 4.0f;
+  int rope_original_max_position = 8192;
+
+  int head_dim() const { return explicit_head_dim > 0 ? explicit_head_dim : d_model / n_heads; }
   // Parameters of the model (embedding counted once when tied).
   int64_t NumParameters() const;
 };

@@ -10,11 +10,18 @@ packages=(
   libgloo-dev                        # c10d ProcessGroupGloo headers (learner all-reduce)
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libicu-dev                         # tokenizer.json: NFC and the pre-tokenizer regexes (hf/)
+  nodejs                             # tests/hf/npm: a JavaScript reference tokenizer
   openssl                            # tests make a throwaway CA for the TLS tests
   iproute2                           # tests make network namespaces for partitions (as root)
   prometheus                         # promtool (and the server) check the metrics in tests
   clang libclang-rt-14-dev llvm      # the sanitizer build and libFuzzer (scripts/sanitizer_tests.sh)
+  python3-yaml                       # tests/deploy/manifests_test.py reads the Kubernetes manifests
+  python3-torch                      # tests/hf/tiny_checkpoint.py: an independent reference model
 )
+# npm too; but a Node.js from elsewhere (NodeSource) bundles npm and conflicts with
+# Debian's npm package, so only when the command is missing.
+command -v npm >/dev/null || packages+=(npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/small_model.h"
@@ -51,6 +52,47 @@ TEST(ModelTest, CachedDecodingMatchesFullForward) {
   at::Tensor cached = at::cat(pieces, 1);
   EXPECT_TRUE(at::allclose(cached, full, 1e-4, 1e-5))
       << (cached - full).abs().max().item<double>();
+}
+
+// Qwen2's q/k/v biases, Qwen3's q/k norms and wider heads, Llama 3's rotary scaling: the
+// decode kernels must compute what the full forward does with each of them.
+TEST(ModelTest, CheckpointFamilyFeaturesKeepDecodingEqualToTheFullForward) {
+  at::NoGradGuard no_grad;
+  ModelConfig c = SmallConfig();
+  c.explicit_head_dim = 16;  // 4 heads x 16 = 64 wide in a 32-wide model
+  c.qkv_bias = true;
+  c.qk_norm = true;
+  c.rope_scaling_factor = 8;
+  c.rope_original_max_position = 16;
+  ASSERT_TRUE(ValidateModelConfig(c).ok());
+  Transformer model(c, 5);
+  int64_t count = 0;
+  for (const auto& [name, p] : model.named_parameters()) {
+    count += p.numel();
+    // Biases start at zero and norms at one; random values make them matter here.
+    if (absl::StrContains(name, "bqkv") || absl::StrContains(name, "_norm")) p.uniform_(0.5, 1.5);
+  }
+  EXPECT_EQ(count, c.NumParameters());
+  EXPECT_EQ(model.named_parameters()[3].first, "layers.0.bqkv");
+  const int64_t n = 2, t = 40;  // past the original context, where the scaling acts
+  at::Tensor ids = at::randint(4, 40, {n, t}, at::kLong);
+  at::Tensor full = model.Logits(model.Forward(ids, at::Tensor()));
+  KvCache cache(model.config(), n, t);
+  std::vector<at::Tensor> pieces;
+  pieces.push_back(model.Logits(model.Forward(ids.narrow(1, 0, 7), at::Tensor(), &cache)));
+  for (int64_t i = 7; i < t; ++i) {
+    pieces.push_back(model.Logits(model.Forward(ids.narrow(1, i, 1), at::Tensor(), &cache)));
+  }
+  at::Tensor cached = at::cat(pieces, 1);
+  EXPECT_TRUE(at::allclose(cached, full, 1e-4, 1e-5))
+      << (cached - full).abs().max().item<double>();
+
+  ModelConfig odd = c;
+  odd.explicit_head_dim = 7;
+  EXPECT_THAT(std::string(ValidateModelConfig(odd).message()), testing::HasSubstr("head_dim"));
+  odd = c;
+  odd.rope_scaling_factor = 0.5;
+  EXPECT_THAT(std::string(ValidateModelConfig(odd).message()), testing::HasSubstr("factor"));
 }
 
 TEST(ModelTest, LeftPaddingDoesNotChangeTheRow) {
