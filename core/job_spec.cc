@@ -240,6 +240,31 @@ v1::JobSpec DefaultJobSpec() {
   return s;
 }
 
+namespace {
+
+// model.hf_dir brings the shape: the fields that would contradict it stay unset.
+absl::Status CheckHfModelSpec(const v1::ModelSpec& m) {
+  const std::pair<const char*, bool> shape_fields[] = {
+      {"preset", m.has_preset()},         {"d_model", m.has_d_model()},
+      {"n_layers", m.has_n_layers()},     {"n_heads", m.has_n_heads()},
+      {"n_kv_heads", m.has_n_kv_heads()}, {"ffn_hidden", m.has_ffn_hidden()},
+      {"vocab_size", m.has_vocab_size()}, {"tie_embeddings", m.has_tie_embeddings()},
+      {"rope_theta", m.has_rope_theta()}, {"init_checkpoint", m.has_init_checkpoint()}};
+  for (const auto& [field, set] : shape_fields) {
+    if (set)
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model.", field, ": leave it unset with model.hf_dir (config.json gives the model)"));
+  }
+  if (m.has_max_seq_len()) RETURN_IF_ERROR(InRange("model.max_seq_len", m.max_seq_len(), 2, 131072));
+  const std::string& format = m.prompt_format();
+  if (!format.empty() && format != "raw" && format != "chatml" && format != "llama3")
+    return Bad("model.prompt_format", absl::StrCat("\"", format, "\""),
+               "must be raw, chatml or llama3 (or empty: from config.json)");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 ModelConfig ModelConfigFromSpec(const v1::ModelSpec& m) {
   ModelConfig c = ModelPreset(m.preset()).value_or(ModelConfig{});
   if (m.has_d_model()) c.d_model = m.d_model();
@@ -258,6 +283,17 @@ absl::StatusOr<v1::JobSpec> ResolveJobSpec(const v1::JobSpec& user) {
   v1::JobSpec out = DefaultJobSpec();
   // A user's reward list replaces the default one rather than appending to it.
   if (user.rewards_size() > 0) out.clear_rewards();
+  if (!user.model().hf_dir().empty()) {
+    // The shape is config.json's, read where the directory is (hf/job_model.h); nothing
+    // of the built-in preset applies.
+    RETURN_IF_ERROR(CheckHfModelSpec(user.model()));
+    out.clear_model();
+    out.MergeFrom(user);
+    // A pretrained model starts GRPO as it is, unless the spec asks for SFT.
+    if (!user.sft().has_steps()) out.mutable_sft()->set_steps(0);
+    RETURN_IF_ERROR(ValidateJobSpec(out));
+    return out;
+  }
   // The preset is the base of the model's shape; explicit user fields override it.
   const std::string preset =
       user.model().has_preset() ? user.model().preset() : out.model().preset();
@@ -284,12 +320,29 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
   RETURN_IF_ERROR(InRange("steps", s.steps(), 0, 1e7));
   RETURN_IF_ERROR(InRange("checkpoint_every", s.checkpoint_every(), 0, 1e7));
 
-  const ModelConfig model = ModelConfigFromSpec(s.model());
-  RETURN_IF_ERROR(ValidateModelConfig(model));
-  if (model.vocab_size < CharTokenizer::kVocabSize)
-    return Bad("model.vocab_size", model.vocab_size,
-               absl::StrCat("the character tokenizer needs at least ",
-                            CharTokenizer::kVocabSize));
+  // The model's vocabulary and context bound the sampling fields; with hf_dir they are in
+  // config.json, checked where it is read, so only the outer limits apply here.
+  int vocab_size = 1 << 20, max_seq_len = s.model().has_max_seq_len() ? s.model().max_seq_len() : 131072;
+  if (!s.model().hf_dir().empty()) {
+    RETURN_IF_ERROR(CheckHfModelSpec(s.model()));
+    for (int i = 0; i < s.rewards_size(); ++i) {
+      // Step rewards place a step's end on a token by its character offset, which only the
+      // character tokenizer makes one to one.
+      const std::string& name = s.rewards(i).name();
+      if (name == "arithmetic_steps" || name == "process_reward_model")
+        return Bad(absl::StrCat("rewards[", i, "].name"), name,
+                   "step rewards need the character tokenizer; model.hf_dir brings BPE");
+    }
+  } else {
+    const ModelConfig model = ModelConfigFromSpec(s.model());
+    RETURN_IF_ERROR(ValidateModelConfig(model));
+    vocab_size = model.vocab_size;
+    max_seq_len = model.max_seq_len;
+    if (model.vocab_size < CharTokenizer::kVocabSize)
+      return Bad("model.vocab_size", model.vocab_size,
+                 absl::StrCat("the character tokenizer needs at least ",
+                              CharTokenizer::kVocabSize));
+  }
 
   const v1::DatasetSpec& d = s.dataset();
   if (d.kind() == "arithmetic") {
@@ -346,9 +399,8 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
   const v1::SamplingSpec& sp = s.sampling();
   RETURN_IF_ERROR(InRange("sampling.temperature", sp.temperature(), 1e-3, 100));
   if (!(sp.top_p() > 0 && sp.top_p() <= 1)) return Bad("sampling.top_p", sp.top_p(), "must be in (0, 1]");
-  RETURN_IF_ERROR(InRange("sampling.top_k", sp.top_k(), 0, model.vocab_size));
-  RETURN_IF_ERROR(InRange("sampling.max_new_tokens", sp.max_new_tokens(), 1,
-                          model.max_seq_len - 1));
+  RETURN_IF_ERROR(InRange("sampling.top_k", sp.top_k(), 0, vocab_size));
+  RETURN_IF_ERROR(InRange("sampling.max_new_tokens", sp.max_new_tokens(), 1, max_seq_len - 1));
 
   const v1::GrpoSpec& g = s.grpo();
   const bool rft = g.advantage_estimator() == v1::ADVANTAGE_ESTIMATOR_ONLINE_RFT;

@@ -72,13 +72,14 @@ at::Tensor RotaryInverseFrequencies(const ModelConfig& c) {
 
 }  // namespace
 
-KvCache::KvCache(const ModelConfig& c, int64_t batch, int64_t capacity)
+KvCache::KvCache(const ModelConfig& c, int64_t batch, int64_t capacity,
+                 const at::TensorOptions& options)
     : capacity_(capacity) {
   for (int i = 0; i < c.n_layers; ++i) {
-    keys_.push_back(at::empty({batch, c.n_kv_heads, capacity, c.head_dim()}));
-    values_.push_back(at::empty({batch, c.n_kv_heads, capacity, c.head_dim()}));
+    keys_.push_back(at::empty({batch, c.n_kv_heads, capacity, c.head_dim()}, options));
+    values_.push_back(at::empty({batch, c.n_kv_heads, capacity, c.head_dim()}, options));
   }
-  is_pad_ = at::zeros({batch, capacity}, at::kBool);
+  is_pad_ = at::zeros({batch, capacity}, options.dtype(at::kBool));
 }
 
 struct Transformer::Impl {
@@ -91,13 +92,17 @@ struct Transformer::Impl {
   at::Tensor cos, sin;  // [max_seq_len, hd]
 };
 
-Transformer::Transformer(const ModelConfig& c, uint64_t seed) : impl_(new Impl) {
+Transformer::Transformer(const ModelConfig& c, Uninitialized) : Transformer(c, 0, false) {}
+
+Transformer::Transformer(const ModelConfig& c, uint64_t seed) : Transformer(c, seed, true) {}
+
+Transformer::Transformer(const ModelConfig& c, uint64_t seed, bool random) : impl_(new Impl) {
   impl_->config = c;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const int64_t d = c.d_model, hd = c.head_dim(), f = c.ffn_hidden;
   const double residual_std = 0.02 / std::sqrt(2.0 * c.n_layers);
   auto normal = [&](std::vector<int64_t> shape, double std) {
-    return at::normal(0.0, std, shape, gen).requires_grad_(true);
+    return (random ? at::normal(0.0, std, shape, gen) : at::empty(shape)).requires_grad_(true);
   };
   auto ones = [](int64_t n) { return at::ones({n}).requires_grad_(true); };
   auto& named = impl_->named;
@@ -150,6 +155,23 @@ Transformer::~Transformer() = default;
 
 const ModelConfig& Transformer::config() const { return impl_->config; }
 
+absl::Status Transformer::To(c10::Device device, at::ScalarType dtype) {
+  if (dtype != at::kFloat && dtype != at::kBFloat16 && dtype != at::kHalf)
+    return absl::InvalidArgumentError(absl::StrCat("model dtype ", c10::toString(dtype),
+                                                   ": float32, bfloat16 or float16 only"));
+  return CatchTorch(absl::StrCat("moving the model to ", device.str()), [&] {
+    at::NoGradGuard no_grad;
+    // set_data swaps the storage under every handle, as nn.Module.to does.
+    for (auto& [name, tensor] : impl_->named) tensor.set_data(tensor.to(device, dtype));
+    impl_->cos = impl_->cos.to(device, dtype);
+    impl_->sin = impl_->sin.to(device, dtype);
+  });
+}
+
+at::TensorOptions Transformer::tensor_options() const {
+  return at::TensorOptions().device(impl_->embedding.device()).dtype(impl_->embedding.scalar_type());
+}
+
 // One token per row against the cache, no autograd: the same computation as the general
 // path below with the small-op chains fused (decode_kernels.h) and the attention done
 // directly over the cache (decode_attention.h).
@@ -185,7 +207,8 @@ at::Tensor Transformer::DecodeStep(const at::Tensor& ids, const at::Tensor& is_p
 
 at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
                                 KvCache* cache) const {
-  if (cache && ids.size(1) == 1 && !at::GradMode::is_enabled()) {
+  if (cache && ids.size(1) == 1 && !at::GradMode::is_enabled() &&
+      impl_->embedding.device().is_cpu() && impl_->embedding.scalar_type() == at::kFloat) {
     return DecodeStep(ids, is_pad, cache);
   }
   const ModelConfig& c = impl_->config;
@@ -212,12 +235,13 @@ at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
   }
   at::Tensor bias;
   if (t > 1 || (key_is_pad.defined() && key_is_pad.any().item<bool>())) {
-    at::Tensor masked = at::zeros({1, 1, t, s}, at::kBool);
+    const at::TensorOptions flags = at::TensorOptions().dtype(at::kBool).device(ids.device());
+    at::Tensor masked = at::zeros({1, 1, t, s}, flags);
     if (t > 1) {
-      masked = at::ones({t, s}, at::kBool).triu(start + 1).view({1, 1, t, s});
+      masked = at::ones({t, s}, flags).triu(start + 1).view({1, 1, t, s});
     }
     if (key_is_pad.defined()) masked = masked | key_is_pad.view({n, 1, 1, s});
-    bias = at::zeros(masked.sizes()).masked_fill_(masked, -1e9);
+    bias = at::zeros(masked.sizes(), tensor_options()).masked_fill_(masked, -1e9);
   }
 
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));

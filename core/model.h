@@ -34,10 +34,12 @@ namespace grpo {
 class Transformer;
 
 // Preallocated key/value cache for batched decoding: [N, n_kv_heads, capacity, head_dim]
-// per layer, plus which slots hold padding. Forward appends to it.
+// per layer, plus which slots hold padding. Forward appends to it. `options`: the
+// model's device and dtype (Transformer::tensor_options()); float32 on the CPU by default.
 class KvCache {
  public:
-  KvCache(const ModelConfig& config, int64_t batch, int64_t capacity);
+  KvCache(const ModelConfig& config, int64_t batch, int64_t capacity,
+          const at::TensorOptions& options = at::TensorOptions());
   int64_t length() const { return length_; }
   int64_t capacity() const { return capacity_; }
 
@@ -53,11 +55,23 @@ class Transformer {
  public:
   // Parameters initialised from `seed` (normal, std 0.02; residual outputs scaled down).
   Transformer(const ModelConfig& config, uint64_t seed);
+  // Parameters allocated but not initialised (norms excepted), for a caller that loads
+  // every one of them next: drawing 0.5B random numbers costs seconds.
+  struct Uninitialized {};
+  Transformer(const ModelConfig& config, Uninitialized);
   ~Transformer();
   Transformer(const Transformer&) = delete;
   Transformer& operator=(const Transformer&) = delete;
 
   const ModelConfig& config() const;
+
+  // Moves every parameter and table to `device` in `dtype` (float32, bfloat16 or float16)
+  // in place: handles from named_parameters() stay valid. For inference there (decoding
+  // on a GPU in the checkpoint's dtype); training runs on CPU float32. The fused CPU
+  // decode kernels are used for CPU float32 only; elsewhere the general path runs.
+  absl::Status To(c10::Device device, at::ScalarType dtype);
+  // The device and dtype of the parameters, for inputs and caches.
+  at::TensorOptions tensor_options() const;
 
   // ids: int64 [N, T]; is_pad: bool [N, T] or undefined (no padding). With a cache the
   // tokens go at slots cache->length() .. +T and the cache grows by T. Returns the final
@@ -85,6 +99,7 @@ class Transformer {
   absl::Status LoadFromString(const std::string& bytes);
 
  private:
+  Transformer(const ModelConfig& config, uint64_t seed, bool random);
   torch::serialize::OutputArchive Archive() const;
   absl::Status LoadArchive(const std::string& what,
                            const std::function<void(torch::serialize::InputArchive&)>& open);

@@ -43,19 +43,26 @@ absl::Status Validate(const ModelConfig& c, const std::vector<std::vector<int32_
 // Picks the next token of every row; returns {token [N], logprob [N]}.
 std::pair<at::Tensor, at::Tensor> Choose(const at::Tensor& logits, const SamplingOptions& o,
                                          at::Generator& gen) {
+  const int64_t vocab = logits.size(-1);
+  const double neg_inf = -std::numeric_limits<double>::infinity();
+  const bool limit = o.sample_vocab > 0 && o.sample_vocab < vocab;
+  auto within_vocab = [&](const at::Tensor& x) {
+    if (!limit) return x;
+    at::Tensor out = x.clone();
+    out.narrow(-1, o.sample_vocab, vocab - o.sample_vocab).fill_(neg_inf);
+    return out;
+  };
   if (o.temperature == 0) {
-    at::Tensor next = logits.argmax(-1, /*keepdim=*/true);
+    at::Tensor next = within_vocab(logits).argmax(-1, /*keepdim=*/true);
     return {next.squeeze(1), at::log_softmax(logits, -1).gather(1, next).squeeze(1)};
   }
   at::Tensor scaled = o.temperature == 1.0f ? logits : logits / o.temperature;
   at::Tensor logp = at::log_softmax(scaled, -1);
-  if (o.top_k == 0 && o.top_p >= 1.0f) {
+  if (o.top_k == 0 && o.top_p >= 1.0f && !limit) {
     at::Tensor next = at::multinomial(logp.exp(), 1, false, gen);
     return {next.squeeze(1), logp.gather(1, next).squeeze(1)};
   }
-  at::Tensor filtered = scaled;
-  const int64_t vocab = logits.size(-1);
-  const double neg_inf = -std::numeric_limits<double>::infinity();
+  at::Tensor filtered = within_vocab(scaled);
   if (o.top_k > 0 && o.top_k < vocab) {
     at::Tensor kth = std::get<0>(scaled.topk(o.top_k, -1)).narrow(-1, o.top_k - 1, 1);
     filtered = filtered.masked_fill(filtered < kth, neg_inf);
@@ -131,7 +138,10 @@ absl::StatusOr<SampleResult> Sample(const Transformer& model,
     at::NoGradGuard no_grad;
     const int64_t n = batch->tokens.size(0), p = batch->tokens.size(1);
     const int64_t m = o.max_new_tokens;
-    KvCache cache(model.config(), n, p + m);
+    // Bookkeeping stays on the CPU; the model's inputs go to its device and its logits
+    // come back as float32, so sampling draws the same numbers wherever the model runs.
+    const at::TensorOptions on_model = model.tensor_options();
+    KvCache cache(model.config(), n, p + m, on_model);
     r.tokens = at::full({n, p + m}, o.pad_token, at::kLong);
     r.tokens.narrow(1, 0, p).copy_(batch->tokens);
     r.is_pad = at::ones({n, p + m}, at::kBool);
@@ -141,8 +151,9 @@ absl::StatusOr<SampleResult> Sample(const Transformer& model,
     r.prompt_length = p;
     at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
 
-    at::Tensor hidden = model.Forward(batch->tokens, batch->is_pad, &cache);
-    at::Tensor logits = model.Logits(hidden.select(1, p - 1));
+    at::Tensor hidden = model.Forward(batch->tokens.to(on_model.device()),
+                                      batch->is_pad.to(on_model.device()), &cache);
+    at::Tensor logits = model.Logits(hidden.select(1, p - 1)).to(at::kCPU, at::kFloat);
     at::Tensor finished = at::zeros({n}, at::kBool);
     int64_t used = 0;
     for (int64_t step = 0; step < m; ++step) {
@@ -155,9 +166,9 @@ absl::StatusOr<SampleResult> Sample(const Transformer& model,
       finished = finished | (next == o.stop_token);
       used = step + 1;
       if (step + 1 == m || finished.all().item<bool>()) break;
-      hidden = model.Forward(r.tokens.narrow(1, p + step, 1),
-                             r.is_pad.narrow(1, p + step, 1), &cache);
-      logits = model.Logits(hidden.select(1, 0));
+      hidden = model.Forward(r.tokens.narrow(1, p + step, 1).to(on_model.device()),
+                             r.is_pad.narrow(1, p + step, 1).to(on_model.device()), &cache);
+      logits = model.Logits(hidden.select(1, 0)).to(at::kCPU, at::kFloat);
     }
     // Drop the columns no row reached.
     r.tokens = r.tokens.narrow(1, 0, p + used).clone();

@@ -24,9 +24,14 @@ struct SamplingOptions {
   float top_p = 1.0f;  // nucleus sampling; 1 = off
   int top_k = 0;       // 0 = off
   int max_new_tokens = 64;
-  // CharTokenizer::kEos; emitted, kept and counted as a completion token. < 0: none.
+  // The tokenizer's end token (TextTokenizer::eos_id); emitted, kept and counted as a
+  // completion token. < 0: none.
   int stop_token = 2;
   int pad_token = 0;
+  // > 0: ids from here on are never sampled, like a top-k filter (log-probs stay those of
+  // the whole softmax). Checkpoints whose embedding has more rows than the tokenizer has
+  // tokens (Qwen: 151936 vs 151669) would otherwise sample ids that decode to nothing.
+  int sample_vocab = 0;
   uint64_t seed = 0;
 };
 

@@ -235,7 +235,7 @@ absl::StatusOr<HfModel> LoadHfModel(const std::string& dir, int max_seq_len_cap)
   HfModel out;
   out.config = *config;
   absl::Status built = CatchTorch("building the model", [&] {
-    out.model = std::make_unique<Transformer>(out.config.model, /*seed=*/0);
+    out.model = std::make_unique<Transformer>(out.config.model, Transformer::Uninitialized{});
   });
   if (!built.ok()) return built;
   if (absl::Status s = LoadHfWeights(dir, *out.model); !s.ok()) return s;

@@ -18,7 +18,9 @@
 #include "core/job_spec.h"
 #include "core/model.h"
 #include "core/scored_group_proto.h"
-#include "core/tokenizer.h"
+#include "core/text_tokenizer.h"
+#include "hf/hf_checkpoint.h"
+#include "hf/job_model.h"
 #include "core/torch_status.h"
 #include "core/weight_transfer.h"
 #include "grpo/v1/learner.pb.h"
@@ -247,6 +249,18 @@ class Leader {
       data = LoadJobData(job.spec);
       prepared = data.status();
     }
+    // The model's shape and tokenizer: the preset's, or model.hf_dir's files.
+    absl::StatusOr<ModelConfig> model_config = absl::UnknownError("not read");
+    std::unique_ptr<TextTokenizer> tokenizer;
+    if (prepared.ok()) {
+      model_config = hf::JobModelConfig(job.spec);
+      prepared = model_config.status();
+    }
+    if (prepared.ok()) {
+      absl::StatusOr<std::unique_ptr<TextTokenizer>> made = hf::JobTokenizer(job.spec);
+      prepared = made.status();
+      if (made.ok()) tokenizer = *std::move(made);
+    }
     reward_names_.clear();
     for (const v1::RewardFunctionSpec& r : job.spec.rewards()) reward_names_.push_back(r.name());
     std::string resume_dir;
@@ -280,8 +294,7 @@ class Leader {
     start.set_run_dir(job.run_dir);
     start.set_resume_dir(resume_dir);
     if (absl::Status s = Send(&start); !s.ok()) return s;
-    job.policy = std::make_unique<Transformer>(ModelConfigFromSpec(job.spec.model()),
-                                               job.spec.seed());
+    job.policy = std::make_unique<Transformer>(*model_config, job.spec.seed());
     std::vector<std::string> seen;
     uint64_t resume_cursor = 0;
     if (!resume_dir.empty()) {
@@ -295,14 +308,12 @@ class Leader {
       for (absl::string_view id : absl::StrSplit(ReadWholeFile(resume_dir + "/seen_prompts.txt"),
                                                  '\n', absl::SkipEmpty()))
         seen.emplace_back(id);
-    const ModelConfig model_config = ModelConfigFromSpec(job.spec.model());
-    buffer_->StartJob(job.job_id, job.spec.grpo().group_size(), seen, model_config.max_seq_len,
-                      model_config.vocab_size);
+    buffer_->StartJob(job.job_id, job.spec.grpo().group_size(), seen, model_config->max_seq_len,
+                      model_config->vocab_size);
 
     // --- 1. Starting policy and its evaluation (rank 0 alone; the others wait in the
     // parameter broadcast).
     const EvalOptions eval = EvalOptionsFromSpec(job.spec);
-    CharTokenizer tokenizer;
     EvalResult after;
     bool cancelled = false;
     if (!resume_dir.empty()) {
@@ -315,7 +326,7 @@ class Leader {
       cancelled = Report(job, v1::JOB_PHASE_SFT, "preparing the starting policy");
     }
     if (resume_dir.empty() && !cancelled)
-      prepared = PrepareStartingPolicy(job.spec, data->train, job.policy.get(),
+      prepared = PrepareStartingPolicy(job.spec, *tokenizer, data->train, job.policy.get(),
                                        [&](const std::string& line) {
                                          Log(line);
                                          cancelled =
@@ -325,7 +336,7 @@ class Leader {
       // The phase says what happens now; the message stays the last line a person saw.
       cancelled = Report(job, v1::JOB_PHASE_EVAL, progress_.message());
       const auto start_eval = Clock::now();
-      absl::StatusOr<EvalResult> r = Evaluate(*job.policy, tokenizer, data->held_out, eval);
+      absl::StatusOr<EvalResult> r = Evaluate(*job.policy, *tokenizer, data->held_out, eval);
       prepared = r.status();
       if (r.ok()) {
         before_json_ = EvalJson(*r);
@@ -512,7 +523,7 @@ class Leader {
     if (prepared.ok() && !cancelled && step == steps) {
       Report(job, v1::JOB_PHASE_EVAL, progress_.message());
       const auto start_eval = Clock::now();
-      absl::StatusOr<EvalResult> r = Evaluate(*job.policy, tokenizer, data->held_out, eval);
+      absl::StatusOr<EvalResult> r = Evaluate(*job.policy, *tokenizer, data->held_out, eval);
       prepared = r.status();
       if (r.ok()) {
         after = *r;
@@ -559,6 +570,18 @@ class Leader {
       // What it was trained with, so a checkpoint copied elsewhere explains itself.
       if (absl::Status s = WriteFileDurably(dir + "/spec.json", JobSpecToJson(job.spec)); !s.ok())
         return s;
+      // A Hugging Face job's policy also in its own layout (hf/), in the dtype it came in,
+      // with its tokenizer files: loadable by any tool that reads that layout.
+      if (!job.spec.model().hf_dir().empty()) {
+        absl::StatusOr<hf::HfModelConfig> config = hf::JobHfConfig(job.spec);
+        if (!config.ok()) return config.status();
+        hf::SaveOptions save;
+        save.copy_from = job.spec.model().hf_dir();
+        if (config->torch_dtype == "bfloat16") save.dtype = hf::Dtype::kBF16;
+        if (config->torch_dtype == "float16") save.dtype = hf::Dtype::kF16;
+        if (absl::Status s = hf::SaveHfModel(*job.policy, *config, dir + "/hf", save); !s.ok())
+          return s;
+      }
       // Every prompt ingested so far — trained, buffered or dropped as stale: all were
       // acknowledged to the coordinator, so none may be trained after a resume.
       std::string seen;
@@ -611,8 +634,10 @@ absl::Status RunLearnerFollower(LearnerGroup* group, const DistributedLearnerOpt
         job.job_id = command.job_id();
         job.spec = command.spec();
         job.run_dir = command.run_dir();
-        job.policy = std::make_unique<Transformer>(ModelConfigFromSpec(job.spec.model()),
-                                                   job.spec.seed());
+        // Rank 0 read the same spec successfully before it sent the command.
+        absl::StatusOr<ModelConfig> model_config = hf::JobModelConfig(job.spec);
+        if (!model_config.ok()) return model_config.status();
+        job.policy = std::make_unique<Transformer>(*model_config, job.spec.seed());
         if (absl::Status s = BroadcastParameters(group, job.policy.get()); !s.ok()) return s;
         if (absl::Status s = CreateTrainer(group, command.resume_dir(), &job); !s.ok())
           log(absl::StrCat("job ", job.job_id, ": ", s.ToString()));

@@ -5,16 +5,23 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "core/tokenizer.h"
+#include "hf/hf_checkpoint.h"
 #include "learner/optimizer.h"
 #include "learner/sft.h"
 
 namespace grpo {
 
-absl::Status PrepareStartingPolicy(const v1::JobSpec& spec, const std::vector<Example>& train,
-                                   Transformer* policy,
+absl::Status PrepareStartingPolicy(const v1::JobSpec& spec, const TextTokenizer& tokenizer,
+                                   const std::vector<Example>& train, Transformer* policy,
                                    const std::function<void(const std::string&)>& progress) {
-  if (!spec.model().init_checkpoint().empty()) {
+  if (!spec.model().hf_dir().empty()) {
+    const auto start = std::chrono::steady_clock::now();
+    if (absl::Status s = hf::LoadHfWeights(spec.model().hf_dir(), *policy); !s.ok()) return s;
+    progress(absl::StrFormat(
+        "loaded %s (%.1fM parameters) in %.1fs", spec.model().hf_dir(),
+        policy->config().NumParameters() / 1e6,
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()));
+  } else if (!spec.model().init_checkpoint().empty()) {
     if (absl::Status s = policy->Load(spec.model().init_checkpoint() + "/model.pt"); !s.ok())
       return s;
     progress(absl::StrCat("loaded ", spec.model().init_checkpoint()));
@@ -28,7 +35,6 @@ absl::Status PrepareStartingPolicy(const v1::JobSpec& spec, const std::vector<Ex
   sft.seed = spec.seed() + 1;
   const auto start = std::chrono::steady_clock::now();
   const int every = std::max(1, sft.steps / 10);
-  CharTokenizer tokenizer;
   absl::StatusOr<double> loss =
       RunSft(policy, tokenizer, train, sft, [&](const SftProgress& p) {
         if (p.step % every != 0 && p.step != sft.steps) return;

@@ -12,16 +12,18 @@
 #include "absl/status/status.h"
 #include "core/dataset.h"
 #include "core/model.h"
+#include "core/text_tokenizer.h"
 #include "grpo/v1/job.pb.h"
 #include "learner/grpo_trainer.h"
 #include "rollout_worker/evaluation.h"
 
 namespace grpo {
 
-// Loads spec.model.init_checkpoint, or runs spec.sft on `train`; `progress` gets about ten
-// lines ("sft  300/1000 | loss ..."). A no-op when neither is set.
-absl::Status PrepareStartingPolicy(const v1::JobSpec& resolved, const std::vector<Example>& train,
-                                   Transformer* policy,
+// Loads spec.model.init_checkpoint (and stops there), or loads spec.model.hf_dir's weights
+// and/or runs spec.sft on `train` with `tokenizer`; `progress` gets about ten lines
+// ("sft  300/1000 | loss ..."). A no-op when none is set.
+absl::Status PrepareStartingPolicy(const v1::JobSpec& resolved, const TextTokenizer& tokenizer,
+                                   const std::vector<Example>& train, Transformer* policy,
                                    const std::function<void(const std::string&)>& progress);
 
 // The same draw before and after GRPO, so the two evaluations are comparable.

@@ -11,7 +11,7 @@
 
 namespace grpo {
 
-absl::StatusOr<double> RunSft(Transformer* policy, const CharTokenizer& tokenizer,
+absl::StatusOr<double> RunSft(Transformer* policy, const TextTokenizer& tokenizer,
                               const std::vector<Example>& examples, const SftOptions& o,
                               const std::function<void(const SftProgress&)>& on_step) {
   if (o.batch_size < 1)
@@ -19,11 +19,11 @@ absl::StatusOr<double> RunSft(Transformer* policy, const CharTokenizer& tokenize
   std::vector<std::vector<int32_t>> prompts, targets;
   for (const Example& e : examples) {
     if (e.solution.empty()) continue;
-    absl::StatusOr<std::vector<int32_t>> prompt = tokenizer.EncodeStrict(e.prompt);
-    absl::StatusOr<std::vector<int32_t>> target = tokenizer.EncodeStrict(e.solution);
+    absl::StatusOr<std::vector<int32_t>> prompt = tokenizer.EncodePrompt(e.prompt);
+    absl::StatusOr<std::vector<int32_t>> target = tokenizer.EncodeText(e.solution);
     if (!prompt.ok()) return prompt.status();
     if (!target.ok()) return target.status();
-    target->push_back(CharTokenizer::kEos);
+    target->push_back(tokenizer.eos_id());
     prompts.push_back(std::move(*prompt));
     targets.push_back(std::move(*target));
   }
@@ -43,7 +43,7 @@ absl::StatusOr<double> RunSft(Transformer* policy, const CharTokenizer& tokenize
       batch_prompts.push_back(prompts[j]);
       batch_targets.push_back(targets[j]);
     }
-    absl::StatusOr<TokenBatch> batch = PackBatch(batch_prompts, batch_targets, CharTokenizer::kPad,
+    absl::StatusOr<TokenBatch> batch = PackBatch(batch_prompts, batch_targets, tokenizer.pad_id(),
                                                  policy->config().vocab_size);
     if (!batch.ok()) return batch.status();
     SftProgress progress;

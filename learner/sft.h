@@ -11,7 +11,7 @@
 #include "absl/status/statusor.h"
 #include "core/dataset.h"
 #include "core/model.h"
-#include "core/tokenizer.h"
+#include "core/text_tokenizer.h"
 #include "learner/optimizer.h"
 
 namespace grpo {
@@ -33,7 +33,7 @@ struct SftProgress {
 
 // Trains on examples that have a solution (solution + EOS is the target). Returns the
 // mean loss of the last 10% of steps. INVALID_ARGUMENT when no example has a solution.
-absl::StatusOr<double> RunSft(Transformer* policy, const CharTokenizer& tokenizer,
+absl::StatusOr<double> RunSft(Transformer* policy, const TextTokenizer& tokenizer,
                               const std::vector<Example>& examples, const SftOptions& options,
                               const std::function<void(const SftProgress&)>& on_step);
 

@@ -19,7 +19,7 @@ std::string CanonicalAnswer(const std::string& completion) {
 
 }  // namespace
 
-absl::StatusOr<EvalResult> Evaluate(const Transformer& policy, const CharTokenizer& tokenizer,
+absl::StatusOr<EvalResult> Evaluate(const Transformer& policy, const TextTokenizer& tokenizer,
                                     const std::vector<Example>& examples,
                                     const EvalOptions& o) {
   if (o.k < 1) return absl::InvalidArgumentError(absl::StrCat("eval.k = ", o.k, ": must be >= 1"));
@@ -36,7 +36,7 @@ absl::StatusOr<EvalResult> Evaluate(const Transformer& policy, const CharTokeniz
     const size_t end = std::min(examples.size(), begin + o.prompts_per_batch);
     std::vector<std::vector<int32_t>> sampled_prompts, greedy_prompts;
     for (size_t i = begin; i < end; ++i) {
-      absl::StatusOr<std::vector<int32_t>> ids = tokenizer.EncodeStrict(examples[i].prompt);
+      absl::StatusOr<std::vector<int32_t>> ids = tokenizer.EncodePrompt(examples[i].prompt);
       if (!ids.ok()) return ids.status();
       for (int j = 0; j < o.k; ++j) sampled_prompts.push_back(*ids);
       greedy_prompts.push_back(*ids);
@@ -45,6 +45,9 @@ absl::StatusOr<EvalResult> Evaluate(const Transformer& policy, const CharTokeniz
     sampling.max_new_tokens = o.max_new_tokens;
     sampling.temperature = o.temperature;
     sampling.seed = o.seed + begin;
+    sampling.stop_token = tokenizer.eos_id();
+    sampling.pad_token = tokenizer.pad_id();
+    if (!tokenizer.character_level()) sampling.sample_vocab = tokenizer.vocab_size();
     absl::StatusOr<SampleResult> sampled = Sample(policy, sampled_prompts, sampling);
     if (!sampled.ok()) return sampled.status();
     sampling.temperature = 0;

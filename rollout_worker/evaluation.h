@@ -11,7 +11,7 @@
 #include "absl/status/statusor.h"
 #include "core/dataset.h"
 #include "core/model.h"
-#include "core/tokenizer.h"
+#include "core/text_tokenizer.h"
 
 namespace grpo {
 
@@ -33,7 +33,7 @@ struct EvalResult {
   double mean_completion_tokens = 0;
 };
 
-absl::StatusOr<EvalResult> Evaluate(const Transformer& policy, const CharTokenizer& tokenizer,
+absl::StatusOr<EvalResult> Evaluate(const Transformer& policy, const TextTokenizer& tokenizer,
                                     const std::vector<Example>& examples,
                                     const EvalOptions& options);
 

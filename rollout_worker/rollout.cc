@@ -13,14 +13,16 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 
 }  // namespace
 
-SamplingOptions SamplingOptionsFromSpec(const v1::JobSpec& spec) {
+SamplingOptions SamplingOptionsFromSpec(const v1::JobSpec& spec, const TextTokenizer& tokenizer) {
   SamplingOptions sampling;
   sampling.temperature = spec.sampling().temperature();
   sampling.top_p = spec.sampling().top_p();
   sampling.top_k = spec.sampling().top_k();
   sampling.max_new_tokens = spec.sampling().max_new_tokens();
-  sampling.stop_token = CharTokenizer::kEos;
-  sampling.pad_token = CharTokenizer::kPad;
+  sampling.stop_token = tokenizer.eos_id();
+  sampling.pad_token = tokenizer.pad_id();
+  // The character models keep sampling their whole (unused-id) vocabulary, as before.
+  if (!tokenizer.character_level()) sampling.sample_vocab = tokenizer.vocab_size();
   return sampling;
 }
 
@@ -37,7 +39,7 @@ absl::StatusOr<RolloutBatch> Rollout::Generate(const Transformer& policy,
 
   std::vector<std::vector<int32_t>> prompts;
   for (size_t i = 0; i < examples.size(); ++i) {
-    absl::StatusOr<std::vector<int32_t>> ids = tokenizer_->EncodeStrict(examples[i].prompt);
+    absl::StatusOr<std::vector<int32_t>> ids = tokenizer_->EncodePrompt(examples[i].prompt);
     if (!ids.ok())
       return absl::InvalidArgumentError(
           absl::StrCat("prompt ", prompt_ids[i], ": ", ids.status().message()));
@@ -74,7 +76,7 @@ absl::StatusOr<RolloutBatch> Rollout::Generate(const Transformer& policy,
   std::vector<RewardInput> inputs;
   for (size_t i = 0; i < examples.size(); ++i)
     for (const std::string& text : out.completions[i])
-      // One character is one token, so the reward's character offsets index `completion`.
+      // With a character-level tokenizer the reward's character offsets index `completion`.
       inputs.push_back(RewardInput{examples[i].prompt, text, examples[i].answer});
   absl::StatusOr<std::vector<CompositeOutput>> scored = scorer_->ScoreBatch(inputs);
   if (!scored.ok())
@@ -89,6 +91,12 @@ absl::StatusOr<RolloutBatch> Rollout::Generate(const Transformer& policy,
       sample.reward = score.total;
       sample.reward_per_function = std::move(score.per_function);
       sample.steps = std::move(score.steps);
+      // Step ends are character offsets; only one-token-per-character maps them to tokens
+      // (job validation refuses process rewards for other tokenizers).
+      if (!sample.steps.empty() && !tokenizer_->character_level()) {
+        return absl::FailedPreconditionError(
+            "step rewards need a character-level tokenizer; this model's is not");
+      }
     }
   out.score_seconds = SecondsSince(start);
   return out;

@@ -17,7 +17,7 @@
 #include "core/rewards.h"
 #include "core/sampler.h"
 #include "core/scored_group.h"
-#include "core/tokenizer.h"
+#include "core/text_tokenizer.h"
 #include "grpo/v1/job.pb.h"
 
 namespace grpo {
@@ -31,7 +31,8 @@ struct RolloutBatch {
 };
 
 // The sampler settings of a resolved job spec (seed left 0: callers set it per batch).
-SamplingOptions SamplingOptionsFromSpec(const v1::JobSpec& resolved);
+SamplingOptions SamplingOptionsFromSpec(const v1::JobSpec& resolved,
+                                        const TextTokenizer& tokenizer);
 
 // Scores completions: one output per input, in order, or an error and no scores.
 class BatchScorer {
@@ -56,7 +57,7 @@ class LocalScorer : public BatchScorer {
 
 class Rollout {
  public:
-  Rollout(const CharTokenizer* tokenizer, const BatchScorer* scorer)
+  Rollout(const TextTokenizer* tokenizer, const BatchScorer* scorer)
       : tokenizer_(tokenizer), scorer_(scorer) {}
 
   // prompt_ids[i] names examples[i]; sampling.seed fixes the draw.
@@ -66,7 +67,7 @@ class Rollout {
                                         int group_size, const SamplingOptions& sampling) const;
 
  private:
-  const CharTokenizer* tokenizer_;
+  const TextTokenizer* tokenizer_;
   const BatchScorer* scorer_;
 };
 

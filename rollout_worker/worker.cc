@@ -13,7 +13,8 @@
 #include "core/job_spec.h"
 #include "core/model.h"
 #include "core/scored_group_proto.h"
-#include "core/tokenizer.h"
+#include "core/torch_status.h"
+#include "hf/job_model.h"
 #include "grpo/v1/coordinator.grpc.pb.h"
 #include "grpo/v1/learner.grpc.pb.h"
 #include "grpo/v1/reward.grpc.pb.h"
@@ -91,7 +92,7 @@ struct RolloutWorker::State {
   std::unique_ptr<v1::CoordinatorService::Stub> coordinator;
   std::unique_ptr<v1::RewardService::Stub> reward;
   std::unique_ptr<Registration> registration;
-  CharTokenizer tokenizer;
+  std::unique_ptr<TextTokenizer> tokenizer;  // the job's (hf/job_model.h)
   RolloutWorkerCounters counters;
 
   // The job this worker last sampled for.
@@ -109,19 +110,34 @@ struct RolloutWorker::State {
                                   << line << std::endl;
   }
 
-  void SwitchJob(const v1::LeasePromptsResponse& lease) {
+  // Fails when the job's model is unusable here (model.hf_dir unreadable on this worker):
+  // then nothing changes, the lease expires and another worker gets its prompts.
+  absl::Status SwitchJob(const v1::LeasePromptsResponse& lease) {
+    absl::StatusOr<ModelConfig> config = hf::JobModelConfig(lease.spec());
+    if (!config.ok()) return config.status();
+    absl::StatusOr<std::unique_ptr<TextTokenizer>> job_tokenizer = hf::JobTokenizer(lease.spec());
+    if (!job_tokenizer.ok()) return job_tokenizer.status();
+    std::unique_ptr<Transformer> job_policy;
+    if (absl::Status s = CatchTorch("building the policy", [&] {
+          job_policy = std::make_unique<Transformer>(*config, lease.spec().seed());
+        });
+        !s.ok()) {
+      return s;
+    }
     job_id = lease.job_id();
     spec = lease.spec();
     learner_address = lease.learner_address();
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(8 << 20);
     learner = v1::LearnerService::NewStub(options.security.Channel(learner_address, args));
-    policy = std::make_unique<Transformer>(ModelConfigFromSpec(spec.model()), spec.seed());
+    policy = std::move(job_policy);
+    tokenizer = *std::move(job_tokenizer);
     version = -1;
     scorer = std::make_unique<RemoteScorer>(
         reward.get(), std::vector<v1::RewardFunctionSpec>(spec.rewards().begin(),
                                                           spec.rewards().end()));
     Log(absl::StrCat("job ", job_id, " (", spec.name(), "), learner at ", learner_address));
+    return absl::OkStatus();
   }
 
   // grpo.reward_failure = SKIP: tells the coordinator these prompts failed, so fresh ones
@@ -268,7 +284,9 @@ struct RolloutWorker::State {
   absl::Status Work(const v1::LeasePromptsResponse& lease, absl::Notification* stop) {
     // A restarted learner may listen elsewhere and has other weights under the same
     // version numbers: start over with it.
-    if (lease.job_id() != job_id || lease.learner_address() != learner_address) SwitchJob(lease);
+    if (lease.job_id() != job_id || lease.learner_address() != learner_address) {
+      if (absl::Status s = SwitchJob(lease); !s.ok()) return s;
+    }
     int64_t need = 0;
     int64_t deadline_ms = INT64_MAX;
     std::vector<Example> examples;
@@ -281,12 +299,12 @@ struct RolloutWorker::State {
     }
     if (absl::Status s = EnsureVersion(need, stop); !s.ok()) return s;
     const auto start = Clock::now();
-    SamplingOptions sampling = SamplingOptionsFromSpec(spec);
+    SamplingOptions sampling = SamplingOptionsFromSpec(spec, *tokenizer);
     // A function of the job, the prompts and the weights alone, so that a run restarted
     // from a checkpoint samples what the uninterrupted run would have sampled.
     sampling.seed = std::hash<std::string>()(
         absl::StrCat(spec.seed(), "/", absl::StrJoin(ids, ","), "/", version));
-    Rollout rollout(&tokenizer, scorer.get());
+    Rollout rollout(tokenizer.get(), scorer.get());
     absl::StatusOr<RolloutBatch> batch = rollout.Generate(
         *policy, version, examples, ids, spec.grpo().group_size(), sampling);
     if (!batch.ok() && spec.grpo().reward_failure() == v1::REWARD_FAILURE_SKIP)

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -1035,7 +1036,13 @@ TEST(CoordinatorBinaryTest, ServesPublishesItsPortAndStopsOnSigterm) {
   char line[256] = {0};
   ASSERT_NE(fgets(line, sizeof(line), lines), nullptr);  // blocks until it serves
   int port = 0;
-  ASSERT_EQ(sscanf(line, "grpo_coordinator: serving on port %d", &port), 1) << line;
+  // After the log line's timestamp and level (rpc/structured_log.h).
+  const char* serving = strstr(line, "grpo_coordinator: serving on port ");
+  if (serving == nullptr || sscanf(serving, "grpo_coordinator: serving on port %d", &port) != 1) {
+    kill(pid, SIGKILL);  // not left running, holding the test's output open
+    waitpid(pid, nullptr, 0);
+    FAIL() << line;
+  }
   absl::StatusOr<int> published = ReadPortFile(port_file);
   ASSERT_TRUE(published.ok()) << published.status();
   EXPECT_EQ(*published, port);

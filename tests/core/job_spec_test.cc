@@ -104,6 +104,35 @@ TEST(JobSpecTest, OutOfRangeValuesNameTheField) {
               HasSubstr("step rewards"));
 }
 
+TEST(JobSpecTest, AHuggingFaceModelTakesItsShapeFromItsDirectory) {
+  auto spec = ParseJobSpec("model { hf_dir: \"/models/qwen\" max_seq_len: 512 }\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  auto resolved = ResolveJobSpec(*spec);
+  ASSERT_TRUE(resolved.ok()) << resolved.status();
+  EXPECT_FALSE(resolved->model().has_preset()) << "config.json gives the shape";
+  EXPECT_FALSE(resolved->model().has_d_model());
+  EXPECT_EQ(resolved->model().max_seq_len(), 512);
+  EXPECT_EQ(resolved->sft().steps(), 0) << "a pretrained model starts GRPO as it is";
+  EXPECT_TRUE(ResolveJobSpec(*ParseJobSpec("model { hf_dir: \"/m\" }\nsft { steps: 5 }\n"))
+                  .value()
+                  .sft()
+                  .steps() == 5);
+
+  for (const auto& [text, field] : std::vector<std::pair<std::string, std::string>>{
+           {"model { hf_dir: \"/m\" preset: \"tiny\" }", "model.preset"},
+           {"model { hf_dir: \"/m\" d_model: 64 }", "model.d_model"},
+           {"model { hf_dir: \"/m\" prompt_format: \"alpaca\" }", "model.prompt_format"},
+           {"model { hf_dir: \"/m\" max_seq_len: 1 }", "model.max_seq_len"},
+           {"model { hf_dir: \"/m\" }\nrewards { name: \"arithmetic_steps\" weight: 1 }",
+            "rewards[0].name"}}) {
+    auto bad = ParseJobSpec(text);
+    ASSERT_TRUE(bad.ok()) << text;
+    absl::StatusOr<v1::JobSpec> refused = ResolveJobSpec(*bad);
+    ASSERT_FALSE(refused.ok()) << text;
+    EXPECT_THAT(std::string(refused.status().message()), ::testing::HasSubstr(field)) << text;
+  }
+}
+
 TEST(JobSpecTest, FileLoadingNamesThePath) {
   const std::string path = testing::TempDir() + "/job_spec_test.json";
   std::ofstream(path) << R"({"grpo": {"nope": 1}})";

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/match.h"
+#include "core/sampler.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/small_model.h"
@@ -93,6 +94,39 @@ TEST(ModelTest, CheckpointFamilyFeaturesKeepDecodingEqualToTheFullForward) {
   odd = c;
   odd.rope_scaling_factor = 0.5;
   EXPECT_THAT(std::string(ValidateModelConfig(odd).message()), testing::HasSubstr("factor"));
+}
+
+// The inference placement a GPU uses (parameters in bfloat16, the general decode path
+// rather than the CPU float32 kernels), run here on the CPU: the same logits up to
+// bfloat16 rounding, cached decoding included, and sampling still works.
+TEST(ModelTest, ABfloat16ModelDecodesLikeTheFloat32One) {
+  at::NoGradGuard no_grad;
+  Transformer model(SmallConfig(), 6);
+  const int64_t n = 2, t = 10;
+  at::Tensor ids = at::randint(4, 40, {n, t}, at::kLong);
+  at::Tensor reference = model.Logits(model.Forward(ids, at::Tensor()));
+  const at::Tensor embedding = model.named_parameters()[0].second;
+  ASSERT_TRUE(model.To(at::kCPU, at::kBFloat16).ok());
+  EXPECT_EQ(model.named_parameters()[0].second.scalar_type(), at::kBFloat16);
+  EXPECT_EQ(embedding.scalar_type(), at::kBFloat16) << "handles see the move";
+  KvCache cache(model.config(), n, t, model.tensor_options());
+  std::vector<at::Tensor> pieces;
+  pieces.push_back(model.Logits(model.Forward(ids.narrow(1, 0, 4), at::Tensor(), &cache)));
+  for (int64_t i = 4; i < t; ++i)
+    pieces.push_back(model.Logits(model.Forward(ids.narrow(1, i, 1), at::Tensor(), &cache)));
+  const at::Tensor cached = at::cat(pieces, 1).to(at::kFloat);
+  const double scale = reference.abs().max().item<double>();
+  EXPECT_LT((cached - reference).abs().max().item<double>(), 0.05 * scale);
+  SamplingOptions sampling;
+  sampling.max_new_tokens = 5;
+  sampling.stop_token = -1;
+  sampling.sample_vocab = 30;  // ids 30..39 never drawn
+  absl::StatusOr<SampleResult> sampled = Sample(model, {{5, 6, 7}, {8, 9}}, sampling);
+  ASSERT_TRUE(sampled.ok()) << sampled.status();
+  EXPECT_EQ(sampled->generated_tokens, 10);
+  for (int64_t row = 0; row < 2; ++row)
+    for (int32_t id : sampled->Completion(row)) EXPECT_LT(id, 30);
+  EXPECT_FALSE(model.To(at::kCPU, at::kLong).ok());
 }
 
 TEST(ModelTest, LeftPaddingDoesNotChangeTheRow) {

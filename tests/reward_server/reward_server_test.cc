@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <cmath>
 #include <limits>
 #include <cstdio>
@@ -248,7 +249,13 @@ TEST(RewardServerProcessTest, SigtermDrainsAndExitsZero) {
   char line[256] = {0};
   ASSERT_NE(fgets(line, sizeof(line), lines), nullptr);  // blocks until it serves
   int port = 0;
-  ASSERT_EQ(sscanf(line, "grpo_reward_server: serving on port %d", &port), 1) << line;
+  // After the log line's timestamp and level (rpc/structured_log.h).
+  const char* serving = strstr(line, "grpo_reward_server: serving on port ");
+  if (serving == nullptr || sscanf(serving, "grpo_reward_server: serving on port %d", &port) != 1) {
+    kill(pid, SIGKILL);  // not left running, holding the test's output open
+    waitpid(pid, nullptr, 0);
+    FAIL() << line;
+  }
 
   {
     auto stub = v1::RewardService::NewStub(grpc::CreateChannel(

@@ -1,0 +1,38 @@
+// What a job's model.hf_dir (proto/grpo/v1/job.proto) means to the services that read it:
+// the model's shape from config.json and the tokenizer from tokenizer.json, with the
+// job's prompt format. Jobs without hf_dir get the built-in preset and the character
+// tokenizer, so callers need no branch of their own. Torch-free; the weights are loaded
+// by hf/hf_checkpoint.h.
+#ifndef GRPO_HF_JOB_MODEL_H_
+#define GRPO_HF_JOB_MODEL_H_
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "core/model_config.h"
+#include "core/text_tokenizer.h"
+#include "hf/hf_config.h"
+#include "grpo/v1/job.pb.h"
+
+namespace grpo::hf {
+
+// The context cap when model.max_seq_len is unset: real checkpoints declare 32k-128k
+// positions, far more than GRPO completions need, and the KV caches are sized by it.
+inline constexpr int kDefaultHfMaxSeqLen = 4096;
+
+// config.json of spec.model().hf_dir (capped by model.max_seq_len), or the resolved
+// preset. Errors name the file and the field.
+absl::StatusOr<ModelConfig> JobModelConfig(const v1::JobSpec& spec);
+
+// config.json of spec.model().hf_dir with the family (what a checkpoint is saved as).
+// FAILED_PRECONDITION for a job without hf_dir.
+absl::StatusOr<HfModelConfig> JobHfConfig(const v1::JobSpec& spec);
+
+// The BPE tokenizer of hf_dir in the job's prompt format (model.prompt_format, else the
+// family's chat format), or the character tokenizer. FAILED_PRECONDITION when the
+// tokenizer has more tokens than the model has embedding rows.
+absl::StatusOr<std::unique_ptr<TextTokenizer>> JobTokenizer(const v1::JobSpec& spec);
+
+}  // namespace grpo::hf
+
+#endif  // GRPO_HF_JOB_MODEL_H_

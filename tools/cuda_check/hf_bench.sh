@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# bench/hf_bench on a GPU machine, against its CUDA build of PyTorch's LibTorch: builds the
+# bench from the model, sampler and hf/ sources (the same flags as run.sh) and runs it on
+# the GPU in bfloat16 and float32. DEPS as in run.sh, plus lib/libprotobuf.so.32 (hf/
+# parses JSON with protobuf). Prints the bench's own lines; logs in OUT.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+DEPS=${DEPS:-.gpucheck}
+OUT=${OUT:-/tmp/cuda_check}
+mkdir -p "$OUT"
+TORCH=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))')
+ABI=$(python3 -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+STD=-std=c++17
+echo '#include <torch/torch.h>' | g++ $STD -x c++ -fsyntax-only -isystem "$TORCH/include" \
+    -isystem "$TORCH/include/torch/csrc/api/include" - 2>/dev/null || STD=-std=c++20
+absl_libs=$(for f in "$DEPS"/lib/libabsl_*.so; do printf -- '-l:%s ' "$(basename "$f")"; done)
+sources="bench/hf_bench.cc core/model.cc core/model_config.cc core/sampler.cc core/runtime.cc
+         core/decode_kernels.cc core/decode_attention.cc hf/hf_checkpoint.cc hf/safetensors.cc
+         hf/hf_config.cc"
+mkdir -p "$OUT/obj"
+for s in $sources; do
+  echo "g++ -O2 -c $s"
+  g++ $STD -O2 -D_GLIBCXX_USE_CXX11_ABI=$ABI -I. -I"$DEPS/include" -isystem "$TORCH/include" \
+      -isystem "$TORCH/include/torch/csrc/api/include" -w -c "$s" \
+      -o "$OUT/obj/$(echo "$s" | tr / _).o" &
+done > "$OUT/hf_bench_build.log" 2>&1
+wait
+if ! g++ "$OUT"/obj/*.o -o "$OUT/hf_bench" -L"$TORCH/lib" -Wl,-rpath,"$TORCH/lib" \
+     -ltorch -ltorch_cpu -ltorch_cuda -lc10 -lc10_cuda -L"$DEPS/lib" \
+     -Wl,-rpath,"$(pwd)/$DEPS/lib" -l:libprotobuf.so.32 $absl_libs >> "$OUT/hf_bench_build.log" 2>&1; then
+  echo "hf_bench: build failed"; grep -m20 -E "error|undefined" "$OUT/hf_bench_build.log"; exit 1
+fi
+export LD_LIBRARY_PATH="$(pwd)/$DEPS/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+for dtype in bfloat16 float32; do
+  "$OUT/hf_bench" --device cuda --dtype "$dtype" --batches 1,8,64 --dir /tmp/hf-bench 2>&1 | tee "$OUT/hf_bench_$dtype.log"
+done
