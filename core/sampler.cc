@@ -138,9 +138,11 @@ absl::StatusOr<SampleResult> Sample(const Transformer& model,
     at::NoGradGuard no_grad;
     const int64_t n = batch->tokens.size(0), p = batch->tokens.size(1);
     const int64_t m = o.max_new_tokens;
-    // Bookkeeping stays on the CPU; the model's inputs go to its device and its logits
-    // come back as float32, so sampling draws the same numbers wherever the model runs.
+    // Bookkeeping stays on the CPU; the model's inputs go to its device, and the draw is
+    // made there (float32 logits) with a generator of that device seeded from o.seed, so
+    // only the chosen ids and their log-probs come back each step.
     const at::TensorOptions on_model = model.tensor_options();
+    const c10::Device device = on_model.device();
     KvCache cache(model.config(), n, p + m, on_model);
     r.tokens = at::full({n, p + m}, o.pad_token, at::kLong);
     r.tokens.narrow(1, 0, p).copy_(batch->tokens);
@@ -150,14 +152,20 @@ absl::StatusOr<SampleResult> Sample(const Transformer& model,
     r.completion_mask = at::zeros({n, m});
     r.prompt_length = p;
     at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
+    if (!device.is_cpu()) {
+      gen = at::globalContext().defaultGenerator(device).clone();
+      gen.set_current_seed(o.seed);
+    }
 
     at::Tensor hidden = model.Forward(batch->tokens.to(on_model.device()),
                                       batch->is_pad.to(on_model.device()), &cache);
-    at::Tensor logits = model.Logits(hidden.select(1, p - 1)).to(at::kCPU, at::kFloat);
+    at::Tensor logits = model.Logits(hidden.select(1, p - 1)).to(at::kFloat);
     at::Tensor finished = at::zeros({n}, at::kBool);
     int64_t used = 0;
     for (int64_t step = 0; step < m; ++step) {
-      auto [next, logprob] = Choose(logits, o, gen);
+      auto [next_on_device, logprob_on_device] = Choose(logits, o, gen);
+      const at::Tensor next = next_on_device.to(at::kCPU);
+      const at::Tensor logprob = logprob_on_device.to(at::kCPU);
       at::Tensor active = finished.logical_not();
       r.tokens.select(1, p + step).copy_(at::where(active, next, o.pad_token));
       r.is_pad.select(1, p + step).copy_(finished);
@@ -168,7 +176,7 @@ absl::StatusOr<SampleResult> Sample(const Transformer& model,
       if (step + 1 == m || finished.all().item<bool>()) break;
       hidden = model.Forward(r.tokens.narrow(1, p + step, 1).to(on_model.device()),
                              r.is_pad.narrow(1, p + step, 1).to(on_model.device()), &cache);
-      logits = model.Logits(hidden.select(1, 0)).to(at::kCPU, at::kFloat);
+      logits = model.Logits(hidden.select(1, 0)).to(at::kFloat);
     }
     // Drop the columns no row reached.
     r.tokens = r.tokens.narrow(1, 0, p + used).clone();
