@@ -322,7 +322,8 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
 
   // The model's vocabulary and context bound the sampling fields; with hf_dir they are in
   // config.json, checked where it is read, so only the outer limits apply here.
-  int vocab_size = 1 << 20, max_seq_len = s.model().has_max_seq_len() ? s.model().max_seq_len() : 131072;
+  int vocab_size = 1 << 20;
+  int max_seq_len = s.model().has_max_seq_len() ? s.model().max_seq_len() : kDefaultHfMaxSeqLen;
   if (!s.model().hf_dir().empty()) {
     RETURN_IF_ERROR(CheckHfModelSpec(s.model()));
     for (int i = 0; i < s.rewards_size(); ++i) {

@@ -29,6 +29,11 @@ absl::Status ValidateJobSpec(const v1::JobSpec& resolved);
 // The model shape of a resolved spec.
 ModelConfig ModelConfigFromSpec(const v1::ModelSpec& resolved);
 
+// The context of a model.hf_dir job when model.max_seq_len is unset: real checkpoints
+// declare 32k-128k positions, far more than GRPO completions need, and the rotary tables
+// and KV caches are sized by it.
+inline constexpr int kDefaultHfMaxSeqLen = 4096;
+
 std::string JobSpecToJson(const v1::JobSpec& spec);
 
 }  // namespace grpo

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "core/decode_attention.h"
@@ -25,7 +26,13 @@ struct Layer {
 };
 
 at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  return x * at::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps) * weight;
+  if (x.scalar_type() == at::kFloat) {
+    return x * at::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps) * weight;
+  }
+  // Half-precision models normalise in float32, as their reference implementations do.
+  const at::Tensor wide = x.to(at::kFloat);
+  return (wide * at::rsqrt(wide.pow(2).mean(-1, /*keepdim=*/true) + eps)).to(x.scalar_type()) *
+         weight;
 }
 
 // x: [N, heads, T, hd]; cos/sin: [T, hd] with each frequency repeated in both halves.
@@ -161,11 +168,38 @@ absl::Status Transformer::To(c10::Device device, at::ScalarType dtype) {
                                                    ": float32, bfloat16 or float16 only"));
   return CatchTorch(absl::StrCat("moving the model to ", device.str()), [&] {
     at::NoGradGuard no_grad;
-    // set_data swaps the storage under every handle, as nn.Module.to does.
-    for (auto& [name, tensor] : impl_->named) tensor.set_data(tensor.to(device, dtype));
-    impl_->cos = impl_->cos.to(device, dtype);
-    impl_->sin = impl_->sin.to(device, dtype);
+    // Every copy first, so that running out of device memory leaves the model as it was;
+    // then set_data swaps the storage under every handle, as nn.Module.to does.
+    std::vector<at::Tensor> moved;
+    for (const auto& [name, tensor] : impl_->named) moved.push_back(tensor.to(device, dtype));
+    at::Tensor cos = impl_->cos.to(device, dtype), sin = impl_->sin.to(device, dtype);
+    for (size_t i = 0; i < moved.size(); ++i) impl_->named[i].second.set_data(moved[i]);
+    impl_->cos = cos;
+    impl_->sin = sin;
   });
+}
+
+absl::Status Transformer::To(const std::string& device_name, const std::string& dtype_name) {
+  at::ScalarType dtype;
+  if (dtype_name == "float32") {
+    dtype = at::kFloat;
+  } else if (dtype_name == "bfloat16") {
+    dtype = at::kBFloat16;
+  } else if (dtype_name == "float16") {
+    dtype = at::kHalf;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dtype \"", dtype_name, "\": float32, bfloat16 or float16"));
+  }
+  std::optional<c10::Device> device;
+  absl::Status parsed = CatchTorch("device", [&] { device.emplace(device_name); });
+  if (!parsed.ok() || !(device->is_cpu() || device->is_cuda()))
+    return absl::InvalidArgumentError(
+        absl::StrCat("device \"", device_name, "\": cpu or cuda[:N]"));
+  if (device->is_cuda() && !torch::cuda::is_available())
+    return absl::FailedPreconditionError(absl::StrCat(
+        "device ", device_name, ": no CUDA device visible, or this LibTorch is CPU-only"));
+  return To(*device, dtype);
 }
 
 at::TensorOptions Transformer::tensor_options() const {
@@ -241,7 +275,8 @@ at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
       masked = at::ones({t, s}, flags).triu(start + 1).view({1, 1, t, s});
     }
     if (key_is_pad.defined()) masked = masked | key_is_pad.view({n, 1, 1, s});
-    bias = at::zeros(masked.sizes(), tensor_options()).masked_fill_(masked, -1e9);
+    // float32 whatever the model's dtype: the scores are added and softmaxed in float32.
+    bias = at::zeros(masked.sizes(), tensor_options().dtype(at::kFloat)).masked_fill_(masked, -1e9);
   }
 
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
@@ -271,8 +306,11 @@ at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
       scores = (scores.view({n, k, rep, t, s}) + bias.view({bias.size(0), 1, 1, t, s}))
                    .view({n * k, rep * t, s});
     }
-    at::Tensor attended = at::bmm(at::softmax(scores, -1), value.reshape({n * k, s, hd}))
-                              .view({n, h, t, hd});
+    // Half-precision models take the softmax in float32 (as their reference code does):
+    // -1e9 does not fit float16, and the sums lose too much in bfloat16.
+    at::Tensor probs = at::softmax(scores.to(at::kFloat), -1);  // no copy for float32
+    if (value.scalar_type() != at::kFloat) probs = probs.to(value.scalar_type());
+    at::Tensor attended = at::bmm(probs, value.reshape({n * k, s, hd})).view({n, h, t, hd});
     x = x + at::linear(attended.transpose(1, 2).reshape({n, t, h * hd}), l.wo);
 
     at::Tensor gate_up = at::linear(RmsNorm(x, l.mlp_norm, c.norm_eps), l.w_gate_up);
@@ -339,7 +377,9 @@ absl::StatusOr<std::string> Transformer::SaveToString() const {
 
 torch::serialize::OutputArchive Transformer::Archive() const {
   torch::serialize::OutputArchive archive;
-  for (const auto& [name, tensor] : impl_->named) archive.write(name, tensor.detach());
+  // float32 on the CPU whatever the model's placement: one archive format everywhere.
+  for (const auto& [name, tensor] : impl_->named)
+    archive.write(name, tensor.detach().to(at::kCPU, at::kFloat));
   return archive;
 }
 
@@ -369,8 +409,8 @@ absl::Status Transformer::LoadArchive(
   if (!read.ok()) return read;
   for (size_t i = 0; i < loaded.size(); ++i) {
     const auto& [name, tensor] = impl_->named[i];
-    if (!loaded[i].sizes().equals(tensor.sizes()) ||
-        loaded[i].scalar_type() != tensor.scalar_type()) {
+    // Archives hold float32; the copy below converts to the model's dtype (Transformer::To).
+    if (!loaded[i].sizes().equals(tensor.sizes()) || loaded[i].scalar_type() != at::kFloat) {
       return absl::InvalidArgumentError(absl::StrCat(
           what, ": parameter ", name, " has shape ", c10::str(loaded[i].sizes()),
           ", the model expects ", c10::str(tensor.sizes())));

@@ -65,6 +65,9 @@ class Transformer {
 
   const ModelConfig& config() const;
 
+  // "cpu" or "cuda[:N]", and "float32", "bfloat16" or "float16" (flag values), after
+  // checking the device exists in this process (a CPU LibTorch has no "cuda").
+  absl::Status To(const std::string& device, const std::string& dtype);
   // Moves every parameter and table to `device` in `dtype` (float32, bfloat16 or float16)
   // in place: handles from named_parameters() stay valid. For inference there (decoding
   // on a GPU in the checkpoint's dtype); training runs on CPU float32. The fused CPU

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <limits>
+#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "core/torch_status.h"
@@ -64,7 +65,8 @@ std::pair<at::Tensor, at::Tensor> Choose(const at::Tensor& logits, const Samplin
   }
   at::Tensor filtered = within_vocab(scaled);
   if (o.top_k > 0 && o.top_k < vocab) {
-    at::Tensor kth = std::get<0>(scaled.topk(o.top_k, -1)).narrow(-1, o.top_k - 1, 1);
+    // Of what sample_vocab left: k candidates among the ids that may be drawn.
+    at::Tensor kth = std::get<0>(filtered.topk(o.top_k, -1)).narrow(-1, o.top_k - 1, 1);
     filtered = filtered.masked_fill(filtered < kth, neg_inf);
   }
   if (o.top_p < 1.0f) {
@@ -153,7 +155,12 @@ absl::StatusOr<SampleResult> Sample(const Transformer& model,
     r.prompt_length = p;
     at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
     if (!device.is_cpu()) {
-      gen = at::globalContext().defaultGenerator(device).clone();
+      at::Generator device_default = at::globalContext().defaultGenerator(device);
+      {
+        // The default generator is shared by the process; clone it under its own lock.
+        std::lock_guard<std::mutex> lock(device_default.mutex());
+        gen = device_default.clone();
+      }
       gen.set_current_seed(o.seed);
     }
 

@@ -1,6 +1,6 @@
 // TextTokenizer: what the GRPO pipeline (rollout, evaluation, SFT) needs of a tokenizer,
 // so that the same code runs the built-in character-level models and Hugging Face models
-// with their byte-level BPE (hf/job_tokenizer.h makes the right one for a job).
+// with their byte-level BPE (hf/job_model.h makes the right one for a job).
 //
 // Implementations are immutable after construction and safe to share between threads.
 #ifndef GRPO_CORE_TEXT_TOKENIZER_H_

@@ -124,14 +124,16 @@ absl::StatusOr<bool> GetBool(const Struct& object, const std::string& key,
   return value->bool_value();
 }
 
-// A token id: an integral number in [0, INT32_MAX) (so that max id + 1 still fits).
+// A token id: an integral number in [0, kMaxTokenId]. The id tables are sized by the
+// largest id, so an absurd one (2e9) must be refused here rather than allocated.
+constexpr double kMaxTokenId = (1 << 24) - 1;  // 16.7M: ~70x the largest vocabulary in use
+
 absl::StatusOr<int32_t> ToId(const Value& value, absl::string_view path) {
   if (value.kind_case() != Value::kNumberValue) {
     return FieldError(path, absl::StrCat("expected a token id, got ", KindName(value)));
   }
   const double number = value.number_value();
-  if (!(number >= 0 && number < std::numeric_limits<int32_t>::max()) ||
-      std::floor(number) != number) {
+  if (!(number >= 0 && number <= kMaxTokenId) || std::floor(number) != number) {
     return FieldError(path, absl::StrCat("not a valid token id: ", number));
   }
   return static_cast<int32_t>(number);

@@ -200,6 +200,12 @@ absl::Status LoadHfWeights(const std::string& dir_name, Transformer& model) {
   }
   // Leftovers mean the config and the weights disagree (a Qwen2 bias in a "llama" file):
   // refused rather than silently dropped. Rotary caches some exporters add are not weights.
+  for (const auto& [name, file] : *files) {  // also tensors in shards nothing else opened
+    if (used.count(name) > 0 || absl::EndsWith(name, "rotary_emb.inv_freq")) continue;
+    if (name == "lm_head.weight" && c.tie_embeddings) continue;
+    return absl::InvalidArgumentError(absl::StrCat(
+        dir_name, "/model.safetensors.index.json: unexpected tensor ", name, " (in ", file, ")"));
+  }
   for (const auto& [file_name, file] : open) {
     for (const auto& [name, view] : file->tensors()) {
       if (used.count(name) > 0 || absl::EndsWith(name, "rotary_emb.inv_freq")) continue;
@@ -257,8 +263,9 @@ absl::Status SaveHfModel(const Transformer& model, const HfModelConfig& config,
       at::Tensor whole = params.at(mapping.ours).detach();
       int64_t row = 0;
       for (const Piece& piece : mapping.pieces) {
+        // On the CPU first: the bytes are read through data_ptr below.
         at::Tensor part = whole.narrow(0, row, piece.rows)
-                              .to(TorchType(options.dtype))
+                              .to(at::kCPU, TorchType(options.dtype))
                               .contiguous();
         row += piece.rows;
         TensorToWrite t{piece.hf_name, options.dtype, part.sizes().vec(),

@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -36,20 +37,22 @@ class Fields {
     }
     if (v->kind_case() != Value::kNumberValue || std::floor(v->number_value()) != v->number_value() ||
         std::abs(v->number_value()) > 1e9) {
-      return Error(field, "is not an integer");
+      return Error(field, absl::StrCat("is not an integer: ", v->ShortDebugString()));
     }
     return static_cast<int>(v->number_value());
   }
   absl::StatusOr<double> Number(absl::string_view field, double fallback) const {
     const Value* v = Find(field);
     if (v == nullptr) return fallback;
-    if (v->kind_case() != Value::kNumberValue) return Error(field, "is not a number");
+    if (v->kind_case() != Value::kNumberValue)
+      return Error(field, absl::StrCat("is not a number: ", v->ShortDebugString()));
     return v->number_value();
   }
   absl::StatusOr<bool> Bool(absl::string_view field, bool fallback) const {
     const Value* v = Find(field);
     if (v == nullptr) return fallback;
-    if (v->kind_case() != Value::kBoolValue) return Error(field, "is not true or false");
+    if (v->kind_case() != Value::kBoolValue)
+      return Error(field, absl::StrCat("is not true or false: ", v->ShortDebugString()));
     return v->bool_value();
   }
   std::string String(absl::string_view field) const {
@@ -124,19 +127,27 @@ absl::StatusOr<HfModelConfig> ParseHfConfig(absl::string_view json, const std::s
     const Fields s(scaling->struct_value(), file);
     std::string type = s.String("rope_type");
     if (type.empty()) type = s.String("type");
-    if (type != "llama3") {
+    if (type != "llama3" && type != "default") {
       return absl::UnimplementedError(absl::StrCat(
-          file, ": rope_scaling type \"", type, "\" is not supported (llama3 is)"));
+          file, ": rope_scaling type \"", type, "\" is not supported (llama3 and default are)"));
     }
-    double factor = 0, low = 0, high = 0;
-    ASSIGN_OR_RETURN(factor, s.Number("factor", 0));
-    ASSIGN_OR_RETURN(low, s.Number("low_freq_factor", 1));
-    ASSIGN_OR_RETURN(high, s.Number("high_freq_factor", 4));
-    m.rope_scaling_factor = static_cast<float>(factor);
-    m.rope_low_freq_factor = static_cast<float>(low);
-    m.rope_high_freq_factor = static_cast<float>(high);
-    ASSIGN_OR_RETURN(m.rope_original_max_position,
-                     s.Int("original_max_position_embeddings", 8192));
+    if (type == "llama3") {
+      // No default: without a factor Hugging Face refuses the file, and 0 would mean "none".
+      if (s.Find("factor") == nullptr)
+        return absl::InvalidArgumentError(absl::StrCat(file, ": rope_scaling.factor is missing"));
+      double factor = 0, low = 0, high = 0;
+      ASSIGN_OR_RETURN(factor, s.Number("factor", 0));
+      if (!(factor >= 1))
+        return absl::InvalidArgumentError(
+            absl::StrCat(file, ": rope_scaling.factor ", factor, " must be >= 1"));
+      ASSIGN_OR_RETURN(low, s.Number("low_freq_factor", 1));
+      ASSIGN_OR_RETURN(high, s.Number("high_freq_factor", 4));
+      m.rope_scaling_factor = static_cast<float>(factor);
+      m.rope_low_freq_factor = static_cast<float>(low);
+      m.rope_high_freq_factor = static_cast<float>(high);
+      ASSIGN_OR_RETURN(m.rope_original_max_position,
+                       s.Int("original_max_position_embeddings", 8192));
+    }
   }
   ASSIGN_OR_RETURN(m.vocab_size, f.Int("vocab_size"));
   ASSIGN_OR_RETURN(m.d_model, f.Int("hidden_size"));
@@ -157,28 +168,52 @@ absl::StatusOr<HfModelConfig> ParseHfConfig(absl::string_view json, const std::s
   m.rope_theta = static_cast<float>(theta);
   m.norm_eps = static_cast<float>(eps);
   ASSIGN_OR_RETURN(m.tie_embeddings, f.Bool("tie_word_embeddings", false));
-  bool attention_bias = false;
+  // Qwen2 always has q/k/v biases (and no o_proj bias). Elsewhere attention_bias also puts
+  // one on o_proj, and mlp_bias on the MLP: neither has a place in our model.
+  bool attention_bias = false, mlp_bias = false;
   ASSIGN_OR_RETURN(attention_bias, f.Bool("attention_bias", false));
-  m.qkv_bias = out.family == ModelFamily::kQwen2 || attention_bias;
+  ASSIGN_OR_RETURN(mlp_bias, f.Bool("mlp_bias", false));
+  if (out.family != ModelFamily::kQwen2 && attention_bias)
+    return absl::UnimplementedError(absl::StrCat(
+        file, ": attention_bias true is not supported for ", model_type, " (o_proj bias)"));
+  if (mlp_bias)
+    return absl::UnimplementedError(absl::StrCat(file, ": mlp_bias true is not supported"));
+  m.qkv_bias = out.family == ModelFamily::kQwen2;
   m.qk_norm = out.family == ModelFamily::kQwen3;
   m.max_seq_len = std::min(out.max_position_embeddings, max_seq_len_cap);
 
   out.torch_dtype = f.String("torch_dtype");
   ASSIGN_OR_RETURN(out.bos_token_id, f.Int("bos_token_id", -1));
+  // Token ids inside the vocabulary: one is used as the end (and pad) token.
+  auto token_id = [&](const Value& id) -> absl::StatusOr<int> {
+    if (id.kind_case() != Value::kNumberValue || std::floor(id.number_value()) != id.number_value() ||
+        id.number_value() < 0 || id.number_value() >= m.vocab_size)
+      return absl::InvalidArgumentError(absl::StrCat(
+          file, ": eos_token_id holds ", id.ShortDebugString(), ", not a token id below vocab_size ",
+          m.vocab_size));
+    return static_cast<int>(id.number_value());
+  };
   if (const Value* eos = f.Find("eos_token_id")) {
-    if (eos->kind_case() == Value::kNumberValue) {
-      out.eos_token_ids.push_back(static_cast<int>(eos->number_value()));
-    } else if (eos->kind_case() == Value::kListValue) {
-      for (const Value& id : eos->list_value().values()) {
-        if (id.kind_case() != Value::kNumberValue) {
-          return absl::InvalidArgumentError(absl::StrCat(file, ": eos_token_id holds a non-number"));
-        }
-        out.eos_token_ids.push_back(static_cast<int>(id.number_value()));
-      }
+    std::vector<const Value*> ids;
+    if (eos->kind_case() == Value::kListValue) {
+      for (const Value& id : eos->list_value().values()) ids.push_back(&id);
+    } else {
+      ids.push_back(eos);
+    }
+    for (const Value* id : ids) {
+      absl::StatusOr<int> parsed = token_id(*id);
+      if (!parsed.ok()) return parsed.status();
+      out.eos_token_ids.push_back(*parsed);
     }
   }
   if (absl::Status valid = ValidateModelConfig(m); !valid.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(file, ": ", valid.message()));
+  }
+  // Trained in float32 with AdamW on the CPU: ~16 bytes a parameter. A config asking for
+  // more than this is refused here rather than by the allocator in the middle of a job.
+  if (m.NumParameters() > kMaxHfParameters) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        file, ": ", m.NumParameters(), " parameters; at most ", kMaxHfParameters, " are supported"));
   }
   return out;
 }
@@ -203,18 +238,20 @@ std::string HfConfigJson(const HfModelConfig& config) {
       absl::StrCat("\"intermediate_size\": ", m.ffn_hidden),
       absl::StrCat("\"max_position_embeddings\": ",
                    std::max(config.max_position_embeddings, m.max_seq_len)),
-      absl::StrCat("\"rope_theta\": ", m.rope_theta),
-      absl::StrCat("\"rms_norm_eps\": ", m.norm_eps),
+      // %.9g: a float's every digit, so the file reads back to the same value.
+      absl::StrFormat("\"rope_theta\": %.9g", m.rope_theta),
+      absl::StrFormat("\"rms_norm_eps\": %.9g", m.norm_eps),
       absl::StrCat("\"tie_word_embeddings\": ", m.tie_embeddings ? "true" : "false"),
-      absl::StrCat("\"attention_bias\": ", m.qkv_bias ? "true" : "false"),
+      absl::StrCat("\"attention_bias\": ", config.family == ModelFamily::kQwen2 ? "true" : "false"),
       absl::StrCat("\"torch_dtype\": \"",
                    config.torch_dtype.empty() ? "float32" : config.torch_dtype, "\""),
   };
   if (m.rope_scaling_factor != 0) {
     lines.push_back(absl::StrCat(
-        "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": ", m.rope_scaling_factor,
-        ", \"low_freq_factor\": ", m.rope_low_freq_factor,
-        ", \"high_freq_factor\": ", m.rope_high_freq_factor,
+        "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": ",
+        absl::StrFormat("%.9g", m.rope_scaling_factor),
+        ", \"low_freq_factor\": ", absl::StrFormat("%.9g", m.rope_low_freq_factor),
+        ", \"high_freq_factor\": ", absl::StrFormat("%.9g", m.rope_high_freq_factor),
         ", \"original_max_position_embeddings\": ", m.rope_original_max_position, "}"));
   }
   if (config.bos_token_id >= 0) {

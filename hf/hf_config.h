@@ -8,6 +8,7 @@
 #ifndef GRPO_HF_HF_CONFIG_H_
 #define GRPO_HF_HF_CONFIG_H_
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,10 @@
 namespace grpo::hf {
 
 enum class ModelFamily { kLlama, kQwen2, kQwen3 };
+
+// The largest model ParseHfConfig accepts: 8B parameters (~128 GB to train in float32
+// with AdamW on the CPU; more is refused before anything is allocated).
+inline constexpr int64_t kMaxHfParameters = int64_t{8} << 30;
 absl::string_view ModelTypeName(ModelFamily family);  // config.json's "model_type"
 
 struct HfModelConfig {

@@ -112,6 +112,18 @@ absl::StatusOr<std::unique_ptr<TextTokenizer>> JobTokenizer(const v1::JobSpec& s
   } else if (auto guessed = GuessChatFormat(ModelTypeName(config->family))) {
     format = *guessed;
   }
+  // A chat format needs its markers as single tokens; written as plain text they would
+  // only look like a template to us, not to the model.
+  std::vector<const char*> markers;
+  if (format == ChatFormat::kChatMl) markers = {"<|im_start|>", "<|im_end|>"};
+  if (format == ChatFormat::kLlama3)
+    markers = {"<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"};
+  for (const char* marker : markers) {
+    if (!bpe->TokenToId(marker).has_value())
+      return absl::FailedPreconditionError(absl::StrCat(
+          dir, ": prompt format ", ChatFormatName(format), " needs the token ", marker,
+          ", which tokenizer.json does not have (set model.prompt_format)"));
+  }
   // A chat turn ends with the format's end-of-turn token, which the instruct models emit;
   // otherwise tokenizer_config.json's eos_token, then config.json's.
   std::optional<int32_t> eos;

@@ -16,10 +16,6 @@
 
 namespace grpo::hf {
 
-// The context cap when model.max_seq_len is unset: real checkpoints declare 32k-128k
-// positions, far more than GRPO completions need, and the KV caches are sized by it.
-inline constexpr int kDefaultHfMaxSeqLen = 4096;
-
 // config.json of spec.model().hf_dir (capped by model.max_seq_len), or the resolved
 // preset. Errors name the file and the field.
 absl::StatusOr<ModelConfig> JobModelConfig(const v1::JobSpec& spec);

@@ -261,6 +261,8 @@ class Leader {
       prepared = made.status();
       if (made.ok()) tokenizer = *std::move(made);
     }
+    std::unique_ptr<Transformer> policy;
+    if (prepared.ok()) prepared = BuildPolicy(job.spec, *model_config, &policy);
     reward_names_.clear();
     for (const v1::RewardFunctionSpec& r : job.spec.rewards()) reward_names_.push_back(r.name());
     std::string resume_dir;
@@ -294,7 +296,7 @@ class Leader {
     start.set_run_dir(job.run_dir);
     start.set_resume_dir(resume_dir);
     if (absl::Status s = Send(&start); !s.ok()) return s;
-    job.policy = std::make_unique<Transformer>(*model_config, job.spec.seed());
+    job.policy = std::move(policy);
     std::vector<std::string> seen;
     uint64_t resume_cursor = 0;
     if (!resume_dir.empty()) {
@@ -634,10 +636,12 @@ absl::Status RunLearnerFollower(LearnerGroup* group, const DistributedLearnerOpt
         job.job_id = command.job_id();
         job.spec = command.spec();
         job.run_dir = command.run_dir();
-        // Rank 0 read the same spec successfully before it sent the command.
+        // Rank 0 read the same spec successfully before it sent the command. (A rank that
+        // cannot read model.hf_dir stops here, and rank 0 then waits in the parameter
+        // broadcast until the collective timeout: every rank needs the directory.)
         absl::StatusOr<ModelConfig> model_config = hf::JobModelConfig(job.spec);
         if (!model_config.ok()) return model_config.status();
-        job.policy = std::make_unique<Transformer>(*model_config, job.spec.seed());
+        if (absl::Status s = BuildPolicy(job.spec, *model_config, &job.policy); !s.ok()) return s;
         if (absl::Status s = BroadcastParameters(group, job.policy.get()); !s.ok()) return s;
         if (absl::Status s = CreateTrainer(group, command.resume_dir(), &job); !s.ok())
           log(absl::StrCat("job ", job.job_id, ": ", s.ToString()));

@@ -5,11 +5,21 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/torch_status.h"
 #include "hf/hf_checkpoint.h"
 #include "learner/optimizer.h"
 #include "learner/sft.h"
 
 namespace grpo {
+
+absl::Status BuildPolicy(const v1::JobSpec& spec, const ModelConfig& config,
+                         std::unique_ptr<Transformer>* policy) {
+  return CatchTorch("building the policy", [&] {
+    *policy = spec.model().hf_dir().empty()
+                  ? std::make_unique<Transformer>(config, spec.seed())
+                  : std::make_unique<Transformer>(config, Transformer::Uninitialized{});
+  });
+}
 
 absl::Status PrepareStartingPolicy(const v1::JobSpec& spec, const TextTokenizer& tokenizer,
                                    const std::vector<Example>& train, Transformer* policy,

@@ -6,6 +6,7 @@
 #define GRPO_LEARNER_JOB_PHASES_H_
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,12 @@
 #include "rollout_worker/evaluation.h"
 
 namespace grpo {
+
+// The job's policy before its weights: drawn from spec.seed, or only allocated when
+// model.hf_dir's weights are loaded next (drawing 0.5B numbers costs seconds). Running out
+// of memory for a large config is an error, not a crash.
+absl::Status BuildPolicy(const v1::JobSpec& resolved, const ModelConfig& config,
+                         std::unique_ptr<Transformer>* policy);
 
 // Loads spec.model.init_checkpoint (and stops there), or loads spec.model.hf_dir's weights
 // and/or runs spec.sft on `train` with `tokenizer`; `progress` gets about ten lines

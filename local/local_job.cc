@@ -53,7 +53,9 @@ absl::StatusOr<LocalJobResult> RunLocalJob(const v1::JobSpec& spec,
   if (!tokenizer.ok()) return tokenizer.status();
   absl::StatusOr<ModelConfig> config = hf::JobModelConfig(spec);
   if (!config.ok()) return config.status();
-  Transformer policy(*config, spec.seed());
+  std::unique_ptr<Transformer> built;
+  if (absl::Status s = BuildPolicy(spec, *config, &built); !s.ok()) return s;
+  Transformer& policy = *built;
   log << absl::StrFormat("model: %s, %.2fM parameters; %d train / %d held-out prompts\n",
                          spec.model().hf_dir().empty() ? spec.model().preset()
                                                        : spec.model().hf_dir(),

@@ -7,6 +7,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/synchronization/notification.h"
+#include "core/model.h"
 #include "core/runtime.h"
 #include "rollout_worker/worker.h"
 #include "metrics/registry.h"
@@ -23,6 +24,10 @@ ABSL_FLAG(std::string, metrics_listen, "",
           "serve Prometheus metrics at http://ADDRESS/metrics: PORT or HOST:PORT (0 = any "
           "port; suggested: 9404); empty = none");
 ABSL_FLAG(std::string, metrics_port_file, "", "write the metrics port to this file");
+ABSL_FLAG(std::string, device, "cpu", "where the policy samples: cpu or cuda[:N]");
+ABSL_FLAG(std::string, dtype, "",
+          "the policy's dtype there: float32, bfloat16 or float16; default float32 on the "
+          "CPU, bfloat16 on a GPU");
 
 int main(int argc, char** argv) {
   grpo::EnsureThreadEnvironment(argv);
@@ -45,6 +50,20 @@ int main(int argc, char** argv) {
   options.max_prompts_per_lease = absl::GetFlag(FLAGS_max_prompts);
   options.name = absl::GetFlag(FLAGS_name);
   options.log = &std::cout;
+  options.device = absl::GetFlag(FLAGS_device);
+  options.dtype = absl::GetFlag(FLAGS_dtype);
+  if (options.dtype.empty()) options.dtype = options.device == "cpu" ? "float32" : "bfloat16";
+  {
+    // The flags checked now, on a one-parameter model, rather than at the first job.
+    grpo::ModelConfig probe;
+    probe.vocab_size = 4, probe.d_model = 2, probe.n_layers = 1, probe.n_heads = 1;
+    probe.n_kv_heads = 1, probe.ffn_hidden = 1, probe.max_seq_len = 2;
+    grpo::Transformer model(probe, grpo::Transformer::Uninitialized{});
+    if (absl::Status s = model.To(options.device, options.dtype); !s.ok()) {
+      std::cerr << "error: --device/--dtype: " << s.message() << "\n";
+      return 2;
+    }
+  }
   absl::StatusOr<grpo::Security> security = grpo::Security::Load(grpo::SecurityOptionsFromFlags());
   if (!security.ok()) {
     std::cerr << "error: " << security.status().message() << "\n";

@@ -103,6 +103,9 @@ struct RolloutWorker::State {
   std::unique_ptr<Transformer> policy;
   int64_t version = -1;
   std::unique_ptr<RemoteScorer> scorer;
+  // The last job this worker could not switch to, and why.
+  std::string unusable_job_id;
+  absl::Status unusable_status;
 
   std::ostream* log() { return options.log; }
   void Log(const std::string& line) {
@@ -119,10 +122,14 @@ struct RolloutWorker::State {
     if (!job_tokenizer.ok()) return job_tokenizer.status();
     std::unique_ptr<Transformer> job_policy;
     if (absl::Status s = CatchTorch("building the policy", [&] {
-          job_policy = std::make_unique<Transformer>(*config, lease.spec().seed());
+          // Its weights always come from the learner (version 0 included).
+          job_policy = std::make_unique<Transformer>(*config, Transformer::Uninitialized{});
         });
         !s.ok()) {
       return s;
+    }
+    if (options.device != "cpu" || options.dtype != "float32") {
+      if (absl::Status s = job_policy->To(options.device, options.dtype); !s.ok()) return s;
     }
     job_id = lease.job_id();
     spec = lease.spec();
@@ -285,7 +292,15 @@ struct RolloutWorker::State {
     // A restarted learner may listen elsewhere and has other weights under the same
     // version numbers: start over with it.
     if (lease.job_id() != job_id || lease.learner_address() != learner_address) {
-      if (absl::Status s = SwitchJob(lease); !s.ok()) return s;
+      // A job whose model this worker cannot use is not tried again for every lease
+      // (reading an 11 MB tokenizer each time); its leases expire to other workers.
+      if (lease.job_id() == unusable_job_id) return unusable_status;
+      if (absl::Status s = SwitchJob(lease); !s.ok()) {
+        unusable_job_id = lease.job_id();
+        unusable_status = absl::FailedPreconditionError(
+            absl::StrCat("job ", lease.job_id(), " cannot run on this worker: ", s.message()));
+        return unusable_status;
+      }
     }
     int64_t need = 0;
     int64_t deadline_ms = INT64_MAX;

@@ -35,6 +35,10 @@ struct RolloutWorkerOptions {
   Security security;  // TLS and the token for every channel the worker opens
   // Where the worker's grpo_worker_* metrics go (borrowed); null = kept to itself.
   metrics::Registry* registry = nullptr;
+  // Where the policy samples (Transformer::To): "cpu" or "cuda[:N]", in "float32",
+  // "bfloat16" or "float16". Weights arrive as float32 and are converted on load.
+  std::string device = "cpu";
+  std::string dtype = "float32";
 };
 
 struct RolloutWorkerCounters {

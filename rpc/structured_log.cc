@@ -1,5 +1,6 @@
 #include "rpc/structured_log.h"
 
+#include <atomic>
 #include <cstdint>
 #include <iostream>
 #include <unordered_map>
@@ -75,6 +76,18 @@ void AppendJsonString(absl::string_view s, std::string& out) {
 
 StructuredLogBuffer* grpc_log_buffer = nullptr;
 
+std::atomic<uint64_t> next_buffer_id{1};
+
+// Each thread's partial lines, by buffer id (not address: a buffer made where a destroyed
+// one lived must not inherit its half line). The flag is trivially destructible, so it can
+// still be read once the map is gone (a thread's last writes, static destructors): those
+// writes then go out as events at once instead of being collected.
+thread_local bool thread_lines_destroyed = false;
+struct ThreadLines {
+  ~ThreadLines() { thread_lines_destroyed = true; }
+  std::unordered_map<uint64_t, std::string> lines;
+};
+
 void LogGrpcEvent(gpr_log_func_args* args) {
   const absl::string_view level = args->severity == GPR_LOG_SEVERITY_ERROR  ? "error"
                                   : args->severity == GPR_LOG_SEVERITY_INFO ? "info"
@@ -119,25 +132,27 @@ std::string FormatLogLine(LogFormat format, absl::string_view timestamp,
 
 StructuredLogBuffer::StructuredLogBuffer(std::streambuf* sink, LogFormat format,
                                          std::string component, bool is_error_stream)
-    : format_(format),
+    : id_(next_buffer_id.fetch_add(1)),
+      format_(format),
       component_(std::move(component)),
       is_error_stream_(is_error_stream),
       sink_(sink) {}
 
 StructuredLogBuffer::~StructuredLogBuffer() { Flush(); }
 
-std::string& StructuredLogBuffer::ThreadLine() {
+std::string* StructuredLogBuffer::ThreadLine() {
   // Per thread and per buffer, so that a thread's half-written line is never completed by
   // another thread's bytes.
-  thread_local std::unordered_map<const StructuredLogBuffer*, std::string> lines;
-  return lines[this];
+  if (thread_lines_destroyed) return nullptr;
+  thread_local ThreadLines lines;
+  return &lines.lines[id_];
 }
 
 void StructuredLogBuffer::Flush() {
-  std::string& line = ThreadLine();
-  if (line.empty()) return;
-  std::string pending = std::move(line);
-  line.clear();
+  std::string* line = ThreadLine();
+  if (line == nullptr || line->empty()) return;
+  std::string pending = std::move(*line);
+  line->clear();
   Emit(pending);
 }
 
@@ -149,17 +164,20 @@ int StructuredLogBuffer::overflow(int ch) {
 }
 
 std::streamsize StructuredLogBuffer::xsputn(const char* data, std::streamsize size) {
-  std::string& line = ThreadLine();
+  std::string scratch;  // the thread's line once its collector is gone
+  std::string* line = ThreadLine();
+  if (line == nullptr) line = &scratch;
   absl::string_view rest(data, static_cast<size_t>(size));
   for (size_t newline = rest.find('\n'); newline != absl::string_view::npos;
        newline = rest.find('\n')) {
-    line.append(rest.data(), newline);
-    std::string complete = std::move(line);
-    line.clear();
+    line->append(rest.data(), newline);
+    std::string complete = std::move(*line);
+    line->clear();
     Emit(complete);
     rest.remove_prefix(newline + 1);
   }
-  line.append(rest.data(), rest.size());
+  line->append(rest.data(), rest.size());
+  if (line == &scratch && !scratch.empty()) Emit(scratch);
   return size;
 }
 

@@ -1,8 +1,8 @@
 // Structured logs for the long-running binaries: every line a process writes to std::cout
-// or std::cerr becomes one event, stamped with the time (UTC, milliseconds), a level and
-// the program, in one of two formats (`--log_format`):
+// or std::cerr becomes one event, stamped with the time (UTC, milliseconds) and a level,
+// and in JSON the program too, in one of two formats (`--log_format`):
 //
-//   text  2026-11-26T04:10:00.123Z info grpo_learner: step 3/8 ...
+//   text  2026-11-26T04:10:00.123Z info step 3/8 ...          (the message as written)
 //   json  {"ts":"2026-11-26T04:10:00.123Z","level":"info","component":"grpo_learner",
 //          "msg":"step 3/8 ..."}                                         (one line)
 //
@@ -13,10 +13,12 @@
 //
 // Thread-safety: each thread collects its own partial line, and whole lines are written
 // to the underlying stream under a mutex, so lines from two threads never interleave. A
-// line without its '\n' is written when its thread writes the newline, or at Flush.
+// line without its '\n' is written when its thread writes the newline, or at Flush; one
+// left unfinished when its thread exits is lost (every component writes whole lines).
 #ifndef GRPO_RPC_STRUCTURED_LOG_H_
 #define GRPO_RPC_STRUCTURED_LOG_H_
 
+#include <cstdint>
 #include <memory>
 #include <ostream>
 #include <streambuf>
@@ -58,9 +60,10 @@ class StructuredLogBuffer : public std::streambuf {
   std::streamsize xsputn(const char* data, std::streamsize size) override;
 
  private:
-  std::string& ThreadLine();
+  std::string* ThreadLine();  // null once the thread's collector is destroyed
   void Emit(absl::string_view line);  // the level from the stream
 
+  const uint64_t id_;
   const LogFormat format_;
   const std::string component_;
   const bool is_error_stream_;

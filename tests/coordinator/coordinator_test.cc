@@ -44,8 +44,10 @@ using ::testing::HasSubstr;
 constexpr int kLeaseSeconds = 30;
 constexpr int kHeartbeatTimeoutMs = 5000;
 
+// Per process: ctest runs these tests in parallel, and a file rewritten under another
+// test's reader would hand it a half-written (or empty) dataset.
 std::string WriteFile(const std::string& name, const std::string& contents) {
-  const std::string path = ::testing::TempDir() + "/" + name;
+  const std::string path = absl::StrCat(::testing::TempDir(), "/", getpid(), ".", name);
   std::ofstream(path) << contents;
   return path;
 }

@@ -1,5 +1,7 @@
 #include "core/dataset.h"
 
+#include <unistd.h>
+
 #include <fstream>
 #include <string>
 #include <utility>
@@ -14,7 +16,7 @@ namespace {
 using ::testing::HasSubstr;
 
 std::string WriteTempFile(const std::string& name, const std::string& contents) {
-  const std::string path = testing::TempDir() + "/" + name;
+  const std::string path = testing::TempDir() + "/" + std::to_string(getpid()) + "." + name;
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << contents;
   return path;

@@ -64,7 +64,9 @@ TEST(ModelTest, CheckpointFamilyFeaturesKeepDecodingEqualToTheFullForward) {
   c.qkv_bias = true;
   c.qk_norm = true;
   c.rope_scaling_factor = 8;
-  c.rope_original_max_position = 16;
+  // With head_dim 16 and theta 1e4 the wavelengths are 6.3, 20, 63, 199, ...: one kept
+  // (< 64/4), two blended, the rest divided by the factor; every band of Llama 3's rule.
+  c.rope_original_max_position = 64;
   ASSERT_TRUE(ValidateModelConfig(c).ok());
   Transformer model(c, 5);
   int64_t count = 0;
@@ -75,7 +77,7 @@ TEST(ModelTest, CheckpointFamilyFeaturesKeepDecodingEqualToTheFullForward) {
   }
   EXPECT_EQ(count, c.NumParameters());
   EXPECT_EQ(model.named_parameters()[3].first, "layers.0.bqkv");
-  const int64_t n = 2, t = 40;  // past the original context, where the scaling acts
+  const int64_t n = 2, t = 60;
   at::Tensor ids = at::randint(4, 40, {n, t}, at::kLong);
   at::Tensor full = model.Logits(model.Forward(ids, at::Tensor()));
   KvCache cache(model.config(), n, t);
@@ -127,6 +129,29 @@ TEST(ModelTest, ABfloat16ModelDecodesLikeTheFloat32One) {
   for (int64_t row = 0; row < 2; ++row)
     for (int32_t id : sampled->Completion(row)) EXPECT_LT(id, 30);
   EXPECT_FALSE(model.To(at::kCPU, at::kLong).ok());
+
+  // Weights stream as float32 archives; a bfloat16 model takes them, rounding.
+  Transformer source(SmallConfig(), 7);
+  absl::StatusOr<std::string> bytes = source.SaveToString();
+  ASSERT_TRUE(bytes.ok());
+  ASSERT_TRUE(model.LoadFromString(*bytes).ok());
+  EXPECT_EQ(model.named_parameters()[0].second.scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(at::equal(model.named_parameters()[0].second,
+                        source.named_parameters()[0].second.to(at::kBFloat16)));
+  // And its own archive is float32 again, loadable by a float32 model.
+  absl::StatusOr<std::string> back = model.SaveToString();
+  ASSERT_TRUE(back.ok());
+  Transformer float_model(SmallConfig(), 8);
+  EXPECT_TRUE(float_model.LoadFromString(*back).ok());
+
+  // Flag values: checked before anything moves.
+  EXPECT_THAT(std::string(model.To("tpu", "float32").message()), testing::HasSubstr("device \"tpu\""));
+  EXPECT_THAT(std::string(model.To("cpu", "int8").message()), testing::HasSubstr("dtype \"int8\""));
+  if (!torch::cuda::is_available()) {
+    EXPECT_EQ(model.To("cuda", "bfloat16").code(), absl::StatusCode::kFailedPrecondition);
+  }
+  EXPECT_TRUE(model.To("cpu", "float32").ok());
+  EXPECT_EQ(model.named_parameters()[0].second.scalar_type(), at::kFloat);
 }
 
 TEST(ModelTest, LeftPaddingDoesNotChangeTheRow) {

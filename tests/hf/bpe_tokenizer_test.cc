@@ -390,6 +390,9 @@ TEST(BpeTokenizerLoadTest, MissingOrBadFieldsAreNamed) {
   EXPECT_THAT(LoadError(Replace(json, R"("content": "<x>")", R"("content": 7)")).message(),
               HasSubstr("added_tokens[2].content"));
   EXPECT_THAT(LoadError(Replace(json, ": 268}", ": 3}")).message(), HasSubstr("id 3 is used"));
+  // The id tables are sized by the largest id: a huge one is refused, never allocated.
+  EXPECT_THAT(LoadError(Replace(json, R"("id": 302)", R"("id": 2000000000)")).message(),
+              HasSubstr("added_tokens[2].id"));
 }
 
 TEST(BpeTokenizerLoadTest, UnsupportedPartsAreUnimplementedAndNamed) {

@@ -5,6 +5,7 @@
 #include "hf/hf_checkpoint.h"
 
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -27,7 +28,8 @@ using ::testing::HasSubstr;
 const std::string kScript = std::string(GRPO_SOURCE_DIR) + "/tests/hf/tiny_checkpoint.py";
 
 fs::path FreshDir(const std::string& name) {
-  const fs::path dir = fs::path(::testing::TempDir()) / ("hf_checkpoint_test_" + name);
+  const fs::path dir = fs::path(::testing::TempDir()) /
+                       absl::StrCat("hf_checkpoint_test_", name, "_", getpid());
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;
@@ -122,7 +124,10 @@ TEST(HfConfigTest, FamiliesMapToTheirFeatures) {
 class BrokenCheckpointTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = MakeCheckpoint("llama", "broken");
+    // One directory per test: ctest runs them in parallel.
+    dir_ = MakeCheckpoint(
+        "llama", std::string("broken_") +
+                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
     absl::StatusOr<HfModel> loaded = LoadHfModel(dir_.string());
     ASSERT_TRUE(loaded.ok()) << loaded.status();
     model_ = std::move(loaded->model);

@@ -11,9 +11,9 @@ with its own safetensors reader to check those logits again.
               qwen2 (q/k/v biases, tied embeddings, BF16, two shards),
               qwen3 (q/k norms, head_dim != hidden/heads, untied, F16)
       writes DIR/config.json, the weights and DIR/reference.safetensors (input_ids as F32,
-      logits F32). --favor makes the untied LM head rows of those token ids large, so that
-      a random model samples mostly them out of a real tokenizer's 150k-token vocabulary
-      (what an end-to-end GRPO test needs for rewards that vary).
+      logits F32). --favor gives those token ids a large logit offset, so that a random
+      model samples mostly them, and in varied order, out of a real tokenizer's 150k-token
+      vocabulary (what an end-to-end GRPO test needs for rewards that vary).
   tiny_checkpoint.py check DIR REFERENCE [--atol A]
       reads DIR's weights, runs the forward pass on REFERENCE's input_ids and exits 1 if
       any logit differs from REFERENCE's by more than A.
@@ -167,7 +167,7 @@ def family_config(family, vocab):
                     rope_theta=500000.0, tie_word_embeddings=False, attention_bias=False,
                     torch_dtype="float32",
                     rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                  "high_freq_factor": 4.0, "original_max_position_embeddings": 16})
+                                  "high_freq_factor": 4.0, "original_max_position_embeddings": 64})
     if family == "qwen2":
         return dict(common, architectures=["Qwen2ForCausalLM"], model_type="qwen2",
                     rope_theta=1000000.0, tie_word_embeddings=True, use_sliding_window=False,
@@ -222,7 +222,17 @@ def make(args):
         if cfg["tie_word_embeddings"]:
             raise SystemExit("--favor needs an untied LM head")
         ids = [int(i) for i in args.favor.split(",")]
-        weights["lm_head.weight"][ids] = torch.randn(len(ids), cfg["hidden_size"], generator=gen) * 1.5
+        # A constant residual dimension acts as a bias: every embedding sets dimension 0,
+        # no layer writes to it, and only the favoured LM head rows read it (~+17 against
+        # log(150k) ~ 12 for the rest), with small random parts for variety (std ~2.4).
+        weights["model.embed_tokens.weight"][:, 0] = 3.0
+        for i in range(cfg["num_hidden_layers"]):
+            weights[f"model.layers.{i}.self_attn.o_proj.weight"][0, :] = 0
+            weights[f"model.layers.{i}.mlp.down_proj.weight"][0, :] = 0
+        head = weights["lm_head.weight"]
+        head[:, 0] = 0
+        head[ids] = torch.randn(len(ids), cfg["hidden_size"], generator=gen) * 0.3
+        head[ids, 0] = 3.5
     weights = {k: v.to(stored) for k, v in weights.items()}
     json.dump(cfg, open(os.path.join(args.dir, "config.json"), "w"), indent=2)
     if args.family == "qwen2":  # two shards and an index
@@ -237,8 +247,9 @@ def make(args):
                   open(os.path.join(args.dir, "model.safetensors.index.json"), "w"), indent=2)
     else:
         write_safetensors(os.path.join(args.dir, "model.safetensors"), weights)
-    # Longer than the llama family's original context (16), where its scaling acts.
-    ids = torch.randint(0, args.vocab, (2, 40), generator=gen)
+    # Longer than the llama family's original context (64): its rotary scaling keeps one
+    # frequency (wavelength 6 < 64/4), blends one (33) and divides the rest (>= 169).
+    ids = torch.randint(0, args.vocab, (2, 80), generator=gen)
     logits = forward(cfg, weights, ids)
     write_safetensors(os.path.join(args.dir, "reference.safetensors"),
                       {"input_ids": ids.to(torch.float32), "logits": logits.to(torch.float32)})

@@ -1,5 +1,7 @@
 #include "learner/checkpoint.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 
@@ -10,7 +12,7 @@ namespace {
 namespace fs = std::filesystem;
 
 std::string FreshDir(const std::string& name) {
-  const std::string dir = testing::TempDir() + "/" + name;
+  const std::string dir = testing::TempDir() + "/" + std::to_string(getpid()) + "." + name;
   fs::remove_all(dir);
   return dir;
 }
