@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/hf_bench on a GPU machine, against its CUDA build of PyTorch's LibTorch: builds the
 # bench from the model, sampler and hf/ sources (the same flags as run.sh) and runs it on
-# the GPU in bfloat16 and float32. DEPS as in run.sh, plus lib/libprotobuf.so.32 (hf/
+# the GPU in bfloat16, float16 and float32. DEPS as in run.sh, plus lib/libprotobuf.so.32 (hf/
 # parses JSON with protobuf). Prints the bench's own lines; logs in OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,6 +32,6 @@ if ! g++ "$OUT"/obj/*.o -o "$OUT/hf_bench" -L"$TORCH/lib" -Wl,-rpath,"$TORCH/lib
   echo "hf_bench: build failed"; grep -m20 -E "error|undefined" "$OUT/hf_bench_build.log"; exit 1
 fi
 export LD_LIBRARY_PATH="$(pwd)/$DEPS/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-for dtype in bfloat16 float32; do
+for dtype in bfloat16 float16 float32; do
   "$OUT/hf_bench" --device cuda --dtype "$dtype" --batches 1,8,64 --dir /tmp/hf-bench 2>&1 | tee "$OUT/hf_bench_$dtype.log"
 done
