@@ -12,7 +12,8 @@
 
 ABSL_FLAG(std::string, spec, "", "job spec file (JSON or text proto); empty = built-in job");
 ABSL_FLAG(std::string, run_dir, "runs/launch", "logs, ports and the job's run directory");
-ABSL_FLAG(std::string, bin_dir, "", "directory of the grpo_* binaries; default: this build");
+ABSL_FLAG(std::string, bin_dir, "",
+          "directory of the grpo_* binaries; default: this build's, else this binary's own");
 ABSL_FLAG(int, learners, 1, "learner ranks");
 ABSL_FLAG(int, workers, 2, "rollout workers");
 ABSL_FLAG(int, reward_servers, 1, "reward servers");

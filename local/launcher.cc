@@ -22,10 +22,15 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
+// --bin_dir, else the build tree's binary, else (an installed copy, as in the container
+// image) the one beside this executable.
 std::string Binary(const LaunchOptions& options, const std::string& name,
                    const char* build_path) {
-  return options.bin_dir.empty() ? std::string(build_path)
-                                 : (fs::path(options.bin_dir) / name).string();
+  if (!options.bin_dir.empty()) return (fs::path(options.bin_dir) / name).string();
+  std::error_code error;
+  if (fs::exists(build_path, error)) return build_path;
+  const fs::path self = fs::read_symlink("/proc/self/exe", error);
+  return error ? std::string(build_path) : (self.parent_path() / name).string();
 }
 
 class Cluster {
