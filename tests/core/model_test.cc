@@ -17,6 +17,19 @@ ModelConfig SmallConfig() {
                                    .tie_embeddings = false});
 }
 
+// The logits of `ids` decoded through a KV cache: `prefill` tokens in one forward, then
+// one token at a time (the decode path), as sampling does.
+at::Tensor CachedLogits(const Transformer& model, const at::Tensor& ids, int64_t prefill) {
+  KvCache cache(model.config(), ids.size(0), ids.size(1), model.tensor_options());
+  std::vector<at::Tensor> pieces;
+  pieces.push_back(model.Logits(model.Forward(ids.narrow(1, 0, prefill), at::Tensor(), &cache)));
+  for (int64_t i = prefill; i < ids.size(1); ++i) {
+    pieces.push_back(model.Logits(model.Forward(ids.narrow(1, i, 1), at::Tensor(), &cache)));
+  }
+  EXPECT_EQ(cache.length(), ids.size(1));
+  return at::cat(pieces, 1);
+}
+
 TEST(ModelTest, ParameterCountMatchesConfig) {
   for (const char* name : {"tiny", "bench-26m"}) {
     ModelConfig c = *ModelPreset(name);
@@ -43,14 +56,7 @@ TEST(ModelTest, CachedDecodingMatchesFullForward) {
   at::Tensor ids = at::randint(4, 40, {n, t}, at::kLong);
   at::Tensor full = model.Logits(model.Forward(ids, at::Tensor()));
 
-  KvCache cache(model.config(), n, t);
-  std::vector<at::Tensor> pieces;
-  pieces.push_back(model.Logits(model.Forward(ids.narrow(1, 0, 5), at::Tensor(), &cache)));
-  for (int64_t i = 5; i < t; ++i) {
-    pieces.push_back(model.Logits(model.Forward(ids.narrow(1, i, 1), at::Tensor(), &cache)));
-  }
-  EXPECT_EQ(cache.length(), t);
-  at::Tensor cached = at::cat(pieces, 1);
+  at::Tensor cached = CachedLogits(model, ids, 5);
   EXPECT_TRUE(at::allclose(cached, full, 1e-4, 1e-5))
       << (cached - full).abs().max().item<double>();
 }
@@ -80,13 +86,7 @@ TEST(ModelTest, CheckpointFamilyFeaturesKeepDecodingEqualToTheFullForward) {
   const int64_t n = 2, t = 60;
   at::Tensor ids = at::randint(4, 40, {n, t}, at::kLong);
   at::Tensor full = model.Logits(model.Forward(ids, at::Tensor()));
-  KvCache cache(model.config(), n, t);
-  std::vector<at::Tensor> pieces;
-  pieces.push_back(model.Logits(model.Forward(ids.narrow(1, 0, 7), at::Tensor(), &cache)));
-  for (int64_t i = 7; i < t; ++i) {
-    pieces.push_back(model.Logits(model.Forward(ids.narrow(1, i, 1), at::Tensor(), &cache)));
-  }
-  at::Tensor cached = at::cat(pieces, 1);
+  at::Tensor cached = CachedLogits(model, ids, 7);
   EXPECT_TRUE(at::allclose(cached, full, 1e-4, 1e-5))
       << (cached - full).abs().max().item<double>();
 
@@ -111,12 +111,7 @@ TEST(ModelTest, ABfloat16ModelDecodesLikeTheFloat32One) {
   ASSERT_TRUE(model.To(at::kCPU, at::kBFloat16).ok());
   EXPECT_EQ(model.named_parameters()[0].second.scalar_type(), at::kBFloat16);
   EXPECT_EQ(embedding.scalar_type(), at::kBFloat16) << "handles see the move";
-  KvCache cache(model.config(), n, t, model.tensor_options());
-  std::vector<at::Tensor> pieces;
-  pieces.push_back(model.Logits(model.Forward(ids.narrow(1, 0, 4), at::Tensor(), &cache)));
-  for (int64_t i = 4; i < t; ++i)
-    pieces.push_back(model.Logits(model.Forward(ids.narrow(1, i, 1), at::Tensor(), &cache)));
-  const at::Tensor cached = at::cat(pieces, 1).to(at::kFloat);
+  const at::Tensor cached = CachedLogits(model, ids, 4).to(at::kFloat);
   const double scale = reference.abs().max().item<double>();
   EXPECT_LT((cached - reference).abs().max().item<double>(), 0.05 * scale);
   SamplingOptions sampling;
