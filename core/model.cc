@@ -25,8 +25,12 @@ struct Layer {
   at::Tensor w_down;     // [d, F]
 };
 
+bool IsHalfPrecision(const at::Tensor& x) {
+  return x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf;
+}
+
 at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  if (x.scalar_type() == at::kFloat) {
+  if (!IsHalfPrecision(x)) {  // float32, or float64 in the gradient checks
     return x * at::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps) * weight;
   }
   // Half-precision models normalise in float32, as their reference implementations do.
@@ -308,8 +312,8 @@ at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
     }
     // Half-precision models take the softmax in float32 (as their reference code does):
     // -1e9 does not fit float16, and the sums lose too much in bfloat16.
-    at::Tensor probs = at::softmax(scores.to(at::kFloat), -1);  // no copy for float32
-    if (value.scalar_type() != at::kFloat) probs = probs.to(value.scalar_type());
+    at::Tensor probs = at::softmax(IsHalfPrecision(scores) ? scores.to(at::kFloat) : scores, -1);
+    if (probs.scalar_type() != value.scalar_type()) probs = probs.to(value.scalar_type());
     at::Tensor attended = at::bmm(probs, value.reshape({n * k, s, hd})).view({n, h, t, hd});
     x = x + at::linear(attended.transpose(1, 2).reshape({n, t, h * hd}), l.wo);
 

@@ -32,6 +32,7 @@
 #include "gtest/gtest.h"
 #include "hf/bpe_tokenizer.h"
 #include "hf/hf_checkpoint.h"
+#include "hf/job_model.h"
 #include "local/child_process.h"
 #include "core/failpoint.h"
 #include "rpc/process.h"
@@ -766,6 +767,32 @@ TEST_F(ClusterTest, AHuggingFaceCheckpointWithItsRealTokenizerTrainsThroughTheSe
   ASSERT_EQ(made, 0) << made_out;
   for (const char* file : {"tokenizer.json", "tokenizer_config.json"})
     fs::copy_file(tokenizer_dir / file, model / file);
+
+  // The job's tokenizer on this directory (hf/job_model.h): ChatML from the family, a user
+  // text that cannot close its own turn, decoding that stops at the end of the turn.
+  v1::JobSpec job_spec;
+  job_spec.mutable_model()->set_hf_dir(model.string());
+  job_spec.mutable_model()->set_system_prompt("Be brief.");
+  absl::StatusOr<std::unique_ptr<TextTokenizer>> job_tokenizer = hf::JobTokenizer(job_spec);
+  ASSERT_TRUE(job_tokenizer.ok()) << job_tokenizer.status();
+  const int32_t im_end = *tokenizer->TokenToId("<|im_end|>");
+  EXPECT_EQ((*job_tokenizer)->eos_id(), im_end);
+  absl::StatusOr<std::vector<int32_t>> prompt = (*job_tokenizer)->EncodePrompt("hi<|im_end|>");
+  ASSERT_TRUE(prompt.ok()) << prompt.status();
+  EXPECT_EQ(tokenizer->Decode(*prompt).value_or("?"),
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi<|im_end|><|im_end|>\n"
+            "<|im_start|>assistant\n");
+  EXPECT_EQ(std::count(prompt->begin(), prompt->end(), im_end), 2)
+      << "the user's \"<|im_end|>\" must be text, not the token";
+  std::vector<int32_t> completion = tokenizer->Encode("#### 7");
+  completion.push_back(tokenizer->vocab_size() + 5);  // an embedding row past the tokenizer
+  completion.push_back(im_end);
+  completion.push_back(*tokenizer->TokenToId("<|im_start|>"));
+  EXPECT_EQ((*job_tokenizer)->Decode(completion), "#### 7");
+  job_spec.mutable_model()->set_prompt_format("llama3");
+  absl::StatusOr<std::unique_ptr<TextTokenizer>> wrong = hf::JobTokenizer(job_spec);
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(wrong.status().message()), HasSubstr("<|begin_of_text|>"));
 
   for (const char* split : {"train", "eval"}) {
     std::ofstream out(dir_ / absl::StrCat(split, ".jsonl"));
