@@ -46,6 +46,15 @@ grpc::Status Exhausted(absl::string_view message) {
   return ToGrpcStatus(absl::ResourceExhaustedError(message));
 }
 
+// What AckPrompts and FailPrompts check of their request before looking at the job.
+grpc::Status CheckPromptIdsRequest(const std::string& job_id, int prompt_ids) {
+  if (job_id.empty()) return Invalid("job_id: required");
+  if (prompt_ids > kMaxAckIds)
+    return Exhausted(absl::StrCat("prompt_ids: ", prompt_ids, " ids, at most ", kMaxAckIds,
+                                  " per call"));
+  return grpc::Status::OK;
+}
+
 grpc::Status NoSuchJob(const std::string& job_id) {
   return ToGrpcStatus(absl::NotFoundError(absl::StrCat("job_id: no job \"", job_id, "\"")));
 }
@@ -739,10 +748,9 @@ grpc::Status CoordinatorServiceImpl::AckPrompts(grpc::ServerContext* context,
                                                 const v1::AckPromptsRequest* request,
                                                 v1::AckPromptsResponse* response) {
   if (grpc::Status denied = options_.authorizer.Check(*context); !denied.ok()) return denied;
-  if (request->job_id().empty()) return Invalid("job_id: required");
-  if (request->prompt_ids_size() > kMaxAckIds)
-    return Exhausted(absl::StrCat("prompt_ids: ", request->prompt_ids_size(), " ids, at most ",
-                                  kMaxAckIds, " per call"));
+  if (grpc::Status bad = CheckPromptIdsRequest(request->job_id(), request->prompt_ids_size());
+      !bad.ok())
+    return bad;
   absl::MutexLock lock(&mu_);
   const int64_t dirty_before = dirty_version_;
   Sweep(Now());
@@ -808,10 +816,9 @@ grpc::Status CoordinatorServiceImpl::FailPrompts(grpc::ServerContext* context,
                                                  const v1::FailPromptsRequest* request,
                                                  v1::FailPromptsResponse* response) {
   if (grpc::Status denied = options_.authorizer.Check(*context); !denied.ok()) return denied;
-  if (request->job_id().empty()) return Invalid("job_id: required");
-  if (request->prompt_ids_size() > kMaxAckIds)
-    return Exhausted(absl::StrCat("prompt_ids: ", request->prompt_ids_size(), " ids, at most ",
-                                  kMaxAckIds, " per call"));
+  if (grpc::Status bad = CheckPromptIdsRequest(request->job_id(), request->prompt_ids_size());
+      !bad.ok())
+    return bad;
   absl::MutexLock lock(&mu_);
   const int64_t dirty_before = dirty_version_;
   JobEntry* entry = FindJob(request->job_id());

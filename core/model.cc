@@ -183,7 +183,8 @@ absl::Status Transformer::To(c10::Device device, at::ScalarType dtype) {
   });
 }
 
-absl::Status Transformer::To(const std::string& device_name, const std::string& dtype_name) {
+absl::StatusOr<Placement> ParsePlacement(const std::string& device_name,
+                                          const std::string& dtype_name) {
   at::ScalarType dtype;
   if (dtype_name == "float32") {
     dtype = at::kFloat;
@@ -203,7 +204,13 @@ absl::Status Transformer::To(const std::string& device_name, const std::string& 
   if (device->is_cuda() && !torch::cuda::is_available())
     return absl::FailedPreconditionError(absl::StrCat(
         "device ", device_name, ": no CUDA device visible, or this LibTorch is CPU-only"));
-  return To(*device, dtype);
+  return Placement{*device, dtype};
+}
+
+absl::Status Transformer::To(const std::string& device, const std::string& dtype) {
+  absl::StatusOr<Placement> placement = ParsePlacement(device, dtype);
+  if (!placement.ok()) return placement.status();
+  return To(placement->device, placement->dtype);
 }
 
 at::TensorOptions Transformer::tensor_options() const {

@@ -33,6 +33,16 @@ namespace grpo {
 
 class Transformer;
 
+// Where a model runs and in what dtype (Transformer::To).
+struct Placement {
+  c10::Device device;
+  at::ScalarType dtype;
+};
+// Flag values: "cpu" or "cuda[:N]", and "float32", "bfloat16" or "float16". INVALID_ARGUMENT
+// naming a bad value; FAILED_PRECONDITION for a CUDA device this process cannot use (none
+// visible, or a CPU-only LibTorch).
+absl::StatusOr<Placement> ParsePlacement(const std::string& device, const std::string& dtype);
+
 // Preallocated key/value cache for batched decoding: [N, n_kv_heads, capacity, head_dim]
 // per layer, plus which slots hold padding. Forward appends to it. `options`: the
 // model's device and dtype (Transformer::tensor_options()); float32 on the CPU by default.
@@ -65,8 +75,7 @@ class Transformer {
 
   const ModelConfig& config() const;
 
-  // "cpu" or "cuda[:N]", and "float32", "bfloat16" or "float16" (flag values), after
-  // checking the device exists in this process (a CPU LibTorch has no "cuda").
+  // The same from flag values (ParsePlacement).
   absl::Status To(const std::string& device, const std::string& dtype);
   // Moves every parameter and table to `device` in `dtype` (float32, bfloat16 or float16)
   // in place: handles from named_parameters() stay valid. For inference there (decoding

@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/durable_file.h"
 #include "core/torch_status.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -28,19 +29,6 @@ absl::StatusOr<std::string> ReadText(const fs::path& path) {
   std::stringstream buffer;
   buffer << in.rdbuf();
   return buffer.str();
-}
-
-absl::Status WriteTextAtomically(const fs::path& path, const std::string& text) {
-  const fs::path temp = path.string() + ".tmp";
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    out << text;
-    if (!out.flush()) return absl::InternalError(absl::StrCat(temp.string(), ": write failed"));
-  }
-  std::error_code error;
-  fs::rename(temp, path, error);
-  if (error) return absl::InternalError(absl::StrCat(path.string(), ": ", error.message()));
-  return absl::OkStatus();
 }
 
 at::ScalarType TorchType(Dtype dtype) {
@@ -314,7 +302,7 @@ absl::Status SaveHfModel(const Transformer& model, const HfModelConfig& config,
     }
     const std::string index = absl::StrCat("{\n  \"metadata\": {\"total_size\": ", total_bytes,
                                            "},\n  \"weight_map\": {\n", weight_map, "\n  }\n}\n");
-    if (absl::Status s = WriteTextAtomically(dir / "model.safetensors.index.json", index); !s.ok()) {
+    if (absl::Status s = WriteFileDurably((dir / "model.safetensors.index.json").string(), index); !s.ok()) {
       return s;
     }
     fs::remove(dir / "model.safetensors", error);
@@ -324,7 +312,7 @@ absl::Status SaveHfModel(const Transformer& model, const HfModelConfig& config,
   written.torch_dtype = options.dtype == Dtype::kF32    ? "float32"
                         : options.dtype == Dtype::kBF16 ? "bfloat16"
                                                         : "float16";
-  if (absl::Status s = WriteTextAtomically(dir / "config.json", HfConfigJson(written)); !s.ok()) {
+  if (absl::Status s = WriteFileDurably((dir / "config.json").string(), HfConfigJson(written)); !s.ok()) {
     return s;
   }
   if (!options.copy_from.empty() && fs::path(options.copy_from) != dir) {

@@ -79,12 +79,6 @@ class BpeTextTokenizer final : public TextTokenizer {
 
 }  // namespace
 
-absl::StatusOr<HfModelConfig> JobHfConfig(const v1::JobSpec& spec) {
-  if (spec.model().hf_dir().empty())
-    return absl::FailedPreconditionError("the job names no model.hf_dir");
-  return ReadConfig(spec);
-}
-
 absl::StatusOr<ModelConfig> JobModelConfig(const v1::JobSpec& spec) {
   if (spec.model().hf_dir().empty()) return ModelConfigFromSpec(spec.model());
   absl::StatusOr<HfModelConfig> config = ReadConfig(spec);
@@ -92,8 +86,11 @@ absl::StatusOr<ModelConfig> JobModelConfig(const v1::JobSpec& spec) {
   return config->model;
 }
 
-absl::StatusOr<std::unique_ptr<TextTokenizer>> JobTokenizer(const v1::JobSpec& spec) {
-  if (spec.model().hf_dir().empty()) return std::make_unique<CharTextTokenizer>();
+absl::StatusOr<JobModel> LoadJobModel(const v1::JobSpec& spec) {
+  if (spec.model().hf_dir().empty()) {
+    return JobModel{ModelConfigFromSpec(spec.model()), std::make_unique<CharTextTokenizer>(),
+                    std::nullopt};
+  }
   const std::string& dir = spec.model().hf_dir();
   absl::StatusOr<HfModelConfig> config = ReadConfig(spec);
   if (!config.ok()) return config.status();
@@ -137,8 +134,10 @@ absl::StatusOr<std::unique_ptr<TextTokenizer>> JobTokenizer(const v1::JobSpec& s
              "eos_token_id names one"));
   }
   const int32_t pad = bpe->pad_id().value_or(*eos);
-  return std::make_unique<BpeTextTokenizer>(*std::move(bpe), format, spec.model().system_prompt(),
-                                            *eos, pad);
+  return JobModel{config->model,
+                  std::make_unique<BpeTextTokenizer>(*std::move(bpe), format,
+                                                     spec.model().system_prompt(), *eos, pad),
+                  *config};
 }
 
 }  // namespace grpo::hf

@@ -7,6 +7,7 @@
 #define GRPO_HF_JOB_MODEL_H_
 
 #include <memory>
+#include <optional>
 
 #include "absl/status/statusor.h"
 #include "core/model_config.h"
@@ -16,18 +17,24 @@
 
 namespace grpo::hf {
 
-// config.json of spec.model().hf_dir (capped by model.max_seq_len), or the resolved
-// preset. Errors name the file and the field.
+// The model's shape alone: config.json of spec.model().hf_dir (capped by
+// model.max_seq_len), or the resolved preset. Errors name the file and the field.
 absl::StatusOr<ModelConfig> JobModelConfig(const v1::JobSpec& spec);
 
-// config.json of spec.model().hf_dir with the family (what a checkpoint is saved as).
-// FAILED_PRECONDITION for a job without hf_dir.
-absl::StatusOr<HfModelConfig> JobHfConfig(const v1::JobSpec& spec);
+// Everything a service needs of a job's model before its weights, from one reading of
+// the directory.
+struct JobModel {
+  ModelConfig config;
+  // The BPE tokenizer of hf_dir in the job's prompt format (model.prompt_format, else the
+  // family's chat format), or the character tokenizer.
+  std::unique_ptr<TextTokenizer> tokenizer;
+  // config.json with the family (what a checkpoint is saved as); empty for presets.
+  std::optional<HfModelConfig> hf;
+};
 
-// The BPE tokenizer of hf_dir in the job's prompt format (model.prompt_format, else the
-// family's chat format), or the character tokenizer. FAILED_PRECONDITION when the
-// tokenizer has more tokens than the model has embedding rows.
-absl::StatusOr<std::unique_ptr<TextTokenizer>> JobTokenizer(const v1::JobSpec& spec);
+// FAILED_PRECONDITION when the tokenizer has more tokens than the model has embedding
+// rows, or the prompt format's markers are not tokens of it.
+absl::StatusOr<JobModel> LoadJobModel(const v1::JobSpec& spec);
 
 }  // namespace grpo::hf
 

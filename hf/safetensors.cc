@@ -9,9 +9,11 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/durable_file.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -267,7 +269,8 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
     std::remove(temp.c_str());
     return absl::InternalError(absl::StrCat(path, ": write failed: ", std::strerror(errno)));
   }
-  return absl::OkStatus();
+  const std::string parent = std::filesystem::path(path).parent_path().string();
+  return FsyncPath(parent.empty() ? "." : parent, /*directory=*/true);
 }
 
 }  // namespace grpo::hf

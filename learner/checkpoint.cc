@@ -1,10 +1,5 @@
 #include "learner/checkpoint.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -17,35 +12,6 @@
 
 namespace grpo {
 namespace fs = std::filesystem;
-namespace {
-
-absl::Status Errno(const std::string& what) {
-  return absl::InternalError(absl::StrCat(what, ": ", std::strerror(errno)));
-}
-
-absl::Status FsyncPath(const std::string& path, bool directory) {
-  int fd = open(path.c_str(), directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
-  if (fd < 0) return Errno("open " + path);
-  const int rc = fsync(fd);
-  close(fd);
-  if (rc != 0) return Errno("fsync " + path);
-  return absl::OkStatus();
-}
-
-}  // namespace
-
-absl::Status WriteFileDurably(const std::string& path, const std::string& contents) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << contents;
-    out.flush();
-    if (!out) return absl::InternalError(absl::StrCat("writing ", tmp));
-  }
-  if (absl::Status s = FsyncPath(tmp, false); !s.ok()) return s;
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) return Errno("rename " + tmp);
-  return FsyncPath(fs::path(path).parent_path().string(), true);
-}
 
 absl::Status WriteCheckpoint(const std::string& run_dir, int64_t step,
                              const std::function<absl::Status(const std::string&)>& write) {

@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/durable_file.h"  // WriteFileDurably, for run-directory metadata
 
 namespace grpo {
 
@@ -24,9 +25,6 @@ absl::Status PruneCheckpoints(const std::string& run_dir, int keep);
 
 // The directory `latest` names; NOT_FOUND when there is none.
 absl::StatusOr<std::string> LatestCheckpoint(const std::string& run_dir);
-
-// Writes a small file and fsyncs it (for run-directory metadata).
-absl::Status WriteFileDurably(const std::string& path, const std::string& contents);
 
 }  // namespace grpo
 

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "absl/strings/ascii.h"
@@ -100,6 +101,8 @@ struct RankJob {
   // twice by one job.
   uint64_t requested = 0;
   uint64_t cursor_at_step_end = 0;
+  // Rank 0, model.hf_dir jobs: config.json, for the hf/ copy in each checkpoint.
+  std::optional<hf::HfModelConfig> hf_config;
 };
 
 // After the parameter broadcast, on every rank; a resumed job then loads the reference,
@@ -250,19 +253,17 @@ class Leader {
       prepared = data.status();
     }
     // The model's shape and tokenizer: the preset's, or model.hf_dir's files.
-    absl::StatusOr<ModelConfig> model_config = absl::UnknownError("not read");
-    std::unique_ptr<TextTokenizer> tokenizer;
+    hf::JobModel model;
     if (prepared.ok()) {
-      model_config = hf::JobModelConfig(job.spec);
-      prepared = model_config.status();
+      absl::StatusOr<hf::JobModel> loaded = hf::LoadJobModel(job.spec);
+      prepared = loaded.status();
+      if (loaded.ok()) model = *std::move(loaded);
     }
-    if (prepared.ok()) {
-      absl::StatusOr<std::unique_ptr<TextTokenizer>> made = hf::JobTokenizer(job.spec);
-      prepared = made.status();
-      if (made.ok()) tokenizer = *std::move(made);
-    }
+    const ModelConfig& model_config = model.config;
+    std::unique_ptr<TextTokenizer>& tokenizer = model.tokenizer;
+    job.hf_config = model.hf;
     std::unique_ptr<Transformer> policy;
-    if (prepared.ok()) prepared = BuildPolicy(job.spec, *model_config, &policy);
+    if (prepared.ok()) prepared = BuildPolicy(job.spec, model_config, &policy);
     reward_names_.clear();
     for (const v1::RewardFunctionSpec& r : job.spec.rewards()) reward_names_.push_back(r.name());
     std::string resume_dir;
@@ -310,8 +311,8 @@ class Leader {
       for (absl::string_view id : absl::StrSplit(ReadWholeFile(resume_dir + "/seen_prompts.txt"),
                                                  '\n', absl::SkipEmpty()))
         seen.emplace_back(id);
-    buffer_->StartJob(job.job_id, job.spec.grpo().group_size(), seen, model_config->max_seq_len,
-                      model_config->vocab_size);
+    buffer_->StartJob(job.job_id, job.spec.grpo().group_size(), seen, model_config.max_seq_len,
+                      model_config.vocab_size);
 
     // --- 1. Starting policy and its evaluation (rank 0 alone; the others wait in the
     // parameter broadcast).
@@ -574,9 +575,8 @@ class Leader {
         return s;
       // A Hugging Face job's policy also in its own layout (hf/), in the dtype it came in,
       // with its tokenizer files: loadable by any tool that reads that layout.
-      if (!job.spec.model().hf_dir().empty()) {
-        absl::StatusOr<hf::HfModelConfig> config = hf::JobHfConfig(job.spec);
-        if (!config.ok()) return config.status();
+      if (job.hf_config.has_value()) {
+        const hf::HfModelConfig* config = &*job.hf_config;
         hf::SaveOptions save;
         save.copy_from = job.spec.model().hf_dir();
         if (config->torch_dtype == "bfloat16") save.dtype = hf::Dtype::kBF16;

@@ -49,21 +49,21 @@ absl::StatusOr<LocalJobResult> RunLocalJob(const v1::JobSpec& spec,
   if (!data.ok()) return data.status();
   absl::StatusOr<CompositeReward> reward = MakeJobReward(spec.rewards());
   if (!reward.ok()) return reward.status();
-  absl::StatusOr<std::unique_ptr<TextTokenizer>> tokenizer = hf::JobTokenizer(spec);
-  if (!tokenizer.ok()) return tokenizer.status();
-  absl::StatusOr<ModelConfig> config = hf::JobModelConfig(spec);
-  if (!config.ok()) return config.status();
+  absl::StatusOr<hf::JobModel> model = hf::LoadJobModel(spec);
+  if (!model.ok()) return model.status();
+  const ModelConfig& config = model->config;
+  const TextTokenizer& tokenizer = *model->tokenizer;
   std::unique_ptr<Transformer> built;
-  if (absl::Status s = BuildPolicy(spec, *config, &built); !s.ok()) return s;
+  if (absl::Status s = BuildPolicy(spec, config, &built); !s.ok()) return s;
   Transformer& policy = *built;
   log << absl::StrFormat("model: %s, %.2fM parameters; %d train / %d held-out prompts\n",
                          spec.model().hf_dir().empty() ? spec.model().preset()
                                                        : spec.model().hf_dir(),
-                         config->NumParameters() / 1e6,
+                         config.NumParameters() / 1e6,
                          data->train.size(), data->held_out.size());
 
   // --- 1. Starting policy: a checkpoint, or the SFT warm-up.
-  if (absl::Status s = PrepareStartingPolicy(spec, **tokenizer, data->train, &policy,
+  if (absl::Status s = PrepareStartingPolicy(spec, tokenizer, data->train, &policy,
                                              [&](const std::string& line) {
                                                log << line << "\n";
                                                log.flush();
@@ -76,7 +76,7 @@ absl::StatusOr<LocalJobResult> RunLocalJob(const v1::JobSpec& spec,
   LocalJobResult result;
   auto evaluate = [&](const char* label, EvalResult* out) -> absl::Status {
     const auto start = Clock::now();
-    absl::StatusOr<EvalResult> r = Evaluate(policy, **tokenizer, data->held_out, eval);
+    absl::StatusOr<EvalResult> r = Evaluate(policy, tokenizer, data->held_out, eval);
     if (!r.ok()) return r.status();
     *out = *r;
     log << EvalLine(label, *r, Since(start)) << "\n";
@@ -89,14 +89,14 @@ absl::StatusOr<LocalJobResult> RunLocalJob(const v1::JobSpec& spec,
       GrpoTrainer::Create(&policy, TrainerOptionsFromSpec(spec));
   if (!trainer.ok()) return trainer.status();
   LocalScorer scorer(&*reward);
-  Rollout rollout(tokenizer->get(), &scorer);
+  Rollout rollout(&tokenizer, &scorer);
   std::ofstream metrics(run_dir / "metrics.jsonl", std::ios::trunc);
   if (!metrics) return absl::InternalError(absl::StrCat("opening ", run_dir.string(), "/metrics.jsonl"));
 
   const int steps = spec.steps();
   const int prompts_per_step = spec.grpo().prompts_per_step();
   const int group_size = spec.grpo().group_size();
-  SamplingOptions sampling = SamplingOptionsFromSpec(spec, **tokenizer);
+  SamplingOptions sampling = SamplingOptionsFromSpec(spec, tokenizer);
 
   // The data cursor walks a seeded permutation of the training pool.
   const std::vector<size_t> order = TrainingOrder(data->train.size(), spec.seed());

@@ -53,16 +53,10 @@ int main(int argc, char** argv) {
   options.device = absl::GetFlag(FLAGS_device);
   options.dtype = absl::GetFlag(FLAGS_dtype);
   if (options.dtype.empty()) options.dtype = options.device == "cpu" ? "float32" : "bfloat16";
-  {
-    // The flags checked now, on a one-parameter model, rather than at the first job.
-    grpo::ModelConfig probe;
-    probe.vocab_size = 4, probe.d_model = 2, probe.n_layers = 1, probe.n_heads = 1;
-    probe.n_kv_heads = 1, probe.ffn_hidden = 1, probe.max_seq_len = 2;
-    grpo::Transformer model(probe, grpo::Transformer::Uninitialized{});
-    if (absl::Status s = model.To(options.device, options.dtype); !s.ok()) {
-      std::cerr << "error: --device/--dtype: " << s.message() << "\n";
-      return 2;
-    }
+  // Checked now rather than at the first job.
+  if (auto placement = grpo::ParsePlacement(options.device, options.dtype); !placement.ok()) {
+    std::cerr << "error: --device/--dtype: " << placement.status().message() << "\n";
+    return 2;
   }
   absl::StatusOr<grpo::Security> security = grpo::Security::Load(grpo::SecurityOptionsFromFlags());
   if (!security.ok()) {

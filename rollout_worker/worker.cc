@@ -116,14 +116,13 @@ struct RolloutWorker::State {
   // Fails when the job's model is unusable here (model.hf_dir unreadable on this worker):
   // then nothing changes, the lease expires and another worker gets its prompts.
   absl::Status SwitchJob(const v1::LeasePromptsResponse& lease) {
-    absl::StatusOr<ModelConfig> config = hf::JobModelConfig(lease.spec());
-    if (!config.ok()) return config.status();
-    absl::StatusOr<std::unique_ptr<TextTokenizer>> job_tokenizer = hf::JobTokenizer(lease.spec());
-    if (!job_tokenizer.ok()) return job_tokenizer.status();
+    absl::StatusOr<hf::JobModel> job_model = hf::LoadJobModel(lease.spec());
+    if (!job_model.ok()) return job_model.status();
     std::unique_ptr<Transformer> job_policy;
     if (absl::Status s = CatchTorch("building the policy", [&] {
           // Its weights always come from the learner (version 0 included).
-          job_policy = std::make_unique<Transformer>(*config, Transformer::Uninitialized{});
+          job_policy =
+              std::make_unique<Transformer>(job_model->config, Transformer::Uninitialized{});
         });
         !s.ok()) {
       return s;
@@ -138,7 +137,7 @@ struct RolloutWorker::State {
     args.SetMaxReceiveMessageSize(8 << 20);
     learner = v1::LearnerService::NewStub(options.security.Channel(learner_address, args));
     policy = std::move(job_policy);
-    tokenizer = *std::move(job_tokenizer);
+    tokenizer = std::move(job_model->tokenizer);
     version = -1;
     scorer = std::make_unique<RemoteScorer>(
         reward.get(), std::vector<v1::RewardFunctionSpec>(spec.rewards().begin(),

@@ -773,8 +773,9 @@ TEST_F(ClusterTest, AHuggingFaceCheckpointWithItsRealTokenizerTrainsThroughTheSe
   v1::JobSpec job_spec;
   job_spec.mutable_model()->set_hf_dir(model.string());
   job_spec.mutable_model()->set_system_prompt("Be brief.");
-  absl::StatusOr<std::unique_ptr<TextTokenizer>> job_tokenizer = hf::JobTokenizer(job_spec);
-  ASSERT_TRUE(job_tokenizer.ok()) << job_tokenizer.status();
+  absl::StatusOr<hf::JobModel> job_model = hf::LoadJobModel(job_spec);
+  ASSERT_TRUE(job_model.ok()) << job_model.status();
+  const std::unique_ptr<TextTokenizer>* job_tokenizer = &job_model->tokenizer;
   const int32_t im_end = *tokenizer->TokenToId("<|im_end|>");
   EXPECT_EQ((*job_tokenizer)->eos_id(), im_end);
   absl::StatusOr<std::vector<int32_t>> prompt = (*job_tokenizer)->EncodePrompt("hi<|im_end|>");
@@ -790,7 +791,7 @@ TEST_F(ClusterTest, AHuggingFaceCheckpointWithItsRealTokenizerTrainsThroughTheSe
   completion.push_back(*tokenizer->TokenToId("<|im_start|>"));
   EXPECT_EQ((*job_tokenizer)->Decode(completion), "#### 7");
   job_spec.mutable_model()->set_prompt_format("llama3");
-  absl::StatusOr<std::unique_ptr<TextTokenizer>> wrong = hf::JobTokenizer(job_spec);
+  absl::StatusOr<hf::JobModel> wrong = hf::LoadJobModel(job_spec);
   EXPECT_EQ(wrong.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(wrong.status().message()), HasSubstr("<|begin_of_text|>"));
 
