@@ -11,9 +11,11 @@
 #include <chrono>
 #include <cstdio>
 #include <random>
+#include <string>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "core/model.h"
 #include "core/runtime.h"
@@ -100,17 +102,24 @@ int Run(const std::string& preset, double peak) {
       return 1;
     }
   }
-  const double step_seconds = repeats > 0 ? Seconds(start) / repeats : 0.0 / 0.0;
-
-  const double train_gflops = 8 * params * kSequences * (kPrompt + kGenerate) / step_seconds / 1e9;
   const double decode_tokens_per_s = kSequences * kGenerate / decode_seconds;
   const double decode_gflops = 2 * params * kSequences * kGenerate / decode_seconds / 1e9;
+  // With --repeats 0 nothing was timed: the training fields are left out rather than
+  // printed as NaN, which no JSON reader accepts.
+  std::string train_fields;
+  if (repeats > 0) {
+    const double step_seconds = Seconds(start) / repeats;
+    const double train_gflops =
+        8 * params * kSequences * (kPrompt + kGenerate) / step_seconds / 1e9;
+    train_fields = absl::StrFormat(
+        "\"train_step_s\":%.3f,\"train_gflops\":%.1f,\"train_frac_peak\":%.3f,", step_seconds,
+        train_gflops, train_gflops / peak);
+  }
   std::printf(
-      "{\"model\":\"%s\",\"params\":%.0f,\"threads\":%d,\"peak_gflops\":%.1f,"
-      "\"train_step_s\":%.3f,\"train_gflops\":%.1f,\"train_frac_peak\":%.3f,"
+      "{\"model\":\"%s\",\"params\":%.0f,\"threads\":%d,\"peak_gflops\":%.1f,%s"
       "\"decode_tokens_per_s\":%.1f,\"decode_gflops\":%.1f,\"decode_frac_peak\":%.3f}\n",
-      preset.c_str(), params, at::get_num_threads(), peak, step_seconds, train_gflops,
-      train_gflops / peak, decode_tokens_per_s, decode_gflops, decode_gflops / peak);
+      preset.c_str(), params, at::get_num_threads(), peak, train_fields.c_str(),
+      decode_tokens_per_s, decode_gflops, decode_gflops / peak);
   std::fflush(stdout);
   return 0;
 }

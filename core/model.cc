@@ -167,9 +167,10 @@ Transformer::~Transformer() = default;
 const ModelConfig& Transformer::config() const { return impl_->config; }
 
 absl::Status Transformer::To(c10::Device device, at::ScalarType dtype) {
-  if (dtype != at::kFloat && dtype != at::kBFloat16 && dtype != at::kHalf)
-    return absl::InvalidArgumentError(absl::StrCat("model dtype ", c10::toString(dtype),
-                                                   ": float32, bfloat16 or float16 only"));
+  if (dtype != at::kFloat && dtype != at::kBFloat16 && dtype != at::kHalf &&
+      dtype != at::kDouble)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model dtype ", c10::toString(dtype), ": float32, bfloat16, float16 or float64 only"));
   return CatchTorch(absl::StrCat("moving the model to ", device.str()), [&] {
     at::NoGradGuard no_grad;
     // Every copy first, so that running out of device memory leaves the model as it was;

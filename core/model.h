@@ -77,9 +77,10 @@ class Transformer {
 
   // The same from flag values (ParsePlacement).
   absl::Status To(const std::string& device, const std::string& dtype);
-  // Moves every parameter and table to `device` in `dtype` (float32, bfloat16 or float16)
-  // in place: handles from named_parameters() stay valid. For inference there (decoding
-  // on a GPU in the checkpoint's dtype); training runs on CPU float32. The fused CPU
+  // Moves every parameter and table to `device` in `dtype` (float32, bfloat16 or float16;
+  // float64 for gradient checks and tests whose comparisons must be well-conditioned) in
+  // place: handles from named_parameters() stay valid. For inference there (decoding on a
+  // GPU in the checkpoint's dtype); training runs on CPU float32. The fused CPU
   // decode kernels are used for CPU float32 only; elsewhere the general path runs.
   absl::Status To(c10::Device device, at::ScalarType dtype);
   // The device and dtype of the parameters, for inputs and caches.

@@ -75,6 +75,11 @@ absl::StatusOr<std::unique_ptr<GrpoTrainer>> GrpoTrainer::Create(
     return absl::InvalidArgumentError("grpo.inner_iterations must be >= 1");
   std::unique_ptr<GrpoTrainer> t(new GrpoTrainer(policy, options));
   t->reference_ = std::make_unique<Transformer>(policy->config(), /*seed=*/0);
+  // The reference computes beside the policy, on its device and in its dtype.
+  const at::TensorOptions placement = policy->tensor_options();
+  if (absl::Status s = t->reference_->To(placement.device(), placement.dtype().toScalarType());
+      !s.ok())
+    return s;
   if (absl::Status s = t->reference_->CopyFrom(*policy); !s.ok()) return s;
   for (at::Tensor p : t->reference_->parameters()) p.requires_grad_(false);
   t->optimizer_ = std::make_unique<Optimizer>(policy->parameters(), options.optimizer);

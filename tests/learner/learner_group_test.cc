@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <future>
+#include <limits>
 #include <thread>
 
 #include "gmock/gmock.h"
@@ -76,37 +77,75 @@ std::vector<at::Tensor> Parameters(const Transformer& m) {
   return out;
 }
 
+// What one step moved each parameter by.
+std::vector<at::Tensor> Updates(const Transformer& m, const std::vector<at::Tensor>& before) {
+  std::vector<at::Tensor> out = Parameters(m);
+  for (size_t i = 0; i < out.size(); ++i) out[i] -= before[i];
+  return out;
+}
+
+// The sharded step must be the one-rank step on the same global batch. Compared so that
+// the comparison is well-conditioned on any CPU:
+// - float64 model (and so float64 reference and loss): the two sides differ only in the
+//   order of float64 sums (each rank's shard is a different padded batch, then the
+//   gradients are summed over ranks);
+// - AdamW with epsilon far above every gradient entry (after clipping to norm 1 every
+//   |g| <= 1, and ε = 1e3): the first update lr·g/(|g| + ε) is then about lr·g/ε, linear
+//   in g. With the default ε Adam's first update is about lr·sign(g), and a near-zero
+//   gradient summed in another order can move its parameter by up to 2·lr.
+// Then an update differs by at most lr/ε times the gradient's rounding, and that
+// rounding is bounded by a few thousand float64 ulps (~1e-12) of the largest gradient
+// term; 1e-9 of the largest update leaves a thousandfold margin. A real sharding bug
+// (a wrong normaliser, a sample trained twice) moves updates by O(1) of their size.
 TEST(LearnerGroupTest, TwoRanksMatchOneRankOnTheSameGlobalBatch) {
   const ModelConfig config = testing_util::SmallModel(
       {.d_model = 32, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .ffn_hidden = 48});
-  TrainerOptions options;
-  options.optimizer.learning_rate = 1e-2;
-  options.advantage.scale = AdvantageScale::kBatch;  // needs the whole batch on every rank
-  options.loss.aggregation = Aggregation::kTokenMean;
+  for (Aggregation aggregation : {Aggregation::kSeqMeanTokenMean, Aggregation::kTokenMean,
+                                  Aggregation::kSeqMeanTokenSumNorm}) {
+    SCOPED_TRACE(static_cast<int>(aggregation));
+    TrainerOptions options;
+    options.optimizer.learning_rate = 1e-2;
+    options.optimizer.epsilon = 1e3;
+    options.advantage.scale = AdvantageScale::kBatch;  // needs the whole batch on every rank
+    options.loss.aggregation = aggregation;
+    options.loss.max_new_tokens = 4;
+    options.loss.beta = 0.1;
 
-  Transformer single(config, 7);
-  auto trainer = GrpoTrainer::Create(&single, options);
-  ASSERT_TRUE(trainer.ok());
-  ASSERT_TRUE((*trainer)->Step(Batch()).ok());
-  const std::vector<at::Tensor> expected = Parameters(single);
+    Transformer single(config, 7);
+    ASSERT_TRUE(single.To(at::kCPU, at::kDouble).ok());
+    const std::vector<at::Tensor> initial = Parameters(single);
+    auto trainer = GrpoTrainer::Create(&single, options);
+    ASSERT_TRUE(trainer.ok());
+    ASSERT_TRUE((*trainer)->Step(Batch()).ok());
+    const std::vector<at::Tensor> expected = Updates(single, initial);
 
-  std::vector<std::vector<at::Tensor>> after(2);
-  OnRanks(2, [&](int rank, LearnerGroup& group) {
-    Transformer model(config, 7);
-    TrainerOptions ranked = options;
-    ranked.group = &group;
-    auto t = GrpoTrainer::Create(&model, ranked);
-    ASSERT_TRUE(t.ok());
-    auto m = (*t)->Step(Batch());
-    ASSERT_TRUE(m.ok()) << m.status();
-    EXPECT_EQ(m->samples, 12);
-    after[rank] = Parameters(model);
-  });
-  ASSERT_EQ(after[0].size(), expected.size());
-  for (size_t i = 0; i < expected.size(); ++i) {
-    EXPECT_TRUE(at::equal(after[0][i], after[1][i])) << "parameter " << i << " differs across ranks";
-    EXPECT_TRUE(at::allclose(after[0][i], expected[i], 1e-4, 1e-6))
-        << "parameter " << i << ": " << (after[0][i] - expected[i]).abs().max().item<double>();
+    std::vector<std::vector<at::Tensor>> after(2);
+    OnRanks(2, [&](int rank, LearnerGroup& group) {
+      Transformer model(config, 7);
+      ASSERT_TRUE(model.To(at::kCPU, at::kDouble).ok());
+      TrainerOptions ranked = options;
+      ranked.group = &group;
+      auto t = GrpoTrainer::Create(&model, ranked);
+      ASSERT_TRUE(t.ok());
+      auto m = (*t)->Step(Batch());
+      ASSERT_TRUE(m.ok()) << m.status();
+      EXPECT_EQ(m->samples, 12);
+      after[rank] = Updates(model, initial);
+    });
+    ASSERT_EQ(after[0].size(), expected.size());
+    double largest = 0;
+    for (const at::Tensor& e : expected) largest = std::max(largest, e.abs().max().item<double>());
+    ASSERT_GT(largest, 0);
+    for (size_t i = 0; i < expected.size(); ++i) {
+      EXPECT_TRUE(at::equal(after[0][i], after[1][i])) << "parameter " << i << " differs across ranks";
+      // Updates are read back as fl(p + u) − p: storing p + u may round two nearly equal
+      // updates to neighbouring doubles, a few ulps of |p| however small u is.
+      const double stored = 4 * std::numeric_limits<double>::epsilon() *
+                            initial[i].abs().max().item<double>();
+      const double error = (after[0][i] - expected[i]).abs().max().item<double>();
+      EXPECT_LE(error, 1e-9 * largest + stored)
+          << "parameter " << i << " (largest update " << largest << ")";
+    }
   }
 }
 

@@ -275,26 +275,57 @@ TEST(RewardServerProcessTest, SigtermDrainsAndExitsZero) {
   posix_spawn_file_actions_destroy(&actions);
 }
 
+// Pairs whose preference a reward model learns on any machine: the chosen completion is a
+// worked solution and the rejected one the same solution stopped at "####", before its
+// answer. The scalar head reads the last position's hidden state, whose residual stream
+// carries that position's own token: a digit in every chosen sequence, '#' in every
+// rejected one. So even with the backbone frozen the head alone faces logistic regression
+// on linearly separable features (convex, reached from any start), and training has a
+// wide margin. The arithmetic task's own pairs (one number off by 1-3) are a real test
+// of a reward model, but a short run on them is a knife edge: grpo_train_rm measures it.
+std::vector<PreferencePair> AnswerPreferences(const std::vector<Problem>& problems) {
+  std::vector<PreferencePair> pairs;
+  for (const Problem& p : problems) {
+    const size_t answer = p.solution.rfind("####");
+    if (answer == std::string::npos) continue;
+    pairs.push_back({p.prompt, p.solution, p.solution.substr(0, answer + 4)});
+  }
+  return pairs;
+}
+
 // A reward model trained briefly on synthetic preferences, served next to the rules.
 TEST(RewardModelServingTest, LearnedModelIsServedAsOutcomeAndProcessReward) {
   const ModelConfig config = testing_util::SmallModel(
       {.d_model = 64, .n_layers = 2, .n_heads = 4, .n_kv_heads = 4, .ffn_hidden = 128});
-  RewardModel model(config, 1);
   ArithmeticTask task(ArithmeticOptions{}, 1234);
-  auto train = ArithmeticPreferences(task.TrainSet(2000, 1), 1);
-  auto held_out = ArithmeticPreferences(task.HeldOutSet(300), 2);
+  const auto train = AnswerPreferences(task.TrainSet(500, 1));
+  const auto held_out = AnswerPreferences(task.HeldOutSet(200));
+  ASSERT_GE(held_out.size(), 190u);
   CharTokenizer tokenizer;
   RewardModelTrainOptions options;
-  options.steps = 250;
+  options.steps = 60;
   options.batch_size = 16;
-  options.optimizer.learning_rate = 2e-3;
-  options.optimizer.warmup_steps = 10;
+  options.optimizer.learning_rate = 1e-3;
+  // A random model already ranks one ending above the other, so it is trained both ways
+  // round: each preference is learned only if training, not the start, decides it.
+  auto swapped = [](std::vector<PreferencePair> pairs) {
+    for (PreferencePair& p : pairs) std::swap(p.chosen, p.rejected);
+    return pairs;
+  };
+  {
+    RewardModel contrary(config, 1);
+    ASSERT_TRUE(TrainRewardModel(&contrary, tokenizer, swapped(train), options, nullptr).ok());
+    auto accuracy = PairwiseAccuracy(contrary, tokenizer, swapped(held_out));
+    ASSERT_TRUE(accuracy.ok());
+    EXPECT_GT(*accuracy, 0.95) << "trained to prefer no answer";
+  }
+  RewardModel model(config, 1);
   auto before = PairwiseAccuracy(model, tokenizer, held_out);
   ASSERT_TRUE(before.ok());
   ASSERT_TRUE(TrainRewardModel(&model, tokenizer, train, options, nullptr).ok());
   auto after = PairwiseAccuracy(model, tokenizer, held_out);
   ASSERT_TRUE(after.ok());
-  EXPECT_GT(*after, 0.65) << "before training: " << *before;
+  EXPECT_GT(*after, 0.95) << "before training: " << *before;
 
   const std::string dir = testing::TempDir() + "/served_rm";
   ASSERT_TRUE(model.Save(dir).ok());
@@ -321,15 +352,23 @@ TEST(RewardModelServingTest, LearnedModelIsServedAsOutcomeAndProcessReward) {
   v1::ScoreResponse response;
   ASSERT_TRUE(stub->Score(&context, request, &response).ok());
   ASSERT_EQ(response.scores_size(), 8);
+  // The reference scores the same 8 sequences in one in-process batch, as the server
+  // does; the server may still pad or split differently, so float32 rounding of the
+  // (unbounded) score is allowed for, relative to its size.
+  std::vector<std::vector<int32_t>> sequences;
+  std::vector<std::vector<int>> last;
+  for (int i = 0; i < 8; ++i) {
+    const std::string text = request.samples(i).prompt() + request.samples(i).completion();
+    sequences.push_back(tokenizer.Encode(text));
+    last.push_back({static_cast<int>(text.size()) - 1});
+  }
+  auto direct = model.ScoreAt(sequences, last);
+  ASSERT_TRUE(direct.ok());
   for (int i = 0; i < 8; ++i) {
     const auto& score = response.scores(i);
     const std::string& completion = request.samples(i).completion();
-    // The outcome score is the model's, exactly as scored in-process.
-    auto direct = model.ScoreAt({tokenizer.Encode(request.samples(i).prompt() + completion)},
-                                {{static_cast<int>(request.samples(i).prompt().size() +
-                                                   completion.size()) - 1}});
-    ASSERT_TRUE(direct.ok());
-    EXPECT_NEAR(score.per_function(0), (*direct)[0][0], 1e-5);
+    EXPECT_NEAR(score.per_function(0), (*direct)[i][0],
+                1e-4 * std::max(1.0, std::abs((*direct)[i][0])));
     // One step reward per line, ending at each newline and at the last character.
     const int lines = std::count(completion.begin(), completion.end(), '\n') + 1;
     ASSERT_EQ(score.steps_size(), lines);
