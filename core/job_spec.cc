@@ -175,6 +175,7 @@ v1::JobSpec DefaultJobSpec() {
   s.set_seed(1);
   s.set_steps(120);
   s.set_checkpoint_every(0);
+  s.set_checkpoint_every_seconds(300);
   s.mutable_model()->set_preset("tiny");
 
   v1::DatasetSpec* d = s.mutable_dataset();
@@ -319,6 +320,7 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
   RETURN_IF_ERROR(CheckStringsAndEnums(s, ""));
   RETURN_IF_ERROR(InRange("steps", s.steps(), 0, 1e7));
   RETURN_IF_ERROR(InRange("checkpoint_every", s.checkpoint_every(), 0, 1e7));
+  RETURN_IF_ERROR(InRange("checkpoint_every_seconds", s.checkpoint_every_seconds(), 0, 1e7));
 
   // The model's vocabulary and context bound the sampling fields; with hf_dir they are in
   // config.json, checked where it is read, so only the outer limits apply here.

@@ -402,6 +402,7 @@ class Leader {
     auto last_step_end = Clock::now();
     const auto grpo_start = Clock::now();
     const int first_step = step;  // > 0 after a resume: the ETA counts this run's steps
+    auto last_checkpoint = Clock::now();
     while (prepared.ok() && !cancelled && step < steps && !stop_->HasBeenNotified()) {
       const int64_t version = job.trainer->policy_version();
       const auto wait_start = Clock::now();
@@ -515,9 +516,14 @@ class Leader {
       progress_.set_tokens_per_second(tokens_per_second);
       progress_.set_eta_seconds(elapsed / (step - first_step) * (steps - step));
       cancelled = Report(job, v1::JOB_PHASE_TRAINING, line);
-      if (job.spec.checkpoint_every() > 0 && step % job.spec.checkpoint_every() == 0 &&
-          step < steps)
+      const bool by_steps =
+          job.spec.checkpoint_every() > 0 && step % job.spec.checkpoint_every() == 0;
+      const bool by_time = job.spec.checkpoint_every_seconds() > 0 &&
+                           Since(last_checkpoint) >= job.spec.checkpoint_every_seconds();
+      if ((by_steps || by_time) && step < steps) {
         prepared = SaveCheckpoint(job, step);
+        last_checkpoint = Clock::now();
+      }
     }
 
     // --- 3. The end: checkpoint, evaluation, every rank's digest.

@@ -18,7 +18,7 @@ namespace grpo {
 
 absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(
     const std::string& name, const std::vector<std::string>& argv,
-    const std::map<std::string, std::string>& env, const std::string& log_path) {
+    const std::map<std::string, std::string>& env, const std::string& log_path, bool append) {
   if (argv.empty()) return absl::InvalidArgumentError("argv: empty");
   if (access(argv[0].c_str(), X_OK) != 0)
     return absl::NotFoundError(absl::StrCat(name, ": cannot execute ", argv[0]));
@@ -38,7 +38,8 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(
   std::vector<char*> envp;
   for (std::string& e : env_strings) envp.push_back(e.data());
   envp.push_back(nullptr);
-  const int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const int log_fd = open(log_path.c_str(),
+                          O_WRONLY | O_CREAT | O_CLOEXEC | (append ? O_APPEND : O_TRUNC), 0644);
   if (log_fd < 0)
     return absl::InternalError(absl::StrCat("opening ", log_path, ": ", std::strerror(errno)));
   const pid_t parent = getpid();

@@ -20,9 +20,11 @@ namespace grpo {
 class ChildProcess {
  public:
   // argv[0] is the binary's path. `env` adds to (or overrides) the launcher's environment.
+  // The log is truncated, or with `append` (a restart) continued.
   static absl::StatusOr<std::unique_ptr<ChildProcess>> Spawn(
       const std::string& name, const std::vector<std::string>& argv,
-      const std::map<std::string, std::string>& env, const std::string& log_path);
+      const std::map<std::string, std::string>& env, const std::string& log_path,
+      bool append = false);
   ~ChildProcess();  // stops it (SIGTERM, then SIGKILL) if it still runs
 
   const std::string& name() const { return name_; }

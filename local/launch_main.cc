@@ -1,6 +1,8 @@
 // grpo_launch: the distributed service on this machine — coordinator, reward server,
 // learner rank(s) and rollout workers as separate processes on loopback — running one job
-// (the built-in one unless --spec is given) from submission to the end.
+// (the built-in one unless --spec is given) from submission to the end, restarting any
+// process that dies on the way; --resume continues a run whose launcher was killed.
+#include <chrono>
 #include <iostream>
 
 #include "absl/flags/flag.h"
@@ -22,12 +24,26 @@ ABSL_FLAG(int, learner_threads, 0, "threads per learner rank; 0 = cores / ranks"
 ABSL_FLAG(int, max_prompts, 4, "prompts per lease");
 ABSL_FLAG(int64_t, seed, -1, "overrides the spec's seed when >= 0");
 ABSL_FLAG(int, steps, -1, "overrides the spec's GRPO steps when >= 0");
+ABSL_FLAG(bool, resume, false,
+          "continue the run in --run_dir (its job, coordinator state and newest checkpoint) "
+          "instead of submitting a new job");
+ABSL_FLAG(int, max_restarts, 5,
+          "restarts of one process within --restart_window_s before the launch fails");
+ABSL_FLAG(int, restart_window_s, 600, "the window --max_restarts counts restarts in");
 
 int main(int argc, char** argv) {
   grpo::CatchStopSignals();
-  absl::SetProgramUsageMessage("grpo_launch [--spec job.json] [--workers N] [--learners R]");
+  absl::SetProgramUsageMessage(
+      "grpo_launch [--spec job.json] [--workers N] [--learners R] [--run_dir DIR [--resume]]");
   absl::ParseCommandLine(argc, argv);
   grpo::v1::JobSpec spec;
+  if (absl::GetFlag(FLAGS_resume) &&
+      (!absl::GetFlag(FLAGS_spec).empty() || absl::GetFlag(FLAGS_seed) >= 0 ||
+       absl::GetFlag(FLAGS_steps) >= 0)) {
+    std::cerr << "error: --resume continues the job recorded in --run_dir; --spec, --seed and "
+                 "--steps cannot change it\n";
+    return 2;
+  }
   if (!absl::GetFlag(FLAGS_spec).empty()) {
     auto loaded = grpo::LoadJobSpecFile(absl::GetFlag(FLAGS_spec));
     if (!loaded.ok()) {
@@ -47,11 +63,15 @@ int main(int argc, char** argv) {
   options.worker_threads = absl::GetFlag(FLAGS_worker_threads);
   options.learner_threads = absl::GetFlag(FLAGS_learner_threads);
   options.max_prompts_per_lease = absl::GetFlag(FLAGS_max_prompts);
+  options.resume = absl::GetFlag(FLAGS_resume);
+  options.restart.max_restarts = absl::GetFlag(FLAGS_max_restarts);
+  options.restart.window = std::chrono::seconds(absl::GetFlag(FLAGS_restart_window_s));
   options.progress = &std::cout;
-  absl::StatusOr<grpo::v1::Job> job = grpo::LaunchLocalCluster(spec, options);
-  if (!job.ok()) {
-    std::cerr << "error: " << job.status() << "\n";
-    return job.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  absl::StatusOr<grpo::LaunchOutcome> outcome = grpo::LaunchLocalCluster(spec, options);
+  if (!outcome.ok()) {
+    std::cerr << "error: " << outcome.status() << "\n";
+    return outcome.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   }
-  return job->state() == grpo::v1::JOB_STATE_SUCCEEDED ? 0 : 1;
+  if (outcome->already_ended) return 0;  // nothing to resume, as it said
+  return outcome->job.state() == grpo::v1::JOB_STATE_SUCCEEDED ? 0 : 1;
 }

@@ -1,18 +1,27 @@
 // LaunchLocalCluster: the whole distributed service on this machine (DESIGN.md §2, local
-// mode). Starts grpo_coordinator, grpo_reward_server(s), grpo_learner rank(s) and
-// grpo_rollout_worker(s) as child processes on loopback ports the kernel picks (real gRPC,
-// the same binaries a cluster runs), submits one job, prints its progress until it ends,
-// then stops every process (workers first, coordinator last). Each child's output goes to
-// <run_dir>/logs/<name>.log; the learner writes the job under <run_dir>/<job_id>/.
+// mode). Starts grpo_coordinator (its state in <run_dir>/coordinator), grpo_reward_server(s),
+// grpo_learner rank(s) and grpo_rollout_worker(s) as child processes on loopback ports the
+// kernel picks (real gRPC, the same binaries a cluster runs), submits one job, prints its
+// progress until it ends, then stops every process (workers first, coordinator last).
+// Each child's output goes to <run_dir>/logs/<name>.log; the learner writes the job under
+// <run_dir>/<job_id>/.
+//
+// While the job runs the launcher supervises its children (supervisor.h): one that exits
+// is started again with the same flags on the same address (the coordinator from its
+// state, the learner from its newest checkpoint), so a lost process costs a restart, not
+// the run. <run_dir>/launch_job.txt records the job so that `resume` continues a run
+// whose launcher itself was killed.
 #ifndef GRPO_LOCAL_LAUNCHER_H_
 #define GRPO_LOCAL_LAUNCHER_H_
 
+#include <map>
 #include <ostream>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "grpo/v1/coordinator.pb.h"
 #include "grpo/v1/job.pb.h"
+#include "local/supervisor.h"
 
 namespace grpo {
 
@@ -25,13 +34,25 @@ struct LaunchOptions {
   int worker_threads = 0;   // per rollout worker; 0 = cores / workers
   int learner_threads = 0;  // per learner rank; 0 = cores / ranks
   int max_prompts_per_lease = 4;
+  // Continue the run in run_dir (its coordinator state and checkpoints) instead of
+  // submitting `user_spec`.
+  bool resume = false;
+  RestartPolicy restart;
   std::ostream* progress = nullptr;
 };
 
-// The job as it ended (SUCCEEDED, FAILED or CANCELLED), or an error when the services
-// could not be started or one of them died.
-absl::StatusOr<v1::Job> LaunchLocalCluster(const v1::JobSpec& user_spec,
-                                           const LaunchOptions& options);
+struct LaunchOutcome {
+  v1::Job job;                // as it ended: SUCCEEDED, FAILED or CANCELLED
+  bool already_ended = false;  // resume found the run ended; nothing was started
+  std::map<std::string, int> restarts;  // by role, for the summary
+};
+
+// The job as it ended, or an error: the services could not be started, one of them kept
+// dying (FAILED_PRECONDITION naming it and its log), the launch was interrupted
+// (CANCELLED), or run_dir holds no run to resume / an unfinished one without `resume`
+// (FAILED_PRECONDITION saying which).
+absl::StatusOr<LaunchOutcome> LaunchLocalCluster(const v1::JobSpec& user_spec,
+                                                 const LaunchOptions& options);
 
 }  // namespace grpo
 

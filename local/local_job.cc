@@ -111,6 +111,7 @@ absl::StatusOr<LocalJobResult> RunLocalJob(const v1::JobSpec& spec,
   };
 
   const auto grpo_start = Clock::now();
+  auto last_checkpoint = grpo_start;
   std::vector<double> step_rewards;
   for (int step = 1; step <= steps; ++step) {
     std::vector<Example> batch;
@@ -140,8 +141,12 @@ absl::StatusOr<LocalJobResult> RunLocalJob(const v1::JobSpec& spec,
         step, steps, m->reward_mean, m->reward_std, m->kl, m->clip_fraction, m->grad_norm,
         tokens_per_second, FormatDuration(elapsed), FormatDuration(elapsed / step * (steps - step)));
     log.flush();
-    if (spec.checkpoint_every() > 0 && step % spec.checkpoint_every() == 0 && step < steps) {
+    const bool by_steps = spec.checkpoint_every() > 0 && step % spec.checkpoint_every() == 0;
+    const bool by_time = spec.checkpoint_every_seconds() > 0 &&
+                         Since(last_checkpoint) >= spec.checkpoint_every_seconds();
+    if ((by_steps || by_time) && step < steps) {
       if (absl::Status s = save_checkpoint(step); !s.ok()) return s;
+      last_checkpoint = Clock::now();
     }
     if (spec.eval().every_steps() > 0 && step % spec.eval().every_steps() == 0 && step < steps) {
       EvalResult mid;

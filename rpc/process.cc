@@ -20,11 +20,13 @@ namespace grpo {
 namespace {
 
 std::atomic<int> g_stop_signal{0};
+std::atomic<int> g_stop_signals{0};
 int g_wake_pipe[2] = {-1, -1};
 
 void OnStopSignal(int signal) {
   const int saved_errno = errno;  // the interrupted code may be about to read it
   g_stop_signal.store(signal);
+  g_stop_signals.fetch_add(1);
   const char byte = 1;
   // Only async-signal-safe calls here; a full pipe already holds a wake-up.
   if (g_wake_pipe[1] >= 0) (void)!write(g_wake_pipe[1], &byte, 1);
@@ -57,6 +59,23 @@ int WaitForStopSignal(std::chrono::milliseconds timeout) {
 }
 
 int PollStopSignal() { return g_stop_signal.load(); }
+
+int StopSignalCount() { return g_stop_signals.load(); }
+
+int WaitForAnotherStopSignal(int seen, std::chrono::milliseconds timeout) {
+  if (g_stop_signals.load() > seen) return g_stop_signal.load();
+  if (g_wake_pipe[0] < 0) {
+    std::this_thread::sleep_for(timeout);
+    return 0;
+  }
+  char drain[64];
+  while (read(g_wake_pipe[0], drain, sizeof(drain)) > 0) {
+  }
+  if (g_stop_signals.load() > seen) return g_stop_signal.load();
+  pollfd fd = {g_wake_pipe[0], POLLIN, 0};
+  (void)poll(&fd, 1, static_cast<int>(timeout.count()));
+  return g_stop_signals.load() > seen ? g_stop_signal.load() : 0;
+}
 
 absl::Status WritePortFile(const std::string& path, int port) {
   if (path.empty()) return absl::OkStatus();

@@ -24,6 +24,12 @@ void CatchStopSignals();
 int WaitForStopSignal(std::chrono::milliseconds timeout);
 // The recorded signal, or 0, without waiting.
 int PollStopSignal();
+// How many stop signals have arrived so far (a second Ctrl-C means "now").
+int StopSignalCount();
+// Waits until more than `seen` stop signals have arrived, or `timeout` passes; returns the
+// latest signal or 0. Unlike WaitForStopSignal it does not return at once for the
+// signals already counted in `seen`.
+int WaitForAnotherStopSignal(int seen, std::chrono::milliseconds timeout);
 
 // Writes "<port>\n" to `path` atomically (a temp file renamed), so a reader never sees a
 // partial number. No-op for an empty path.

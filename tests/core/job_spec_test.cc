@@ -100,6 +100,10 @@ TEST(JobSpecTest, OutOfRangeValuesNameTheField) {
   EXPECT_THAT(ErrorOf(R"({"dataset": {"kind": "csv"}})"), HasSubstr("dataset.kind"));
   EXPECT_THAT(ErrorOf(R"({"dataset": {"kind": "jsonl"}})"), HasSubstr("dataset.train_path"));
   EXPECT_THAT(ErrorOf(R"({"eval": {"k": 0}})"), HasSubstr("eval.k"));
+  EXPECT_THAT(ErrorOf(R"({"checkpoint_every_seconds": -1})"),
+              HasSubstr("checkpoint_every_seconds"));
+  EXPECT_THAT(ErrorOf(R"({"checkpoint_every_seconds": "NaN"})"),
+              HasSubstr("checkpoint_every_seconds"));
   EXPECT_THAT(ErrorOf(R"({"grpo": {"advantage_estimator": "ADVANTAGE_ESTIMATOR_PROCESS"}})"),
               HasSubstr("step rewards"));
 }

@@ -877,5 +877,262 @@ TEST(LaunchTest, RunsAJobEndToEndAndStopsEverything) {
   EXPECT_FALSE(fs::exists(dir / "bad" / "logs" / "coordinator.log"));
 }
 
+bool JobEnded(const v1::Job& j) {
+  return j.state() == v1::JOB_STATE_SUCCEEDED || j.state() == v1::JOB_STATE_FAILED ||
+         j.state() == v1::JOB_STATE_CANCELLED;
+}
+
+// grpo_launch as its user runs it, with the supervision the services get from it: every
+// wait is a stream read, a process exit or a file the launcher writes, under a deadline.
+class LaunchSupervisionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::path(::testing::TempDir()) /
+           absl::StrCat("supervise_", ::testing::UnitTest::GetInstance()->current_test_info()->name(),
+                        "_", getpid());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    if (launcher_) launcher_->Stop(std::chrono::seconds(30));
+  }
+
+  fs::path run() const { return dir_ / "run"; }
+
+  std::string WriteSpec(int steps) {
+    const fs::path path = dir_ / "job.textproto";
+    std::ofstream(path) << "name: \"supervised\"\nseed: 5\nsteps: " << steps
+                        << "\ncheckpoint_every: 2\nmodel { preset: \"tiny\" }\nsft { steps: 10 }\n"
+                           "grpo { group_size: 4 prompts_per_step: 4 }\n"
+                           "sampling { max_new_tokens: 24 }\neval { num_prompts: 4 k: 2 }\n";
+    return path.string();
+  }
+
+  std::vector<std::string> LaunchArgs(const std::vector<std::string>& extra) {
+    std::vector<std::string> argv{GRPO_LAUNCH_BINARY,    "--run_dir=" + run().string(),
+                                  "--workers=2",         "--worker_threads=1",
+                                  "--learner_threads=1", "--max_prompts=2"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return argv;
+  }
+
+  void StartLauncher(const std::vector<std::string>& extra) {
+    auto child = ChildProcess::Spawn("grpo_launch", LaunchArgs(extra), {},
+                                     (dir_ / "launcher.log").string());
+    ASSERT_TRUE(child.ok()) << child.status();
+    launcher_ = std::move(*child);
+  }
+
+  std::string LauncherLog() { return ReadFile(dir_ / "launcher.log"); }
+
+  // The job id once the launcher has recorded its submission (a record without an end
+  // state: not an earlier run's), with a stub to the coordinator. The launcher writes the
+  // file; nothing to block on but its exit.
+  std::string AwaitJob() {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+    while (std::chrono::steady_clock::now() < give_up && !launcher_->Poll()) {
+      std::string record = ReadFile(run() / "launch_job.txt");
+      absl::StatusOr<int> port = ReadPortFile((run() / "ports" / "coordinator").string());
+      if (!record.empty() && record.find('\n') + 1 == record.size() && port.ok()) {
+        grpc::ChannelArguments args;
+        args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);  // through a restart
+        stub_ = v1::CoordinatorService::NewStub(grpc::CreateCustomChannel(
+            absl::StrCat("127.0.0.1:", *port), grpc::InsecureChannelCredentials(), args));
+        return record.substr(0, record.find('\n'));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ADD_FAILURE() << "no job recorded; launcher log:\n" << LauncherLog();
+    return "";
+  }
+
+  // Follows WatchJob until `done` holds or the job ends, reconnecting across coordinator
+  // restarts (wait_for_ready waits for the channel instead of failing at once).
+  v1::Job WatchUntil(const std::string& job_id, const std::function<bool(const v1::Job&)>& done) {
+    const auto deadline = std::chrono::system_clock::now() + std::chrono::minutes(5);
+    v1::Job job;
+    while (std::chrono::system_clock::now() < deadline && !launcher_->Poll()) {
+      grpc::ClientContext context;
+      context.set_deadline(deadline);
+      context.set_wait_for_ready(true);
+      v1::WatchJobRequest request;
+      request.set_job_id(job_id);
+      auto reader = stub_->WatchJob(&context, request);
+      bool reached = false;
+      while (!reached && reader->Read(&job)) reached = done(job) || JobEnded(job);
+      if (reached) context.TryCancel();
+      reader->Finish();
+      if (reached) break;
+    }
+    return job;
+  }
+
+  pid_t Pid(const std::string& name) {
+    absl::StatusOr<int> pid = ReadPortFile((run() / "pids" / name).string());
+    EXPECT_TRUE(pid.ok()) << name << ": " << pid.status();
+    return pid.ok() ? *pid : -1;
+  }
+
+  // A grpo_ process with this pid still runs (not a zombie, not a reused pid).
+  static bool Running(pid_t pid) {
+    std::ifstream cmdline(absl::StrCat("/proc/", pid, "/cmdline"));
+    std::string argv0;
+    return std::getline(cmdline, argv0, '\0') &&
+           fs::path(argv0).filename().string().rfind("grpo_", 0) == 0;
+  }
+
+  void ExpectNothingLeftRunning() {
+    for (const auto& entry : fs::directory_iterator(run() / "pids")) {
+      absl::StatusOr<int> pid = ReadPortFile(entry.path().string());
+      ASSERT_TRUE(pid.ok());
+      EXPECT_FALSE(Running(*pid)) << entry.path().filename() << " (pid " << *pid << ") still runs";
+    }
+  }
+
+  std::vector<std::string> TrainedLines(const std::string& job_id) {
+    return absl::StrSplit(ReadFile(run() / job_id / "trained_prompts.txt"), '\n',
+                          absl::SkipEmpty());
+  }
+
+  // Every prompt id trained (across restarts), checking that none was trained twice.
+  std::vector<std::string> TrainedPrompts(const std::string& job_id) {
+    std::vector<std::string> ids;
+    for (absl::string_view line : TrainedLines(job_id)) {
+      if (absl::StartsWith(line, "#")) continue;
+      for (absl::string_view id : absl::StrSplit(line, ' ', absl::SkipEmpty()))
+        ids.emplace_back(id);
+    }
+    EXPECT_EQ(std::set<std::string>(ids.begin(), ids.end()).size(), ids.size())
+        << "a prompt was trained twice";
+    return ids;
+  }
+
+  fs::path dir_;
+  std::unique_ptr<ChildProcess> launcher_;
+  std::unique_ptr<v1::CoordinatorService::Stub> stub_;
+};
+
+// A rollout worker, the reward server, the coordinator and the learner SIGKILLed in turn,
+// each after the job has moved on: every one is restarted and the job succeeds, with no
+// prompt trained twice.
+TEST_F(LaunchSupervisionTest, EveryKilledServiceIsRestartedAndTheJobSucceeds) {
+  constexpr int kSteps = 16;
+  StartLauncher({"--spec=" + WriteSpec(kSteps)});
+  const std::string job_id = AwaitJob();
+  ASSERT_FALSE(job_id.empty());
+  int at = 2;
+  for (const char* name : {"rollout_worker-0", "reward_server-0", "coordinator", "learner-0"}) {
+    const v1::Job job = WatchUntil(job_id, [&](const v1::Job& j) { return j.progress().step() >= at; });
+    ASSERT_FALSE(JobEnded(job)) << "the job ended before " << name << " was killed";
+    ASSERT_GE(job.progress().step(), at) << LauncherLog();
+    ASSERT_EQ(kill(Pid(name), SIGKILL), 0) << name;
+    at += 2;
+  }
+  ASSERT_EQ(launcher_->Wait(std::chrono::minutes(5)), std::optional<int>(0)) << LauncherLog();
+  const std::string log = LauncherLog();
+  for (const char* name : {"rollout_worker-0", "reward_server-0", "coordinator", "learner-0"})
+    EXPECT_THAT(log, HasSubstr(absl::StrCat(name, " exited with signal 9"))) << name;
+  EXPECT_THAT(log, HasSubstr("JOB_STATE_SUCCEEDED"));
+  EXPECT_THAT(log, HasSubstr("restarts: coordinator 1, learner 1, reward_server 1, rollout_worker 1"));
+  EXPECT_GE(TrainedPrompts(job_id).size(), kSteps * 4u);
+  const std::string metrics = ReadFile(run() / job_id / "metrics.jsonl");
+  EXPECT_EQ(std::count(metrics.begin(), metrics.end(), '\n'), kSteps) << metrics;
+  ExpectNothingLeftRunning();
+}
+
+// A reward server that fails on every start after its first (a bad flag, through a
+// wrapper in --bin_dir) ends the launch after --max_restarts, naming it and its log.
+TEST_F(LaunchSupervisionTest, AProcessThatKeepsDyingEndsTheLaunchNamingIt) {
+  const fs::path bin = dir_ / "bin";
+  fs::create_directories(bin);
+  fs::create_symlink(GRPO_COORDINATOR_BINARY, bin / "grpo_coordinator");
+  fs::create_symlink(GRPO_LEARNER_BINARY, bin / "grpo_learner");
+  fs::create_symlink(GRPO_ROLLOUT_WORKER_BINARY, bin / "grpo_rollout_worker");
+  const fs::path marker = dir_ / "started-once";
+  {
+    std::ofstream script(bin / "grpo_reward_server");
+    script << "#!/bin/sh\nif [ -e '" << marker.string() << "' ]; then exec '"
+           << GRPO_REWARD_SERVER_BINARY << "' --no_such_flag \"$@\"; fi\ntouch '"
+           << marker.string() << "'\nexec '" << GRPO_REWARD_SERVER_BINARY << "' \"$@\"\n";
+  }
+  fs::permissions(bin / "grpo_reward_server", fs::perms::owner_all);
+  StartLauncher({"--spec=" + WriteSpec(200), "--bin_dir=" + bin.string(), "--max_restarts=2"});
+  ASSERT_FALSE(AwaitJob().empty());
+  ASSERT_EQ(kill(Pid("reward_server-0"), SIGKILL), 0);
+  ASSERT_EQ(launcher_->Wait(std::chrono::minutes(2)), std::optional<int>(1)) << LauncherLog();
+  const std::string log = LauncherLog();
+  EXPECT_THAT(log, HasSubstr("reward_server-0 exited with status 1 after 2 restart(s)"));
+  EXPECT_THAT(log, HasSubstr("--max_restarts 2"));
+  EXPECT_THAT(log, HasSubstr((run() / "logs" / "reward_server-0.log").string()));
+  // The log keeps every start: the first one served, the later ones refused the flag.
+  EXPECT_THAT(ReadFile(run() / "logs" / "reward_server-0.log"), HasSubstr("no_such_flag"));
+  ExpectNothingLeftRunning();
+}
+
+// The launcher itself SIGKILLed mid-run (its children get SIGTERM: the learner
+// checkpoints), then `--resume` on its run directory: the job completes from where it
+// stopped, and no step before the checkpoint is trained again.
+TEST_F(LaunchSupervisionTest, AKilledLauncherIsResumedFromItsRunDirectory) {
+  constexpr int kSteps = 10;
+  StartLauncher({"--spec=" + WriteSpec(kSteps)});
+  const std::string job_id = AwaitJob();
+  ASSERT_FALSE(job_id.empty());
+  ASSERT_GE(WatchUntil(job_id, [](const v1::Job& j) { return j.progress().step() >= 3; })
+                .progress()
+                .step(),
+            3);
+  launcher_->Kill(SIGKILL);
+  ASSERT_TRUE(launcher_->Wait(std::chrono::seconds(30)));
+
+  auto [exit, output] = RunCommand(absl::StrJoin(LaunchArgs({"--resume"}), " "));
+  ASSERT_EQ(exit, 0) << output;
+  EXPECT_THAT(output, HasSubstr("resuming " + job_id));
+  EXPECT_THAT(output, HasSubstr("JOB_STATE_SUCCEEDED"));
+  const std::vector<std::string> lines = TrainedLines(job_id);
+  const auto marker = std::find_if(lines.begin(), lines.end(), [](const std::string& l) {
+    return absl::StartsWith(l, "# resumed at step ");
+  });
+  ASSERT_NE(marker, lines.end()) << absl::StrJoin(lines, "\n");
+  const int resumed_at = std::stoi(marker->substr(strlen("# resumed at step ")));
+  EXPECT_GE(resumed_at, 3);
+  // Steps 1..N before the mark, N+1..steps after it: nothing trained twice, none lost.
+  EXPECT_EQ(marker - lines.begin(), resumed_at);
+  EXPECT_EQ(lines.end() - marker - 1, kSteps - resumed_at);
+  EXPECT_EQ(TrainedPrompts(job_id).size(), kSteps * 4u);
+
+  auto [again, again_output] = RunCommand(absl::StrJoin(LaunchArgs({"--resume"}), " "));
+  EXPECT_EQ(again, 0) << again_output;
+  EXPECT_THAT(again_output, HasSubstr("already ended (JOB_STATE_SUCCEEDED)"));
+  auto [none, none_output] = RunCommand(absl::StrCat(
+      GRPO_LAUNCH_BINARY, " --resume --run_dir=", (dir_ / "empty").string()));
+  EXPECT_EQ(none, 1) << none_output;
+  EXPECT_THAT(none_output, HasSubstr("holds no run to resume"));
+}
+
+// Ctrl-C cancels the job and waits for it to end; a second Ctrl-C stops everything at once.
+TEST_F(LaunchSupervisionTest, CtrlCCancelsAndASecondOneStopsAtOnce) {
+  StartLauncher({"--spec=" + WriteSpec(200)});
+  const std::string job_id = AwaitJob();
+  ASSERT_FALSE(job_id.empty());
+  WatchUntil(job_id, [](const v1::Job& j) { return j.progress().step() >= 1; });
+  launcher_->Kill(SIGINT);
+  EXPECT_EQ(launcher_->Wait(std::chrono::minutes(2)), std::optional<int>(1)) << LauncherLog();
+  EXPECT_THAT(LauncherLog(), HasSubstr("JOB_STATE_CANCELLED"));
+  EXPECT_THAT(ReadFile(run() / "launch_job.txt"), HasSubstr("JOB_STATE_CANCELLED"));
+  ExpectNothingLeftRunning();
+
+  // A new run in the same directory (the last one ended), interrupted twice.
+  StartLauncher({"--spec=" + WriteSpec(200)});
+  ASSERT_FALSE(AwaitJob().empty());
+  const pid_t learner = Pid("learner-0");
+  // Two different stop signals, so that the kernel cannot merge them into one.
+  launcher_->Kill(SIGINT);
+  launcher_->Kill(SIGTERM);
+  EXPECT_EQ(launcher_->Wait(std::chrono::seconds(30)), std::optional<int>(1)) << LauncherLog();
+  EXPECT_THAT(LauncherLog(), HasSubstr("interrupted again"));
+  EXPECT_FALSE(Running(learner));
+  ExpectNothingLeftRunning();
+}
+
 }  // namespace
 }  // namespace grpo

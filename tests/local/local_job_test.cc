@@ -61,9 +61,25 @@ TEST(LocalJobTest, RunsAndWritesTheRunDirectory) {
   EXPECT_EQ(fs::path(*latest).filename(), "step-3");
   EXPECT_TRUE(fs::exists(*latest + "/model.pt"));
   EXPECT_TRUE(fs::exists(dir + "/step-2/optimizer.pt"));
+  EXPECT_FALSE(fs::exists(dir + "/step-1"));  // neither every 2 steps nor 300 s after
   EXPECT_THAT(progress.str(), testing::HasSubstr("step    3/3"));
   EXPECT_THAT(progress.str(), testing::HasSubstr("ETA"));
   EXPECT_THAT(progress.str(), testing::HasSubstr("GRPO (after)"));
+}
+
+// checkpoint_every_seconds: a step that ends at least that long after the last
+// checkpoint writes one; a millisecond passes in every step, so here every step does.
+TEST(LocalJobTest, CheckpointsByElapsedTime) {
+  const std::string dir = testing::TempDir() + "/local_job_timed";
+  fs::remove_all(dir);
+  v1::JobSpec spec = ToySpec();
+  spec.set_checkpoint_every(0);
+  spec.set_checkpoint_every_seconds(1e-3);
+  LocalJobOptions options;
+  options.run_dir = dir;
+  ASSERT_TRUE(RunLocalJob(spec, options).ok());
+  for (const char* step : {"/step-1", "/step-2", "/step-3"})
+    EXPECT_TRUE(fs::exists(dir + step + "/model.pt")) << step;
 }
 
 TEST(LocalJobTest, TrainsOnALearnedRewardModel) {
