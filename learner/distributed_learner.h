@@ -1,13 +1,13 @@
 // The job loop of a grpo_learner rank (DESIGN.md §2, §3).
 //
-// Rank 0 (the leader) takes jobs from the coordinator one after another. For each it
-// prepares the starting policy (SFT warm-up or checkpoint) and evaluates it, sends the
-// parameters to every rank, publishes version 0, and then for every step: asks the
+// Rank 0 (the leader) takes jobs from the coordinator one after another and runs each
+// with the job driver every learner runs (learner/job_driver.h: starting policy and its
+// evaluation, steps, metrics, checkpoints, resume), as its batch source: it asks the
 // coordinator for prompts, takes B groups from the ingest buffer (dropping groups more
 // than max_policy_lag versions old and asking for replacements), acknowledges what it
 // ingested, tells every rank to train on the batch (each takes its shard; gradients are
-// all-reduced), publishes the new weights, writes metrics and reports progress. Then the
-// final checkpoint, evaluation and the job's end.
+// all-reduced), and publishes the new weights to the rollout workers. Progress goes to
+// the coordinator and to Prometheus.
 //
 // Resume: a job whose run directory has a complete checkpoint (`latest`) — because the
 // learner was killed or stopped with SIGTERM, which checkpoints and leaves the job

@@ -15,6 +15,29 @@ namespace {
 
 constexpr int kMaxConsecutiveSkips = 8;
 
+// A rank's metrics are of its shard: the loss terms are already its share of the global
+// batch's (normalised by global counts), the token means are of its own tokens. One
+// float64 all-reduce of [loss, policy loss, and each token mean times the rank's tokens,
+// tokens] makes them the global batch's on every rank, as one rank would report them.
+absl::Status ReduceMetrics(LearnerGroup& group, double local_tokens, StepMetrics* m) {
+  const double tokens = std::max(1.0, local_tokens);  // GrpoLoss's and MaskedEntropy's
+  std::vector<at::Tensor> sums{at::tensor(
+      {m->loss, m->policy_loss, m->kl * tokens, m->clip_low_fraction * tokens,
+       m->clip_high_fraction * tokens, m->entropy * tokens, local_tokens},
+      at::kDouble)};
+  if (absl::Status s = group.AllReduceSum(sums); !s.ok()) return s;
+  const auto r = sums[0].accessor<double, 1>();
+  const double global_tokens = std::max(1.0, r[6]);
+  m->loss = r[0];
+  m->policy_loss = r[1];
+  m->kl = r[2] / global_tokens;
+  m->clip_low_fraction = r[3] / global_tokens;
+  m->clip_high_fraction = r[4] / global_tokens;
+  m->entropy = r[5] / global_tokens;
+  m->completion_tokens = static_cast<int64_t>(r[6]);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 TrainerOptions TrainerOptionsFromSpec(const v1::JobSpec& s) {
@@ -186,11 +209,21 @@ absl::StatusOr<StepMetrics> GrpoTrainer::Step(const std::vector<ScoredGroup>& re
       at::NoGradGuard no_grad;
       ref_lp = CompletionLogprobs(*reference_, *batch, options_.temperature);
     }
-    m.completion_tokens = static_cast<int64_t>(batch->mask.sum().item<double>());
+    const double local_tokens = batch->mask.sum().item<double>();
     for (int iteration = 0; iteration < options_.inner_iterations; ++iteration) {
       at::Tensor logits;
       at::Tensor lp = CompletionLogprobs(*policy_, *batch, options_.temperature, &logits);
       LossTerms terms = GrpoLoss(lp, old_lp, ref_lp, adv, batch->mask, loss_options);
+      StepMetrics first;  // iteration 0's metrics, of the global batch once reduced
+      if (iteration == 0) {
+        first.loss = terms.loss.item<double>();
+        first.policy_loss = terms.policy_loss;
+        first.kl = terms.kl;
+        first.clip_low_fraction = terms.clip_low_fraction;
+        first.clip_high_fraction = terms.clip_high_fraction;
+        first.entropy = MaskedEntropy(logits, batch->mask, options_.temperature);
+        first.completion_tokens = static_cast<int64_t>(local_tokens);
+      }
       optimizer_->ZeroGrad();
       terms.loss.backward();
       // Whether to skip must be decided alike on every rank, or their collectives would
@@ -205,6 +238,12 @@ absl::StatusOr<StepMetrics> GrpoTrainer::Step(const std::vector<ScoredGroup>& re
         if (absl::Status s = options_.group->AllReduceSum(grads); !s.ok()) {
           update_status = s;
           return;
+        }
+        if (iteration == 0) {
+          if (absl::Status s = ReduceMetrics(*options_.group, local_tokens, &first); !s.ok()) {
+            update_status = s;
+            return;
+          }
         }
       }
       if (nonfinite_loss.item<float>() > 0) {
@@ -222,14 +261,15 @@ absl::StatusOr<StepMetrics> GrpoTrainer::Step(const std::vector<ScoredGroup>& re
         return;
       }
       if (iteration == 0) {
-        m.loss = terms.loss.item<double>();
-        m.policy_loss = terms.policy_loss;
-        m.kl = terms.kl;
-        m.clip_fraction = terms.clip_fraction;
-        m.clip_low_fraction = terms.clip_low_fraction;
-        m.clip_high_fraction = terms.clip_high_fraction;
+        m.loss = first.loss;
+        m.policy_loss = first.policy_loss;
+        m.kl = first.kl;
+        m.clip_low_fraction = first.clip_low_fraction;
+        m.clip_high_fraction = first.clip_high_fraction;
+        m.clip_fraction = first.clip_low_fraction + first.clip_high_fraction;
+        m.entropy = first.entropy;
+        m.completion_tokens = first.completion_tokens;
         m.grad_norm = *norm;
-        m.entropy = MaskedEntropy(logits, batch->mask, options_.temperature);
       }
     }
   });

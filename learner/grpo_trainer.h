@@ -54,7 +54,10 @@ struct StepMetrics {
   std::vector<double> reward_per_function_mean;
   double zero_variance_fraction = 0;  // of the groups received
   int dropped_stale_samples = 0;
-  double loss = 0;  // of the first inner iteration
+  // The loss terms, token means and token count below are of the first inner iteration
+  // and of the whole (global) batch: with several learner ranks they are reduced over
+  // the group, so every rank reports what one rank would.
+  double loss = 0;
   double policy_loss = 0;
   double kl = 0;
   double clip_fraction = 0;

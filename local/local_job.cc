@@ -15,6 +15,7 @@
 #include "hf/job_model.h"
 #include "learner/checkpoint.h"
 #include "learner/grpo_trainer.h"
+#include "learner/job_driver.h"
 #include "learner/job_phases.h"
 #include "rollout_worker/rollout.h"
 
@@ -28,6 +29,96 @@ double Since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
+// The driver's batch source in one process: the data cursor walks a seeded permutation of
+// the training pool (the coordinator's order, core/job_data.h), and each batch is sampled
+// and scored here. Prompt ids are cursor positions, so the cursor alone says what was
+// seen.
+class InProcessRollout : public BatchSource {
+ public:
+  InProcessRollout(const v1::JobSpec& spec, const JobData& data, const TextTokenizer& tokenizer,
+                   const CompositeReward& reward)
+      : spec_(spec), data_(data), order_(TrainingOrder(data.train.size(), spec.seed())),
+        scorer_(&reward), rollout_(&tokenizer, &scorer_),
+        sampling_(SamplingOptionsFromSpec(spec, tokenizer)) {}
+
+  absl::Status Share(Transformer&, bool) override { return absl::OkStatus(); }
+
+  absl::Status Begin(const Transformer&, int64_t, int, uint64_t cursor,
+                     const std::vector<std::string>&, bool) override {
+    cursor_ = cursor;
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<SourcedBatch> Next(const Transformer& policy, int64_t version, int) override {
+    const int prompts = spec_.grpo().prompts_per_step();
+    std::vector<Example> batch;
+    std::vector<std::string> ids;
+    for (int i = 0; i < prompts; ++i, ++cursor_) {
+      batch.push_back(data_.train[order_[cursor_ % order_.size()]]);
+      ids.push_back(TrainPromptId(cursor_));
+    }
+    // One draw per batch of the data, so a resumed job samples as the straight run would.
+    sampling_.seed = spec_.seed() * 1000003 + cursor_ / prompts;
+    absl::StatusOr<RolloutBatch> rolled =
+        rollout_.Generate(policy, version, batch, ids, spec_.grpo().group_size(), sampling_);
+    if (!rolled.ok()) return rolled.status();
+    SourcedBatch out;
+    out.groups = std::move(rolled->groups);
+    out.sample_seconds = rolled->sample_seconds + rolled->score_seconds;
+    return out;
+  }
+
+  absl::Status BeforeStep(const std::vector<ScoredGroup>&) override { return absl::OkStatus(); }
+  void Replace() override {}  // the cursor has moved on: the next batch is fresh
+  absl::StatusOr<double> Trained(const Transformer&, int64_t, int) override { return 0.0; }
+  absl::StatusOr<uint64_t> SettleForCheckpoint() override { return cursor_; }
+  std::vector<std::string> SeenIds() override { return {}; }
+  SourceCounters counters() override { return {}; }
+
+ private:
+  const v1::JobSpec& spec_;
+  const JobData& data_;
+  const std::vector<size_t> order_;
+  LocalScorer scorer_;
+  Rollout rollout_;
+  SamplingOptions sampling_;
+  uint64_t cursor_ = 0;
+};
+
+// Progress lines to a stream; nothing cancels a local job but the process's end.
+class StreamEvents : public JobEvents {
+ public:
+  explicit StreamEvents(std::ostream& out) : out_(out) {}
+  void Log(const std::string& line) override { out_ << line << std::endl; }
+  void Report(v1::JobPhase, const std::string&) override {}
+  bool Cancelled() override { return false; }
+  bool Stopping() override { return false; }
+  void OnStep(const StepRecord&) override {}
+  void OnSkip(const StepMetrics&) override {}
+
+ private:
+  std::ostream& out_;
+};
+
+void PrintSummary(const LocalJobResult& r, const std::string& run_dir, std::ostream& log) {
+  const int k = r.after.k;
+  log << "\nheld-out evaluation (" << r.after.num_prompts << " prompts, k = " << k << ")\n"
+      << absl::StrFormat("  %-12s %8s %8s %8s %8s\n", "policy", "pass@1",
+                         absl::StrCat("pass@", k), absl::StrCat("maj@", k), "greedy");
+  if (r.resumed) {
+    log << "  (resumed: the starting policy's evaluation is in " << run_dir << "/eval.json)\n";
+  } else {
+    log << absl::StrFormat("  %-12s %8.3f %8.3f %8.3f %8.3f\n", "SFT (before)",
+                           r.before.pass_at_1, r.before.pass_at_k, r.before.maj_at_k,
+                           r.before.greedy_accuracy);
+  }
+  log << absl::StrFormat("  %-12s %8.3f %8.3f %8.3f %8.3f\n", "GRPO (after)", r.after.pass_at_1,
+                         r.after.pass_at_k, r.after.maj_at_k, r.after.greedy_accuracy)
+      << absl::StrFormat("training reward: first %.3f -> last %.3f; run directory %s; %s total\n",
+                         r.first_steps_reward, r.last_steps_reward, run_dir,
+                         FormatDuration(r.seconds));
+}
+
 }  // namespace
 
 absl::StatusOr<LocalJobResult> RunLocalJob(const v1::JobSpec& spec,
@@ -37,153 +128,62 @@ absl::StatusOr<LocalJobResult> RunLocalJob(const v1::JobSpec& spec,
   std::ostream& log = options.progress ? *options.progress : null_stream;
   if (absl::Status s = ValidateJobSpec(spec); !s.ok()) return s;
 
+  // --- Everything a bad input can fail, before any work.
   std::error_code ec;
   fs::create_directories(options.run_dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("creating ", options.run_dir, ": ", ec.message()));
-  const fs::path run_dir(options.run_dir);
-  if (absl::Status s = WriteFileDurably((run_dir / "spec.json").string(), JobSpecToJson(spec));
+  if (absl::Status s = WriteFileDurably(options.run_dir + "/spec.json", JobSpecToJson(spec));
       !s.ok())
     return s;
-
   absl::StatusOr<JobData> data = LoadJobData(spec);
   if (!data.ok()) return data.status();
   absl::StatusOr<CompositeReward> reward = MakeJobReward(spec.rewards());
   if (!reward.ok()) return reward.status();
   absl::StatusOr<hf::JobModel> model = hf::LoadJobModel(spec);
   if (!model.ok()) return model.status();
-  const ModelConfig& config = model->config;
-  const TextTokenizer& tokenizer = *model->tokenizer;
-  std::unique_ptr<Transformer> built;
-  if (absl::Status s = BuildPolicy(spec, config, &built); !s.ok()) return s;
-  Transformer& policy = *built;
+  std::unique_ptr<Transformer> policy;
+  if (absl::Status s = BuildPolicy(spec, model->config, &policy); !s.ok()) return s;
+  absl::StatusOr<ResumePoint> resume = FindResumePoint(options.run_dir, spec);
+  if (!resume.ok()) return resume.status();
   log << absl::StrFormat("model: %s, %.2fM parameters; %d train / %d held-out prompts\n",
                          spec.model().hf_dir().empty() ? spec.model().preset()
                                                        : spec.model().hf_dir(),
-                         config.NumParameters() / 1e6,
-                         data->train.size(), data->held_out.size());
+                         model->config.NumParameters() / 1e6, data->train.size(),
+                         data->held_out.size());
 
-  // --- 1. Starting policy: a checkpoint, or the SFT warm-up.
-  if (absl::Status s = PrepareStartingPolicy(spec, tokenizer, data->train, &policy,
-                                             [&](const std::string& line) {
-                                               log << line << "\n";
-                                               log.flush();
-                                             });
-      !s.ok())
-    return s;
+  // --- The job, by the driver every learner runs.
+  InProcessRollout source(spec, *data, *model->tokenizer, *reward);
+  StreamEvents events(log);
+  JobInputs inputs;
+  inputs.spec = spec;
+  inputs.run_dir = options.run_dir;
+  inputs.resume = *resume;
+  inputs.data = &*data;
+  inputs.tokenizer = model->tokenizer.get();
+  inputs.policy = policy.get();
+  inputs.hf_config = model->hf;
+  inputs.keep_checkpoints = options.keep_checkpoints;
+  absl::StatusOr<JobOutcome> outcome = RunGrpoJob(inputs, source, events);
+  if (!outcome.ok()) return outcome.status();
+  if (!outcome->failure.ok()) return outcome->failure;
+  if (outcome->state != v1::JOB_STATE_SUCCEEDED || !outcome->after)
+    return absl::InternalError(
+        absl::StrCat("the job ended ", v1::JobState_Name(outcome->state), " at step ",
+                     outcome->step));
 
-  // --- 2. Held-out evaluation of the starting policy.
-  const EvalOptions eval = EvalOptionsFromSpec(spec);
+  // --- The summary.
   LocalJobResult result;
-  auto evaluate = [&](const char* label, EvalResult* out) -> absl::Status {
-    const auto start = Clock::now();
-    absl::StatusOr<EvalResult> r = Evaluate(policy, tokenizer, data->held_out, eval);
-    if (!r.ok()) return r.status();
-    *out = *r;
-    log << EvalLine(label, *r, Since(start)) << "\n";
-    return absl::OkStatus();
-  };
-  if (absl::Status s = evaluate("before", &result.before); !s.ok()) return s;
-
-  // --- 3. GRPO.
-  absl::StatusOr<std::unique_ptr<GrpoTrainer>> trainer =
-      GrpoTrainer::Create(&policy, TrainerOptionsFromSpec(spec));
-  if (!trainer.ok()) return trainer.status();
-  LocalScorer scorer(&*reward);
-  Rollout rollout(&tokenizer, &scorer);
-  std::ofstream metrics(run_dir / "metrics.jsonl", std::ios::trunc);
-  if (!metrics) return absl::InternalError(absl::StrCat("opening ", run_dir.string(), "/metrics.jsonl"));
-
-  const int steps = spec.steps();
-  const int prompts_per_step = spec.grpo().prompts_per_step();
-  const int group_size = spec.grpo().group_size();
-  SamplingOptions sampling = SamplingOptionsFromSpec(spec, tokenizer);
-
-  // The data cursor walks a seeded permutation of the training pool.
-  const std::vector<size_t> order = TrainingOrder(data->train.size(), spec.seed());
-  uint64_t cursor = 0;
-
-  auto save_checkpoint = [&](int64_t step) {
-    return WriteCheckpoint(options.run_dir, step, [&](const std::string& dir) {
-      if (absl::Status s = policy.Save(dir + "/model.pt"); !s.ok()) return s;
-      if (absl::Status s = (*trainer)->Save(dir); !s.ok()) return s;
-      return WriteFileDurably(dir + "/cursor.txt", absl::StrCat(cursor, "\n"));
-    });
-  };
-
-  const auto grpo_start = Clock::now();
-  auto last_checkpoint = grpo_start;
-  std::vector<double> step_rewards;
-  for (int step = 1; step <= steps; ++step) {
-    std::vector<Example> batch;
-    std::vector<std::string> ids;
-    for (int i = 0; i < prompts_per_step; ++i, ++cursor) {
-      batch.push_back(data->train[order[cursor % order.size()]]);
-      ids.push_back(TrainPromptId(cursor));
-    }
-    sampling.seed = spec.seed() * 1000003 + step;
-    absl::StatusOr<RolloutBatch> rolled =
-        rollout.Generate(policy, (*trainer)->policy_version(), batch, ids, group_size, sampling);
-    if (!rolled.ok()) return rolled.status();
-    absl::StatusOr<StepMetrics> m = (*trainer)->Step(rolled->groups);
-    if (!m.ok()) return m.status();
-    m->step = step;  // a filtered-out step still counts as a step of the job
-
-    const double elapsed = Since(grpo_start);
-    const double step_seconds = rolled->sample_seconds + rolled->score_seconds + m->seconds;
-    const double tokens_per_second = rolled->generated_tokens / std::max(1e-9, step_seconds);
-    step_rewards.push_back(m->reward_mean);
-    metrics << MetricsJson(*m, reward->names(), tokens_per_second, Since(job_start),
-                           rolled->sample_seconds);
-    metrics.flush();
-    log << absl::StrFormat(
-        "step %4d/%d | reward %.3f ±%.3f | kl %.5f | clip %.4f | grad %.3f | %6.0f tok/s | "
-        "%s elapsed, ETA %s\n",
-        step, steps, m->reward_mean, m->reward_std, m->kl, m->clip_fraction, m->grad_norm,
-        tokens_per_second, FormatDuration(elapsed), FormatDuration(elapsed / step * (steps - step)));
-    log.flush();
-    const bool by_steps = spec.checkpoint_every() > 0 && step % spec.checkpoint_every() == 0;
-    const bool by_time = spec.checkpoint_every_seconds() > 0 &&
-                         Since(last_checkpoint) >= spec.checkpoint_every_seconds();
-    if ((by_steps || by_time) && step < steps) {
-      if (absl::Status s = save_checkpoint(step); !s.ok()) return s;
-      last_checkpoint = Clock::now();
-    }
-    if (spec.eval().every_steps() > 0 && step % spec.eval().every_steps() == 0 && step < steps) {
-      EvalResult mid;
-      if (absl::Status s = evaluate(absl::StrCat("@", step).c_str(), &mid); !s.ok()) return s;
-    }
-  }
-  if (absl::Status s = save_checkpoint(steps); !s.ok()) return s;
-
-  // --- 4. Held-out evaluation after GRPO, and the summary.
-  if (absl::Status s = evaluate("after", &result.after); !s.ok()) return s;
-  if (absl::Status s = WriteFileDurably(
-          (run_dir / "eval.json").string(),
-          absl::StrCat("{\"before\":", EvalJson(result.before), ",\"after\":",
-                       EvalJson(result.after), "}\n"));
-      !s.ok())
-    return s;
-
-  const size_t fifth = std::max<size_t>(1, step_rewards.size() / 5);
-  for (size_t i = 0; i < fifth && i < step_rewards.size(); ++i)
-    result.first_steps_reward += step_rewards[i] / fifth;
-  for (size_t i = step_rewards.size() - std::min(fifth, step_rewards.size()); i < step_rewards.size(); ++i)
-    result.last_steps_reward += step_rewards[i] / fifth;
+  result.resumed = !resume->dir.empty();
+  if (outcome->before) result.before = *outcome->before;
+  result.after = *outcome->after;
+  const std::vector<double>& rewards = outcome->step_rewards;
+  const size_t fifth = std::max<size_t>(1, rewards.size() / 5);
+  for (size_t i = 0; i < fifth && i < rewards.size(); ++i)
+    result.first_steps_reward += rewards[i] / fifth;
+  for (size_t i = rewards.size() - std::min(fifth, rewards.size()); i < rewards.size(); ++i)
+    result.last_steps_reward += rewards[i] / fifth;
   result.seconds = Since(job_start);
-
-  const int k = result.after.k;
-  log << "\nheld-out evaluation (" << result.after.num_prompts << " prompts, k = " << k << ")\n"
-      << absl::StrFormat("  %-12s %8s %8s %8s %8s\n", "policy", "pass@1",
-                         absl::StrCat("pass@", k), absl::StrCat("maj@", k), "greedy")
-      << absl::StrFormat("  %-12s %8.3f %8.3f %8.3f %8.3f\n", "SFT (before)",
-                         result.before.pass_at_1, result.before.pass_at_k,
-                         result.before.maj_at_k, result.before.greedy_accuracy)
-      << absl::StrFormat("  %-12s %8.3f %8.3f %8.3f %8.3f\n", "GRPO (after)",
-                         result.after.pass_at_1, result.after.pass_at_k,
-                         result.after.maj_at_k, result.after.greedy_accuracy)
-      << absl::StrFormat("training reward: first %.3f -> last %.3f; run directory %s; %s total\n",
-                         result.first_steps_reward, result.last_steps_reward,
-                         options.run_dir, FormatDuration(result.seconds));
+  PrintSummary(result, options.run_dir, log);
   return result;
 }
 

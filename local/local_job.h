@@ -1,8 +1,10 @@
-// RunLocalJob: a whole GRPO job in one process (local mode, DESIGN.md §2): SFT warm-up,
-// held-out evaluation, GRPO steps (rollout -> rewards -> learner), evaluation again. It
-// writes the run directory (resolved spec, metrics.jsonl, eval.json, checkpoints) and
-// prints one progress line per step. The distributed services replace the in-process
-// calls with RPCs; the pieces (Rollout, GrpoTrainer) are the same.
+// RunLocalJob: a whole GRPO job in one process (local mode, DESIGN.md §2): the same job
+// driver as the distributed learner (learner/job_driver.h: SFT warm-up, held-out
+// evaluation, GRPO steps, checkpoints, evaluation again) fed by an in-process rollout
+// (sample -> rewards) instead of rollout workers. It writes the same run directory
+// (resolved spec, metrics.jsonl, trained_prompts.txt, eval.json, step-N checkpoints) and
+// prints one progress line per step. A run directory that holds a checkpoint is resumed
+// from it: a job killed after a checkpoint finishes where it stopped.
 #ifndef GRPO_LOCAL_LOCAL_JOB_H_
 #define GRPO_LOCAL_LOCAL_JOB_H_
 
@@ -18,9 +20,11 @@ namespace grpo {
 struct LocalJobOptions {
   std::string run_dir = "runs/local";
   std::ostream* progress = nullptr;  // progress lines; null = silent
+  int keep_checkpoints = 3;          // newest step-N kept; < 1 = all
 };
 
 struct LocalJobResult {
+  bool resumed = false;  // from a checkpoint in the run directory: `before` is not set
   EvalResult before;  // the SFT (or initial) policy
   EvalResult after;   // after GRPO
   double first_steps_reward = 0;  // mean training reward over the first 20% of steps

@@ -6,6 +6,7 @@
 #include <future>
 #include <limits>
 #include <thread>
+#include <tuple>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -116,10 +117,12 @@ TEST(LearnerGroupTest, TwoRanksMatchOneRankOnTheSameGlobalBatch) {
     const std::vector<at::Tensor> initial = Parameters(single);
     auto trainer = GrpoTrainer::Create(&single, options);
     ASSERT_TRUE(trainer.ok());
-    ASSERT_TRUE((*trainer)->Step(Batch()).ok());
+    absl::StatusOr<StepMetrics> one_rank = (*trainer)->Step(Batch());
+    ASSERT_TRUE(one_rank.ok());
     const std::vector<at::Tensor> expected = Updates(single, initial);
 
     std::vector<std::vector<at::Tensor>> after(2);
+    std::vector<StepMetrics> reported(2);
     OnRanks(2, [&](int rank, LearnerGroup& group) {
       Transformer model(config, 7);
       ASSERT_TRUE(model.To(at::kCPU, at::kDouble).ok());
@@ -131,7 +134,26 @@ TEST(LearnerGroupTest, TwoRanksMatchOneRankOnTheSameGlobalBatch) {
       ASSERT_TRUE(m.ok()) << m.status();
       EXPECT_EQ(m->samples, 12);
       after[rank] = Updates(model, initial);
+      reported[rank] = *m;
     });
+    // Every rank reports the global batch's metrics, as the one rank does: the same
+    // float64 sums in another order (1e-12 relative leaves a thousandfold margin).
+    ASSERT_GT(one_rank->clip_fraction, 0);  // the comparison covers clipping
+    for (int rank = 0; rank < 2; ++rank) {
+      SCOPED_TRACE(rank);
+      const StepMetrics& m = reported[rank];
+      for (auto [got, want, name] :
+           {std::tuple{m.loss, one_rank->loss, "loss"},
+            {m.policy_loss, one_rank->policy_loss, "policy_loss"},
+            {m.kl, one_rank->kl, "kl"},
+            {m.clip_fraction, one_rank->clip_fraction, "clip_fraction"},
+            {m.clip_low_fraction, one_rank->clip_low_fraction, "clip_low_fraction"},
+            {m.clip_high_fraction, one_rank->clip_high_fraction, "clip_high_fraction"},
+            {m.entropy, one_rank->entropy, "entropy"},
+            {m.grad_norm, one_rank->grad_norm, "grad_norm"}})
+        EXPECT_NEAR(got, want, 1e-12 * std::max(1.0, std::abs(want))) << name;
+      EXPECT_EQ(m.completion_tokens, one_rank->completion_tokens);
+    }
     ASSERT_EQ(after[0].size(), expected.size());
     double largest = 0;
     for (const at::Tensor& e : expected) largest = std::max(largest, e.abs().max().item<double>());
