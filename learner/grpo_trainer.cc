@@ -109,14 +109,48 @@ absl::StatusOr<std::unique_ptr<GrpoTrainer>> GrpoTrainer::Create(
   return t;
 }
 
-absl::StatusOr<StepMetrics> GrpoTrainer::Step(const std::vector<ScoredGroup>& received) {
-  const auto start = std::chrono::steady_clock::now();
-  if (received.empty()) return absl::InvalidArgumentError("groups: empty batch");
-  if (absl::Status s = ValidateGroups(received); !s.ok()) return s;
+// What this rank trains on: its shard of the batch, packed, with the normalisers of the
+// whole batch.
+struct GrpoTrainer::Shard {
+  TokenBatch batch;
+  std::vector<std::vector<float>> old_logprobs, advantages;
+  LossOptions loss;
+  int64_t samples = 0;  // in the whole batch
+};
 
-  StepMetrics m;
-  m.step = step_ + 1;
-  // Stale samples first (their group's statistics must not see them), then zero variance.
+namespace {
+
+double SecondsSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// Reward statistics over everything received (what the policy produced), filtered or not.
+void RecordRewards(const std::vector<ScoredGroup>& received, StepMetrics* m) {
+  std::vector<double> rewards;
+  double length = 0;
+  for (const ScoredGroup& group : received) {
+    for (const ScoredSample& s : group.samples) {
+      rewards.push_back(s.reward);
+      length += s.completion.size();
+      if (m->reward_per_function_mean.size() < s.reward_per_function.size())
+        m->reward_per_function_mean.resize(s.reward_per_function.size(), 0.0);
+      for (size_t f = 0; f < s.reward_per_function.size(); ++f)
+        m->reward_per_function_mean[f] += s.reward_per_function[f];
+    }
+  }
+  for (double r : rewards) m->reward_mean += r;
+  m->reward_mean /= rewards.size();
+  for (double r : rewards) m->reward_std += (r - m->reward_mean) * (r - m->reward_mean);
+  m->reward_std = rewards.size() > 1 ? std::sqrt(m->reward_std / (rewards.size() - 1)) : 0;
+  for (double& f : m->reward_per_function_mean) f /= rewards.size();
+  m->completion_length_mean = length / rewards.size();
+}
+
+}  // namespace
+
+// Stale samples first (their group's statistics must not see them), then zero variance.
+std::vector<ScoredGroup> GrpoTrainer::SelectGroups(const std::vector<ScoredGroup>& received,
+                                                   StepMetrics* m) const {
   std::vector<ScoredGroup> groups;
   int zero_variance = 0;
   for (const ScoredGroup& group : received) {
@@ -124,7 +158,7 @@ absl::StatusOr<StepMetrics> GrpoTrainer::Step(const std::vector<ScoredGroup>& re
     fresh.samples.clear();
     for (const ScoredSample& s : group.samples) {
       if (s.policy_version < policy_version_ - options_.max_policy_lag) {
-        ++m.dropped_stale_samples;
+        ++m->dropped_stale_samples;
       } else {
         fresh.samples.push_back(s);
       }
@@ -135,85 +169,70 @@ absl::StatusOr<StepMetrics> GrpoTrainer::Step(const std::vector<ScoredGroup>& re
     if (flat && options_.filter_zero_variance_groups) continue;
     groups.push_back(std::move(fresh));
   }
-  m.zero_variance_fraction = static_cast<double>(zero_variance) / received.size();
+  m->zero_variance_fraction = static_cast<double>(zero_variance) / received.size();
+  return groups;
+}
 
-  // Reward statistics over everything received (what the policy produced).
-  std::vector<double> rewards;
-  double length = 0;
-  for (const ScoredGroup& group : received) {
-    for (const ScoredSample& s : group.samples) {
-      rewards.push_back(s.reward);
-      length += s.completion.size();
-      if (m.reward_per_function_mean.size() < s.reward_per_function.size())
-        m.reward_per_function_mean.resize(s.reward_per_function.size(), 0.0);
-      for (size_t f = 0; f < s.reward_per_function.size(); ++f)
-        m.reward_per_function_mean[f] += s.reward_per_function[f];
-    }
-  }
-  for (double r : rewards) m.reward_mean += r;
-  m.reward_mean /= rewards.size();
-  for (double r : rewards) m.reward_std += (r - m.reward_mean) * (r - m.reward_mean);
-  m.reward_std = rewards.size() > 1 ? std::sqrt(m.reward_std / (rewards.size() - 1)) : 0;
-  for (double& f : m.reward_per_function_mean) f /= rewards.size();
-  m.completion_length_mean = length / rewards.size();
-  m.learning_rate = optimizer_->learning_rate();
-  m.policy_version = policy_version_;
-  if (groups.empty()) {
-    m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    return m;  // nothing to learn from; the caller leases more prompts
-  }
-
+// Data parallel: every rank holds the whole batch (advantages need whole groups and, for
+// scale = batch, all of them); rank r trains on samples r, r + W, r + 2W, ... and the loss
+// is normalised by the global counts, so summing gradients over ranks gives the gradient
+// of the full batch.
+absl::StatusOr<GrpoTrainer::Shard> GrpoTrainer::ShardBatch(
+    const std::vector<ScoredGroup>& groups) const {
   absl::StatusOr<std::vector<std::vector<float>>> advantages =
       ComputeAdvantages(groups, options_.advantage);
   if (!advantages.ok()) return advantages.status();
-  // Data parallel: every rank holds the whole batch (advantages need whole groups and, for
-  // scale = batch, all of them); rank r trains on samples r, r + W, r + 2W, ... and the
-  // loss is normalised by the global counts, so summing gradients over ranks gives the
-  // gradient of the full batch.
   const int world = options_.group ? options_.group->world_size() : 1;
   const int rank = options_.group ? options_.group->rank() : 0;
+  Shard shard;
+  shard.loss = options_.loss;
   std::vector<std::vector<int32_t>> prompts, completions;
-  std::vector<std::vector<float>> old_logprobs, local_advantages;
-  LossOptions loss_options = options_.loss;
-  int64_t index = 0;
   for (const ScoredGroup& group : groups) {
     for (const ScoredSample& s : group.samples) {
-      if (index % world == rank) {
+      if (shard.samples % world == rank) {
         prompts.push_back(group.prompt);
         completions.push_back(s.completion);
-        old_logprobs.push_back(s.logprobs);
-        local_advantages.push_back((*advantages)[index]);
+        shard.old_logprobs.push_back(s.logprobs);
+        shard.advantages.push_back((*advantages)[shard.samples]);
       }
-      ++index;
-      if (world > 1) loss_options.global_tokens += s.completion.size();
+      ++shard.samples;
+      if (world > 1) shard.loss.global_tokens += s.completion.size();
     }
   }
-  if (world > 1) loss_options.global_sequences = index;
-  if (index < world)
-    return absl::InvalidArgumentError(absl::StrCat(
-        "a batch of ", index, " samples cannot be sharded over ", world, " learner ranks"));
+  if (world > 1) shard.loss.global_sequences = shard.samples;
+  if (shard.samples < world)
+    return absl::InvalidArgumentError(absl::StrCat("a batch of ", shard.samples,
+                                                   " samples cannot be sharded over ", world,
+                                                   " learner ranks"));
   absl::StatusOr<TokenBatch> batch =
       PackBatch(prompts, completions, /*pad_token=*/0, policy_->config().vocab_size);
   if (!batch.ok()) return batch.status();
-  m.groups = groups.size();
-  m.samples = index;
+  shard.batch = *std::move(batch);
+  return shard;
+}
 
+// μ passes of the clipped loss over the shard, each an AdamW update. The first pass's
+// metrics go to `m`. Returns the pass whose update was skipped as non-finite (every rank
+// decides alike), or -1; an error only when a collective or LibTorch failed.
+absl::StatusOr<int> GrpoTrainer::Update(const Shard& shard, StepMetrics* m) {
+  const int world = options_.group ? options_.group->world_size() : 1;
+  const TokenBatch& batch = shard.batch;
   absl::Status update_status;
-  int skipped_at = -1;  // the inner iteration whose update was skipped as non-finite
+  int skipped_at = -1;
   absl::Status status = CatchTorch("GRPO step", [&] {
-    const int64_t width = batch->completion_length;
-    at::Tensor old_lp = PadRows(old_logprobs, width);
-    at::Tensor adv = PadRows(local_advantages, width);
+    const int64_t width = batch.completion_length;
+    at::Tensor old_lp = PadRows(shard.old_logprobs, width);
+    at::Tensor adv = PadRows(shard.advantages, width);
     at::Tensor ref_lp;
     if (options_.loss.beta != 0) {
       at::NoGradGuard no_grad;
-      ref_lp = CompletionLogprobs(*reference_, *batch, options_.temperature);
+      ref_lp = CompletionLogprobs(*reference_, batch, options_.temperature);
     }
-    const double local_tokens = batch->mask.sum().item<double>();
+    const double local_tokens = batch.mask.sum().item<double>();
     for (int iteration = 0; iteration < options_.inner_iterations; ++iteration) {
       at::Tensor logits;
-      at::Tensor lp = CompletionLogprobs(*policy_, *batch, options_.temperature, &logits);
-      LossTerms terms = GrpoLoss(lp, old_lp, ref_lp, adv, batch->mask, loss_options);
+      at::Tensor lp = CompletionLogprobs(*policy_, batch, options_.temperature, &logits);
+      LossTerms terms = GrpoLoss(lp, old_lp, ref_lp, adv, batch.mask, shard.loss);
       StepMetrics first;  // iteration 0's metrics, of the global batch once reduced
       if (iteration == 0) {
         first.loss = terms.loss.item<double>();
@@ -221,7 +240,7 @@ absl::StatusOr<StepMetrics> GrpoTrainer::Step(const std::vector<ScoredGroup>& re
         first.kl = terms.kl;
         first.clip_low_fraction = terms.clip_low_fraction;
         first.clip_high_fraction = terms.clip_high_fraction;
-        first.entropy = MaskedEntropy(logits, batch->mask, options_.temperature);
+        first.entropy = MaskedEntropy(logits, batch.mask, options_.temperature);
         first.completion_tokens = static_cast<int64_t>(local_tokens);
       }
       optimizer_->ZeroGrad();
@@ -261,33 +280,63 @@ absl::StatusOr<StepMetrics> GrpoTrainer::Step(const std::vector<ScoredGroup>& re
         return;
       }
       if (iteration == 0) {
-        m.loss = first.loss;
-        m.policy_loss = first.policy_loss;
-        m.kl = first.kl;
-        m.clip_low_fraction = first.clip_low_fraction;
-        m.clip_high_fraction = first.clip_high_fraction;
-        m.clip_fraction = first.clip_low_fraction + first.clip_high_fraction;
-        m.entropy = first.entropy;
-        m.completion_tokens = first.completion_tokens;
-        m.grad_norm = *norm;
+        m->loss = first.loss;
+        m->policy_loss = first.policy_loss;
+        m->kl = first.kl;
+        m->clip_low_fraction = first.clip_low_fraction;
+        m->clip_high_fraction = first.clip_high_fraction;
+        m->clip_fraction = first.clip_low_fraction + first.clip_high_fraction;
+        m->entropy = first.entropy;
+        m->completion_tokens = first.completion_tokens;
+        m->grad_norm = *norm;
       }
     }
   });
   if (!status.ok()) return status;
   if (!update_status.ok()) return update_status;
+  return skipped_at;
+}
 
-  if (skipped_at >= 0) {
+absl::StatusOr<StepMetrics> GrpoTrainer::Step(const std::vector<ScoredGroup>& received) {
+  const auto start = std::chrono::steady_clock::now();
+  if (received.empty()) return absl::InvalidArgumentError("groups: empty batch");
+  if (absl::Status s = ValidateGroups(received); !s.ok()) return s;
+
+  // --- 1. What to train on, and what the policy produced.
+  StepMetrics m;
+  m.step = step_ + 1;
+  const std::vector<ScoredGroup> groups = SelectGroups(received, &m);
+  RecordRewards(received, &m);
+  m.learning_rate = optimizer_->learning_rate();
+  m.policy_version = policy_version_;
+  if (groups.empty()) {
+    m.seconds = SecondsSince(start);
+    return m;  // nothing to learn from; the caller leases more prompts
+  }
+
+  // --- 2. Advantages and this rank's shard.
+  absl::StatusOr<Shard> shard = ShardBatch(groups);
+  if (!shard.ok()) return shard.status();
+  m.groups = groups.size();
+  m.samples = shard->samples;
+
+  // --- 3. μ updates.
+  absl::StatusOr<int> skipped_at = Update(*shard, &m);
+  if (!skipped_at.ok()) return skipped_at.status();
+
+  // --- 4. Counters, and the reference refreshed when asked (iterative GRPO).
+  if (*skipped_at >= 0) {
     ++nonfinite_skips_;
     m.skipped_nonfinite = true;
     m.nonfinite_skips = nonfinite_skips_;
-    if (skipped_at == 0) {
+    if (*skipped_at == 0) {
       // Nothing changed; the caller takes a new batch for the same step. A run of them
       // means the policy itself is broken, which more batches will not fix.
       if (++consecutive_skips_ >= kMaxConsecutiveSkips)
         return absl::FailedPreconditionError(absl::StrCat(
             kMaxConsecutiveSkips, " updates in a row had a non-finite loss or gradient; "
             "lower optimizer.learning_rate or check the rewards"));
-      m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      m.seconds = SecondsSince(start);
       return m;
     }
   }
@@ -300,7 +349,7 @@ absl::StatusOr<StepMetrics> GrpoTrainer::Step(const std::vector<ScoredGroup>& re
   if (options_.reference_refresh_steps > 0 && step_ % options_.reference_refresh_steps == 0) {
     if (absl::Status s = reference_->CopyFrom(*policy_); !s.ok()) return s;
   }
-  m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  m.seconds = SecondsSince(start);
   return m;
 }
 

@@ -90,6 +90,12 @@ class GrpoTrainer {
 
  private:
   GrpoTrainer(Transformer* policy, const TrainerOptions& options);
+  // Step's phases (grpo_trainer.cc).
+  struct Shard;
+  std::vector<ScoredGroup> SelectGroups(const std::vector<ScoredGroup>& received,
+                                        StepMetrics* m) const;
+  absl::StatusOr<Shard> ShardBatch(const std::vector<ScoredGroup>& groups) const;
+  absl::StatusOr<int> Update(const Shard& shard, StepMetrics* m);
 
   Transformer* policy_;
   std::unique_ptr<Transformer> reference_;
