@@ -1,4 +1,4 @@
-// grpo_bench: the numbers DESIGN.md §8 and the foundation issue ask for, in one run.
+// grpo_bench: the numbers docs/design.md §8 and the foundation issue ask for, in one run.
 //   1. the machine's fp32 matmul peak (LibTorch mm, 1024² and 2048², best of both);
 //   2. decode: 64 sequences x 64 new tokens after a 32-token prompt, KV cache, sampling;
 //   3. one learner step on those 64 sequences (8 groups x 8): policy forward + backward,
@@ -17,9 +17,9 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "core/model.h"
-#include "core/runtime.h"
-#include "core/sampler.h"
+#include "model/model.h"
+#include "model/runtime.h"
+#include "model/sampler.h"
 #include "learner/grpo_trainer.h"
 
 ABSL_FLAG(int, threads, 0, "intra-op threads; 0 = all cores");

@@ -13,8 +13,8 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "core/arithmetic_task.h"
-#include "core/runtime.h"
+#include "data/arithmetic_task.h"
+#include "model/runtime.h"
 #include "grpo/v1/reward.grpc.pb.h"
 #include "reward_server/server.h"
 

@@ -16,14 +16,14 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "coordinator/state_store.h"
-#include "core/job_data.h"
-#include "core/job_spec.h"
+#include "data/job_data.h"
+#include "jobspec/job_spec.h"
 #include "rpc/status.h"
 
 namespace grpo {
 namespace {
 
-// Request limits (DESIGN.md §7): no call can make the coordinator hold without bound.
+// Request limits (docs/design.md §7): no call can make the coordinator hold without bound.
 constexpr int kMaxRequestPrompts = 100000;     // per RequestPrompts
 constexpr int kMaxWaitingPrompts = 1000000;    // waiting in one job's queue
 constexpr int kMaxAckIds = 100000;             // per AckPrompts
@@ -434,11 +434,11 @@ void CoordinatorServiceImpl::ExportMetrics(metrics::Registry* registry) {
     for (const auto& [role, n] : by_role) workers.Add({{"role", role}}).Set(n);
     waiting.Set(static_cast<double>(w));
     open.Set(static_cast<double>(o));
-    granted.IncrementTo(static_cast<double>(g));
-    reissued.IncrementTo(static_cast<double>(r));
-    acked.IncrementTo(static_cast<double>(a));
-    duplicates.IncrementTo(static_cast<double>(d));
-    failed.IncrementTo(static_cast<double>(f));
+    metrics::IncrementTo(granted, static_cast<double>(g));
+    metrics::IncrementTo(reissued, static_cast<double>(r));
+    metrics::IncrementTo(acked, static_cast<double>(a));
+    metrics::IncrementTo(duplicates, static_cast<double>(d));
+    metrics::IncrementTo(failed, static_cast<double>(f));
   });
 }
 

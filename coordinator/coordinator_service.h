@@ -1,4 +1,4 @@
-// CoordinatorServiceImpl: the control plane of DESIGN.md §2, grpo.v1.CoordinatorService.
+// CoordinatorServiceImpl: the control plane of docs/design.md §2, grpo.v1.CoordinatorService.
 //
 // It owns the job queue (jobs run one at a time, in submission order), the worker
 // registry, and for the running job its data cursor and prompt leases:
@@ -49,7 +49,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
-#include "core/dataset.h"
+#include "data/dataset.h"
 #include "grpo/v1/coordinator.grpc.pb.h"
 #include "grpo/v1/coordinator_state.pb.h"
 #include "metrics/registry.h"

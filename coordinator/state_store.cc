@@ -10,7 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "core/weight_transfer.h"
+#include "model/weight_transfer.h"
 
 namespace grpo {
 namespace {

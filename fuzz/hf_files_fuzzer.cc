@@ -16,7 +16,7 @@
 #include <string>
 
 #include "absl/strings/string_view.h"
-#include "core/model_config.h"
+#include "model/model_config.h"
 #include "hf/hf_config.h"
 #include "hf/safetensors.h"
 

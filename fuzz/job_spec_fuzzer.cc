@@ -1,4 +1,4 @@
-// Fuzzes job-spec handling (core/job_spec.h) with the text a user submits: `grpoctl submit`
+// Fuzzes job-spec handling (jobspec/job_spec.h) with the text a user submits: `grpoctl submit`
 // sends it to the coordinator, which parses (JSON or text proto), resolves over the
 // defaults and validates it before anything is queued.
 //
@@ -21,7 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "core/job_spec.h"
+#include "jobspec/job_spec.h"
 #include "google/protobuf/stubs/logging.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "grpo/v1/job.pb.h"

@@ -1,10 +1,10 @@
-// Fuzzes the JSONL loaders (core/dataset.h): LoadJsonl, which reads a job's training and
+// Fuzzes the JSONL loaders (data/dataset.h): LoadJsonl, which reads a job's training and
 // held-out files (the coordinator and the learner both load them from a user's spec), and
 // LoadPreferenceJsonl (reward-model training data). The input is the file's content; it
 // is handed over as a real file (a memfd, named by its /proc/self/fd path) so that the
 // reading, BOM and line splitting of ForEachJsonlLine are under test too, without disk.
 //
-// Checks, besides "no crash, no sanitizer report", the contract in core/dataset.h:
+// Checks, besides "no crash, no sanitizer report", the contract in data/dataset.h:
 //   - a failure is INVALID_ARGUMENT with a message "<path>:<line>: ...", the line a real
 //     line of the input;
 //   - every example loaded has a non-blank prompt and answer, and there are no more
@@ -29,7 +29,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "core/dataset.h"
+#include "data/dataset.h"
 
 namespace {
 

@@ -1,6 +1,6 @@
 // Fuzzes the reward server's request handling: RewardServiceImpl::Score
 // (reward_server/reward_service.h) on a grpo.v1.ScoreRequest, i.e. the request validation
-// and the rule-based reward functions of core/rewards.h reading hostile prompts,
+// and the rule-based reward functions of rewards/rewards.h reading hostile prompts,
 // completions, reference answers and function parameters. The neural functions are
 // stood in for by FakeModel (no LibTorch here), which may return NaN or infinity.
 //
@@ -8,7 +8,7 @@
 // keeps the mutated bytes inside strings meaningful), or else in the binary wire format
 // (what gRPC hands the service).
 //
-// Checks, besides "no crash, no sanitizer report" (DESIGN.md §7):
+// Checks, besides "no crash, no sanitizer report" (docs/design.md §7):
 //   - a failed call answers INVALID_ARGUMENT, RESOURCE_EXHAUSTED or INTERNAL and leaves
 //     the response empty;
 //   - a successful one has one score per sample, in order, each with one finite reward
@@ -26,7 +26,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
-#include "core/rewards.h"
+#include "rewards/rewards.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/stubs/logging.h"
 #include "google/protobuf/text_format.h"

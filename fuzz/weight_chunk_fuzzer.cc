@@ -1,11 +1,11 @@
-// Fuzzes weight-chunk assembly (core/weight_transfer.h): what a rollout worker does with
+// Fuzzes weight-chunk assembly (model/weight_transfer.h): what a rollout worker does with
 // the WeightChunk stream a learner (or anything that reached its channel) sends.
 //
 // The input drives a sequence of operations on one WeightAssembler: Add of a chunk with
 // fields chosen by the input (any version, index, totals, checksum and data) or of chunks
 // of a well-formed transfer (ChunkPayload of bytes from the input) in any order, repeated,
 // with a field or a data byte changed; and Take.
-// Checks, besides "no crash, no sanitizer report" (DESIGN.md §7: a corrupt transfer
+// Checks, besides "no crash, no sanitizer report" (docs/design.md §7: a corrupt transfer
 // leaves the previous weights in place):
 //   - Add fails only with INVALID_ARGUMENT, Take only with FAILED_PRECONDITION or
 //     DATA_LOSS, and Take always leaves an empty assembler behind;
@@ -26,7 +26,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "core/weight_transfer.h"
+#include "model/weight_transfer.h"
 #include "grpo/v1/weights.pb.h"
 
 namespace {

@@ -1,4 +1,4 @@
-// grpoctl: the user's command line for the coordinator (DESIGN.md §2).
+// grpoctl: the user's command line for the coordinator (docs/design.md §2).
 //
 //   grpoctl [--coordinator HOST:PORT] submit SPEC_FILE [--watch]
 //   grpoctl list | get JOB_ID | cancel JOB_ID | watch JOB_ID
@@ -24,7 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "coordinator/coordinator_client.h"
-#include "core/job_spec.h"
+#include "jobspec/job_spec.h"
 #include "rpc/security.h"
 
 namespace {

@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/file.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -140,15 +141,6 @@ absl::StatusOr<int32_t> ToId(const Value& value, absl::string_view path) {
 }
 
 std::string Quote(absl::string_view text) { return absl::StrCat("\"", text, "\""); }
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
-  return std::move(contents).str();
-}
 
 absl::StatusOr<Struct> ParseJsonObject(absl::string_view json) {
   Value root;
@@ -907,7 +899,7 @@ absl::StatusOr<BpeTokenizer> BpeTokenizer::FromJson(absl::string_view json) {
 }
 
 absl::StatusOr<BpeTokenizer> BpeTokenizer::FromFile(const std::string& path) {
-  absl::StatusOr<std::string> json = ReadFile(path);
+  absl::StatusOr<std::string> json = ReadFileToString(path);
   if (!json.ok()) return json.status();
   absl::StatusOr<BpeTokenizer> tokenizer = FromJson(*json);
   if (!tokenizer.ok()) return Prefixed(path, tokenizer.status());
@@ -916,14 +908,14 @@ absl::StatusOr<BpeTokenizer> BpeTokenizer::FromFile(const std::string& path) {
 
 absl::StatusOr<BpeTokenizer> BpeTokenizer::FromDirectory(const std::string& dir) {
   const std::string json_path = absl::StrCat(dir, "/tokenizer.json");
-  absl::StatusOr<std::string> json = ReadFile(json_path);
+  absl::StatusOr<std::string> json = ReadFileToString(json_path);
   if (!json.ok()) return json.status();
   absl::StatusOr<std::shared_ptr<Impl>> impl = Impl::Parse(*json);
   if (!impl.ok()) return Prefixed(json_path, impl.status());
 
   const std::string config_path = absl::StrCat(dir, "/tokenizer_config.json");
   if (std::ifstream probe(config_path); !probe) return BpeTokenizer(*std::move(impl));
-  absl::StatusOr<std::string> config_json = ReadFile(config_path);
+  absl::StatusOr<std::string> config_json = ReadFileToString(config_path);
   if (!config_json.ok()) return config_json.status();
   absl::StatusOr<Struct> config = ParseJsonObject(*config_json);
   if (!config.ok()) return Prefixed(config_path, config.status());

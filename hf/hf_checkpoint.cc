@@ -13,8 +13,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "core/durable_file.h"
-#include "core/torch_status.h"
+#include "base/durable_file.h"
+#include "base/file.h"
+#include "model/torch_status.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -22,14 +23,6 @@ namespace grpo::hf {
 namespace {
 
 namespace fs = std::filesystem;
-
-absl::StatusOr<std::string> ReadText(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": cannot open"));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
 
 at::ScalarType TorchType(Dtype dtype) {
   switch (dtype) {
@@ -94,7 +87,7 @@ absl::StatusOr<std::map<std::string, std::string>> WeightFiles(const fs::path& d
     }
     return std::map<std::string, std::string>{};  // empty: everything in model.safetensors
   }
-  absl::StatusOr<std::string> text = ReadText(index);
+  absl::StatusOr<std::string> text = ReadFileToString(index.string());
   if (!text.ok()) return text.status();
   google::protobuf::Struct root;
   if (!google::protobuf::util::JsonStringToMessage(*text, &root).ok() ||
@@ -222,7 +215,7 @@ absl::Status LoadHfWeights(const std::string& dir_name, Transformer& model) {
 
 absl::StatusOr<HfModel> LoadHfModel(const std::string& dir, int max_seq_len_cap) {
   const std::string config_path = (fs::path(dir) / "config.json").string();
-  absl::StatusOr<std::string> text = ReadText(config_path);
+  absl::StatusOr<std::string> text = ReadFileToString(config_path);
   if (!text.ok()) return text.status();
   absl::StatusOr<HfModelConfig> config = ParseHfConfig(*text, config_path, max_seq_len_cap);
   if (!config.ok()) return config.status();

@@ -3,7 +3,7 @@
 // A directory holds config.json (hf/hf_config.h) and the weights, either model.safetensors
 // or shards listed by model.safetensors.index.json ("weight_map": tensor -> file). Tensor
 // names are the families' own (model.layers.N.self_attn.q_proj.weight, ...); q/k/v and
-// gate/up are fused on load into our layout (core/model.h) and split again on save.
+// gate/up are fused on load into our layout (model/model.h) and split again on save.
 // F32, F16 and BF16 weights load as float32 (the CPU path computes in float32).
 //
 // Loading reads and checks every tensor before the model exists, so an error (missing or
@@ -20,7 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "core/model.h"
+#include "model/model.h"
 #include "hf/hf_config.h"
 #include "hf/safetensors.h"
 

@@ -14,7 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "core/model_config.h"
+#include "model/model_config.h"
 
 namespace grpo::hf {
 

@@ -8,7 +8,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "core/job_spec.h"
+#include "base/file.h"
+#include "jobspec/job_spec.h"
 #include "hf/bpe_tokenizer.h"
 #include "hf/chat_format.h"
 #include "hf/hf_config.h"
@@ -18,12 +19,10 @@ namespace {
 
 absl::StatusOr<HfModelConfig> ReadConfig(const v1::JobSpec& spec) {
   const std::string path = (std::filesystem::path(spec.model().hf_dir()) / "config.json").string();
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("model.hf_dir: cannot open ", path));
-  std::stringstream text;
-  text << in.rdbuf();
+  absl::StatusOr<std::string> text = ReadFileToString(path);
+  if (!text.ok()) return absl::NotFoundError(absl::StrCat("model.hf_dir: cannot open ", path));
   const int cap = spec.model().has_max_seq_len() ? spec.model().max_seq_len() : kDefaultHfMaxSeqLen;
-  return ParseHfConfig(text.str(), path, cap);
+  return ParseHfConfig(*text, path, cap);
 }
 
 // BpeTokenizer behind the pipeline's interface. Dataset prompts go into the chat format

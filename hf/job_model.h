@@ -10,8 +10,8 @@
 #include <optional>
 
 #include "absl/status/statusor.h"
-#include "core/model_config.h"
-#include "core/text_tokenizer.h"
+#include "model/model_config.h"
+#include "tokenizer/text_tokenizer.h"
 #include "hf/hf_config.h"
 #include "grpo/v1/job.pb.h"
 

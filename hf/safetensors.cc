@@ -13,7 +13,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "core/durable_file.h"
+#include "base/json.h"
+#include "base/durable_file.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -42,21 +43,6 @@ bool AsCount(const google::protobuf::Value& value, uint64_t& out) {
   if (!(d >= 0) || d > 9007199254740992.0 || std::floor(d) != d) return false;
   out = static_cast<uint64_t>(d);
   return true;
-}
-
-void AppendJsonString(absl::string_view s, std::string& out) {
-  out += '"';
-  for (const char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      absl::StrAppendFormat(&out, "\\u%04x", c);
-    } else {
-      out += c;
-    }
-  }
-  out += '"';
 }
 
 }  // namespace

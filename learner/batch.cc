@@ -3,7 +3,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
-#include "core/grpo.h"
+#include "rl/grpo.h"
 
 namespace grpo {
 

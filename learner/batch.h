@@ -1,5 +1,5 @@
 // TokenBatch: prompts and completions packed into the model's padded layout (prompts
-// left-padded, completions right-padded, see core/model.h), and the log-probs a model
+// left-padded, completions right-padded, see model/model.h), and the log-probs a model
 // assigns to the completion tokens. Shared by GRPO and SFT.
 #ifndef GRPO_LEARNER_BATCH_H_
 #define GRPO_LEARNER_BATCH_H_
@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/model.h"
+#include "model/model.h"
 
 namespace grpo {
 

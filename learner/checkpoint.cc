@@ -7,7 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "core/failpoint.h"
+#include "base/failpoint.h"
 #include "absl/strings/strip.h"
 
 namespace grpo {

@@ -1,4 +1,4 @@
-// Atomic checkpoints (DESIGN.md §5): a checkpoint is a directory run_dir/step-N written
+// Atomic checkpoints (docs/design.md §5): a checkpoint is a directory run_dir/step-N written
 // under a temporary name, every file fsynced, renamed into place, and only then named by
 // run_dir/latest (itself replaced by rename). A crash at any point leaves either the old
 // or the new checkpoint, never a half-written one.
@@ -11,7 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "core/durable_file.h"  // WriteFileDurably, for run-directory metadata
+#include "base/durable_file.h"  // WriteFileDurably, for run-directory metadata
 
 namespace grpo {
 

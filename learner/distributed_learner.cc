@@ -15,32 +15,29 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
-#include "core/job_data.h"
-#include "core/job_spec.h"
-#include "core/model.h"
-#include "core/scored_group_proto.h"
-#include "core/text_tokenizer.h"
+#include "base/clock.h"
+#include "data/job_data.h"
+#include "jobspec/job_spec.h"
+#include "model/model.h"
+#include "rl/scored_group_proto.h"
+#include "tokenizer/text_tokenizer.h"
 #include "hf/hf_checkpoint.h"
 #include "hf/job_model.h"
-#include "core/torch_status.h"
-#include "core/weight_transfer.h"
+#include "model/torch_status.h"
+#include "model/weight_transfer.h"
 #include "grpo/v1/learner.pb.h"
 #include "learner/checkpoint.h"
 #include "learner/grpo_trainer.h"
 #include "learner/job_driver.h"
 #include "learner/job_phases.h"
 #include "learner/learner_metrics.h"
-#include "rollout_worker/evaluation.h"
+#include "evaluation/evaluation.h"
 
 namespace grpo {
 namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-double Since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
 
 bool Distributed(const LearnerGroup* group) { return group && group->world_size() > 1; }
 
@@ -163,7 +160,7 @@ class LeaderJob : public BatchSource, public JobEvents {
       if (owed_ > 0) Request(std::exchange(owed_, 0));
       if (!out.groups.empty()) break;
       if (absl::Status s = c_.keep_alive(); !s.ok()) return s;
-      if (Since(last_report) > 2) {
+      if (SecondsSince(last_report) > 2) {
         last_report = Clock::now();
         Report(v1::JOB_PHASE_TRAINING,
                absl::StrFormat("step %d: waiting for groups (%d of %d buffered)", step,
@@ -171,7 +168,7 @@ class LeaderJob : public BatchSource, public JobEvents {
       }
     }
     if (cancelled_ || c_.stop->HasBeenNotified()) out.groups.clear();
-    out.wait_seconds = Since(wait_start);
+    out.wait_seconds = SecondsSince(wait_start);
     return out;
   }
 
@@ -194,7 +191,7 @@ class LeaderJob : public BatchSource, public JobEvents {
     // resumed from here skips them (it never trains a prompt twice, it may skip some).
     cursor_at_step_end_ = requested_;
     if (step + lag() < spec_.steps()) Request(spec_.grpo().prompts_per_step());
-    return Since(start);
+    return SecondsSince(start);
   }
 
   absl::StatusOr<uint64_t> SettleForCheckpoint() override {
@@ -225,7 +222,7 @@ class LeaderJob : public BatchSource, public JobEvents {
     progress_.set_phase(phase);
     progress_.set_message(message);
     progress_.set_total_steps(spec_.steps());
-    progress_.set_elapsed_seconds(Since(start_));
+    progress_.set_elapsed_seconds(SecondsSince(start_));
     progress_.set_groups_trained(groups_trained_);
     progress_.set_duplicate_groups(c_.buffer->counters().duplicate_groups);
     progress_.set_stale_samples_dropped(stale_samples_);
@@ -357,7 +354,7 @@ class Leader {
   }
 
   absl::Status KeepAlive() {
-    if (Since(last_command_) < std::chrono::duration<double>(options_.keepalive).count())
+    if (SecondsSince(last_command_) < std::chrono::duration<double>(options_.keepalive).count())
       return absl::OkStatus();
     v1::LearnerCommand noop;
     noop.set_kind(v1::LearnerCommand::KIND_NOOP);

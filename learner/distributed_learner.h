@@ -1,4 +1,4 @@
-// The job loop of a grpo_learner rank (DESIGN.md §2, §3).
+// The job loop of a grpo_learner rank (docs/design.md §2, §3).
 //
 // Rank 0 (the leader) takes jobs from the coordinator one after another and runs each
 // with the job driver every learner runs (learner/job_driver.h: starting policy and its

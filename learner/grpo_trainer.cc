@@ -7,7 +7,8 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
-#include "core/torch_status.h"
+#include "base/clock.h"
+#include "model/torch_status.h"
 #include "learner/batch.h"
 
 namespace grpo {
@@ -119,10 +120,6 @@ struct GrpoTrainer::Shard {
 };
 
 namespace {
-
-double SecondsSince(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
 
 // Reward statistics over everything received (what the policy produced), filtered or not.
 void RecordRewards(const std::vector<ScoredGroup>& received, StepMetrics* m) {

@@ -1,4 +1,4 @@
-// GrpoTrainer: one learner step of GRPO (DESIGN.md §3) on a batch of scored groups: drop
+// GrpoTrainer: one learner step of GRPO (docs/design.md §3) on a batch of scored groups: drop
 // stale samples, (optionally) drop zero-variance groups, compute advantages, run μ passes
 // of the clipped loss with the KL to a frozen reference, step AdamW, bump the policy
 // version, refresh the reference every K steps when asked (iterative GRPO).
@@ -15,9 +15,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "core/grpo.h"
-#include "core/model.h"
-#include "core/scored_group.h"
+#include "rl/grpo.h"
+#include "model/model.h"
+#include "rl/scored_group.h"
 #include "grpo/v1/job.pb.h"
 #include "learner/learner_group.h"
 #include "learner/optimizer.h"

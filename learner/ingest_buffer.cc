@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "core/scored_group_proto.h"
+#include "rl/scored_group_proto.h"
 
 namespace grpo {
 

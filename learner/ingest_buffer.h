@@ -1,4 +1,4 @@
-// IngestBuffer: learner rank 0's bounded buffer of scored groups (DESIGN.md §2). Rollout
+// IngestBuffer: learner rank 0's bounded buffer of scored groups (docs/design.md §2). Rollout
 // workers' SubmitGroups calls put groups in; the training loop takes B at a time.
 //
 // - All or nothing: a submission is taken whole or not at all (RESOURCE_EXHAUSTED when
@@ -19,7 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "core/scored_group.h"
+#include "rl/scored_group.h"
 #include "grpo/v1/learner.pb.h"
 
 namespace grpo {

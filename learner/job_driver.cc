@@ -11,7 +11,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "core/job_spec.h"
+#include "base/clock.h"
+#include "base/file.h"
+#include "jobspec/job_spec.h"
 #include "hf/hf_checkpoint.h"
 #include "learner/checkpoint.h"
 #include "learner/job_phases.h"
@@ -22,16 +24,6 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-double Since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-std::string ReadWholeFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 // Keeps the first `lines` lines of a file (metrics of the steps a checkpoint covers).
 absl::Status TruncateLines(const std::string& path, int64_t lines) {
@@ -78,7 +70,7 @@ class Driver {
       return;
     }
     if (out) *out = *r;
-    Line(v1::JOB_PHASE_EVAL, EvalLine(label, *r, Since(start)));
+    Line(v1::JOB_PHASE_EVAL, EvalLine(label, *r, SecondsSince(start)));
   }
 
   void Line(v1::JobPhase phase, const std::string& line) {
@@ -91,7 +83,7 @@ class Driver {
     if (resuming) {
       Line(v1::JOB_PHASE_STARTING, absl::StrCat("resuming from ", in_.resume.dir));
       prepared_ = policy_.Load(in_.resume.dir + "/model.pt");
-      before_json_ = ReadWholeFile(in_.resume.dir + "/eval_before.json");
+      before_json_ = ReadFileOrEmpty(in_.resume.dir + "/eval_before.json");
       return;
     }
     Report(v1::JOB_PHASE_SFT, "preparing the starting policy");
@@ -119,12 +111,12 @@ class Driver {
     if (resuming) {
       // A checkpoint from before data cursors were recorded starts the data over.
       if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(
-                                ReadWholeFile(in_.resume.dir + "/data_cursor.txt")),
+                                ReadFileOrEmpty(in_.resume.dir + "/data_cursor.txt")),
                             &cursor))
         cursor = 0;
       if (!in_.resume.from_other_job)  // another job's ids mean nothing here
         for (absl::string_view id : absl::StrSplit(
-                 ReadWholeFile(in_.resume.dir + "/seen_prompts.txt"), '\n', absl::SkipEmpty()))
+                 ReadFileOrEmpty(in_.resume.dir + "/seen_prompts.txt"), '\n', absl::SkipEmpty()))
           seen.emplace_back(id);
     }
     prepared_ = source_.Begin(policy_, trainer_->policy_version(), step_, cursor, seen,
@@ -209,14 +201,14 @@ class Driver {
       return;
     }
     outcome_.step_rewards.push_back(m.reward_mean);
-    const double step_seconds = Since(last_step_end_);
+    const double step_seconds = SecondsSince(last_step_end_);
     last_step_end_ = Clock::now();
     const double tokens_per_second = m.completion_tokens / std::max(1e-9, step_seconds);
     const SourceCounters c = source_.counters();
     std::vector<std::string> reward_names;
     for (const v1::RewardFunctionSpec& r : spec_.rewards()) reward_names.push_back(r.name());
     metrics_ << MetricsJson(
-        m, reward_names, tokens_per_second, Since(job_start_), batch.sample_seconds,
+        m, reward_names, tokens_per_second, SecondsSince(job_start_), batch.sample_seconds,
         absl::StrFormat(",\"wait_seconds\":%.6g,\"allreduce_seconds\":%.6g,"
                         "\"publish_seconds\":%.6g,\"step_seconds\":%.6g,"
                         "\"duplicate_groups\":%d,\"stale_groups_dropped\":%d,"
@@ -226,7 +218,7 @@ class Driver {
                         in_.group ? in_.group->world_size() : 1));
     metrics_.flush();
     const int steps = spec_.steps();
-    const double elapsed = Since(grpo_start_);
+    const double elapsed = SecondsSince(grpo_start_);
     const double eta = elapsed / (step_ - first_step_) * (steps - step_);
     const std::string line = absl::StrFormat(
         "step %4d/%d | reward %.3f ±%.3f | kl %.5f | clip %.4f | grad %.3f | %6.0f tok/s | "
@@ -245,7 +237,7 @@ class Driver {
     const bool by_steps =
         spec_.checkpoint_every() > 0 && step_ % spec_.checkpoint_every() == 0;
     const bool by_time = spec_.checkpoint_every_seconds() > 0 &&
-                         Since(last_checkpoint_) >= spec_.checkpoint_every_seconds();
+                         SecondsSince(last_checkpoint_) >= spec_.checkpoint_every_seconds();
     if ((by_steps || by_time) && step_ < spec_.steps()) Checkpoint();
   }
 

@@ -1,5 +1,5 @@
 // RunGrpoJob: one GRPO job from its starting policy to its end, the same loop whatever
-// produces the batches (DESIGN.md §2). grpo_local feeds it from an in-process rollout;
+// produces the batches (docs/design.md §2). grpo_local feeds it from an in-process rollout;
 // the distributed learner's rank 0 from its ingest buffer (prompts leased to rollout
 // workers by the coordinator). So one spec gives the same step semantics, metrics.jsonl
 // keys, checkpoint layout, evaluation cadence and resume behaviour in both modes.
@@ -30,16 +30,16 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "core/job_data.h"
-#include "core/model.h"
-#include "core/scored_group.h"
-#include "core/text_tokenizer.h"
+#include "data/job_data.h"
+#include "model/model.h"
+#include "rl/scored_group.h"
+#include "tokenizer/text_tokenizer.h"
 #include "grpo/v1/coordinator.pb.h"
 #include "grpo/v1/job.pb.h"
 #include "hf/hf_config.h"
 #include "learner/grpo_trainer.h"
 #include "learner/learner_group.h"
-#include "rollout_worker/evaluation.h"
+#include "evaluation/evaluation.h"
 
 namespace grpo {
 

@@ -5,7 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "core/torch_status.h"
+#include "base/clock.h"
+#include "model/torch_status.h"
 #include "hf/hf_checkpoint.h"
 #include "learner/optimizer.h"
 #include "learner/sft.h"
@@ -30,7 +31,7 @@ absl::Status PrepareStartingPolicy(const v1::JobSpec& spec, const TextTokenizer&
     progress(absl::StrFormat(
         "loaded %s (%.1fM parameters) in %.1fs", spec.model().hf_dir(),
         policy->config().NumParameters() / 1e6,
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()));
+        SecondsSince(start)));
   } else if (!spec.model().init_checkpoint().empty()) {
     if (absl::Status s = policy->Load(spec.model().init_checkpoint() + "/model.pt"); !s.ok())
       return s;
@@ -49,7 +50,7 @@ absl::Status PrepareStartingPolicy(const v1::JobSpec& spec, const TextTokenizer&
       RunSft(policy, tokenizer, train, sft, [&](const SftProgress& p) {
         if (p.step % every != 0 && p.step != sft.steps) return;
         const double elapsed =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+            SecondsSince(start);
         progress(absl::StrFormat("sft  %4d/%d | loss %.4f | grad %.3f | %s elapsed, ETA %s",
                                  p.step, sft.steps, p.loss, p.grad_norm,
                                  FormatDuration(elapsed),

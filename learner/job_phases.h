@@ -1,7 +1,7 @@
 // The phases of a GRPO job that do not depend on where rollouts come from, shared by the
 // in-process local job and the distributed learner: the starting policy (a checkpoint or
 // the SFT warm-up), held-out evaluation settings, and the run directory's JSON lines
-// (metrics.jsonl, eval.json; DESIGN.md §5).
+// (metrics.jsonl, eval.json; docs/design.md §5).
 #ifndef GRPO_LEARNER_JOB_PHASES_H_
 #define GRPO_LEARNER_JOB_PHASES_H_
 
@@ -11,12 +11,12 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "core/dataset.h"
-#include "core/model.h"
-#include "core/text_tokenizer.h"
+#include "data/dataset.h"
+#include "model/model.h"
+#include "tokenizer/text_tokenizer.h"
 #include "grpo/v1/job.pb.h"
 #include "learner/grpo_trainer.h"
-#include "rollout_worker/evaluation.h"
+#include "evaluation/evaluation.h"
 
 namespace grpo {
 

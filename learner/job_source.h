@@ -1,4 +1,4 @@
-// JobSource: what learner rank 0 needs from the coordinator (DESIGN.md §2) — the next
+// JobSource: what learner rank 0 needs from the coordinator (docs/design.md §2) — the next
 // job, prompts for the workers to lease, acknowledgements of ingested groups, progress
 // reports and the job's end. A small interface so the learner's loop can run against a
 // fake in tests; NewCoordinatorJobSource is the gRPC one.

@@ -14,7 +14,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "core/torch_status.h"
+#include "base/clock.h"
+#include "model/torch_status.h"
 
 namespace grpo {
 
@@ -139,7 +140,7 @@ absl::Status LearnerGroup::AllReduceSum(std::vector<at::Tensor>& tensors) {
     }
   });
   allreduce_seconds_ +=
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      SecondsSince(start);
   return status;
 }
 

@@ -1,4 +1,4 @@
-// LearnerGroup: the data-parallel learner ranks (DESIGN.md §2). Rendezvous follows the
+// LearnerGroup: the data-parallel learner ranks (docs/design.md §2). Rendezvous follows the
 // torchrun / PyTorchJob conventions — MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK — through
 // a c10d TCPStore hosted by rank 0, and gradients are summed with c10d's ProcessGroupGloo
 // for CPU tensors. Built against a CUDA LibTorch (CMake defines GRPO_WITH_NCCL) on a host

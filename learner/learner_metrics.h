@@ -1,4 +1,4 @@
-// LearnerMetrics: what learner rank 0 exports to Prometheus (DESIGN.md §6) — the GRPO
+// LearnerMetrics: what learner rank 0 exports to Prometheus (docs/design.md §6) — the GRPO
 // step's statistics as gauges (the latest step's), its time as histograms (the whole
 // step and its phases), totals as counters, and the ingest buffer read at each scrape.
 // Families are registered in the constructor; Record* are called from the job loop.

@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "core/weight_transfer.h"
+#include "model/weight_transfer.h"
 #include "rpc/status.h"
 
 namespace grpo {

@@ -14,7 +14,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
-#include "core/runtime.h"
+#include "model/runtime.h"
 #include "learner/distributed_learner.h"
 #include "learner/ingest_buffer.h"
 #include "learner/job_source.h"
@@ -24,7 +24,7 @@
 #include "learner/weight_publisher.h"
 #include "rpc/grpc_server.h"
 #include "rpc/process.h"
-#include "rpc/registration.h"
+#include "coordinator/registration.h"
 #include "rpc/security.h"
 #include "rpc/structured_log.h"
 

@@ -6,7 +6,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
-#include "core/torch_status.h"
+#include "model/torch_status.h"
 
 namespace grpo {
 

@@ -5,7 +5,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
-#include "core/torch_status.h"
+#include "model/torch_status.h"
 
 namespace grpo {
 namespace {

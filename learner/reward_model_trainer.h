@@ -1,5 +1,5 @@
 // Reward-model training with the Bradley-Terry loss, −log σ(r(chosen) − r(rejected)), on
-// preference pairs (core/dataset.h), and held-out pairwise accuracy: the fraction of pairs
+// preference pairs (data/dataset.h), and held-out pairwise accuracy: the fraction of pairs
 // the model ranks the right way round (ties count half). Borrows the model and updates it in place.
 #ifndef GRPO_LEARNER_REWARD_MODEL_TRAINER_H_
 #define GRPO_LEARNER_REWARD_MODEL_TRAINER_H_
@@ -8,9 +8,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/dataset.h"
-#include "core/reward_model.h"
-#include "core/tokenizer.h"
+#include "data/dataset.h"
+#include "rewards/reward_model.h"
+#include "tokenizer/tokenizer.h"
 #include "learner/optimizer.h"
 
 namespace grpo {

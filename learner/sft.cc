@@ -6,7 +6,8 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
-#include "core/torch_status.h"
+#include "base/clock.h"
+#include "model/torch_status.h"
 #include "learner/batch.h"
 
 namespace grpo {
@@ -62,7 +63,7 @@ absl::StatusOr<double> RunSft(Transformer* policy, const TextTokenizer& tokenize
     if (!norm.ok()) return norm.status();
     progress.grad_norm = *norm;
     progress.seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        SecondsSince(start);
     if (step > o.steps - std::max(1, o.steps / 10)) {
       tail_loss += progress.loss;
       ++tail_steps;

@@ -1,4 +1,4 @@
-// Supervised warm-up (DESIGN.md §4): cross-entropy on reference solutions with the prompt
+// Supervised warm-up (docs/design.md §4): cross-entropy on reference solutions with the prompt
 // tokens masked, the way DeepSeekMath starts GRPO from an instruct model. Borrows the
 // policy and updates it in place.
 #ifndef GRPO_LEARNER_SFT_H_
@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/dataset.h"
-#include "core/model.h"
-#include "core/text_tokenizer.h"
+#include "data/dataset.h"
+#include "model/model.h"
+#include "tokenizer/text_tokenizer.h"
 #include "learner/optimizer.h"
 
 namespace grpo {

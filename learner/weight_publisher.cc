@@ -1,6 +1,6 @@
 #include "learner/weight_publisher.h"
 
-#include "core/weight_transfer.h"
+#include "model/weight_transfer.h"
 
 namespace grpo {
 

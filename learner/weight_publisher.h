@@ -1,5 +1,5 @@
 // WeightPublisher: the newest policy weights of learner rank 0, as the serialized bytes
-// StreamWeights sends (DESIGN.md §7). Publishing swaps a shared pointer, so a stream in
+// StreamWeights sends (docs/design.md §7). Publishing swaps a shared pointer, so a stream in
 // flight keeps sending the version it started with while the next one is published.
 // Thread-safe.
 #ifndef GRPO_LEARNER_WEIGHT_PUBLISHER_H_

@@ -8,7 +8,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "core/job_spec.h"
+#include "jobspec/job_spec.h"
 #include "local/launcher.h"
 #include "rpc/process.h"
 

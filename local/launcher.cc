@@ -12,8 +12,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "core/durable_file.h"
-#include "core/job_spec.h"
+#include "base/clock.h"
+#include "base/durable_file.h"
+#include "jobspec/job_spec.h"
 #include "grpo/v1/coordinator.grpc.pb.h"
 #include "local/child_process.h"
 #include "local/supervisor.h"
@@ -303,7 +304,7 @@ absl::StatusOr<v1::Job> Follow(v1::CoordinatorService::Stub& stub, v1::Job job,
 
 std::string FormatElapsed(Clock::time_point start) {
   const int s =
-      static_cast<int>(std::chrono::duration<double>(Clock::now() - start).count() + 0.5);
+      static_cast<int>(SecondsSince(start) + 0.5);
   return absl::StrFormat("%d:%02d", s / 60, s % 60);
 }
 

@@ -1,4 +1,4 @@
-// LaunchLocalCluster: the whole distributed service on this machine (DESIGN.md §2, local
+// LaunchLocalCluster: the whole distributed service on this machine (docs/design.md §2, local
 // mode). Starts grpo_coordinator (its state in <run_dir>/coordinator), grpo_reward_server(s),
 // grpo_learner rank(s) and grpo_rollout_worker(s) as child processes on loopback ports the
 // kernel picks (real gRPC, the same binaries a cluster runs), submits one job, prints its

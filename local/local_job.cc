@@ -6,12 +6,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "core/dataset.h"
-#include "core/job_data.h"
-#include "core/job_spec.h"
-#include "core/model.h"
-#include "core/neural_rewards.h"
-#include "core/rewards.h"
+#include "base/clock.h"
+#include "data/dataset.h"
+#include "data/job_data.h"
+#include "jobspec/job_spec.h"
+#include "model/model.h"
+#include "rewards/neural_rewards.h"
+#include "rewards/rewards.h"
 #include "hf/job_model.h"
 #include "learner/checkpoint.h"
 #include "learner/grpo_trainer.h"
@@ -25,12 +26,8 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-double Since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
 // The driver's batch source in one process: the data cursor walks a seeded permutation of
-// the training pool (the coordinator's order, core/job_data.h), and each batch is sampled
+// the training pool (the coordinator's order, data/job_data.h), and each batch is sampled
 // and scored here. Prompt ids are cursor positions, so the cursor alone says what was
 // seen.
 class InProcessRollout : public BatchSource {
@@ -182,7 +179,7 @@ absl::StatusOr<LocalJobResult> RunLocalJob(const v1::JobSpec& spec,
     result.first_steps_reward += rewards[i] / fifth;
   for (size_t i = rewards.size() - std::min(fifth, rewards.size()); i < rewards.size(); ++i)
     result.last_steps_reward += rewards[i] / fifth;
-  result.seconds = Since(job_start);
+  result.seconds = SecondsSince(job_start);
   PrintSummary(result, options.run_dir, log);
   return result;
 }

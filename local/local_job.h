@@ -1,4 +1,4 @@
-// RunLocalJob: a whole GRPO job in one process (local mode, DESIGN.md §2): the same job
+// RunLocalJob: a whole GRPO job in one process (local mode, docs/design.md §2): the same job
 // driver as the distributed learner (learner/job_driver.h: SFT warm-up, held-out
 // evaluation, GRPO steps, checkpoints, evaluation again) fed by an in-process rollout
 // (sample -> rewards) instead of rollout workers. It writes the same run directory
@@ -13,7 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "grpo/v1/job.pb.h"
-#include "rollout_worker/evaluation.h"
+#include "evaluation/evaluation.h"
 
 namespace grpo {
 

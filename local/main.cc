@@ -5,8 +5,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "core/job_spec.h"
-#include "core/runtime.h"
+#include "jobspec/job_spec.h"
+#include "model/runtime.h"
 #include "local/local_job.h"
 
 ABSL_FLAG(std::string, spec, "", "job spec file (JSON or text proto); empty = built-in job");

@@ -2,7 +2,7 @@
 // Prometheus scrapes it; other paths are 404, other methods 405. One thread answers one
 // connection at a time: scrapes are seconds apart and small.
 //
-// Ours rather than civetweb's (DESIGN.md §6 named civetweb): Debian's libcivetweb starts
+// Ours rather than civetweb's (docs/design.md §6 named civetweb): Debian's libcivetweb starts
 // its threads with a fixed small stack, too small for the static TLS that LibTorch and
 // OpenBLAS bring, so in our LibTorch processes it cannot start at all (pthread_create
 // fails).

@@ -16,7 +16,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
-#include "core/rewards.h"
+#include "rewards/rewards.h"
 
 namespace grpo {
 

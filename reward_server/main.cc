@@ -6,7 +6,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "core/runtime.h"
+#include "model/runtime.h"
 #include "reward_server/server.h"
 #include "metrics/registry.h"
 #include "rpc/process.h"

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "core/rewards.h"  // SharedRewardFunction; no LibTorch here (fuzz/)
+#include "rewards/rewards.h"  // SharedRewardFunction; no LibTorch here (fuzz/)
 
 namespace grpo {
 namespace {

@@ -1,5 +1,5 @@
 // RewardServiceImpl: grpo.v1.RewardService over the rule-based reward functions of
-// core/rewards.h — the same implementation the local trainer calls in-process, served to
+// rewards/rewards.h — the same implementation the local trainer calls in-process, served to
 // any gRPC client. Stateless and thread-safe: the gRPC server calls it from its pool.
 //
 // Bad input changes nothing and gets a status naming the field: INVALID_ARGUMENT for an
@@ -16,7 +16,7 @@
 #include <string>
 #include <utility>
 
-#include "core/rewards.h"
+#include "rewards/rewards.h"
 #include "grpo/v1/reward.grpc.pb.h"
 #include "rpc/security.h"
 

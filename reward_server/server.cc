@@ -1,7 +1,7 @@
 #include "reward_server/server.h"
 
 #include "absl/strings/str_cat.h"
-#include "core/neural_rewards.h"
+#include "rewards/neural_rewards.h"
 #include "reward_server/coalescing_reward.h"
 
 namespace grpo {

@@ -3,15 +3,9 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "base/clock.h"
 
 namespace grpo {
-namespace {
-
-double SecondsSince(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-}  // namespace
 
 SamplingOptions SamplingOptionsFromSpec(const v1::JobSpec& spec, const TextTokenizer& tokenizer) {
   SamplingOptions sampling;

@@ -1,4 +1,4 @@
-// Rollout: the sample-and-score half of GRPO (DESIGN.md §2, rollout_worker). Given a policy
+// Rollout: the sample-and-score half of GRPO (docs/design.md §2, rollout_worker). Given a policy
 // and B prompts it samples G completions per prompt in one batched decode, scores each
 // with a BatchScorer — the job's reward functions in-process (local mode) or a reward
 // server (the rollout worker service) — and returns ScoredGroups for the learner.
@@ -12,12 +12,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/dataset.h"
-#include "core/model.h"
-#include "core/rewards.h"
-#include "core/sampler.h"
-#include "core/scored_group.h"
-#include "core/text_tokenizer.h"
+#include "data/dataset.h"
+#include "model/model.h"
+#include "rewards/rewards.h"
+#include "model/sampler.h"
+#include "rl/scored_group.h"
+#include "tokenizer/text_tokenizer.h"
 #include "grpo/v1/job.pb.h"
 
 namespace grpo {

@@ -2,7 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include "core/weight_transfer.h"
+#include "model/weight_transfer.h"
 #include "rpc/status.h"
 
 namespace grpo {

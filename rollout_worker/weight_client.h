@@ -1,5 +1,5 @@
 // PullWeights: fetches a job's newest policy weights from learner rank 0's StreamWeights
-// and returns them only once every chunk arrived and the checksum matched (DESIGN.md §7);
+// and returns them only once every chunk arrived and the checksum matched (docs/design.md §7);
 // on any error the caller keeps the weights it has. A transfer that is corrupt or cut
 // short is DATA_LOSS (or INVALID_ARGUMENT for a chunk that contradicts the others).
 #ifndef GRPO_ROLLOUT_WORKER_WEIGHT_CLIENT_H_

@@ -10,10 +10,11 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
-#include "core/job_spec.h"
-#include "core/model.h"
-#include "core/scored_group_proto.h"
-#include "core/torch_status.h"
+#include "base/clock.h"
+#include "jobspec/job_spec.h"
+#include "model/model.h"
+#include "rl/scored_group_proto.h"
+#include "model/torch_status.h"
 #include "hf/job_model.h"
 #include "grpo/v1/coordinator.grpc.pb.h"
 #include "grpo/v1/learner.grpc.pb.h"
@@ -22,7 +23,7 @@
 #include "rollout_worker/rollout.h"
 #include "rollout_worker/weight_client.h"
 #include "rpc/backoff.h"
-#include "rpc/registration.h"
+#include "coordinator/registration.h"
 #include "rpc/status.h"
 
 namespace grpo {
@@ -30,10 +31,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr auto kCallDeadline = std::chrono::seconds(10);
-
-double Since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
 
 std::string DefaultName() {
   char host[256] = {0};
@@ -43,7 +40,7 @@ std::string DefaultName() {
 
 }  // namespace
 
-// What a worker exports (DESIGN.md §6), kept alongside RolloutWorkerCounters: these are
+// What a worker exports (docs/design.md §6), kept alongside RolloutWorkerCounters: these are
 // atomic, so a scrape may read them while the worker runs.
 struct WorkerMetrics {
   explicit WorkerMetrics(metrics::Registry* r)
@@ -204,7 +201,7 @@ struct RolloutWorker::State {
             version = pulled->version;
             registration->set_policy_version(version);
             ++counters.weight_pulls;
-            counters.last_weight_pull_seconds = Since(start);
+            counters.last_weight_pull_seconds = SecondsSince(start);
             metrics.weight_pulls.Increment();
             metrics.weight_sync_seconds.Observe(counters.last_weight_pull_seconds);
             metrics.policy_version.Set(static_cast<double>(version));
@@ -334,7 +331,7 @@ struct RolloutWorker::State {
                         batch->groups.size(), version, batch->sample_seconds,
                         batch->score_seconds,
                         batch->generated_tokens / std::max(1e-9, batch->sample_seconds),
-                        Since(start)));
+                        SecondsSince(start)));
     return absl::OkStatus();
   }
 };

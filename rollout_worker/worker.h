@@ -1,4 +1,4 @@
-// RolloutWorker: the grpo_rollout_worker process minus main() (DESIGN.md §2). It
+// RolloutWorker: the grpo_rollout_worker process minus main() (docs/design.md §2). It
 // registers with the coordinator and heartbeats, leases prompts, pulls the job's weights
 // from learner rank 0 whenever a lease asks for a newer version than it holds, samples G
 // completions per prompt, has a reward server score them, and streams the scored groups to

@@ -1,4 +1,4 @@
-// Exponential backoff with full jitter for retrying idempotent calls (DESIGN.md §7): the
+// Exponential backoff with full jitter for retrying idempotent calls (docs/design.md §7): the
 // n-th delay is uniform in [0, min(max, initial · 2^n)]. Retry only UNAVAILABLE,
 // RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED (RetryableCode); everything else is an answer.
 // Not thread-safe: one per retry loop.

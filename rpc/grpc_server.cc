@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/clock.h"
 #include "metrics/registry.h"
 
 namespace grpo {
@@ -37,8 +38,7 @@ class CallMetrics final : public grpc::experimental::Interceptor {
           absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())));
       calls_->Add({{"role", *role_}, {"method", method_}, {"code", code}}).Increment();
       seconds_->Add({{"role", *role_}, {"method", method_}})
-          .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start_)
-                       .count());
+          .Observe(SecondsSince(start_));
     }
     methods->Proceed();
   }

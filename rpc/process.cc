@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "base/file.h"
 
 namespace grpo {
 namespace {
@@ -92,12 +93,10 @@ absl::Status WritePortFile(const std::string& path, int port) {
 }
 
 absl::StatusOr<int> ReadPortFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("no port file ", path, " yet"));
-  std::stringstream text;
-  text << in.rdbuf();
+  absl::StatusOr<std::string> text = ReadFileToString(path);
+  if (!text.ok()) return absl::NotFoundError(absl::StrCat("no port file ", path, " yet"));
   int port = 0;
-  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(text.str()), &port) || port <= 0 ||
+  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &port) || port <= 0 ||
       port > 65535)
     return absl::DataLossError(absl::StrCat("port file ", path, " holds no port"));
   return port;

@@ -14,6 +14,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "base/file.h"
 
 namespace grpo {
 namespace {
@@ -21,12 +22,9 @@ namespace {
 constexpr absl::string_view kBearer = "Bearer ";
 
 absl::StatusOr<std::string> ReadNonEmpty(const std::string& path, absl::string_view flag) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read ", path));
-  std::ostringstream content;
-  content << in.rdbuf();
-  if (in.bad()) return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read ", path));
-  std::string text = content.str();
+  absl::StatusOr<std::string> read = ReadFileToString(path);
+  if (!read.ok()) return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read ", path));
+  std::string text = *std::move(read);
   if (absl::StripAsciiWhitespace(text).empty())
     return absl::InvalidArgumentError(absl::StrCat(flag, ": ", path, " is empty"));
   return text;

@@ -1,5 +1,5 @@
 // Transport security and call authentication, the same for every grpo_* process
-// (DESIGN.md §7): TLS on the listening port and on the channels a process opens, mutual
+// (docs/design.md §7): TLS on the listening port and on the channels a process opens, mutual
 // TLS as an option, and a shared bearer token checked on every service call.
 //
 // Files (PEM certificates, keys, the token) are read once by Security::Load, so a bad

@@ -14,6 +14,7 @@ packages=(
   nodejs                             # tests/hf/npm: a JavaScript reference tokenizer
   openssl                            # tests make a throwaway CA for the TLS tests
   iproute2                           # tests make network namespaces for partitions (as root)
+  prometheus-cpp-dev                 # metrics/: Registry, Counter, Gauge, Histogram, TextSerializer
   prometheus                         # promtool (and the server) check the metrics in tests
   clang libclang-rt-14-dev llvm      # the sanitizer build and libFuzzer (scripts/sanitizer_tests.sh)
   python3-yaml                       # tests/deploy/manifests_test.py reads the Kubernetes manifests

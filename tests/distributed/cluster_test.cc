@@ -34,7 +34,7 @@
 #include "hf/hf_checkpoint.h"
 #include "hf/job_model.h"
 #include "local/child_process.h"
-#include "core/failpoint.h"
+#include "base/failpoint.h"
 #include "rpc/process.h"
 #include "rpc/security.h"
 #include "tests/testing/command.h"
@@ -642,7 +642,7 @@ INSTANTIATE_TEST_SUITE_P(Signals, LearnerRestartTest, ::testing::Values(SIGKILL,
                          });
 
 // A learner that dies between writing a checkpoint's files and its `latest` pointer
-// (GRPO_FAILPOINTS, core/failpoint.h: it ends with _exit, as a power cut would) resumes
+// (GRPO_FAILPOINTS, base/failpoint.h: it ends with _exit, as a power cut would) resumes
 // from the previous complete checkpoint; the job completes and trains nothing twice.
 TEST_F(ClusterTest, ACrashBeforeTheLatestPointerResumesFromThePreviousCheckpoint) {
   StartCoordinator("coordinator");

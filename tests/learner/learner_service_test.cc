@@ -9,8 +9,8 @@
 #include <limits>
 #include <thread>
 
-#include "core/scored_group_proto.h"
-#include "core/weight_transfer.h"
+#include "rl/scored_group_proto.h"
+#include "model/weight_transfer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "learner/ingest_buffer.h"

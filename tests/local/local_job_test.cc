@@ -5,8 +5,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "core/job_spec.h"
-#include "core/reward_model.h"
+#include "jobspec/job_spec.h"
+#include "rewards/reward_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/small_model.h"

@@ -18,11 +18,11 @@
 #include <random>
 #include <thread>
 
-#include "core/arithmetic_task.h"
-#include "core/dataset.h"
-#include "core/reward_model.h"
-#include "core/rewards.h"
-#include "core/tokenizer.h"
+#include "data/arithmetic_task.h"
+#include "data/dataset.h"
+#include "rewards/reward_model.h"
+#include "rewards/rewards.h"
+#include "tokenizer/tokenizer.h"
 #include "learner/reward_model_trainer.h"
 #include "reward_server/coalescing_reward.h"
 #include "absl/synchronization/notification.h"

@@ -2,7 +2,7 @@
 #ifndef GRPO_TESTS_TESTING_SMALL_MODEL_H_
 #define GRPO_TESTS_TESTING_SMALL_MODEL_H_
 
-#include "core/model_config.h"
+#include "model/model_config.h"
 
 namespace grpo::testing_util {
 

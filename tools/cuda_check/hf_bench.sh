@@ -15,8 +15,8 @@ STD=-std=c++17
 echo '#include <torch/torch.h>' | g++ $STD -x c++ -fsyntax-only -isystem "$TORCH/include" \
     -isystem "$TORCH/include/torch/csrc/api/include" - 2>/dev/null || STD=-std=c++20
 absl_libs=$(for f in "$DEPS"/lib/libabsl_*.so; do printf -- '-l:%s ' "$(basename "$f")"; done)
-sources="bench/hf_bench.cc core/model.cc core/model_config.cc core/sampler.cc core/runtime.cc
-         core/decode_kernels.cc core/decode_attention.cc hf/hf_checkpoint.cc hf/safetensors.cc
+sources="bench/hf_bench.cc base/durable_file.cc model/model.cc model/model_config.cc model/sampler.cc model/runtime.cc
+         model/decode_kernels.cc model/decode_attention.cc hf/hf_checkpoint.cc hf/safetensors.cc
          hf/hf_config.cc"
 mkdir -p "$OUT/obj"
 for s in $sources; do

@@ -39,8 +39,9 @@ fi
 echo "flags: ${FLAGS[*]}"
 
 # 1. Every source, compile only, in parallel.
-sources=${SOURCES:-$(ls core/*.cc learner/*.cc rollout_worker/*.cc reward_server/*.cc local/*.cc \
-             coordinator/*.cc rpc/*.cc)}
+sources=${SOURCES:-$(ls base/*.cc tokenizer/*.cc data/*.cc model/*.cc rewards/*.cc rl/*.cc \
+             jobspec/*.cc evaluation/*.cc learner/*.cc rollout_worker/*.cc reward_server/*.cc \
+             local/*.cc coordinator/*.cc rpc/*.cc)}
 export TORCH
 printf '%s\n' $sources | xargs -P "$(nproc)" -I{} sh -c \
   'g++ '"${FLAGS[*]}"' -fsyntax-only {} > "'"$OUT"'/$(echo {} | tr / _).log" 2>&1 \

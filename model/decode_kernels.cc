@@ -1,0 +1,65 @@
+#include "model/decode_kernels.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+namespace grpo {
+
+at::Tensor RmsNormRows(const at::Tensor& x, const at::Tensor& weight, float eps) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && weight.is_contiguous(),
+              "RmsNormRows: contiguous [N, d] input expected");
+  const int64_t rows = x.size(0), d = x.size(1);
+  at::Tensor out = at::empty_like(x);
+  const float* in = x.data_ptr<float>();
+  const float* w = weight.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = in + r * d;
+    float sum = 0;
+    for (int64_t i = 0; i < d; ++i) sum += xr[i] * xr[i];
+    const float inv = 1.0f / std::sqrt(sum / d + eps);
+    float* orow = o + r * d;
+    for (int64_t i = 0; i < d; ++i) orow[i] = xr[i] * inv * w[i];
+  }
+  return out;
+}
+
+at::Tensor RotateAndCache(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
+                          float q_scale, int64_t pos, int64_t n_heads, at::Tensor& keys,
+                          at::Tensor& values) {
+  const int64_t n = qkv.size(0), kv_heads = keys.size(1), capacity = keys.size(2),
+                hd = keys.size(3), half = hd / 2;
+  TORCH_CHECK(qkv.is_contiguous() && keys.is_contiguous() && values.is_contiguous() &&
+                  qkv.size(1) == (n_heads + 2 * kv_heads) * hd && pos < capacity,
+              "RotateAndCache: shapes do not match");
+  at::Tensor q_out = at::empty({n * kv_heads, n_heads / kv_heads, hd});
+  const float* src = qkv.data_ptr<float>();
+  const float* c = cos.data_ptr<float>();
+  const float* s = sin.data_ptr<float>();
+  float* q = q_out.data_ptr<float>();
+  float* k_cache = keys.data_ptr<float>();
+  float* v_cache = values.data_ptr<float>();
+  // rotate_half(x) = [-x2, x1]: out = x * cos + rotate_half(x) * sin.
+  auto rotate = [&](const float* x, float* out, float scale) {
+    for (int64_t i = 0; i < half; ++i) {
+      out[i] = (x[i] * c[i] - x[i + half] * s[i]) * scale;
+      out[i + half] = (x[i + half] * c[i + half] + x[i] * s[i + half]) * scale;
+    }
+  };
+  const int64_t width = (n_heads + 2 * kv_heads) * hd;
+  for (int64_t row = 0; row < n; ++row) {
+    const float* r = src + row * width;
+    // q heads are kv-major (head = kv * rep + j), which is [N * K, rep, hd] row order.
+    for (int64_t h = 0; h < n_heads; ++h) rotate(r + h * hd, q + (row * n_heads + h) * hd, q_scale);
+    for (int64_t h = 0; h < kv_heads; ++h) {
+      const int64_t slot = ((row * kv_heads + h) * capacity + pos) * hd;
+      rotate(r + (n_heads + h) * hd, k_cache + slot, 1.0f);
+      const float* v = r + (n_heads + kv_heads + h) * hd;
+      for (int64_t i = 0; i < hd; ++i) v_cache[slot + i] = v[i];
+    }
+  }
+  return q_out;
+}
+
+}  // namespace grpo

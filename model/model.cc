@@ -1,0 +1,441 @@
+#include "model/model.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "model/decode_attention.h"
+#include "model/decode_kernels.h"
+#include "model/torch_status.h"
+
+namespace grpo {
+namespace {
+
+struct Layer {
+  at::Tensor attn_norm;  // [d]
+  at::Tensor wqkv;       // [(H + 2K) * hd, d]
+  at::Tensor bqkv;       // [(H + 2K) * hd]; undefined without config.qkv_bias
+  at::Tensor q_norm;     // [hd]; undefined without config.qk_norm
+  at::Tensor k_norm;     // [hd]
+  at::Tensor wo;         // [d, H * hd]
+  at::Tensor mlp_norm;   // [d]
+  at::Tensor w_gate_up;  // [2F, d]
+  at::Tensor w_down;     // [d, F]
+};
+
+bool IsHalfPrecision(const at::Tensor& x) {
+  return x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf;
+}
+
+at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  if (!IsHalfPrecision(x)) {  // float32, or float64 in the gradient checks
+    return x * at::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps) * weight;
+  }
+  // Half-precision models normalise in float32, as their reference implementations do.
+  const at::Tensor wide = x.to(at::kFloat);
+  return (wide * at::rsqrt(wide.pow(2).mean(-1, /*keepdim=*/true) + eps)).to(x.scalar_type()) *
+         weight;
+}
+
+// x: [N, heads, T, hd]; cos/sin: [T, hd] with each frequency repeated in both halves.
+at::Tensor Rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * cos + rotated * sin;
+}
+
+// The Qwen3 q/k norms: each head of q and of k RMS-normalised over its hd values.
+// qkv: [..., (H + 2K) * hd]; returns the same layout, v untouched.
+at::Tensor NormQueryKeyHeads(const at::Tensor& qkv, const Layer& l, const ModelConfig& c) {
+  const int64_t hd = c.head_dim(), h = c.n_heads, k = c.n_kv_heads;
+  auto heads = [&](int64_t start, int64_t count) {
+    std::vector<int64_t> shape = qkv.sizes().vec();
+    shape.back() = count;
+    shape.push_back(hd);
+    return qkv.narrow(-1, start * hd, count * hd).reshape(shape);
+  };
+  at::Tensor q = RmsNorm(heads(0, h), l.q_norm, c.norm_eps);
+  at::Tensor key = RmsNorm(heads(h, k), l.k_norm, c.norm_eps);
+  std::vector<int64_t> flat = qkv.sizes().vec();
+  flat.back() = -1;
+  return at::cat({q.reshape(flat), key.reshape(flat), qkv.narrow(-1, (h + k) * hd, k * hd)}, -1);
+}
+
+// Rotary inverse frequencies [hd / 2] in float64, with Llama 3's scaling when configured:
+// low frequencies (wavelengths past the original context) divided by the factor, high
+// ones kept, and a smooth blend between.
+at::Tensor RotaryInverseFrequencies(const ModelConfig& c) {
+  const int64_t hd = c.head_dim();
+  at::Tensor inv_freq =
+      1.0 / at::pow(c.rope_theta, at::arange(0, hd, 2, at::kDouble) / static_cast<double>(hd));
+  if (c.rope_scaling_factor == 0) return inv_freq;
+  const double factor = c.rope_scaling_factor, low = c.rope_low_freq_factor,
+               high = c.rope_high_freq_factor, context = c.rope_original_max_position;
+  at::Tensor wavelength = 2 * M_PI / inv_freq;
+  at::Tensor scaled = at::where(wavelength > context / low, inv_freq / factor, inv_freq);
+  at::Tensor smooth = (context / wavelength - low) / (high - low);
+  at::Tensor blended = (1 - smooth) * scaled / factor + smooth * scaled;
+  at::Tensor medium = (wavelength >= context / high) & (wavelength <= context / low);
+  return at::where(medium, blended, scaled);
+}
+
+}  // namespace
+
+KvCache::KvCache(const ModelConfig& c, int64_t batch, int64_t capacity,
+                 const at::TensorOptions& options)
+    : capacity_(capacity) {
+  for (int i = 0; i < c.n_layers; ++i) {
+    keys_.push_back(at::empty({batch, c.n_kv_heads, capacity, c.head_dim()}, options));
+    values_.push_back(at::empty({batch, c.n_kv_heads, capacity, c.head_dim()}, options));
+  }
+  is_pad_ = at::zeros({batch, capacity}, options.dtype(at::kBool));
+}
+
+struct Transformer::Impl {
+  ModelConfig config;
+  at::Tensor embedding;   // [V, d]
+  at::Tensor final_norm;  // [d]
+  at::Tensor lm_head;     // [V, d]; undefined when tied to the embedding
+  std::vector<Layer> layers;
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  at::Tensor cos, sin;  // [max_seq_len, hd]
+};
+
+Transformer::Transformer(const ModelConfig& c, Uninitialized) : Transformer(c, 0, false) {}
+
+Transformer::Transformer(const ModelConfig& c, uint64_t seed) : Transformer(c, seed, true) {}
+
+Transformer::Transformer(const ModelConfig& c, uint64_t seed, bool random) : impl_(new Impl) {
+  impl_->config = c;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const int64_t d = c.d_model, hd = c.head_dim(), f = c.ffn_hidden;
+  const double residual_std = 0.02 / std::sqrt(2.0 * c.n_layers);
+  auto normal = [&](std::vector<int64_t> shape, double std) {
+    return (random ? at::normal(0.0, std, shape, gen) : at::empty(shape)).requires_grad_(true);
+  };
+  auto ones = [](int64_t n) { return at::ones({n}).requires_grad_(true); };
+  auto& named = impl_->named;
+
+  impl_->embedding = normal({c.vocab_size, d}, 0.02);
+  named.emplace_back("embedding", impl_->embedding);
+  for (int i = 0; i < c.n_layers; ++i) {
+    Layer l;
+    l.attn_norm = ones(d);
+    l.wqkv = normal({(c.n_heads + 2 * c.n_kv_heads) * hd, d}, 0.02);
+    if (c.qkv_bias) l.bqkv = at::zeros({(c.n_heads + 2 * c.n_kv_heads) * hd}).requires_grad_(true);
+    if (c.qk_norm) {
+      l.q_norm = ones(hd);
+      l.k_norm = ones(hd);
+    }
+    l.wo = normal({d, c.n_heads * hd}, residual_std);
+    l.mlp_norm = ones(d);
+    l.w_gate_up = normal({2 * f, d}, 0.02);
+    l.w_down = normal({d, f}, residual_std);
+    const std::string p = absl::StrCat("layers.", i, ".");
+    named.emplace_back(p + "attn_norm", l.attn_norm);
+    named.emplace_back(p + "wqkv", l.wqkv);
+    if (l.bqkv.defined()) named.emplace_back(p + "bqkv", l.bqkv);
+    if (l.q_norm.defined()) {
+      named.emplace_back(p + "q_norm", l.q_norm);
+      named.emplace_back(p + "k_norm", l.k_norm);
+    }
+    named.emplace_back(p + "wo", l.wo);
+    named.emplace_back(p + "mlp_norm", l.mlp_norm);
+    named.emplace_back(p + "w_gate_up", l.w_gate_up);
+    named.emplace_back(p + "w_down", l.w_down);
+    impl_->layers.push_back(std::move(l));
+  }
+  impl_->final_norm = ones(d);
+  named.emplace_back("final_norm", impl_->final_norm);
+  if (!c.tie_embeddings) {
+    impl_->lm_head = normal({c.vocab_size, d}, 0.02);
+    named.emplace_back("lm_head", impl_->lm_head);
+  }
+
+  // Rotary tables in float64 then cast, so long positions keep their precision.
+  at::Tensor angles = at::outer(at::arange(c.max_seq_len, at::kDouble),
+                                RotaryInverseFrequencies(c));  // [S, hd/2]
+  angles = at::cat({angles, angles}, -1);
+  impl_->cos = angles.cos().to(at::kFloat);
+  impl_->sin = angles.sin().to(at::kFloat);
+}
+
+Transformer::~Transformer() = default;
+
+const ModelConfig& Transformer::config() const { return impl_->config; }
+
+absl::Status Transformer::To(c10::Device device, at::ScalarType dtype) {
+  if (dtype != at::kFloat && dtype != at::kBFloat16 && dtype != at::kHalf &&
+      dtype != at::kDouble)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model dtype ", c10::toString(dtype), ": float32, bfloat16, float16 or float64 only"));
+  return CatchTorch(absl::StrCat("moving the model to ", device.str()), [&] {
+    at::NoGradGuard no_grad;
+    // Every copy first, so that running out of device memory leaves the model as it was;
+    // then set_data swaps the storage under every handle, as nn.Module.to does.
+    std::vector<at::Tensor> moved;
+    for (const auto& [name, tensor] : impl_->named) moved.push_back(tensor.to(device, dtype));
+    at::Tensor cos = impl_->cos.to(device, dtype), sin = impl_->sin.to(device, dtype);
+    for (size_t i = 0; i < moved.size(); ++i) impl_->named[i].second.set_data(moved[i]);
+    impl_->cos = cos;
+    impl_->sin = sin;
+  });
+}
+
+absl::StatusOr<Placement> ParsePlacement(const std::string& device_name,
+                                          const std::string& dtype_name) {
+  at::ScalarType dtype;
+  if (dtype_name == "float32") {
+    dtype = at::kFloat;
+  } else if (dtype_name == "bfloat16") {
+    dtype = at::kBFloat16;
+  } else if (dtype_name == "float16") {
+    dtype = at::kHalf;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dtype \"", dtype_name, "\": float32, bfloat16 or float16"));
+  }
+  std::optional<c10::Device> device;
+  absl::Status parsed = CatchTorch("device", [&] { device.emplace(device_name); });
+  if (!parsed.ok() || !(device->is_cpu() || device->is_cuda()))
+    return absl::InvalidArgumentError(
+        absl::StrCat("device \"", device_name, "\": cpu or cuda[:N]"));
+  if (device->is_cuda() && !torch::cuda::is_available())
+    return absl::FailedPreconditionError(absl::StrCat(
+        "device ", device_name, ": no CUDA device visible, or this LibTorch is CPU-only"));
+  return Placement{*device, dtype};
+}
+
+absl::Status Transformer::To(const std::string& device, const std::string& dtype) {
+  absl::StatusOr<Placement> placement = ParsePlacement(device, dtype);
+  if (!placement.ok()) return placement.status();
+  return To(placement->device, placement->dtype);
+}
+
+at::TensorOptions Transformer::tensor_options() const {
+  return at::TensorOptions().device(impl_->embedding.device()).dtype(impl_->embedding.scalar_type());
+}
+
+// One token per row against the cache, no autograd: the same computation as the general
+// path below with the small-op chains fused (decode_kernels.h) and the attention done
+// directly over the cache (decode_attention.h).
+at::Tensor Transformer::DecodeStep(const at::Tensor& ids, const at::Tensor& is_pad,
+                                   KvCache* cache) const {
+  const ModelConfig& c = impl_->config;
+  const int64_t n = ids.size(0), pos = cache->length_;
+  TORCH_CHECK(pos < c.max_seq_len && pos < cache->capacity_, "decode position ", pos,
+              " exceeds max_seq_len ", c.max_seq_len, " or the cache capacity");
+  cache->is_pad_.select(1, pos).copy_(is_pad.defined() ? is_pad.view({n})
+                                                      : at::zeros({n}, at::kBool));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim()));
+  const float eps = c.norm_eps;
+  at::Tensor cos = impl_->cos.select(0, pos), sin = impl_->sin.select(0, pos);
+  at::Tensor x = at::embedding(impl_->embedding, ids.view({n}));  // [N, d]
+  for (size_t i = 0; i < impl_->layers.size(); ++i) {
+    const Layer& l = impl_->layers[i];
+    at::Tensor qkv = at::linear(RmsNormRows(x, l.attn_norm, eps), l.wqkv, l.bqkv);
+    if (c.qk_norm) qkv = NormQueryKeyHeads(qkv, l, c);
+    at::Tensor q = RotateAndCache(qkv, cos, sin, scale, pos, c.n_heads, cache->keys_[i],
+                                  cache->values_[i]);
+    at::Tensor attended =
+        DecodeAttention(q, cache->keys_[i], cache->values_[i], cache->is_pad_, pos + 1);
+    x = x + at::linear(attended.view({n, -1}), l.wo);
+    at::Tensor gate_up = at::linear(RmsNormRows(x, l.mlp_norm, eps), l.w_gate_up);
+    const int64_t f = c.ffn_hidden;
+    x = x + at::linear(at::silu(gate_up.narrow(-1, 0, f)) * gate_up.narrow(-1, f, f),
+                       l.w_down);
+  }
+  cache->length_ = pos + 1;
+  return x.view({n, 1, -1});
+}
+
+at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
+                                KvCache* cache) const {
+  if (cache && ids.size(1) == 1 && !at::GradMode::is_enabled() &&
+      impl_->embedding.device().is_cpu() && impl_->embedding.scalar_type() == at::kFloat) {
+    return DecodeStep(ids, is_pad, cache);
+  }
+  const ModelConfig& c = impl_->config;
+  const int64_t n = ids.size(0), t = ids.size(1);
+  const int64_t h = c.n_heads, k = c.n_kv_heads, hd = c.head_dim(), f = c.ffn_hidden;
+  const int64_t start = cache ? cache->length_ : 0;
+  const int64_t s = start + t;  // keys visible to the last query
+  TORCH_CHECK(s <= c.max_seq_len, "sequence of ", s, " tokens exceeds max_seq_len ",
+              c.max_seq_len);
+  TORCH_CHECK(!cache || s <= cache->capacity_, "KV cache capacity ", cache->capacity_,
+              " exceeded");
+
+  at::Tensor cos = impl_->cos.narrow(0, start, t);
+  at::Tensor sin = impl_->sin.narrow(0, start, t);
+
+  // Additive attention bias [N or 1, 1, T, S]: -1e9 on future and padded keys. Finite so a
+  // padded query row (all keys masked) stays finite; its output never reaches a loss.
+  at::Tensor key_is_pad;
+  if (cache) {
+    if (is_pad.defined()) cache->is_pad_.narrow(1, start, t).copy_(is_pad);
+    key_is_pad = cache->is_pad_.narrow(1, 0, s);
+  } else {
+    key_is_pad = is_pad;
+  }
+  at::Tensor bias;
+  if (t > 1 || (key_is_pad.defined() && key_is_pad.any().item<bool>())) {
+    const at::TensorOptions flags = at::TensorOptions().dtype(at::kBool).device(ids.device());
+    at::Tensor masked = at::zeros({1, 1, t, s}, flags);
+    if (t > 1) {
+      masked = at::ones({t, s}, flags).triu(start + 1).view({1, 1, t, s});
+    }
+    if (key_is_pad.defined()) masked = masked | key_is_pad.view({n, 1, 1, s});
+    // float32 whatever the model's dtype: the scores are added and softmaxed in float32.
+    bias = at::zeros(masked.sizes(), tensor_options().dtype(at::kFloat)).masked_fill_(masked, -1e9);
+  }
+
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  at::Tensor x = at::embedding(impl_->embedding, ids);  // [N, T, d]
+  for (size_t i = 0; i < impl_->layers.size(); ++i) {
+    const Layer& l = impl_->layers[i];
+    at::Tensor qkv = at::linear(RmsNorm(x, l.attn_norm, c.norm_eps), l.wqkv, l.bqkv);
+    if (c.qk_norm) qkv = NormQueryKeyHeads(qkv, l, c);
+    at::Tensor q = qkv.narrow(-1, 0, h * hd).view({n, t, h, hd}).transpose(1, 2);
+    at::Tensor key = qkv.narrow(-1, h * hd, k * hd).view({n, t, k, hd}).transpose(1, 2);
+    at::Tensor value =
+        qkv.narrow(-1, (h + k) * hd, k * hd).view({n, t, k, hd}).transpose(1, 2);
+    q = Rope(q, cos, sin) * scale;
+    key = Rope(key, cos, sin);
+    if (cache) {
+      cache->keys_[i].narrow(2, start, t).copy_(key);
+      cache->values_[i].narrow(2, start, t).copy_(value);
+      key = cache->keys_[i].narrow(2, 0, s);
+      value = cache->values_[i].narrow(2, 0, s);
+    }
+    // Grouped-query attention without repeating keys: the `rep` query heads sharing a kv
+    // head become rows of one [rep * T, hd] matrix against that head's [S, hd] keys.
+    const int64_t rep = h / k;
+    at::Tensor scores = at::bmm(q.reshape({n * k, rep * t, hd}),
+                                key.reshape({n * k, s, hd}).transpose(1, 2));
+    if (bias.defined()) {
+      scores = (scores.view({n, k, rep, t, s}) + bias.view({bias.size(0), 1, 1, t, s}))
+                   .view({n * k, rep * t, s});
+    }
+    // Half-precision models take the softmax in float32 (as their reference code does):
+    // -1e9 does not fit float16, and the sums lose too much in bfloat16.
+    at::Tensor probs = at::softmax(IsHalfPrecision(scores) ? scores.to(at::kFloat) : scores, -1);
+    if (probs.scalar_type() != value.scalar_type()) probs = probs.to(value.scalar_type());
+    at::Tensor attended = at::bmm(probs, value.reshape({n * k, s, hd})).view({n, h, t, hd});
+    x = x + at::linear(attended.transpose(1, 2).reshape({n, t, h * hd}), l.wo);
+
+    at::Tensor gate_up = at::linear(RmsNorm(x, l.mlp_norm, c.norm_eps), l.w_gate_up);
+    x = x + at::linear(at::silu(gate_up.narrow(-1, 0, f)) * gate_up.narrow(-1, f, f),
+                       l.w_down);
+  }
+  if (cache) cache->length_ = s;
+  return x;
+}
+
+at::Tensor Transformer::Logits(const at::Tensor& hidden) const {
+  const at::Tensor& head =
+      impl_->lm_head.defined() ? impl_->lm_head : impl_->embedding;
+  return at::linear(FinalNorm(hidden), head);
+}
+
+at::Tensor Transformer::FinalNorm(const at::Tensor& hidden) const {
+  return RmsNorm(hidden, impl_->final_norm, impl_->config.norm_eps);
+}
+
+const std::vector<std::pair<std::string, at::Tensor>>& Transformer::named_parameters()
+    const {
+  return impl_->named;
+}
+
+std::vector<at::Tensor> Transformer::parameters() const {
+  std::vector<at::Tensor> out;
+  for (const auto& [name, tensor] : impl_->named) out.push_back(tensor);
+  return out;
+}
+
+absl::Status Transformer::CopyFrom(const Transformer& other) {
+  const auto& src = other.named_parameters();
+  auto& dst = impl_->named;
+  if (src.size() != dst.size()) {
+    return absl::InvalidArgumentError("CopyFrom: models have different layouts");
+  }
+  for (size_t i = 0; i < dst.size(); ++i) {
+    if (src[i].first != dst[i].first || !src[i].second.sizes().equals(dst[i].second.sizes())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("CopyFrom: parameter ", dst[i].first, " differs"));
+    }
+  }
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < dst.size(); ++i) dst[i].second.copy_(src[i].second);
+  return absl::OkStatus();
+}
+
+absl::Status Transformer::Save(const std::string& path) const {
+  return CatchTorch("saving model to " + path, [&] { Archive().save_to(path); });
+}
+
+absl::StatusOr<std::string> Transformer::SaveToString() const {
+  std::string bytes;
+  absl::Status s = CatchTorch("serialising model", [&] {
+    Archive().save_to([&](const void* data, size_t size) {
+      bytes.append(static_cast<const char*>(data), size);
+      return size;
+    });
+  });
+  if (!s.ok()) return s;
+  return bytes;
+}
+
+torch::serialize::OutputArchive Transformer::Archive() const {
+  torch::serialize::OutputArchive archive;
+  // float32 on the CPU whatever the model's placement: one archive format everywhere.
+  for (const auto& [name, tensor] : impl_->named)
+    archive.write(name, tensor.detach().to(at::kCPU, at::kFloat));
+  return archive;
+}
+
+absl::Status Transformer::Load(const std::string& path) {
+  return LoadArchive("loading model from " + path,
+                     [&](torch::serialize::InputArchive& a) { a.load_from(path); });
+}
+
+absl::Status Transformer::LoadFromString(const std::string& bytes) {
+  return LoadArchive("loading model from memory", [&](torch::serialize::InputArchive& a) {
+    a.load_from(bytes.data(), bytes.size());
+  });
+}
+
+absl::Status Transformer::LoadArchive(
+    const std::string& what,
+    const std::function<void(torch::serialize::InputArchive&)>& open) {
+  // Read everything into fresh tensors first, so a bad archive changes nothing.
+  std::vector<at::Tensor> loaded(impl_->named.size());
+  absl::Status read = CatchTorch(what, [&] {
+    torch::serialize::InputArchive archive;
+    open(archive);
+    for (size_t i = 0; i < impl_->named.size(); ++i) {
+      archive.read(impl_->named[i].first, loaded[i]);
+    }
+  });
+  if (!read.ok()) return read;
+  for (size_t i = 0; i < loaded.size(); ++i) {
+    const auto& [name, tensor] = impl_->named[i];
+    // Archives hold float32; the copy below converts to the model's dtype (Transformer::To).
+    if (!loaded[i].sizes().equals(tensor.sizes()) || loaded[i].scalar_type() != at::kFloat) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": parameter ", name, " has shape ", c10::str(loaded[i].sizes()),
+          ", the model expects ", c10::str(tensor.sizes())));
+    }
+    // Weights with NaN or inf would sample garbage (a worker) or train on it (a resumed
+    // learner): refused at the boundary, the model as it was.
+    if (!loaded[i].isfinite().all().item<bool>())
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": parameter ", name, " holds NaN or infinite values"));
+  }
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < loaded.size(); ++i) impl_->named[i].second.copy_(loaded[i]);
+  return absl::OkStatus();
+}
+
+}  // namespace grpo

@@ -1,0 +1,127 @@
+// Transformer: the Llama-style decoder policy (docs/design.md §4): token embedding, RMSNorm,
+// rotary position embeddings (rotate-half convention, as Llama/Qwen2 checkpoints), grouped-
+// query attention with fused q/k/v, SwiGLU MLP with fused gate/up, optional tied embeddings.
+//
+// Parameters are plain tensors owned by the Transformer; autograd records through Forward
+// unless the caller holds a NoGradGuard/InferenceMode. Not thread-safe: one owner at a time.
+//
+// Padding convention: prompts are left-padded and completions right-padded inside one
+// [N, T] batch; positions are slot indices. Rotary attention only sees relative distances,
+// so masking padded keys gives each row the same result as running it unpadded.
+#ifndef GRPO_MODEL_MODEL_H_
+#define GRPO_MODEL_MODEL_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "model/model_config.h"
+
+namespace torch::serialize {
+class InputArchive;
+class OutputArchive;
+}  // namespace torch::serialize
+
+namespace grpo {
+
+class Transformer;
+
+// Where a model runs and in what dtype (Transformer::To).
+struct Placement {
+  c10::Device device;
+  at::ScalarType dtype;
+};
+// Flag values: "cpu" or "cuda[:N]", and "float32", "bfloat16" or "float16". INVALID_ARGUMENT
+// naming a bad value; FAILED_PRECONDITION for a CUDA device this process cannot use (none
+// visible, or a CPU-only LibTorch).
+absl::StatusOr<Placement> ParsePlacement(const std::string& device, const std::string& dtype);
+
+// Preallocated key/value cache for batched decoding: [N, n_kv_heads, capacity, head_dim]
+// per layer, plus which slots hold padding. Forward appends to it. `options`: the
+// model's device and dtype (Transformer::tensor_options()); float32 on the CPU by default.
+class KvCache {
+ public:
+  KvCache(const ModelConfig& config, int64_t batch, int64_t capacity,
+          const at::TensorOptions& options = at::TensorOptions());
+  int64_t length() const { return length_; }
+  int64_t capacity() const { return capacity_; }
+
+ private:
+  friend class Transformer;
+  std::vector<at::Tensor> keys_, values_;
+  at::Tensor is_pad_;  // bool [N, capacity]
+  int64_t length_ = 0;
+  int64_t capacity_ = 0;
+};
+
+class Transformer {
+ public:
+  // Parameters initialised from `seed` (normal, std 0.02; residual outputs scaled down).
+  Transformer(const ModelConfig& config, uint64_t seed);
+  // Parameters allocated but not initialised (norms excepted), for a caller that loads
+  // every one of them next: drawing 0.5B random numbers costs seconds.
+  struct Uninitialized {};
+  Transformer(const ModelConfig& config, Uninitialized);
+  ~Transformer();
+  Transformer(const Transformer&) = delete;
+  Transformer& operator=(const Transformer&) = delete;
+
+  const ModelConfig& config() const;
+
+  // The same from flag values (ParsePlacement).
+  absl::Status To(const std::string& device, const std::string& dtype);
+  // Moves every parameter and table to `device` in `dtype` (float32, bfloat16 or float16;
+  // float64 for gradient checks and tests whose comparisons must be well-conditioned) in
+  // place: handles from named_parameters() stay valid. For inference there (decoding on a
+  // GPU in the checkpoint's dtype); training runs on CPU float32. The fused CPU
+  // decode kernels are used for CPU float32 only; elsewhere the general path runs.
+  absl::Status To(c10::Device device, at::ScalarType dtype);
+  // The device and dtype of the parameters, for inputs and caches.
+  at::TensorOptions tensor_options() const;
+
+  // ids: int64 [N, T]; is_pad: bool [N, T] or undefined (no padding). With a cache the
+  // tokens go at slots cache->length() .. +T and the cache grows by T. Returns the final
+  // hidden states [N, T, d_model] (before the final norm); see Logits.
+  at::Tensor Forward(const at::Tensor& ids, const at::Tensor& is_pad,
+                     KvCache* cache = nullptr) const;
+  // Final RMSNorm and LM head: [..., d_model] -> [..., vocab_size].
+  at::Tensor Logits(const at::Tensor& hidden) const;
+  // The final RMSNorm alone (what a scalar head reads, see reward_model.h).
+  at::Tensor FinalNorm(const at::Tensor& hidden) const;
+
+  // Every trainable tensor, in a fixed order, with stable names.
+  const std::vector<std::pair<std::string, at::Tensor>>& named_parameters() const;
+  std::vector<at::Tensor> parameters() const;
+
+  // Copies another model's parameters (same config) without recording autograd.
+  absl::Status CopyFrom(const Transformer& other);
+
+  // A single-file archive of all parameters, by name. Load checks names and shapes and
+  // leaves the model unchanged on any error.
+  absl::Status Save(const std::string& path) const;
+  absl::Status Load(const std::string& path);
+  // The same archive in memory (weight streaming).
+  absl::StatusOr<std::string> SaveToString() const;
+  absl::Status LoadFromString(const std::string& bytes);
+
+ private:
+  Transformer(const ModelConfig& config, uint64_t seed, bool random);
+  torch::serialize::OutputArchive Archive() const;
+  absl::Status LoadArchive(const std::string& what,
+                           const std::function<void(torch::serialize::InputArchive&)>& open);
+  at::Tensor DecodeStep(const at::Tensor& ids, const at::Tensor& is_pad, KvCache* cache) const;
+
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace grpo
+
+#endif  // GRPO_MODEL_MODEL_H_

@@ -1,0 +1,199 @@
+#include "model/sampler.h"
+
+#include <torch/torch.h>
+
+#include <limits>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "model/torch_status.h"
+
+namespace grpo {
+namespace {
+
+absl::Status Validate(const ModelConfig& c, const std::vector<std::vector<int32_t>>& prompts,
+                      const SamplingOptions& o) {
+  if (prompts.empty()) return absl::InvalidArgumentError("prompts: empty batch");
+  if (!(o.temperature >= 0) || o.temperature > 100)
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling.temperature = ", o.temperature, ": must be in [0, 100]"));
+  if (!(o.top_p > 0 && o.top_p <= 1))
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling.top_p = ", o.top_p, ": must be in (0, 1]"));
+  if (o.top_k < 0)
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling.top_k = ", o.top_k, ": must be >= 0"));
+  if (o.max_new_tokens < 1)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sampling.max_new_tokens = ", o.max_new_tokens, ": must be >= 1"));
+  if (o.stop_token >= c.vocab_size)
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling: stop token ", o.stop_token, " outside the vocabulary"));
+  if (o.pad_token < 0 || o.pad_token >= c.vocab_size)
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling: pad token ", o.pad_token, " outside the vocabulary"));
+  size_t longest = 0;
+  for (const auto& p : prompts) longest = std::max(longest, p.size());
+  if (static_cast<int64_t>(longest) + o.max_new_tokens > c.max_seq_len)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt of ", longest, " tokens + sampling.max_new_tokens ", o.max_new_tokens,
+        " exceeds the model's max_seq_len ", c.max_seq_len));
+  return absl::OkStatus();
+}
+
+// Picks the next token of every row; returns {token [N], logprob [N]}.
+std::pair<at::Tensor, at::Tensor> Choose(const at::Tensor& logits, const SamplingOptions& o,
+                                         at::Generator& gen) {
+  const int64_t vocab = logits.size(-1);
+  const double neg_inf = -std::numeric_limits<double>::infinity();
+  const bool limit = o.sample_vocab > 0 && o.sample_vocab < vocab;
+  auto within_vocab = [&](const at::Tensor& x) {
+    if (!limit) return x;
+    at::Tensor out = x.clone();
+    out.narrow(-1, o.sample_vocab, vocab - o.sample_vocab).fill_(neg_inf);
+    return out;
+  };
+  if (o.temperature == 0) {
+    at::Tensor next = within_vocab(logits).argmax(-1, /*keepdim=*/true);
+    return {next.squeeze(1), at::log_softmax(logits, -1).gather(1, next).squeeze(1)};
+  }
+  at::Tensor scaled = o.temperature == 1.0f ? logits : logits / o.temperature;
+  at::Tensor logp = at::log_softmax(scaled, -1);
+  if (o.top_k == 0 && o.top_p >= 1.0f && !limit) {
+    at::Tensor next = at::multinomial(logp.exp(), 1, false, gen);
+    return {next.squeeze(1), logp.gather(1, next).squeeze(1)};
+  }
+  at::Tensor filtered = within_vocab(scaled);
+  if (o.top_k > 0 && o.top_k < vocab) {
+    // Of what sample_vocab left: k candidates among the ids that may be drawn.
+    at::Tensor kth = std::get<0>(filtered.topk(o.top_k, -1)).narrow(-1, o.top_k - 1, 1);
+    filtered = filtered.masked_fill(filtered < kth, neg_inf);
+  }
+  if (o.top_p < 1.0f) {
+    auto [sorted, order] = filtered.sort(-1, /*descending=*/true);
+    at::Tensor probs = at::softmax(sorted, -1);
+    // Drop a token when the mass before it already reaches top_p; the first always stays.
+    at::Tensor drop_sorted = (probs.cumsum(-1) - probs) >= o.top_p;
+    at::Tensor drop = at::zeros_like(drop_sorted).scatter_(-1, order, drop_sorted);
+    filtered = filtered.masked_fill(drop, neg_inf);
+  }
+  at::Tensor next = at::multinomial(at::softmax(filtered, -1), 1, false, gen);
+  return {next.squeeze(1), logp.gather(1, next).squeeze(1)};
+}
+
+}  // namespace
+
+std::vector<int32_t> SampleResult::Completion(int64_t row) const {
+  at::Tensor mask = completion_mask[row].to(at::kBool);
+  at::Tensor ids = tokens[row].narrow(0, prompt_length, mask.size(0)).masked_select(mask);
+  ids = ids.to(at::kInt).contiguous();
+  return std::vector<int32_t>(ids.data_ptr<int32_t>(), ids.data_ptr<int32_t>() + ids.numel());
+}
+
+std::vector<float> SampleResult::CompletionLogprobs(int64_t row) const {
+  at::Tensor lp = logprobs[row].masked_select(completion_mask[row].to(at::kBool)).contiguous();
+  return std::vector<float>(lp.data_ptr<float>(), lp.data_ptr<float>() + lp.numel());
+}
+
+absl::StatusOr<PromptBatch> MakePromptBatch(const std::vector<std::vector<int32_t>>& prompts,
+                                            int pad_token) {
+  if (prompts.empty()) return absl::InvalidArgumentError("prompts: empty batch");
+  size_t longest = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    if (prompts[i].empty())
+      return absl::InvalidArgumentError(absl::StrCat("prompts[", i, "]: empty prompt"));
+    longest = std::max(longest, prompts[i].size());
+  }
+  const int64_t n = prompts.size(), p = longest;
+  PromptBatch batch;
+  batch.tokens = at::full({n, p}, pad_token, at::kLong);
+  batch.is_pad = at::ones({n, p}, at::kBool);
+  auto tokens = batch.tokens.accessor<int64_t, 2>();
+  auto is_pad = batch.is_pad.accessor<bool, 2>();
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t offset = p - static_cast<int64_t>(prompts[i].size());
+    for (size_t j = 0; j < prompts[i].size(); ++j) {
+      tokens[i][offset + j] = prompts[i][j];
+      is_pad[i][offset + j] = false;
+    }
+  }
+  return batch;
+}
+
+absl::StatusOr<SampleResult> Sample(const Transformer& model,
+                                    const std::vector<std::vector<int32_t>>& prompts,
+                                    const SamplingOptions& o) {
+  if (absl::Status s = Validate(model.config(), prompts, o); !s.ok()) return s;
+  absl::StatusOr<PromptBatch> batch = MakePromptBatch(prompts, o.pad_token);
+  if (!batch.ok()) return batch.status();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    for (int32_t id : prompts[i]) {
+      if (id < 0 || id >= model.config().vocab_size)
+        return absl::InvalidArgumentError(
+            absl::StrCat("prompts[", i, "]: token id ", id, " outside the vocabulary"));
+    }
+  }
+
+  SampleResult r;
+  absl::Status status = CatchTorch("sampling", [&] {
+    // NoGrad rather than InferenceMode: the trainer later feeds these tensors to autograd.
+    at::NoGradGuard no_grad;
+    const int64_t n = batch->tokens.size(0), p = batch->tokens.size(1);
+    const int64_t m = o.max_new_tokens;
+    // Bookkeeping stays on the CPU; the model's inputs go to its device, and the draw is
+    // made there (float32 logits) with a generator of that device seeded from o.seed, so
+    // only the chosen ids and their log-probs come back each step.
+    const at::TensorOptions on_model = model.tensor_options();
+    const c10::Device device = on_model.device();
+    KvCache cache(model.config(), n, p + m, on_model);
+    r.tokens = at::full({n, p + m}, o.pad_token, at::kLong);
+    r.tokens.narrow(1, 0, p).copy_(batch->tokens);
+    r.is_pad = at::ones({n, p + m}, at::kBool);
+    r.is_pad.narrow(1, 0, p).copy_(batch->is_pad);
+    r.logprobs = at::zeros({n, m});
+    r.completion_mask = at::zeros({n, m});
+    r.prompt_length = p;
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
+    if (!device.is_cpu()) {
+      at::Generator device_default = at::globalContext().defaultGenerator(device);
+      {
+        // The default generator is shared by the process; clone it under its own lock.
+        std::lock_guard<std::mutex> lock(device_default.mutex());
+        gen = device_default.clone();
+      }
+      gen.set_current_seed(o.seed);
+    }
+
+    at::Tensor hidden = model.Forward(batch->tokens.to(on_model.device()),
+                                      batch->is_pad.to(on_model.device()), &cache);
+    at::Tensor logits = model.Logits(hidden.select(1, p - 1)).to(at::kFloat);
+    at::Tensor finished = at::zeros({n}, at::kBool);
+    int64_t used = 0;
+    for (int64_t step = 0; step < m; ++step) {
+      auto [next_on_device, logprob_on_device] = Choose(logits, o, gen);
+      const at::Tensor next = next_on_device.to(at::kCPU);
+      const at::Tensor logprob = logprob_on_device.to(at::kCPU);
+      at::Tensor active = finished.logical_not();
+      r.tokens.select(1, p + step).copy_(at::where(active, next, o.pad_token));
+      r.is_pad.select(1, p + step).copy_(finished);
+      r.logprobs.select(1, step).copy_(at::where(active, logprob, 0.0f));
+      r.completion_mask.select(1, step).copy_(active);
+      finished = finished | (next == o.stop_token);
+      used = step + 1;
+      if (step + 1 == m || finished.all().item<bool>()) break;
+      hidden = model.Forward(r.tokens.narrow(1, p + step, 1).to(on_model.device()),
+                             r.is_pad.narrow(1, p + step, 1).to(on_model.device()), &cache);
+      logits = model.Logits(hidden.select(1, 0)).to(at::kFloat);
+    }
+    // Drop the columns no row reached.
+    r.tokens = r.tokens.narrow(1, 0, p + used).clone();
+    r.is_pad = r.is_pad.narrow(1, 0, p + used).clone();
+    r.logprobs = r.logprobs.narrow(1, 0, used).clone();
+    r.completion_mask = r.completion_mask.narrow(1, 0, used).clone();
+    r.generated_tokens = static_cast<int64_t>(r.completion_mask.sum().item<double>());
+  });
+  if (!status.ok()) return status;
+  return r;
+}
+
+}  // namespace grpo

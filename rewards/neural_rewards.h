@@ -1,0 +1,48 @@
+// Reward functions backed by a RewardModel (rewards/reward_model.h), behind the same
+// RewardFunction interface as the rule-based ones, so the reward server and the local
+// trainer use them unchanged:
+//   "reward_model"          score of prompt + completion read at its last token;
+//   "process_reward_model"  a score at the token ending each line (step) of the completion,
+//                           and their mean as the outcome reward.
+// The model is shared (shared_ptr) and read-only; Score is thread-safe.
+#ifndef GRPO_REWARDS_NEURAL_REWARDS_H_
+#define GRPO_REWARDS_NEURAL_REWARDS_H_
+
+#include <memory>
+
+#include "rewards/reward_model.h"
+#include "rewards/rewards.h"
+#include "tokenizer/tokenizer.h"
+#include "grpo/v1/job.pb.h"
+
+namespace grpo {
+
+class RewardModelFunction : public RewardFunction {
+ public:
+  enum class ReadAt { kLastToken, kStepEnds };
+
+  RewardModelFunction(std::shared_ptr<const RewardModel> model, ReadAt read_at)
+      : model_(std::move(model)), read_at_(read_at) {}
+  std::string_view name() const override {
+    return read_at_ == ReadAt::kLastToken ? "reward_model" : "process_reward_model";
+  }
+  bool gives_step_rewards() const override { return read_at_ == ReadAt::kStepEnds; }
+  absl::StatusOr<RewardOutput> Score(const RewardInput& input) const override;
+  // One forward pass per chunk of inputs.
+  absl::StatusOr<std::vector<RewardOutput>> ScoreBatch(
+      const std::vector<RewardInput>& inputs) const override;
+
+ private:
+  std::shared_ptr<const RewardModel> model_;
+  ReadAt read_at_;
+  CharTokenizer tokenizer_;
+};
+
+// The weighted reward of a job spec: rule-based functions by name, reward_model and
+// process_reward_model loaded from their model_dir (each directory loaded once).
+absl::StatusOr<CompositeReward> MakeJobReward(
+    const google::protobuf::RepeatedPtrField<v1::RewardFunctionSpec>& specs);
+
+}  // namespace grpo
+
+#endif  // GRPO_REWARDS_NEURAL_REWARDS_H_

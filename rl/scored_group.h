@@ -1,0 +1,33 @@
+// ScoredGroup: what rollout hands the learner — one prompt, its G sampled completions, the
+// sampler's log-probs and the rewards (docs/design.md §2). Torch-free: it is the in-process
+// form of the wire message the gRPC services will carry.
+#ifndef GRPO_RL_SCORED_GROUP_H_
+#define GRPO_RL_SCORED_GROUP_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "rewards/rewards.h"
+
+namespace grpo {
+
+struct ScoredSample {
+  std::vector<int32_t> completion;  // generated tokens, stop token included if emitted
+  std::vector<float> logprobs;      // sampler log-prob of each completion token
+  double reward = 0;                // weighted total over the reward functions
+  std::vector<double> reward_per_function;
+  // Process supervision: step rewards, end_offset indexing `completion`.
+  std::vector<StepReward> steps;
+  int64_t policy_version = 0;       // version of the weights that sampled it
+};
+
+struct ScoredGroup {
+  std::string prompt_id;  // unique per prompt of a job; never shared by two groups
+  std::vector<int32_t> prompt;
+  std::vector<ScoredSample> samples;
+};
+
+}  // namespace grpo
+
+#endif  // GRPO_RL_SCORED_GROUP_H_

@@ -1,0 +1,193 @@
+#include "model/model.h"
+
+#include <torch/torch.h>
+
+#include "absl/strings/match.h"
+#include "model/sampler.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/small_model.h"
+
+namespace grpo {
+namespace {
+
+ModelConfig SmallConfig() {
+  return testing_util::SmallModel({.d_model = 32, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2,
+                                   .ffn_hidden = 48, .vocab_size = 40, .max_seq_len = 64,
+                                   .tie_embeddings = false});
+}
+
+// The logits of `ids` decoded through a KV cache: `prefill` tokens in one forward, then
+// one token at a time (the decode path), as sampling does.
+at::Tensor CachedLogits(const Transformer& model, const at::Tensor& ids, int64_t prefill) {
+  KvCache cache(model.config(), ids.size(0), ids.size(1), model.tensor_options());
+  std::vector<at::Tensor> pieces;
+  pieces.push_back(model.Logits(model.Forward(ids.narrow(1, 0, prefill), at::Tensor(), &cache)));
+  for (int64_t i = prefill; i < ids.size(1); ++i) {
+    pieces.push_back(model.Logits(model.Forward(ids.narrow(1, i, 1), at::Tensor(), &cache)));
+  }
+  EXPECT_EQ(cache.length(), ids.size(1));
+  return at::cat(pieces, 1);
+}
+
+TEST(ModelTest, ParameterCountMatchesConfig) {
+  for (const char* name : {"tiny", "bench-26m"}) {
+    ModelConfig c = *ModelPreset(name);
+    Transformer model(c, 1);
+    int64_t n = 0;
+    for (const at::Tensor& p : model.parameters()) n += p.numel();
+    EXPECT_EQ(n, c.NumParameters()) << name;
+  }
+  // bench-26m is the shared eager baseline's model: ~26M parameters.
+  EXPECT_NEAR(ModelPreset("bench-26m")->NumParameters() / 1e6, 25.9, 0.5);
+}
+
+TEST(ModelTest, UnknownPresetAndBadShapesAreRejected) {
+  EXPECT_EQ(ModelPreset("huge").status().code(), absl::StatusCode::kNotFound);
+  ModelConfig c = SmallConfig();
+  c.n_kv_heads = 3;
+  EXPECT_THAT(std::string(ValidateModelConfig(c).message()), testing::HasSubstr("n_kv_heads"));
+}
+
+TEST(ModelTest, CachedDecodingMatchesFullForward) {
+  at::NoGradGuard no_grad;
+  Transformer model(SmallConfig(), 3);
+  const int64_t n = 3, t = 12;
+  at::Tensor ids = at::randint(4, 40, {n, t}, at::kLong);
+  at::Tensor full = model.Logits(model.Forward(ids, at::Tensor()));
+
+  at::Tensor cached = CachedLogits(model, ids, 5);
+  EXPECT_TRUE(at::allclose(cached, full, 1e-4, 1e-5))
+      << (cached - full).abs().max().item<double>();
+}
+
+// Qwen2's q/k/v biases, Qwen3's q/k norms and wider heads, Llama 3's rotary scaling: the
+// decode kernels must compute what the full forward does with each of them.
+TEST(ModelTest, CheckpointFamilyFeaturesKeepDecodingEqualToTheFullForward) {
+  at::NoGradGuard no_grad;
+  ModelConfig c = SmallConfig();
+  c.explicit_head_dim = 16;  // 4 heads x 16 = 64 wide in a 32-wide model
+  c.qkv_bias = true;
+  c.qk_norm = true;
+  c.rope_scaling_factor = 8;
+  // With head_dim 16 and theta 1e4 the wavelengths are 6.3, 20, 63, 199, ...: one kept
+  // (< 64/4), two blended, the rest divided by the factor; every band of Llama 3's rule.
+  c.rope_original_max_position = 64;
+  ASSERT_TRUE(ValidateModelConfig(c).ok());
+  Transformer model(c, 5);
+  int64_t count = 0;
+  for (const auto& [name, p] : model.named_parameters()) {
+    count += p.numel();
+    // Biases start at zero and norms at one; random values make them matter here.
+    if (absl::StrContains(name, "bqkv") || absl::StrContains(name, "_norm")) p.uniform_(0.5, 1.5);
+  }
+  EXPECT_EQ(count, c.NumParameters());
+  EXPECT_EQ(model.named_parameters()[3].first, "layers.0.bqkv");
+  const int64_t n = 2, t = 60;
+  at::Tensor ids = at::randint(4, 40, {n, t}, at::kLong);
+  at::Tensor full = model.Logits(model.Forward(ids, at::Tensor()));
+  at::Tensor cached = CachedLogits(model, ids, 7);
+  EXPECT_TRUE(at::allclose(cached, full, 1e-4, 1e-5))
+      << (cached - full).abs().max().item<double>();
+
+  ModelConfig odd = c;
+  odd.explicit_head_dim = 7;
+  EXPECT_THAT(std::string(ValidateModelConfig(odd).message()), testing::HasSubstr("head_dim"));
+  odd = c;
+  odd.rope_scaling_factor = 0.5;
+  EXPECT_THAT(std::string(ValidateModelConfig(odd).message()), testing::HasSubstr("factor"));
+}
+
+// The inference placement a GPU uses (parameters in bfloat16, the general decode path
+// rather than the CPU float32 kernels), run here on the CPU: the same logits up to
+// bfloat16 rounding, cached decoding included, and sampling still works.
+TEST(ModelTest, ABfloat16ModelDecodesLikeTheFloat32One) {
+  at::NoGradGuard no_grad;
+  Transformer model(SmallConfig(), 6);
+  const int64_t n = 2, t = 10;
+  at::Tensor ids = at::randint(4, 40, {n, t}, at::kLong);
+  at::Tensor reference = model.Logits(model.Forward(ids, at::Tensor()));
+  const at::Tensor embedding = model.named_parameters()[0].second;
+  ASSERT_TRUE(model.To(at::kCPU, at::kBFloat16).ok());
+  EXPECT_EQ(model.named_parameters()[0].second.scalar_type(), at::kBFloat16);
+  EXPECT_EQ(embedding.scalar_type(), at::kBFloat16) << "handles see the move";
+  const at::Tensor cached = CachedLogits(model, ids, 4).to(at::kFloat);
+  const double scale = reference.abs().max().item<double>();
+  EXPECT_LT((cached - reference).abs().max().item<double>(), 0.05 * scale);
+  SamplingOptions sampling;
+  sampling.max_new_tokens = 5;
+  sampling.stop_token = -1;
+  sampling.sample_vocab = 30;  // ids 30..39 never drawn
+  absl::StatusOr<SampleResult> sampled = Sample(model, {{5, 6, 7}, {8, 9}}, sampling);
+  ASSERT_TRUE(sampled.ok()) << sampled.status();
+  EXPECT_EQ(sampled->generated_tokens, 10);
+  for (int64_t row = 0; row < 2; ++row)
+    for (int32_t id : sampled->Completion(row)) EXPECT_LT(id, 30);
+  EXPECT_FALSE(model.To(at::kCPU, at::kLong).ok());
+
+  // Weights stream as float32 archives; a bfloat16 model takes them, rounding.
+  Transformer source(SmallConfig(), 7);
+  absl::StatusOr<std::string> bytes = source.SaveToString();
+  ASSERT_TRUE(bytes.ok());
+  ASSERT_TRUE(model.LoadFromString(*bytes).ok());
+  EXPECT_EQ(model.named_parameters()[0].second.scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(at::equal(model.named_parameters()[0].second,
+                        source.named_parameters()[0].second.to(at::kBFloat16)));
+  // And its own archive is float32 again, loadable by a float32 model.
+  absl::StatusOr<std::string> back = model.SaveToString();
+  ASSERT_TRUE(back.ok());
+  Transformer float_model(SmallConfig(), 8);
+  EXPECT_TRUE(float_model.LoadFromString(*back).ok());
+
+  // Flag values: checked before anything moves.
+  EXPECT_THAT(std::string(model.To("tpu", "float32").message()), testing::HasSubstr("device \"tpu\""));
+  EXPECT_THAT(std::string(model.To("cpu", "int8").message()), testing::HasSubstr("dtype \"int8\""));
+  if (!torch::cuda::is_available()) {
+    EXPECT_EQ(model.To("cuda", "bfloat16").code(), absl::StatusCode::kFailedPrecondition);
+  }
+  EXPECT_TRUE(model.To("cpu", "float32").ok());
+  EXPECT_EQ(model.named_parameters()[0].second.scalar_type(), at::kFloat);
+}
+
+TEST(ModelTest, LeftPaddingDoesNotChangeTheRow) {
+  at::NoGradGuard no_grad;
+  Transformer model(SmallConfig(), 4);
+  at::Tensor row = at::randint(4, 40, {1, 6}, at::kLong);
+  at::Tensor alone = model.Logits(model.Forward(row, at::Tensor()));
+  // Same row behind 3 padding slots: rotary attention only sees relative positions.
+  at::Tensor padded = at::cat({at::zeros({1, 3}, at::kLong), row}, 1);
+  at::Tensor is_pad = at::zeros({1, 9}, at::kBool);
+  is_pad.narrow(1, 0, 3).fill_(true);
+  at::Tensor shifted = model.Logits(model.Forward(padded, is_pad)).narrow(1, 3, 6);
+  EXPECT_TRUE(at::allclose(shifted, alone, 1e-4, 1e-5));
+}
+
+TEST(ModelTest, SaveLoadRoundTripAndBadFileLeavesModelUnchanged) {
+  const std::string path = testing::TempDir() + "/model_test.pt";
+  Transformer a(SmallConfig(), 5), b(SmallConfig(), 6);
+  ASSERT_TRUE(a.Save(path).ok());
+  ASSERT_TRUE(b.Load(path).ok());
+  for (size_t i = 0; i < a.parameters().size(); ++i)
+    EXPECT_TRUE(at::equal(a.parameters()[i], b.parameters()[i]));
+
+  ModelConfig other = SmallConfig();
+  other.d_model = 64;
+  Transformer c(other, 7);
+  at::Tensor before = c.parameters()[0].clone();
+  absl::Status s = c.Load(path);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), testing::HasSubstr("embedding"));
+  EXPECT_TRUE(at::equal(before, c.parameters()[0]));
+  EXPECT_FALSE(c.Load(testing::TempDir() + "/does-not-exist.pt").ok());
+}
+
+TEST(ModelTest, CopyFromMakesIdenticalModels) {
+  Transformer a(SmallConfig(), 8), b(SmallConfig(), 9);
+  ASSERT_TRUE(b.CopyFrom(a).ok());
+  at::NoGradGuard no_grad;
+  at::Tensor ids = at::randint(4, 40, {2, 5}, at::kLong);
+  EXPECT_TRUE(at::equal(a.Forward(ids, at::Tensor()), b.Forward(ids, at::Tensor())));
+}
+
+}  // namespace
+}  // namespace grpo
