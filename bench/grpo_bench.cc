@@ -6,6 +6,7 @@
 // for the `tiny` and `bench-26m` models. FLOPs are counted as in
 // shared/bench/pytorch_eager_baseline.py (8N per trained token, 2N per decoded token,
 // attention ignored), so its JSON line and ours compare directly.
+#include <sys/resource.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -25,6 +26,9 @@
 ABSL_FLAG(int, threads, 0, "intra-op threads; 0 = all cores");
 ABSL_FLAG(std::string, models, "tiny,bench-26m", "comma-separated model presets");
 ABSL_FLAG(int, repeats, 3, "timed learner steps (after one warm-up); 0 = decode only");
+ABSL_FLAG(int64_t, micro_batch_tokens, 0,
+          "learner micro-batches of at most this many tokens (job spec training.*); 0 = one shot");
+ABSL_FLAG(int64_t, logprob_chunk, 0, "LM head over chunks of this many positions; 0 = all");
 
 namespace {
 
@@ -33,6 +37,14 @@ constexpr int kSequences = 64, kPrompt = 32, kGenerate = 64, kGroup = 8;
 
 double Seconds(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// The process's peak resident memory so far (decode and learner steps of every model run
+// before it): compare runs of one model in separate processes.
+double PeakRssMb() {
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss / 1024.0;  // KiB on Linux
 }
 
 double MatmulPeak() {
@@ -91,6 +103,8 @@ int Run(const std::string& preset, double peak) {
   grpo::TrainerOptions options;
   options.optimizer.learning_rate = 1e-5;
   options.max_policy_lag = 1 << 30;  // the same batch is reused for every timed step
+  options.micro_batch_tokens = absl::GetFlag(FLAGS_micro_batch_tokens);
+  options.logprob_chunk = absl::GetFlag(FLAGS_logprob_chunk);
   auto trainer = grpo::GrpoTrainer::Create(&policy, options);
   const int repeats = absl::GetFlag(FLAGS_repeats);
   if (!trainer.ok() || (repeats > 0 && !(*trainer)->Step(groups).ok())) return 1;  // warm-up
@@ -112,14 +126,17 @@ int Run(const std::string& preset, double peak) {
     const double train_gflops =
         8 * params * kSequences * (kPrompt + kGenerate) / step_seconds / 1e9;
     train_fields = absl::StrFormat(
-        "\"train_step_s\":%.3f,\"train_gflops\":%.1f,\"train_frac_peak\":%.3f,", step_seconds,
-        train_gflops, train_gflops / peak);
+        "\"train_step_s\":%.3f,\"train_gflops\":%.1f,\"train_frac_peak\":%.3f,"
+        "\"micro_batch_tokens\":%d,\"logprob_chunk\":%d,",
+        step_seconds, train_gflops, train_gflops / peak, options.micro_batch_tokens,
+        options.logprob_chunk);
   }
   std::printf(
       "{\"model\":\"%s\",\"params\":%.0f,\"threads\":%d,\"peak_gflops\":%.1f,%s"
-      "\"decode_tokens_per_s\":%.1f,\"decode_gflops\":%.1f,\"decode_frac_peak\":%.3f}\n",
+      "\"decode_tokens_per_s\":%.1f,\"decode_gflops\":%.1f,\"decode_frac_peak\":%.3f,"
+      "\"peak_rss_mb\":%.0f}\n",
       preset.c_str(), params, at::get_num_threads(), peak, train_fields.c_str(),
-      decode_tokens_per_s, decode_gflops, decode_gflops / peak);
+      decode_tokens_per_s, decode_gflops, decode_gflops / peak, PeakRssMb());
   std::fflush(stdout);
   return 0;
 }

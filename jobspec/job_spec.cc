@@ -215,6 +215,10 @@ v1::JobSpec DefaultJobSpec() {
   g->set_reward_failure(v1::REWARD_FAILURE_RETRY);
   g->set_correct_threshold(1.0f);
 
+  v1::TrainingSpec* t = s.mutable_training();
+  t->set_micro_batch_tokens(16384);
+  t->set_logprob_chunk_positions(1024);
+
   v1::OptimizerSpec* o = s.mutable_optimizer();
   o->set_learning_rate(1e-4f);
   o->set_weight_decay(0.0f);
@@ -320,6 +324,10 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
   RETURN_IF_ERROR(InRange("steps", s.steps(), 0, 1e7));
   RETURN_IF_ERROR(InRange("checkpoint_every", s.checkpoint_every(), 0, 1e7));
   RETURN_IF_ERROR(InRange("checkpoint_every_seconds", s.checkpoint_every_seconds(), 0, 1e7));
+  RETURN_IF_ERROR(
+      InRange("training.micro_batch_tokens", s.training().micro_batch_tokens(), 0, 1 << 30));
+  RETURN_IF_ERROR(InRange("training.logprob_chunk_positions",
+                          s.training().logprob_chunk_positions(), 0, 1 << 30));
 
   // The model's vocabulary and context bound the sampling fields; with hf_dir they are in
   // config.json, checked where it is read, so only the outer limits apply here.

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "learner/chunked_logprobs.h"
 #include "rl/grpo.h"
 
 namespace grpo {
@@ -73,6 +74,23 @@ at::Tensor CompletionLogprobs(const Transformer& model, const TokenBatch& b,
   at::Tensor logits = model.Logits(hidden.narrow(1, p - 1, m));
   if (logits_out) *logits_out = logits;
   return TokenLogprobs(logits, b.tokens.narrow(1, p, m), temperature);
+}
+
+CompletionOutputs CompletionLogprobsChunked(const Transformer& model, const TokenBatch& b,
+                                            double temperature, int64_t chunk) {
+  const int64_t n = b.tokens.size(0), p = b.prompt_length, m = b.completion_length;
+  at::Tensor hidden =
+      model.Forward(b.tokens.narrow(1, 0, p + m - 1), b.is_pad.narrow(1, 0, p + m - 1));
+  // The completion positions that carry a token: padding never reaches the LM head.
+  const at::Tensor positions = b.mask.reshape({-1}).nonzero().squeeze(1);
+  at::Tensor normed = model.FinalNorm(hidden.narrow(1, p - 1, m)).reshape({n * m, -1});
+  at::Tensor targets = b.tokens.narrow(1, p, m).reshape({-1}).index_select(0, positions);
+  LogprobsAndEntropy rows = ChunkedTokenLogprobs(normed.index_select(0, positions),
+                                                 model.LmHeadWeight(), targets, temperature,
+                                                 chunk);
+  at::Tensor zeros = at::zeros({n * m}, hidden.options());
+  return {zeros.index_put({positions}, rows.logprobs).view({n, m}),
+          zeros.index_put({positions}, rows.entropy).view({n, m})};
 }
 
 }  // namespace grpo

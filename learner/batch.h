@@ -36,6 +36,17 @@ at::Tensor PadRows(const std::vector<std::vector<float>>& rows, int64_t width);
 at::Tensor CompletionLogprobs(const Transformer& model, const TokenBatch& batch,
                               double temperature, at::Tensor* logits = nullptr);
 
+// The same log-probs and the entropy (nats) of each completion position, [N, M] both, zero
+// off the mask. Only completion positions reach the LM head, `chunk` of them at a time
+// forward and backward (learner/chunked_logprobs.h; 0 = all at once), so no [N, M, V]
+// logits tensor is held. Differentiable in the log-probs unless under NoGradGuard.
+struct CompletionOutputs {
+  at::Tensor logprobs;
+  at::Tensor entropy;
+};
+CompletionOutputs CompletionLogprobsChunked(const Transformer& model, const TokenBatch& batch,
+                                            double temperature, int64_t chunk);
+
 }  // namespace grpo
 
 #endif  // GRPO_LEARNER_BATCH_H_

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "base/clock.h"
@@ -15,29 +16,6 @@ namespace grpo {
 namespace {
 
 constexpr int kMaxConsecutiveSkips = 8;
-
-// A rank's metrics are of its shard: the loss terms are already its share of the global
-// batch's (normalised by global counts), the token means are of its own tokens. One
-// float64 all-reduce of [loss, policy loss, and each token mean times the rank's tokens,
-// tokens] makes them the global batch's on every rank, as one rank would report them.
-absl::Status ReduceMetrics(LearnerGroup& group, double local_tokens, StepMetrics* m) {
-  const double tokens = std::max(1.0, local_tokens);  // GrpoLoss's and MaskedEntropy's
-  std::vector<at::Tensor> sums{at::tensor(
-      {m->loss, m->policy_loss, m->kl * tokens, m->clip_low_fraction * tokens,
-       m->clip_high_fraction * tokens, m->entropy * tokens, local_tokens},
-      at::kDouble)};
-  if (absl::Status s = group.AllReduceSum(sums); !s.ok()) return s;
-  const auto r = sums[0].accessor<double, 1>();
-  const double global_tokens = std::max(1.0, r[6]);
-  m->loss = r[0];
-  m->policy_loss = r[1];
-  m->kl = r[2] / global_tokens;
-  m->clip_low_fraction = r[3] / global_tokens;
-  m->clip_high_fraction = r[4] / global_tokens;
-  m->entropy = r[5] / global_tokens;
-  m->completion_tokens = static_cast<int64_t>(r[6]);
-  return absl::OkStatus();
-}
 
 }  // namespace
 
@@ -84,6 +62,8 @@ TrainerOptions TrainerOptionsFromSpec(const v1::JobSpec& s) {
   o.max_policy_lag = g.max_policy_lag();
   o.temperature = s.sampling().temperature();
   o.optimizer = OptimizerOptionsFromSpec(s.optimizer());
+  o.micro_batch_tokens = s.training().micro_batch_tokens();
+  o.logprob_chunk = s.training().logprob_chunk_positions();
   return o;
 }
 
@@ -112,11 +92,48 @@ absl::StatusOr<std::unique_ptr<GrpoTrainer>> GrpoTrainer::Create(
 
 // What this rank trains on: its shard of the batch, packed, with the normalisers of the
 // whole batch.
+// The first pass's metrics as sums over this rank's completion tokens (the loss terms are
+// already each micro-batch's share of the whole batch's, normalised by global counts).
+struct GrpoTrainer::LossSums {
+  double loss = 0, policy_loss = 0, kl = 0, clip_low = 0, clip_high = 0, entropy = 0;
+  double tokens = 0;
+
+  // One float64 all-reduce makes them the whole batch's on every rank, as one rank would
+  // report them.
+  absl::Status Reduce(LearnerGroup& group) {
+    std::vector<at::Tensor> t{
+        at::tensor({loss, policy_loss, kl, clip_low, clip_high, entropy, tokens}, at::kDouble)};
+    if (absl::Status s = group.AllReduceSum(t); !s.ok()) return s;
+    const auto r = t[0].accessor<double, 1>();
+    loss = r[0], policy_loss = r[1], kl = r[2], clip_low = r[3], clip_high = r[4];
+    entropy = r[5], tokens = r[6];
+    return absl::OkStatus();
+  }
+
+  void Into(StepMetrics* m) const {
+    const double n = std::max(1.0, tokens);
+    m->loss = loss;
+    m->policy_loss = policy_loss;
+    m->kl = kl / n;
+    m->clip_low_fraction = clip_low / n;
+    m->clip_high_fraction = clip_high / n;
+    m->clip_fraction = (clip_low + clip_high) / n;
+    m->entropy = entropy / n;
+    m->completion_tokens = static_cast<int64_t>(tokens);
+  }
+};
+
 struct GrpoTrainer::Shard {
-  TokenBatch batch;
+  std::vector<std::vector<int32_t>> prompts, completions;
   std::vector<std::vector<float>> old_logprobs, advantages;
-  LossOptions loss;
+  LossOptions loss;     // with the whole batch's normalisers, whatever the micro-batching
   int64_t samples = 0;  // in the whole batch
+};
+
+// Part of a shard, packed; its gradient is accumulated with the others'.
+struct GrpoTrainer::MicroBatch {
+  TokenBatch batch;
+  at::Tensor old_logprobs, advantages, reference_logprobs;  // [n, M]; reference: if β ≠ 0
 };
 
 namespace {
@@ -172,8 +189,8 @@ std::vector<ScoredGroup> GrpoTrainer::SelectGroups(const std::vector<ScoredGroup
 
 // Data parallel: every rank holds the whole batch (advantages need whole groups and, for
 // scale = batch, all of them); rank r trains on samples r, r + W, r + 2W, ... and the loss
-// is normalised by the global counts, so summing gradients over ranks gives the gradient
-// of the full batch.
+// is normalised by the whole batch's counts, so summing gradients over ranks (and over
+// micro-batches) gives the gradient of the full batch.
 absl::StatusOr<GrpoTrainer::Shard> GrpoTrainer::ShardBatch(
     const std::vector<ScoredGroup>& groups) const {
   absl::StatusOr<std::vector<std::vector<float>>> advantages =
@@ -183,115 +200,158 @@ absl::StatusOr<GrpoTrainer::Shard> GrpoTrainer::ShardBatch(
   const int rank = options_.group ? options_.group->rank() : 0;
   Shard shard;
   shard.loss = options_.loss;
-  std::vector<std::vector<int32_t>> prompts, completions;
   for (const ScoredGroup& group : groups) {
     for (const ScoredSample& s : group.samples) {
       if (shard.samples % world == rank) {
-        prompts.push_back(group.prompt);
-        completions.push_back(s.completion);
+        shard.prompts.push_back(group.prompt);
+        shard.completions.push_back(s.completion);
         shard.old_logprobs.push_back(s.logprobs);
         shard.advantages.push_back((*advantages)[shard.samples]);
       }
       ++shard.samples;
-      if (world > 1) shard.loss.global_tokens += s.completion.size();
+      shard.loss.global_tokens += s.completion.size();
     }
   }
-  if (world > 1) shard.loss.global_sequences = shard.samples;
+  shard.loss.global_sequences = shard.samples;
   if (shard.samples < world)
     return absl::InvalidArgumentError(absl::StrCat("a batch of ", shard.samples,
                                                    " samples cannot be sharded over ", world,
                                                    " learner ranks"));
-  absl::StatusOr<TokenBatch> batch =
-      PackBatch(prompts, completions, /*pad_token=*/0, policy_->config().vocab_size);
-  if (!batch.ok()) return batch.status();
-  shard.batch = *std::move(batch);
   return shard;
+}
+
+// Rows sorted by length (so padding is small), cut into micro-batches of at most
+// options_.micro_batch_tokens tokens (rows × the longest row; one row at least), packed,
+// with the reference's log-probs. Every row is checked here, before any update.
+absl::StatusOr<std::vector<GrpoTrainer::MicroBatch>> GrpoTrainer::PackMicroBatches(
+    const Shard& shard) const {
+  std::vector<size_t> order(shard.prompts.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  auto length = [&](size_t i) { return shard.prompts[i].size() + shard.completions[i].size(); };
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return length(a) < length(b); });
+  const int64_t budget = options_.micro_batch_tokens > 0
+                             ? options_.micro_batch_tokens
+                             : std::numeric_limits<int64_t>::max();
+  std::vector<std::vector<size_t>> parts;
+  size_t longest_prompt = 0, longest_completion = 0;
+  for (size_t i : order) {
+    const size_t p = std::max(longest_prompt, shard.prompts[i].size());
+    const size_t c = std::max(longest_completion, shard.completions[i].size());
+    if (parts.empty() ||
+        static_cast<int64_t>((parts.back().size() + 1) * (p + c)) > budget) {
+      parts.emplace_back();
+      longest_prompt = shard.prompts[i].size();
+      longest_completion = shard.completions[i].size();
+    } else {
+      longest_prompt = p;
+      longest_completion = c;
+    }
+    parts.back().push_back(i);
+  }
+  std::vector<MicroBatch> out;
+  for (const std::vector<size_t>& part : parts) {
+    std::vector<std::vector<int32_t>> prompts, completions;
+    std::vector<std::vector<float>> old_logprobs, advantages;
+    for (size_t i : part) {
+      prompts.push_back(shard.prompts[i]);
+      completions.push_back(shard.completions[i]);
+      old_logprobs.push_back(shard.old_logprobs[i]);
+      advantages.push_back(shard.advantages[i]);
+    }
+    absl::StatusOr<TokenBatch> batch =
+        PackBatch(prompts, completions, /*pad_token=*/0, policy_->config().vocab_size);
+    if (!batch.ok()) return batch.status();
+    MicroBatch mb;
+    mb.batch = *std::move(batch);
+    mb.old_logprobs = PadRows(old_logprobs, mb.batch.completion_length);
+    mb.advantages = PadRows(advantages, mb.batch.completion_length);
+    out.push_back(std::move(mb));
+  }
+  if (options_.loss.beta != 0) {
+    absl::Status s = CatchTorch("reference log-probs", [&] {
+      at::NoGradGuard no_grad;
+      for (MicroBatch& mb : out)
+        mb.reference_logprobs = CompletionLogprobsChunked(*reference_, mb.batch,
+                                                          options_.temperature,
+                                                          options_.logprob_chunk)
+                                    .logprobs;
+    });
+    if (!s.ok()) return s;
+  }
+  return out;
+}
+
+// One pass over the micro-batches: forward, loss, backward, gradients accumulated. Returns
+// whether every micro-batch's loss was finite; the first pass's metrics go to `sums`.
+absl::StatusOr<bool> GrpoTrainer::AccumulateGradients(const Shard& shard,
+                                                      const std::vector<MicroBatch>& parts,
+                                                      LossSums* sums) {
+  bool finite = true;
+  absl::Status status = CatchTorch("GRPO step", [&] {
+    optimizer_->ZeroGrad();
+    for (const MicroBatch& mb : parts) {
+      CompletionOutputs out = CompletionLogprobsChunked(*policy_, mb.batch, options_.temperature,
+                                                        options_.logprob_chunk);
+      LossTerms terms = GrpoLoss(out.logprobs, mb.old_logprobs, mb.reference_logprobs,
+                                 mb.advantages, mb.batch.mask, shard.loss);
+      const double loss = terms.loss.item<double>();
+      finite = finite && std::isfinite(loss);
+      if (sums) {
+        const double tokens = mb.batch.mask.sum().item<double>();
+        const double counted = std::max(1.0, tokens);  // GrpoLoss's token means
+        sums->loss += loss;
+        sums->policy_loss += terms.policy_loss;
+        sums->kl += terms.kl * counted;
+        sums->clip_low += terms.clip_low_fraction * counted;
+        sums->clip_high += terms.clip_high_fraction * counted;
+        sums->entropy += out.entropy.sum().item<double>();
+        sums->tokens += tokens;
+      }
+      terms.loss.backward();
+    }
+  });
+  if (!status.ok()) return status;
+  return finite;
 }
 
 // μ passes of the clipped loss over the shard, each an AdamW update. The first pass's
 // metrics go to `m`. Returns the pass whose update was skipped as non-finite (every rank
 // decides alike), or -1; an error only when a collective or LibTorch failed.
 absl::StatusOr<int> GrpoTrainer::Update(const Shard& shard, StepMetrics* m) {
+  absl::StatusOr<std::vector<MicroBatch>> parts = PackMicroBatches(shard);
+  if (!parts.ok()) return parts.status();
   const int world = options_.group ? options_.group->world_size() : 1;
-  const TokenBatch& batch = shard.batch;
-  absl::Status update_status;
-  int skipped_at = -1;
-  absl::Status status = CatchTorch("GRPO step", [&] {
-    const int64_t width = batch.completion_length;
-    at::Tensor old_lp = PadRows(shard.old_logprobs, width);
-    at::Tensor adv = PadRows(shard.advantages, width);
-    at::Tensor ref_lp;
-    if (options_.loss.beta != 0) {
-      at::NoGradGuard no_grad;
-      ref_lp = CompletionLogprobs(*reference_, batch, options_.temperature);
+  for (int iteration = 0; iteration < options_.inner_iterations; ++iteration) {
+    LossSums sums;
+    absl::StatusOr<bool> finite =
+        AccumulateGradients(shard, *parts, iteration == 0 ? &sums : nullptr);
+    if (!finite.ok()) return finite.status();
+    // Whether to skip must be decided alike on every rank, or their collectives would
+    // part ways: a rank's own non-finite loss travels as a 0/1 flag in the gradients'
+    // all-reduce, and a non-finite summed gradient is the same on every rank.
+    at::Tensor nonfinite_loss = at::full({1}, *finite ? 0.0f : 1.0f);
+    if (world > 1) {
+      std::vector<at::Tensor> grads;
+      for (at::Tensor& p : policy_->parameters()) grads.push_back(p.mutable_grad());
+      grads.push_back(nonfinite_loss);
+      if (absl::Status s = options_.group->AllReduceSum(grads); !s.ok()) return s;
+      if (iteration == 0)
+        if (absl::Status s = sums.Reduce(*options_.group); !s.ok()) return s;
     }
-    const double local_tokens = batch.mask.sum().item<double>();
-    for (int iteration = 0; iteration < options_.inner_iterations; ++iteration) {
-      at::Tensor logits;
-      at::Tensor lp = CompletionLogprobs(*policy_, batch, options_.temperature, &logits);
-      LossTerms terms = GrpoLoss(lp, old_lp, ref_lp, adv, batch.mask, shard.loss);
-      StepMetrics first;  // iteration 0's metrics, of the global batch once reduced
-      if (iteration == 0) {
-        first.loss = terms.loss.item<double>();
-        first.policy_loss = terms.policy_loss;
-        first.kl = terms.kl;
-        first.clip_low_fraction = terms.clip_low_fraction;
-        first.clip_high_fraction = terms.clip_high_fraction;
-        first.entropy = MaskedEntropy(logits, batch.mask, options_.temperature);
-        first.completion_tokens = static_cast<int64_t>(local_tokens);
-      }
+    if (nonfinite_loss.item<float>() > 0) {
       optimizer_->ZeroGrad();
-      terms.loss.backward();
-      // Whether to skip must be decided alike on every rank, or their collectives would
-      // part ways: a rank's own non-finite loss travels as a 0/1 flag in the gradients'
-      // all-reduce, and a non-finite summed gradient is the same on every rank.
-      at::Tensor nonfinite_loss =
-          at::full({1}, std::isfinite(terms.loss.item<double>()) ? 0.0f : 1.0f);
-      if (world > 1) {
-        std::vector<at::Tensor> grads;
-        for (at::Tensor& p : policy_->parameters()) grads.push_back(p.mutable_grad());
-        grads.push_back(nonfinite_loss);
-        if (absl::Status s = options_.group->AllReduceSum(grads); !s.ok()) {
-          update_status = s;
-          return;
-        }
-        if (iteration == 0) {
-          if (absl::Status s = ReduceMetrics(*options_.group, local_tokens, &first); !s.ok()) {
-            update_status = s;
-            return;
-          }
-        }
-      }
-      if (nonfinite_loss.item<float>() > 0) {
-        optimizer_->ZeroGrad();
-        skipped_at = iteration;
-        break;
-      }
-      absl::StatusOr<double> norm = optimizer_->Step();
-      if (absl::IsFailedPrecondition(norm.status())) {  // non-finite gradient, not applied
-        skipped_at = iteration;
-        break;
-      }
-      if (!norm.ok()) {
-        update_status = norm.status();
-        return;
-      }
-      if (iteration == 0) {
-        m->loss = first.loss;
-        m->policy_loss = first.policy_loss;
-        m->kl = first.kl;
-        m->clip_low_fraction = first.clip_low_fraction;
-        m->clip_high_fraction = first.clip_high_fraction;
-        m->clip_fraction = first.clip_low_fraction + first.clip_high_fraction;
-        m->entropy = first.entropy;
-        m->completion_tokens = first.completion_tokens;
-        m->grad_norm = *norm;
-      }
+      return iteration;
     }
-  });
-  if (!status.ok()) return status;
-  if (!update_status.ok()) return update_status;
-  return skipped_at;
+    absl::StatusOr<double> norm = optimizer_->Step();
+    if (absl::IsFailedPrecondition(norm.status())) return iteration;  // non-finite gradient
+    if (!norm.ok()) return norm.status();
+    if (iteration == 0) {
+      sums.Into(m);
+      m->grad_norm = *norm;
+    }
+  }
+  return -1;
 }
 
 absl::StatusOr<StepMetrics> GrpoTrainer::Step(const std::vector<ScoredGroup>& received) {

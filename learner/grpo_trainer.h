@@ -33,6 +33,11 @@ struct TrainerOptions {
   int64_t max_policy_lag = 0;        // samples older than version − lag are dropped
   double temperature = 1.0;          // the sampler's, so ρ = 1 on-policy
   OptimizerOptions optimizer;
+  // Memory (the spec's `training`): micro-batches of at most this many tokens, gradients
+  // accumulated (0 = the whole shard at once); the LM head over chunks of this many
+  // positions (0 = all at once). The step's result does not depend on either.
+  int64_t micro_batch_tokens = 0;
+  int64_t logprob_chunk = 0;
   // Data-parallel learner ranks (borrowed, outlives the trainer); null = one process.
   LearnerGroup* group = nullptr;
 };
@@ -92,9 +97,14 @@ class GrpoTrainer {
   GrpoTrainer(Transformer* policy, const TrainerOptions& options);
   // Step's phases (grpo_trainer.cc).
   struct Shard;
+  struct MicroBatch;
+  struct LossSums;
   std::vector<ScoredGroup> SelectGroups(const std::vector<ScoredGroup>& received,
                                         StepMetrics* m) const;
   absl::StatusOr<Shard> ShardBatch(const std::vector<ScoredGroup>& groups) const;
+  absl::StatusOr<std::vector<MicroBatch>> PackMicroBatches(const Shard& shard) const;
+  absl::StatusOr<bool> AccumulateGradients(const Shard& shard,
+                                           const std::vector<MicroBatch>& parts, LossSums* sums);
   absl::StatusOr<int> Update(const Shard& shard, StepMetrics* m);
 
   Transformer* policy_;

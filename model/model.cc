@@ -333,10 +333,12 @@ at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
   return x;
 }
 
+const at::Tensor& Transformer::LmHeadWeight() const {
+  return impl_->lm_head.defined() ? impl_->lm_head : impl_->embedding;
+}
+
 at::Tensor Transformer::Logits(const at::Tensor& hidden) const {
-  const at::Tensor& head =
-      impl_->lm_head.defined() ? impl_->lm_head : impl_->embedding;
-  return at::linear(FinalNorm(hidden), head);
+  return at::linear(FinalNorm(hidden), LmHeadWeight());
 }
 
 at::Tensor Transformer::FinalNorm(const at::Tensor& hidden) const {

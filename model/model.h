@@ -95,6 +95,8 @@ class Transformer {
   at::Tensor Logits(const at::Tensor& hidden) const;
   // The final RMSNorm alone (what a scalar head reads, see reward_model.h).
   at::Tensor FinalNorm(const at::Tensor& hidden) const;
+  // The LM head's weight [vocab_size, d_model]: the embedding when they are tied.
+  const at::Tensor& LmHeadWeight() const;
 
   // Every trainable tensor, in a fixed order, with stable names.
   const std::vector<std::pair<std::string, at::Tensor>>& named_parameters() const;

@@ -24,7 +24,9 @@ def run(repeats):
 decode_only = run(0)
 assert not TRAIN_FIELDS & decode_only.keys(), decode_only
 assert decode_only["decode_tokens_per_s"] > 0, decode_only
+assert decode_only["peak_rss_mb"] > 0, decode_only
 timed = run(1)
+assert timed["micro_batch_tokens"] == 0 and timed["logprob_chunk"] == 0, timed
 assert TRAIN_FIELDS <= timed.keys(), timed
 assert all(math.isfinite(timed[k]) and timed[k] > 0 for k in TRAIN_FIELDS), timed
 print("grpo_bench JSON ok:", sorted(decode_only), sorted(timed))

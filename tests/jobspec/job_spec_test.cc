@@ -100,6 +100,10 @@ TEST(JobSpecTest, OutOfRangeValuesNameTheField) {
   EXPECT_THAT(ErrorOf(R"({"dataset": {"kind": "csv"}})"), HasSubstr("dataset.kind"));
   EXPECT_THAT(ErrorOf(R"({"dataset": {"kind": "jsonl"}})"), HasSubstr("dataset.train_path"));
   EXPECT_THAT(ErrorOf(R"({"eval": {"k": 0}})"), HasSubstr("eval.k"));
+  EXPECT_THAT(ErrorOf(R"({"training": {"micro_batch_tokens": -1}})"),
+              HasSubstr("training.micro_batch_tokens"));
+  EXPECT_THAT(ErrorOf(R"({"training": {"logprob_chunk_positions": -8}})"),
+              HasSubstr("training.logprob_chunk_positions"));
   EXPECT_THAT(ErrorOf(R"({"checkpoint_every_seconds": -1})"),
               HasSubstr("checkpoint_every_seconds"));
   EXPECT_THAT(ErrorOf(R"({"checkpoint_every_seconds": "NaN"})"),
