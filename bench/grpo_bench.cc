@@ -18,10 +18,10 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "learner/grpo_trainer.h"
 #include "model/model.h"
 #include "model/runtime.h"
 #include "model/sampler.h"
-#include "learner/grpo_trainer.h"
 
 ABSL_FLAG(int, threads, 0, "intra-op threads; 0 = all cores");
 ABSL_FLAG(std::string, models, "tiny,bench-26m", "comma-separated model presets");

@@ -22,9 +22,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "hf/hf_checkpoint.h"
 #include "model/runtime.h"
 #include "model/sampler.h"
-#include "hf/hf_checkpoint.h"
 
 ABSL_FLAG(std::string, dir, "/tmp/grpo-hf-bench", "where the checkpoint is written (1 GB)");
 ABSL_FLAG(std::string, device, "cpu", "decode on: cpu or cuda");

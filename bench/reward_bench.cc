@@ -14,8 +14,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "data/arithmetic_task.h"
-#include "model/runtime.h"
 #include "grpo/v1/reward.grpc.pb.h"
+#include "model/runtime.h"
 #include "reward_server/server.h"
 
 ABSL_FLAG(int, batch, 256, "samples per request");

@@ -16,9 +16,9 @@
 #include <string>
 
 #include "absl/strings/string_view.h"
-#include "model/model_config.h"
 #include "hf/hf_config.h"
 #include "hf/safetensors.h"
+#include "model/model_config.h"
 
 namespace {
 

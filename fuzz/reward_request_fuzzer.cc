@@ -26,13 +26,13 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
-#include "rewards/rewards.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/stubs/logging.h"
 #include "google/protobuf/text_format.h"
 #include "grpcpp/server_context.h"
 #include "grpo/v1/reward.pb.h"
 #include "reward_server/reward_service.h"
+#include "rewards/rewards.h"
 
 namespace {
 

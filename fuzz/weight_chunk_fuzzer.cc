@@ -26,8 +26,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "model/weight_transfer.h"
 #include "grpo/v1/weights.pb.h"
+#include "model/weight_transfer.h"
 
 namespace {
 

@@ -15,9 +15,9 @@
 #include "absl/strings/str_format.h"
 #include "base/durable_file.h"
 #include "base/file.h"
-#include "model/torch_status.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
+#include "model/torch_status.h"
 
 namespace grpo::hf {
 namespace {

@@ -20,9 +20,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "model/model.h"
 #include "hf/hf_config.h"
 #include "hf/safetensors.h"
+#include "model/model.h"
 
 namespace grpo::hf {
 

@@ -9,10 +9,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/file.h"
-#include "jobspec/job_spec.h"
 #include "hf/bpe_tokenizer.h"
 #include "hf/chat_format.h"
 #include "hf/hf_config.h"
+#include "jobspec/job_spec.h"
 
 namespace grpo::hf {
 namespace {

@@ -10,10 +10,10 @@
 #include <optional>
 
 #include "absl/status/statusor.h"
+#include "grpo/v1/job.pb.h"
+#include "hf/hf_config.h"
 #include "model/model_config.h"
 #include "tokenizer/text_tokenizer.h"
-#include "hf/hf_config.h"
-#include "grpo/v1/job.pb.h"
 
 namespace grpo::hf {
 

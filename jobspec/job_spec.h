@@ -10,8 +10,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "model/model_config.h"
 #include "grpo/v1/job.pb.h"
+#include "model/model_config.h"
 
 namespace grpo {
 

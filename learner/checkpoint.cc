@@ -7,8 +7,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "base/failpoint.h"
 #include "absl/strings/strip.h"
+#include "base/failpoint.h"
 
 namespace grpo {
 namespace fs = std::filesystem;

@@ -15,12 +15,12 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "rl/grpo.h"
-#include "model/model.h"
-#include "rl/scored_group.h"
 #include "grpo/v1/job.pb.h"
 #include "learner/learner_group.h"
 #include "learner/optimizer.h"
+#include "model/model.h"
+#include "rl/grpo.h"
+#include "rl/scored_group.h"
 
 namespace grpo {
 

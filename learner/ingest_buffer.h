@@ -19,8 +19,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "rl/scored_group.h"
 #include "grpo/v1/learner.pb.h"
+#include "rl/scored_group.h"
 
 namespace grpo {
 

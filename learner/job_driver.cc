@@ -13,8 +13,8 @@
 #include "absl/strings/str_split.h"
 #include "base/clock.h"
 #include "base/file.h"
-#include "jobspec/job_spec.h"
 #include "hf/hf_checkpoint.h"
+#include "jobspec/job_spec.h"
 #include "learner/checkpoint.h"
 #include "learner/job_phases.h"
 
@@ -23,7 +23,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
 
 // Keeps the first `lines` lines of a file (metrics of the steps a checkpoint covers).
 absl::Status TruncateLines(const std::string& path, int64_t lines) {

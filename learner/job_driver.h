@@ -31,15 +31,15 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "data/job_data.h"
-#include "model/model.h"
-#include "rl/scored_group.h"
-#include "tokenizer/text_tokenizer.h"
+#include "evaluation/evaluation.h"
 #include "grpo/v1/coordinator.pb.h"
 #include "grpo/v1/job.pb.h"
 #include "hf/hf_config.h"
 #include "learner/grpo_trainer.h"
 #include "learner/learner_group.h"
-#include "evaluation/evaluation.h"
+#include "model/model.h"
+#include "rl/scored_group.h"
+#include "tokenizer/text_tokenizer.h"
 
 namespace grpo {
 

@@ -6,10 +6,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/clock.h"
-#include "model/torch_status.h"
 #include "hf/hf_checkpoint.h"
 #include "learner/optimizer.h"
 #include "learner/sft.h"
+#include "model/torch_status.h"
 
 namespace grpo {
 

@@ -12,11 +12,11 @@
 
 #include "absl/status/status.h"
 #include "data/dataset.h"
-#include "model/model.h"
-#include "tokenizer/text_tokenizer.h"
+#include "evaluation/evaluation.h"
 #include "grpo/v1/job.pb.h"
 #include "learner/grpo_trainer.h"
-#include "evaluation/evaluation.h"
+#include "model/model.h"
+#include "tokenizer/text_tokenizer.h"
 
 namespace grpo {
 

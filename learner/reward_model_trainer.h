@@ -9,9 +9,9 @@
 
 #include "absl/status/statusor.h"
 #include "data/dataset.h"
+#include "learner/optimizer.h"
 #include "rewards/reward_model.h"
 #include "tokenizer/tokenizer.h"
-#include "learner/optimizer.h"
 
 namespace grpo {
 

@@ -7,8 +7,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/clock.h"
-#include "model/torch_status.h"
 #include "learner/batch.h"
+#include "model/torch_status.h"
 
 namespace grpo {
 

@@ -10,9 +10,9 @@
 
 #include "absl/status/statusor.h"
 #include "data/dataset.h"
+#include "learner/optimizer.h"
 #include "model/model.h"
 #include "tokenizer/text_tokenizer.h"
-#include "learner/optimizer.h"
 
 namespace grpo {
 

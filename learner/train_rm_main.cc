@@ -11,9 +11,9 @@
 #include "absl/strings/str_format.h"
 #include "data/arithmetic_task.h"
 #include "data/dataset.h"
-#include "rewards/reward_model.h"
-#include "model/runtime.h"
 #include "learner/reward_model_trainer.h"
+#include "model/runtime.h"
+#include "rewards/reward_model.h"
 
 ABSL_FLAG(std::string, out, "", "directory to write the trained reward model to (required)");
 ABSL_FLAG(std::string, train, "", "preference JSONL; empty = synthetic arithmetic pairs");

@@ -12,8 +12,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "grpo/v1/job.pb.h"
 #include "evaluation/evaluation.h"
+#include "grpo/v1/job.pb.h"
 
 namespace grpo {
 

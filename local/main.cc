@@ -6,8 +6,8 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "jobspec/job_spec.h"
-#include "model/runtime.h"
 #include "local/local_job.h"
+#include "model/runtime.h"
 
 ABSL_FLAG(std::string, spec, "", "job spec file (JSON or text proto); empty = built-in job");
 ABSL_FLAG(std::string, run_dir, "runs/local", "run directory (spec, metrics, checkpoints)");

@@ -16,8 +16,8 @@
 #include <string>
 #include <utility>
 
-#include "rewards/rewards.h"
 #include "grpo/v1/reward.grpc.pb.h"
+#include "rewards/rewards.h"
 #include "rpc/security.h"
 
 namespace grpo {

@@ -1,8 +1,8 @@
 #include "reward_server/server.h"
 
 #include "absl/strings/str_cat.h"
-#include "rewards/neural_rewards.h"
 #include "reward_server/coalescing_reward.h"
+#include "rewards/neural_rewards.h"
 
 namespace grpo {
 

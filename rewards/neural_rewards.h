@@ -10,10 +10,10 @@
 
 #include <memory>
 
+#include "grpo/v1/job.pb.h"
 #include "rewards/reward_model.h"
 #include "rewards/rewards.h"
 #include "tokenizer/tokenizer.h"
-#include "grpo/v1/job.pb.h"
 
 namespace grpo {
 

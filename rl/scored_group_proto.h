@@ -8,8 +8,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "rl/scored_group.h"
 #include "grpo/v1/learner.pb.h"
+#include "rl/scored_group.h"
 
 namespace grpo {
 

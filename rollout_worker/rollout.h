@@ -13,12 +13,12 @@
 
 #include "absl/status/statusor.h"
 #include "data/dataset.h"
+#include "grpo/v1/job.pb.h"
 #include "model/model.h"
-#include "rewards/rewards.h"
 #include "model/sampler.h"
+#include "rewards/rewards.h"
 #include "rl/scored_group.h"
 #include "tokenizer/text_tokenizer.h"
-#include "grpo/v1/job.pb.h"
 
 namespace grpo {
 

@@ -27,9 +27,9 @@
 #include "coordinator/coordinator_client.h"
 #include "coordinator/state_store.h"
 #include "data/job_data.h"
-#include "jobspec/job_spec.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "jobspec/job_spec.h"
 #include "rpc/grpc_server.h"
 #include "rpc/process.h"
 

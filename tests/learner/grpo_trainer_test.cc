@@ -8,8 +8,8 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/testing/small_model.h"
 #include "learner/batch.h"
+#include "tests/testing/small_model.h"
 
 namespace grpo {
 namespace {

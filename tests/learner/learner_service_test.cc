@@ -9,12 +9,12 @@
 #include <limits>
 #include <thread>
 
-#include "rl/scored_group_proto.h"
-#include "model/weight_transfer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "learner/ingest_buffer.h"
 #include "learner/weight_publisher.h"
+#include "model/weight_transfer.h"
+#include "rl/scored_group_proto.h"
 #include "rollout_worker/weight_client.h"
 #include "rpc/grpc_server.h"
 

@@ -5,12 +5,12 @@
 #include <fstream>
 #include <sstream>
 
-#include "jobspec/job_spec.h"
-#include "rewards/reward_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/testing/small_model.h"
+#include "jobspec/job_spec.h"
 #include "learner/checkpoint.h"
+#include "rewards/reward_model.h"
+#include "tests/testing/small_model.h"
 
 namespace grpo {
 namespace {

@@ -3,9 +3,9 @@
 #include <torch/torch.h>
 
 #include "absl/strings/match.h"
-#include "model/sampler.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "model/sampler.h"
 #include "tests/testing/small_model.h"
 
 namespace grpo {

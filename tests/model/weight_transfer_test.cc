@@ -6,9 +6,9 @@
 #include <limits>
 #include <random>
 
-#include "model/model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "model/model.h"
 #include "tests/testing/small_model.h"
 
 namespace grpo {

@@ -18,19 +18,19 @@
 #include <random>
 #include <thread>
 
+#include "absl/synchronization/notification.h"
 #include "data/arithmetic_task.h"
 #include "data/dataset.h"
-#include "rewards/reward_model.h"
-#include "rewards/rewards.h"
-#include "tokenizer/tokenizer.h"
-#include "learner/reward_model_trainer.h"
-#include "reward_server/coalescing_reward.h"
-#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "grpo/v1/reward.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "learner/reward_model_trainer.h"
+#include "reward_server/coalescing_reward.h"
+#include "rewards/reward_model.h"
+#include "rewards/rewards.h"
 #include "tests/testing/health_check.h"
 #include "tests/testing/small_model.h"
+#include "tokenizer/tokenizer.h"
 
 extern char** environ;
 

@@ -13,8 +13,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
-#include "gtest/gtest.h"
 #include "grpo/v1/reward.grpc.pb.h"
+#include "gtest/gtest.h"
 #include "tests/testing/health_check.h"
 
 namespace grpo {
