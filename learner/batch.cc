@@ -65,15 +65,14 @@ at::Tensor PadRows(const std::vector<std::vector<float>>& rows, int64_t width) {
 }
 
 at::Tensor CompletionLogprobs(const Transformer& model, const TokenBatch& b,
-                              double temperature, at::Tensor* logits_out) {
+                              double temperature) {
   const int64_t p = b.prompt_length, m = b.completion_length;
   // Position t predicts token t + 1, so the last token is never an input.
   at::Tensor hidden =
       model.Forward(b.tokens.narrow(1, 0, p + m - 1), b.is_pad.narrow(1, 0, p + m - 1));
   // Only completion positions need the LM head.
-  at::Tensor logits = model.Logits(hidden.narrow(1, p - 1, m));
-  if (logits_out) *logits_out = logits;
-  return TokenLogprobs(logits, b.tokens.narrow(1, p, m), temperature);
+  return TokenLogprobs(model.Logits(hidden.narrow(1, p - 1, m)), b.tokens.narrow(1, p, m),
+                       temperature);
 }
 
 CompletionOutputs CompletionLogprobsChunked(const Transformer& model, const TokenBatch& b,

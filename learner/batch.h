@@ -30,11 +30,11 @@ absl::StatusOr<TokenBatch> PackBatch(const std::vector<std::vector<int32_t>>& pr
 // Rows right-padded with zeros to [N, width].
 at::Tensor PadRows(const std::vector<std::vector<float>>& rows, int64_t width);
 
-// log softmax(logits / temperature) of each completion token under `model`: [N, M].
-// Differentiable unless called under NoGradGuard. If `logits` is given it receives the
-// completion-position logits [N, M, V].
+// log softmax(logits / temperature) of each completion token under `model`: [N, M], from
+// the whole [N, M, V] logits (SFT and the gradient checks; GRPO uses the chunked form).
+// Differentiable unless called under NoGradGuard.
 at::Tensor CompletionLogprobs(const Transformer& model, const TokenBatch& batch,
-                              double temperature, at::Tensor* logits = nullptr);
+                              double temperature);
 
 // The same log-probs and the entropy (nats) of each completion position, [N, M] both, zero
 // off the mask. Only completion positions reach the LM head, `chunk` of them at a time

@@ -114,7 +114,8 @@ class LeaderJob : public BatchSource, public JobEvents {
 
   LeaderJob(const Context& c, std::string job_id, const v1::JobSpec& spec,
             const ModelConfig& model)
-      : c_(c), job_id_(std::move(job_id)), spec_(spec), model_(model) {}
+      : c_(c), job_id_(std::move(job_id)), spec_(spec), model_(model),
+        reward_names_(RewardNames(spec)) {}
 
   v1::JobProgress& progress() { return progress_; }
 
@@ -248,7 +249,7 @@ class LeaderJob : public BatchSource, public JobEvents {
           lag += static_cast<double>(m.policy_version - 1 - s.policy_version);
           ++samples;
         }
-      c_.metrics->RecordStep(m, RewardNames(),
+      c_.metrics->RecordStep(m, reward_names_,
                              StepTimes{r.step_seconds, r.wait_seconds, m.seconds,
                                        r.allreduce_seconds, r.publish_seconds},
                              samples > 0 ? lag / samples : 0, r.tokens_per_second);
@@ -269,12 +270,6 @@ class LeaderJob : public BatchSource, public JobEvents {
 
  private:
   int64_t lag() const { return spec_.grpo().max_policy_lag(); }
-
-  std::vector<std::string> RewardNames() const {
-    std::vector<std::string> names;
-    for (const v1::RewardFunctionSpec& r : spec_.rewards()) names.push_back(r.name());
-    return names;
-  }
 
   absl::Status Publish(const Transformer& policy, int64_t version) {
     absl::StatusOr<std::string> bytes = policy.SaveToString();
@@ -307,6 +302,7 @@ class LeaderJob : public BatchSource, public JobEvents {
   const std::string job_id_;
   const v1::JobSpec& spec_;
   const ModelConfig model_;
+  const std::vector<std::string> reward_names_;
   const Clock::time_point start_ = Clock::now();
   v1::JobProgress progress_;
   bool cancelled_ = false;
@@ -383,34 +379,10 @@ class Leader {
     return absl::OkStatus();
   }
 
-  // What a job needs before any other rank is involved; everything that can fail on bad
-  // input fails here.
-  struct Prepared {
-    JobData data;
-    hf::JobModel model;
-    std::unique_ptr<Transformer> policy;
-    ResumePoint resume;
-  };
-  absl::StatusOr<Prepared> Prepare(const v1::JobSpec& spec, const std::string& run_dir) {
-    if (absl::Status s = ValidateJobSpec(spec); !s.ok()) return s;
-    std::error_code ec;
-    fs::create_directories(run_dir, ec);
-    if (ec) return absl::InternalError(absl::StrCat("creating ", run_dir, ": ", ec.message()));
-    if (absl::Status s = WriteFileDurably(run_dir + "/spec.json", JobSpecToJson(spec)); !s.ok())
-      return s;
-    Prepared p;
-    absl::StatusOr<JobData> data = LoadJobData(spec);
-    if (!data.ok()) return data.status();
-    p.data = *std::move(data);
-    // The model's shape and tokenizer: the preset's, or model.hf_dir's files.
-    absl::StatusOr<hf::JobModel> model = hf::LoadJobModel(spec);
-    if (!model.ok()) return model.status();
-    p.model = *std::move(model);
-    if (absl::Status s = BuildPolicy(spec, p.model.config, &p.policy); !s.ok()) return s;
-    absl::StatusOr<ResumePoint> resume = FindResumePoint(run_dir, spec);
-    if (!resume.ok()) return resume.status();
-    p.resume = *resume;
-    if (static_cast<size_t>(spec.grpo().prompts_per_step()) > buffer_->capacity())
+  // Everything that can fail on bad input fails here, before any other rank is involved.
+  absl::StatusOr<PreparedJob> Prepare(const v1::JobSpec& spec, const std::string& run_dir) {
+    absl::StatusOr<PreparedJob> p = PrepareJob(spec, run_dir);
+    if (p.ok() && static_cast<size_t>(spec.grpo().prompts_per_step()) > buffer_->capacity())
       return absl::InvalidArgumentError(absl::StrCat(
           "grpo.prompts_per_step = ", spec.grpo().prompts_per_step(),
           ": more than this learner's ingest buffer holds (--buffer_groups ",
@@ -425,7 +397,7 @@ class Leader {
     const v1::JobSpec& spec = acquired.spec();
     const std::string run_dir = (fs::path(options_.run_root) / job_id).string();
     Log(absl::StrCat("job ", job_id, " (", spec.name(), "): run directory ", run_dir));
-    absl::StatusOr<Prepared> p = Prepare(spec, run_dir);
+    absl::StatusOr<PreparedJob> p = Prepare(spec, run_dir);
     if (!p.ok()) return Finish(job_id, run_dir, v1::JOB_STATE_FAILED, p.status().ToString(), "");
 
     v1::LearnerCommand start;
@@ -440,16 +412,8 @@ class Leader {
                    [this](v1::LearnerCommand* c) { return Send(c); },
                    [this] { return KeepAlive(); }},
                   job_id, spec, p->model.config);
-    JobInputs inputs;
-    inputs.spec = spec;
-    inputs.run_dir = run_dir;
-    inputs.resume = p->resume;
-    inputs.data = &p->data;
-    inputs.tokenizer = p->model.tokenizer.get();
-    inputs.policy = p->policy.get();
-    inputs.hf_config = p->model.hf;
-    inputs.group = Distributed(group_) ? group_ : nullptr;
-    inputs.keep_checkpoints = options_.keep_checkpoints;
+    const JobInputs inputs = p->Inputs(spec, run_dir, Distributed(group_) ? group_ : nullptr,
+                                       options_.keep_checkpoints);
     absl::StatusOr<JobOutcome> outcome = RunGrpoJob(inputs, job, job);
     if (!outcome.ok()) return outcome.status();
 

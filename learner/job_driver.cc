@@ -14,6 +14,7 @@
 #include "base/clock.h"
 #include "base/file.h"
 #include "hf/hf_checkpoint.h"
+#include "data/job_data.h"
 #include "jobspec/job_spec.h"
 #include "learner/checkpoint.h"
 #include "learner/job_phases.h"
@@ -36,7 +37,8 @@ absl::Status TruncateLines(const std::string& path, int64_t lines) {
 class Driver {
  public:
   Driver(const JobInputs& in, BatchSource& source, JobEvents& events)
-      : in_(in), spec_(in.spec), source_(source), events_(events), policy_(*in.policy) {}
+      : in_(in), spec_(in.spec), source_(source), events_(events), policy_(*in.policy),
+        reward_names_(RewardNames(in.spec)) {}
 
   absl::StatusOr<JobOutcome> Run() {
     const bool resuming = !in_.resume.dir.empty();
@@ -204,10 +206,8 @@ class Driver {
     last_step_end_ = Clock::now();
     const double tokens_per_second = m.completion_tokens / std::max(1e-9, step_seconds);
     const SourceCounters c = source_.counters();
-    std::vector<std::string> reward_names;
-    for (const v1::RewardFunctionSpec& r : spec_.rewards()) reward_names.push_back(r.name());
     metrics_ << MetricsJson(
-        m, reward_names, tokens_per_second, SecondsSince(job_start_), batch.sample_seconds,
+        m, reward_names_, tokens_per_second, SecondsSince(job_start_), batch.sample_seconds,
         absl::StrFormat(",\"wait_seconds\":%.6g,\"allreduce_seconds\":%.6g,"
                         "\"publish_seconds\":%.6g,\"step_seconds\":%.6g,"
                         "\"duplicate_groups\":%d,\"stale_groups_dropped\":%d,"
@@ -310,6 +310,7 @@ class Driver {
   BatchSource& source_;
   JobEvents& events_;
   Transformer& policy_;
+  const std::vector<std::string> reward_names_;
   std::unique_ptr<GrpoTrainer> trainer_;
   absl::Status prepared_;  // the job's first failure; nothing trains after it
   bool cancelled_ = false;
@@ -348,6 +349,42 @@ absl::StatusOr<std::unique_ptr<GrpoTrainer>> CreateJobTrainer(const v1::JobSpec&
   if (!resume_dir.empty())
     if (absl::Status s = (*trainer)->Load(resume_dir); !s.ok()) return s;
   return trainer;
+}
+
+absl::StatusOr<PreparedJob> PrepareJob(const v1::JobSpec& spec, const std::string& run_dir) {
+  if (absl::Status s = ValidateJobSpec(spec); !s.ok()) return s;
+  std::error_code ec;
+  fs::create_directories(run_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("creating ", run_dir, ": ", ec.message()));
+  if (absl::Status s = WriteFileDurably(run_dir + "/spec.json", JobSpecToJson(spec)); !s.ok())
+    return s;
+  PreparedJob p;
+  absl::StatusOr<JobData> data = LoadJobData(spec);
+  if (!data.ok()) return data.status();
+  p.data = *std::move(data);
+  absl::StatusOr<hf::JobModel> model = hf::LoadJobModel(spec);
+  if (!model.ok()) return model.status();
+  p.model = *std::move(model);
+  if (absl::Status s = BuildPolicy(spec, p.model.config, &p.policy); !s.ok()) return s;
+  absl::StatusOr<ResumePoint> resume = FindResumePoint(run_dir, spec);
+  if (!resume.ok()) return resume.status();
+  p.resume = *resume;
+  return p;
+}
+
+JobInputs PreparedJob::Inputs(const v1::JobSpec& spec, const std::string& run_dir,
+                              LearnerGroup* group, int keep_checkpoints) {
+  JobInputs in;
+  in.spec = spec;
+  in.run_dir = run_dir;
+  in.resume = resume;
+  in.data = &data;
+  in.tokenizer = model.tokenizer.get();
+  in.policy = policy.get();
+  in.hf_config = model.hf;
+  in.group = group;
+  in.keep_checkpoints = keep_checkpoints;
+  return in;
 }
 
 absl::StatusOr<JobOutcome> RunGrpoJob(const JobInputs& inputs, BatchSource& source,

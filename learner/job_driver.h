@@ -35,6 +35,7 @@
 #include "grpo/v1/coordinator.pb.h"
 #include "grpo/v1/job.pb.h"
 #include "hf/hf_config.h"
+#include "hf/job_model.h"
 #include "learner/grpo_trainer.h"
 #include "learner/learner_group.h"
 #include "model/model.h"
@@ -152,6 +153,22 @@ struct JobOutcome {
   std::optional<EvalResult> before, after;  // after: only when every step ran
   std::vector<double> step_rewards;         // mean training reward of each step run here
 };
+
+// What a job needs before it runs, every input a user gave checked: the spec validated, the
+// run directory created with spec.json, the data loaded, the model's shape and tokenizer
+// (the preset's, or model.hf_dir's files), the policy built (not yet prepared) and the
+// resume point found. The same in both modes; errors name the field, file or path.
+struct PreparedJob {
+  JobData data;
+  hf::JobModel model;
+  std::unique_ptr<Transformer> policy;
+  ResumePoint resume;
+
+  // The driver's inputs, pointing into this object (which must outlive the run).
+  JobInputs Inputs(const v1::JobSpec& resolved, const std::string& run_dir,
+                   LearnerGroup* group, int keep_checkpoints);
+};
+absl::StatusOr<PreparedJob> PrepareJob(const v1::JobSpec& resolved, const std::string& run_dir);
 
 // A non-OK status only when the source failed fatally; every failure of the job itself
 // is an outcome in state FAILED with its error.

@@ -110,4 +110,10 @@ std::string EvalJson(const EvalResult& r) {
       r.mean_completion_tokens);
 }
 
+std::vector<std::string> RewardNames(const v1::JobSpec& resolved) {
+  std::vector<std::string> names;
+  for (const v1::RewardFunctionSpec& r : resolved.rewards()) names.push_back(r.name());
+  return names;
+}
+
 }  // namespace grpo

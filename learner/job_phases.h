@@ -47,6 +47,9 @@ std::string MetricsJson(const StepMetrics& m, const std::vector<std::string>& re
                         const std::string& extra = "");
 std::string EvalJson(const EvalResult& r);
 
+// The names of the spec's reward functions, in order (metrics.jsonl's reward/<name> keys).
+std::vector<std::string> RewardNames(const v1::JobSpec& resolved);
+
 }  // namespace grpo
 
 #endif  // GRPO_LEARNER_JOB_PHASES_H_

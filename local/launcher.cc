@@ -12,8 +12,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "base/clock.h"
 #include "base/durable_file.h"
+#include "base/file.h"
 #include "grpo/v1/coordinator.grpc.pb.h"
 #include "jobspec/job_spec.h"
 #include "local/child_process.h"
@@ -84,11 +86,9 @@ std::string RecordPath(const LaunchOptions& o) {
 }
 
 std::optional<RunRecord> ReadRecord(const LaunchOptions& o) {
-  std::ifstream in(RecordPath(o));
-  RunRecord r;
-  if (!in || !std::getline(in, r.job_id) || r.job_id.empty()) return std::nullopt;
-  std::getline(in, r.ended);
-  return r;
+  const std::vector<std::string> lines = absl::StrSplit(ReadFileOrEmpty(RecordPath(o)), '\n');
+  if (lines.empty() || lines[0].empty()) return std::nullopt;
+  return RunRecord{lines[0], lines.size() > 1 ? lines[1] : ""};
 }
 
 absl::Status WriteRecord(const LaunchOptions& o, const RunRecord& r) {

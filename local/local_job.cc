@@ -23,7 +23,6 @@
 namespace grpo {
 namespace {
 
-namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 // The driver's batch source in one process: the data cursor walks a seeded permutation of
@@ -123,43 +122,24 @@ absl::StatusOr<LocalJobResult> RunLocalJob(const v1::JobSpec& spec,
   const auto job_start = Clock::now();
   std::ostream null_stream(nullptr);
   std::ostream& log = options.progress ? *options.progress : null_stream;
-  if (absl::Status s = ValidateJobSpec(spec); !s.ok()) return s;
 
   // --- Everything a bad input can fail, before any work.
-  std::error_code ec;
-  fs::create_directories(options.run_dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("creating ", options.run_dir, ": ", ec.message()));
-  if (absl::Status s = WriteFileDurably(options.run_dir + "/spec.json", JobSpecToJson(spec));
-      !s.ok())
-    return s;
-  absl::StatusOr<JobData> data = LoadJobData(spec);
-  if (!data.ok()) return data.status();
+  absl::StatusOr<PreparedJob> prepared = PrepareJob(spec, options.run_dir);
+  if (!prepared.ok()) return prepared.status();
   absl::StatusOr<CompositeReward> reward = MakeJobReward(spec.rewards());
   if (!reward.ok()) return reward.status();
-  absl::StatusOr<hf::JobModel> model = hf::LoadJobModel(spec);
-  if (!model.ok()) return model.status();
-  std::unique_ptr<Transformer> policy;
-  if (absl::Status s = BuildPolicy(spec, model->config, &policy); !s.ok()) return s;
-  absl::StatusOr<ResumePoint> resume = FindResumePoint(options.run_dir, spec);
-  if (!resume.ok()) return resume.status();
+  const hf::JobModel& model = prepared->model;
   log << absl::StrFormat("model: %s, %.2fM parameters; %d train / %d held-out prompts\n",
                          spec.model().hf_dir().empty() ? spec.model().preset()
                                                        : spec.model().hf_dir(),
-                         model->config.NumParameters() / 1e6, data->train.size(),
-                         data->held_out.size());
+                         model.config.NumParameters() / 1e6, prepared->data.train.size(),
+                         prepared->data.held_out.size());
 
   // --- The job, by the driver every learner runs.
-  InProcessRollout source(spec, *data, *model->tokenizer, *reward);
+  InProcessRollout source(spec, prepared->data, *model.tokenizer, *reward);
   StreamEvents events(log);
-  JobInputs inputs;
-  inputs.spec = spec;
-  inputs.run_dir = options.run_dir;
-  inputs.resume = *resume;
-  inputs.data = &*data;
-  inputs.tokenizer = model->tokenizer.get();
-  inputs.policy = policy.get();
-  inputs.hf_config = model->hf;
-  inputs.keep_checkpoints = options.keep_checkpoints;
+  const JobInputs inputs =
+      prepared->Inputs(spec, options.run_dir, /*group=*/nullptr, options.keep_checkpoints);
   absl::StatusOr<JobOutcome> outcome = RunGrpoJob(inputs, source, events);
   if (!outcome.ok()) return outcome.status();
   if (!outcome->failure.ok()) return outcome->failure;
@@ -170,7 +150,7 @@ absl::StatusOr<LocalJobResult> RunLocalJob(const v1::JobSpec& spec,
 
   // --- The summary.
   LocalJobResult result;
-  result.resumed = !resume->dir.empty();
+  result.resumed = !prepared->resume.dir.empty();
   if (outcome->before) result.before = *outcome->before;
   result.after = *outcome->after;
   const std::vector<double>& rewards = outcome->step_rewards;

@@ -258,11 +258,4 @@ LossTerms GrpoLoss(const at::Tensor& logprobs, const at::Tensor& old_logprobs,
   return terms;
 }
 
-double MaskedEntropy(const at::Tensor& logits, const at::Tensor& mask, double temperature) {
-  at::NoGradGuard no_grad;
-  at::Tensor logp = at::log_softmax(logits.detach() / temperature, -1);
-  at::Tensor entropy = -(logp.exp() * logp).sum(-1);
-  return (entropy * mask).sum().item<double>() / std::max(1.0, mask.sum().item<double>());
-}
-
 }  // namespace grpo

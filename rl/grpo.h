@@ -1,6 +1,7 @@
 // The GRPO mathematics (docs/design.md §3), in one place: advantages from group rewards
 // (outcome, process, Online RFT), the clipped-ratio policy loss with a KL penalty to the
-// reference, the three aggregation modes, and the clip-fraction / entropy metrics.
+// reference, the three aggregation modes, and the clip-fraction metrics (the entropy is
+// computed with the log-probs, in the learner).
 // grpo.cc reads top to bottom in that order. Stateless functions; no ownership.
 #ifndef GRPO_RL_GRPO_H_
 #define GRPO_RL_GRPO_H_
@@ -74,9 +75,6 @@ struct LossTerms {
 LossTerms GrpoLoss(const at::Tensor& logprobs, const at::Tensor& old_logprobs,
                    const at::Tensor& ref_logprobs, const at::Tensor& advantages,
                    const at::Tensor& mask, const LossOptions& options);
-
-// Mean entropy (nats) of softmax(logits / temperature) over masked positions.
-double MaskedEntropy(const at::Tensor& logits, const at::Tensor& mask, double temperature);
 
 }  // namespace grpo
 

@@ -61,6 +61,24 @@ std::pair<int, std::string> RunCommand(const std::string& command) {
   return {r.exit_code, std::move(r.output)};
 }
 
+bool JobEnded(const v1::Job& j) {
+  return j.state() == v1::JOB_STATE_SUCCEEDED || j.state() == v1::JOB_STATE_FAILED ||
+         j.state() == v1::JOB_STATE_CANCELLED;
+}
+
+// Every prompt id a trained_prompts.txt lists (across restarts), checking none twice.
+std::vector<std::string> TrainedPromptIds(const fs::path& audit) {
+  std::vector<std::string> ids;
+  for (absl::string_view line : absl::StrSplit(ReadFile(audit), '\n', absl::SkipEmpty())) {
+    if (absl::StartsWith(line, "#")) continue;  // "# resumed at step N"
+    for (absl::string_view id : absl::StrSplit(line, ' ', absl::SkipEmpty()))
+      ids.emplace_back(id);
+  }
+  EXPECT_EQ(std::set<std::string>(ids.begin(), ids.end()).size(), ids.size())
+      << "a prompt was trained twice";
+  return ids;
+}
+
 class ClusterTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -210,23 +228,10 @@ class ClusterTest : public ::testing::Test {
     return job;
   }
 
-  static bool Ended(const v1::Job& j) {
-    return j.state() == v1::JOB_STATE_SUCCEEDED || j.state() == v1::JOB_STATE_FAILED ||
-           j.state() == v1::JOB_STATE_CANCELLED;
-  }
+  static bool Ended(const v1::Job& j) { return JobEnded(j); }
 
-  // Every prompt id the learner trained on (across restarts), checking none twice.
   std::vector<std::string> TrainedPrompts(const std::string& job_id) {
-    std::vector<std::string> ids;
-    for (absl::string_view line : absl::StrSplit(
-             ReadFile(dir_ / job_id / "trained_prompts.txt"), '\n', absl::SkipEmpty())) {
-      if (absl::StartsWith(line, "#")) continue;  // "# resumed at step N"
-      for (absl::string_view id : absl::StrSplit(line, ' ', absl::SkipEmpty()))
-        ids.emplace_back(id);
-    }
-    std::set<std::string> unique(ids.begin(), ids.end());
-    EXPECT_EQ(unique.size(), ids.size()) << "a prompt was trained twice";
-    return ids;
+    return TrainedPromptIds(dir_ / job_id / "trained_prompts.txt");
   }
 
   std::string Logs() {
@@ -878,11 +883,6 @@ TEST(LaunchTest, RunsAJobEndToEndAndStopsEverything) {
   EXPECT_FALSE(fs::exists(dir / "bad" / "logs" / "coordinator.log"));
 }
 
-bool JobEnded(const v1::Job& j) {
-  return j.state() == v1::JOB_STATE_SUCCEEDED || j.state() == v1::JOB_STATE_FAILED ||
-         j.state() == v1::JOB_STATE_CANCELLED;
-}
-
 // grpo_launch as its user runs it, with the supervision the services get from it: every
 // wait is a stream read, a process exit or a file the launcher writes, under a deadline.
 class LaunchSupervisionTest : public ::testing::Test {
@@ -995,17 +995,8 @@ class LaunchSupervisionTest : public ::testing::Test {
                           absl::SkipEmpty());
   }
 
-  // Every prompt id trained (across restarts), checking that none was trained twice.
   std::vector<std::string> TrainedPrompts(const std::string& job_id) {
-    std::vector<std::string> ids;
-    for (absl::string_view line : TrainedLines(job_id)) {
-      if (absl::StartsWith(line, "#")) continue;
-      for (absl::string_view id : absl::StrSplit(line, ' ', absl::SkipEmpty()))
-        ids.emplace_back(id);
-    }
-    EXPECT_EQ(std::set<std::string>(ids.begin(), ids.end()).size(), ids.size())
-        << "a prompt was trained twice";
-    return ids;
+    return TrainedPromptIds(run() / job_id / "trained_prompts.txt");
   }
 
   fs::path dir_;
