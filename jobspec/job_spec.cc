@@ -218,6 +218,10 @@ v1::JobSpec DefaultJobSpec() {
   v1::TrainingSpec* t = s.mutable_training();
   t->set_micro_batch_tokens(16384);
   t->set_logprob_chunk_positions(1024);
+  t->set_precision(v1::TRAINING_PRECISION_FLOAT32);
+  t->set_activation_checkpointing(false);
+  t->set_shard_optimizer(false);
+  t->set_tis_cap(0.0f);
 
   v1::OptimizerSpec* o = s.mutable_optimizer();
   o->set_learning_rate(1e-4f);
@@ -283,6 +287,22 @@ ModelConfig ModelConfigFromSpec(const v1::ModelSpec& m) {
   return c;
 }
 
+namespace {
+
+// Defaults that depend on other fields, filled after the user's spec is merged in.
+void ResolveDependentDefaults(v1::JobSpec* s) {
+  v1::TrainingSpec* t = s->mutable_training();
+  if (t->old_logprobs() == v1::OLD_LOGPROBS_UNSPECIFIED) {
+    // Past the first inner iteration the policy has moved, and a bfloat16 learner's
+    // log-probs differ from any sampler's: either way the ratio needs the learner's own.
+    const bool recompute = s->grpo().inner_iterations() > 1 ||
+                           t->precision() == v1::TRAINING_PRECISION_BF16_MIXED;
+    t->set_old_logprobs(recompute ? v1::OLD_LOGPROBS_RECOMPUTE : v1::OLD_LOGPROBS_SAMPLER);
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<v1::JobSpec> ResolveJobSpec(const v1::JobSpec& user) {
   v1::JobSpec out = DefaultJobSpec();
   // A user's reward list replaces the default one rather than appending to it.
@@ -295,6 +315,7 @@ absl::StatusOr<v1::JobSpec> ResolveJobSpec(const v1::JobSpec& user) {
     out.MergeFrom(user);
     // A pretrained model starts GRPO as it is, unless the spec asks for SFT.
     if (!user.sft().has_steps()) out.mutable_sft()->set_steps(0);
+    ResolveDependentDefaults(&out);
     RETURN_IF_ERROR(ValidateJobSpec(out));
     return out;
   }
@@ -315,6 +336,7 @@ absl::StatusOr<v1::JobSpec> ResolveJobSpec(const v1::JobSpec& user) {
   m->set_max_seq_len(c.max_seq_len);
   m->set_tie_embeddings(c.tie_embeddings);
   m->set_rope_theta(c.rope_theta);
+  ResolveDependentDefaults(&out);
   RETURN_IF_ERROR(ValidateJobSpec(out));
   return out;
 }
@@ -328,6 +350,11 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
       InRange("training.micro_batch_tokens", s.training().micro_batch_tokens(), 0, 1 << 30));
   RETURN_IF_ERROR(InRange("training.logprob_chunk_positions",
                           s.training().logprob_chunk_positions(), 0, 1 << 30));
+  RETURN_IF_ERROR(InRange("training.tis_cap", s.training().tis_cap(), 0, 1e6));
+  if (s.training().tis_cap() > 0 && s.training().old_logprobs() == v1::OLD_LOGPROBS_SAMPLER)
+    return Bad("training.tis_cap", s.training().tis_cap(),
+               "truncated importance sampling weighs the learner's recomputed log-probs "
+               "against the sampler's; set training.old_logprobs to OLD_LOGPROBS_RECOMPUTE");
 
   // The model's vocabulary and context bound the sampling fields; with hf_dir they are in
   // config.json, checked where it is read, so only the outer limits apply here.

@@ -87,7 +87,7 @@ CompletionOutputs CompletionLogprobsChunked(const Transformer& model, const Toke
   LogprobsAndEntropy rows = ChunkedTokenLogprobs(normed.index_select(0, positions),
                                                  model.LmHeadWeight(), targets, temperature,
                                                  chunk);
-  at::Tensor zeros = at::zeros({n * m}, hidden.options());
+  at::Tensor zeros = at::zeros({n * m}, rows.logprobs.options());
   return {zeros.index_put({positions}, rows.logprobs).view({n, m}),
           zeros.index_put({positions}, rows.entropy).view({n, m})};
 }

@@ -8,6 +8,9 @@
 //   ∂ log softmax(z)[y] / ∂z = onehot(y) − softmax(z),
 // with the row's logsumexp kept from the forward pass, then ∂h = ∂z·W and ∂W = ∂zᵀ·h.
 // Differentiable in h and W through the log-probs; the entropy is a metric (no gradient).
+// Mixed precision: h in bfloat16 and W in float32 (the master weights) run the matmuls in
+// bfloat16 and the softmax in float32; the log-probs come out in float32 (float64 for
+// float64 inputs) and W's gradient is summed in W's dtype.
 // Pure function; no ownership.
 #ifndef GRPO_LEARNER_CHUNKED_LOGPROBS_H_
 #define GRPO_LEARNER_CHUNKED_LOGPROBS_H_

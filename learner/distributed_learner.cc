@@ -203,6 +203,11 @@ class LeaderJob : public BatchSource, public JobEvents {
       c_.buffer->ReturnIds(unacked);
       return s;
     }
+    if (Distributed(c_.group) && spec_.training().shard_optimizer()) {
+      v1::LearnerCommand command;
+      command.set_kind(v1::LearnerCommand::KIND_CHECKPOINT);
+      if (absl::Status s = c_.send(&command); !s.ok()) return s;
+    }
     return cursor_at_step_end_;
   }
 
@@ -412,8 +417,9 @@ class Leader {
                    [this](v1::LearnerCommand* c) { return Send(c); },
                    [this] { return KeepAlive(); }},
                   job_id, spec, p->model.config);
-    const JobInputs inputs = p->Inputs(spec, run_dir, Distributed(group_) ? group_ : nullptr,
-                                       options_.keep_checkpoints);
+    JobInputs inputs = p->Inputs(spec, run_dir, Distributed(group_) ? group_ : nullptr,
+                                 options_.keep_checkpoints);
+    inputs.device = options_.device;
     absl::StatusOr<JobOutcome> outcome = RunGrpoJob(inputs, job, job);
     if (!outcome.ok()) return outcome.status();
 
@@ -479,7 +485,8 @@ absl::Status RunLearnerFollower(LearnerGroup* group, const DistributedLearnerOpt
         if (absl::Status s = BuildPolicy(job.spec, *model_config, &job.policy); !s.ok()) return s;
         if (absl::Status s = BroadcastParameters(group, job.policy.get()); !s.ok()) return s;
         absl::StatusOr<std::unique_ptr<GrpoTrainer>> trainer =
-            CreateJobTrainer(job.spec, job.policy.get(), group, command.resume_dir());
+            CreateJobTrainer(job.spec, job.policy.get(), group, command.resume_dir(),
+                             options.device);
         if (trainer.ok()) {
           job.trainer = std::move(*trainer);
         } else {
@@ -502,6 +509,12 @@ absl::Status RunLearnerFollower(LearnerGroup* group, const DistributedLearnerOpt
           log(absl::StrCat("step: ", m.status().ToString()));
         break;
       }
+      case v1::LearnerCommand::KIND_CHECKPOINT:
+        if (!job.trainer)
+          return absl::FailedPreconditionError("checkpoint command without a job");
+        // A failed gather is a failed collective: the group is unusable either way.
+        if (absl::Status s = job.trainer->GatherForSave(); !s.ok()) return s;
+        break;
       case v1::LearnerCommand::KIND_END_JOB:
         if (job.policy)
           if (absl::Status s = WriteDigest(job.run_dir, group->rank(), *job.policy); !s.ok())

@@ -21,6 +21,8 @@
 #ifndef GRPO_LEARNER_DISTRIBUTED_LEARNER_H_
 #define GRPO_LEARNER_DISTRIBUTED_LEARNER_H_
 
+#include <c10/core/Device.h>
+
 #include <chrono>
 #include <ostream>
 #include <string>
@@ -46,6 +48,8 @@ struct DistributedLearnerOptions {
   int keep_checkpoints = 3;     // step-N directories kept per job (the newest)
   // Rank 0 exports its step statistics here (learner/learner_metrics.h); null = none.
   metrics::Registry* registry = nullptr;
+  // This rank's training device (learner/learner_device.h).
+  c10::Device device = c10::kCPU;
 };
 
 // Rank 0. `group` may be null for a single-rank learner. Returns when `stop` is notified

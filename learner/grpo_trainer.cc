@@ -64,6 +64,11 @@ TrainerOptions TrainerOptionsFromSpec(const v1::JobSpec& s) {
   o.optimizer = OptimizerOptionsFromSpec(s.optimizer());
   o.micro_batch_tokens = s.training().micro_batch_tokens();
   o.logprob_chunk = s.training().logprob_chunk_positions();
+  o.bf16_mixed = s.training().precision() == v1::TRAINING_PRECISION_BF16_MIXED;
+  o.activation_checkpointing = s.training().activation_checkpointing();
+  o.shard_optimizer = s.training().shard_optimizer();
+  o.recompute_old_logprobs = s.training().old_logprobs() == v1::OLD_LOGPROBS_RECOMPUTE;
+  o.tis_cap = s.training().tis_cap();
   return o;
 }
 
@@ -77,16 +82,26 @@ absl::StatusOr<std::unique_ptr<GrpoTrainer>> GrpoTrainer::Create(
   if (policy == nullptr) return absl::InvalidArgumentError("policy: null");
   if (options.inner_iterations < 1)
     return absl::InvalidArgumentError("grpo.inner_iterations must be >= 1");
-  std::unique_ptr<GrpoTrainer> t(new GrpoTrainer(policy, options));
-  t->reference_ = std::make_unique<Transformer>(policy->config(), /*seed=*/0);
-  // The reference computes beside the policy, on its device and in its dtype.
+  if (options.tis_cap < 0) return absl::InvalidArgumentError("training.tis_cap must be >= 0");
   const at::TensorOptions placement = policy->tensor_options();
-  if (absl::Status s = t->reference_->To(placement.device(), placement.dtype().toScalarType());
+  if (options.bf16_mixed && placement.dtype().toScalarType() != at::kFloat)
+    return absl::InvalidArgumentError(
+        "training.precision BF16_MIXED needs a float32 policy (its master weights)");
+  std::unique_ptr<GrpoTrainer> t(new GrpoTrainer(policy, options));
+  if (absl::Status s = policy->SetComputeDtype(options.bf16_mixed ? at::kBFloat16
+                                                                  : at::ScalarType::Undefined);
       !s.ok())
+    return s;
+  policy->SetActivationCheckpointing(options.activation_checkpointing);
+  // The reference computes beside the policy, on its device, in the compute dtype: it
+  // needs no master weights, gradients or optimizer state.
+  t->reference_ = std::make_unique<Transformer>(policy->config(), Transformer::Uninitialized{});
+  if (absl::Status s = t->reference_->To(placement.device(), policy->compute_dtype()); !s.ok())
     return s;
   if (absl::Status s = t->reference_->CopyFrom(*policy); !s.ok()) return s;
   for (at::Tensor p : t->reference_->parameters()) p.requires_grad_(false);
-  t->optimizer_ = std::make_unique<Optimizer>(policy->parameters(), options.optimizer);
+  t->optimizer_ = std::make_unique<Optimizer>(policy->parameters(), options.optimizer,
+                                              options.shard_optimizer ? options.group : nullptr);
   return t;
 }
 
@@ -96,17 +111,21 @@ absl::StatusOr<std::unique_ptr<GrpoTrainer>> GrpoTrainer::Create(
 // already each micro-batch's share of the whole batch's, normalised by global counts).
 struct GrpoTrainer::LossSums {
   double loss = 0, policy_loss = 0, kl = 0, clip_low = 0, clip_high = 0, entropy = 0;
+  double mismatch = 0, sampler_kl = 0, tis_truncated = 0;
   double tokens = 0;
 
   // One float64 all-reduce makes them the whole batch's on every rank, as one rank would
   // report them.
   absl::Status Reduce(LearnerGroup& group) {
-    std::vector<at::Tensor> t{
-        at::tensor({loss, policy_loss, kl, clip_low, clip_high, entropy, tokens}, at::kDouble)};
+    std::vector<double*> fields{&loss,     &policy_loss, &kl,          &clip_low,
+                                &clip_high, &entropy,    &mismatch,    &sampler_kl,
+                                &tis_truncated, &tokens};
+    std::vector<double> values;
+    for (double* f : fields) values.push_back(*f);
+    std::vector<at::Tensor> t{at::tensor(values, at::kDouble)};
     if (absl::Status s = group.AllReduceSum(t); !s.ok()) return s;
     const auto r = t[0].accessor<double, 1>();
-    loss = r[0], policy_loss = r[1], kl = r[2], clip_low = r[3], clip_high = r[4];
-    entropy = r[5], tokens = r[6];
+    for (size_t i = 0; i < fields.size(); ++i) *fields[i] = r[i];
     return absl::OkStatus();
   }
 
@@ -119,6 +138,9 @@ struct GrpoTrainer::LossSums {
     m->clip_high_fraction = clip_high / n;
     m->clip_fraction = (clip_low + clip_high) / n;
     m->entropy = entropy / n;
+    m->logprob_mismatch = mismatch / n;
+    m->sampler_kl = sampler_kl / n;
+    m->tis_truncated_fraction = tis_truncated / n;
     m->completion_tokens = static_cast<int64_t>(tokens);
   }
 };
@@ -130,10 +152,13 @@ struct GrpoTrainer::Shard {
   int64_t samples = 0;  // in the whole batch
 };
 
-// Part of a shard, packed; its gradient is accumulated with the others'.
+// Part of a shard, packed, on the policy's device; its gradient is accumulated with the
+// others'. All [n, M]. old_logprobs is π_old: the sampler's, or (recomputed) the first
+// pass's own; advantages carry the TIS weights once the first pass has set them.
 struct GrpoTrainer::MicroBatch {
   TokenBatch batch;
-  at::Tensor old_logprobs, advantages, reference_logprobs;  // [n, M]; reference: if β ≠ 0
+  at::Tensor sampler_logprobs, old_logprobs, advantages;
+  at::Tensor reference_logprobs;  // if β ≠ 0
 };
 
 namespace {
@@ -263,9 +288,17 @@ absl::StatusOr<std::vector<GrpoTrainer::MicroBatch>> GrpoTrainer::PackMicroBatch
         PackBatch(prompts, completions, /*pad_token=*/0, policy_->config().vocab_size);
     if (!batch.ok()) return batch.status();
     MicroBatch mb;
-    mb.batch = *std::move(batch);
-    mb.old_logprobs = PadRows(old_logprobs, mb.batch.completion_length);
-    mb.advantages = PadRows(advantages, mb.batch.completion_length);
+    absl::Status moved = CatchTorch("moving a micro-batch to the policy's device", [&] {
+      const c10::Device device = policy_->tensor_options().device();
+      mb.batch = *std::move(batch);
+      mb.batch.tokens = mb.batch.tokens.to(device);
+      mb.batch.is_pad = mb.batch.is_pad.to(device);
+      mb.batch.mask = mb.batch.mask.to(device);
+      mb.sampler_logprobs = PadRows(old_logprobs, mb.batch.completion_length).to(device);
+      mb.old_logprobs = mb.sampler_logprobs;
+      mb.advantages = PadRows(advantages, mb.batch.completion_length).to(device);
+    });
+    if (!moved.ok()) return moved;
     out.push_back(std::move(mb));
   }
   if (options_.loss.beta != 0) {
@@ -282,17 +315,46 @@ absl::StatusOr<std::vector<GrpoTrainer::MicroBatch>> GrpoTrainer::PackMicroBatch
   return out;
 }
 
+// The first pass's own log-probs (pre-step weights, detached) against the sampler's: the
+// mismatch metrics; with recomputation they become π_old, and TIS weighs the advantages
+// by min(π_old / π_sampler, C) (a positive per-token factor on A scales the clipped term
+// alike, so the loss itself is unchanged).
+void GrpoTrainer::UseOwnLogprobs(const at::Tensor& logprobs, MicroBatch* mb,
+                                 LossSums* sums) const {
+  const at::Tensor own = logprobs.detach();
+  const at::Tensor& mask = mb->batch.mask;
+  const at::Tensor log_ratio = (own - mb->sampler_logprobs) * mask;  // log π_learner/π_sampler
+  if (sums) {
+    sums->mismatch += log_ratio.abs().sum().item<double>();
+    // e^d − 1 − d for |d| ~ 1e-4 cancels to nothing in float32: float64 and expm1.
+    const at::Tensor wide = log_ratio.to(at::kDouble);
+    sums->sampler_kl += ((at::expm1(wide) - wide) * mask).sum().item<double>();
+  }
+  if (!options_.recompute_old_logprobs) return;
+  mb->old_logprobs = own;
+  if (options_.tis_cap > 0) {
+    const at::Tensor weight = log_ratio.exp();
+    if (sums)
+      sums->tis_truncated += ((weight > options_.tis_cap).to(mask.scalar_type()) * mask)
+                                 .sum()
+                                 .item<double>();
+    mb->advantages = mb->advantages * weight.clamp_max(options_.tis_cap);
+  }
+}
+
 // One pass over the micro-batches: forward, loss, backward, gradients accumulated. Returns
-// whether every micro-batch's loss was finite; the first pass's metrics go to `sums`.
+// whether every micro-batch's loss was finite; the first pass (`sums` set) also records
+// its metrics and the pre-step log-probs (UseOwnLogprobs).
 absl::StatusOr<bool> GrpoTrainer::AccumulateGradients(const Shard& shard,
-                                                      const std::vector<MicroBatch>& parts,
+                                                      std::vector<MicroBatch>& parts,
                                                       LossSums* sums) {
   bool finite = true;
   absl::Status status = CatchTorch("GRPO step", [&] {
     optimizer_->ZeroGrad();
-    for (const MicroBatch& mb : parts) {
+    for (MicroBatch& mb : parts) {
       CompletionOutputs out = CompletionLogprobsChunked(*policy_, mb.batch, options_.temperature,
                                                         options_.logprob_chunk);
+      if (sums) UseOwnLogprobs(out.logprobs, &mb, sums);
       LossTerms terms = GrpoLoss(out.logprobs, mb.old_logprobs, mb.reference_logprobs,
                                  mb.advantages, mb.batch.mask, shard.loss);
       const double loss = terms.loss.item<double>();
@@ -330,7 +392,7 @@ absl::StatusOr<int> GrpoTrainer::Update(const Shard& shard, StepMetrics* m) {
     // Whether to skip must be decided alike on every rank, or their collectives would
     // part ways: a rank's own non-finite loss travels as a 0/1 flag in the gradients'
     // all-reduce, and a non-finite summed gradient is the same on every rank.
-    at::Tensor nonfinite_loss = at::full({1}, *finite ? 0.0f : 1.0f);
+    at::Tensor nonfinite_loss = at::full({1}, *finite ? 0.0 : 1.0, policy_->tensor_options());
     if (world > 1) {
       std::vector<at::Tensor> grads;
       for (at::Tensor& p : policy_->parameters()) grads.push_back(p.mutable_grad());
@@ -339,7 +401,7 @@ absl::StatusOr<int> GrpoTrainer::Update(const Shard& shard, StepMetrics* m) {
       if (iteration == 0)
         if (absl::Status s = sums.Reduce(*options_.group); !s.ok()) return s;
     }
-    if (nonfinite_loss.item<float>() > 0) {
+    if (nonfinite_loss.item<double>() > 0) {
       optimizer_->ZeroGrad();
       return iteration;
     }
@@ -409,6 +471,8 @@ absl::StatusOr<StepMetrics> GrpoTrainer::Step(const std::vector<ScoredGroup>& re
   m.seconds = SecondsSince(start);
   return m;
 }
+
+absl::Status GrpoTrainer::GatherForSave() { return optimizer_->GatherForSave(); }
 
 absl::Status GrpoTrainer::Save(const std::string& dir) const {
   if (absl::Status s = reference_->Save(dir + "/reference.pt"); !s.ok()) return s;

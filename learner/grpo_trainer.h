@@ -3,6 +3,10 @@
 // of the clipped loss with the KL to a frozen reference, step AdamW, bump the policy
 // version, refresh the reference every K steps when asked (iterative GRPO).
 //
+// Device and precision are the policy's (Transformer::To before Create) and the options':
+// the same code trains on the CPU in float32/float64 and on a GPU in bfloat16; batches are
+// built on the CPU and moved to the policy's device.
+//
 // Borrows the policy (it must outlive the trainer) and owns the reference and optimizer.
 // A step that fails validation changes nothing. Not thread-safe.
 #ifndef GRPO_LEARNER_GRPO_TRAINER_H_
@@ -38,6 +42,16 @@ struct TrainerOptions {
   // positions (0 = all at once). The step's result does not depend on either.
   int64_t micro_batch_tokens = 0;
   int64_t logprob_chunk = 0;
+  // bfloat16 compute over float32 master weights (Transformer::SetComputeDtype); the
+  // reference in bfloat16. Otherwise the policy's own dtype throughout.
+  bool bf16_mixed = false;
+  bool activation_checkpointing = false;
+  // ZeRO-1 over `group` (learner/optimizer.h); no effect without one.
+  bool shard_optimizer = false;
+  // π_old = the learner's pre-step log-probs instead of the sampler's; with tis_cap > 0
+  // each token's policy loss is weighted by min(π_old / π_sampler, tis_cap).
+  bool recompute_old_logprobs = false;
+  double tis_cap = 0;
   // Data-parallel learner ranks (borrowed, outlives the trainer); null = one process.
   LearnerGroup* group = nullptr;
 };
@@ -70,6 +84,13 @@ struct StepMetrics {
   double clip_high_fraction = 0;
   double grad_norm = 0;  // pre-clipping, first inner iteration
   double entropy = 0;
+  // The sampler against the learner with the pre-step weights, over the trained tokens:
+  // mean |log π_learner − log π_sampler|, and KL(π_sampler ‖ π_learner) by the k3
+  // estimator (≥ 0, 0 when they agree). The learner's device, precision and batch shape
+  // differ from the worker's, so these are not 0 in general; they are what TIS corrects.
+  double logprob_mismatch = 0;
+  double sampler_kl = 0;
+  double tis_truncated_fraction = 0;  // tokens whose TIS weight hit tis_cap
   double completion_length_mean = 0;
   int64_t completion_tokens = 0;
   double learning_rate = 0;
@@ -89,6 +110,9 @@ class GrpoTrainer {
   int64_t step() const { return step_; }
   int64_t policy_version() const { return policy_version_; }
 
+  // With a sharded optimizer, a collective every rank makes before rank 0's Save (the
+  // moments gathered to rank 0); a no-op otherwise.
+  absl::Status GatherForSave();
   // Reference model, optimizer state and counters, as files under `dir`.
   absl::Status Save(const std::string& dir) const;
   absl::Status Load(const std::string& dir);
@@ -103,8 +127,9 @@ class GrpoTrainer {
                                         StepMetrics* m) const;
   absl::StatusOr<Shard> ShardBatch(const std::vector<ScoredGroup>& groups) const;
   absl::StatusOr<std::vector<MicroBatch>> PackMicroBatches(const Shard& shard) const;
-  absl::StatusOr<bool> AccumulateGradients(const Shard& shard,
-                                           const std::vector<MicroBatch>& parts, LossSums* sums);
+  void UseOwnLogprobs(const at::Tensor& logprobs, MicroBatch* mb, LossSums* sums) const;
+  absl::StatusOr<bool> AccumulateGradients(const Shard& shard, std::vector<MicroBatch>& parts,
+                                           LossSums* sums);
   absl::StatusOr<int> Update(const Shard& shard, StepMetrics* m);
 
   Transformer* policy_;

@@ -99,7 +99,7 @@ class Driver {
 
   void StartTrainer(bool resuming) {
     absl::StatusOr<std::unique_ptr<GrpoTrainer>> trainer =
-        CreateJobTrainer(spec_, &policy_, in_.group, in_.resume.dir);
+        CreateJobTrainer(spec_, &policy_, in_.group, in_.resume.dir, in_.device);
     if (!trainer.ok()) {
       prepared_ = trainer.status();
       return;
@@ -246,6 +246,10 @@ class Driver {
       prepared_ = cursor.status();
       return;
     }
+    // The collective part first, right after the source told the other ranks, before
+    // anything that can fail here alone.
+    prepared_ = trainer_->GatherForSave();
+    if (!prepared_.ok()) return;
     prepared_ = WriteCheckpoint(in_.run_dir, step_, [&](const std::string& dir) {
       if (absl::Status s = policy_.Save(dir + "/model.pt"); !s.ok()) return s;
       if (absl::Status s = trainer_->Save(dir); !s.ok()) return s;
@@ -341,7 +345,10 @@ absl::StatusOr<ResumePoint> FindResumePoint(const std::string& run_dir,
 absl::StatusOr<std::unique_ptr<GrpoTrainer>> CreateJobTrainer(const v1::JobSpec& resolved,
                                                               Transformer* policy,
                                                               LearnerGroup* group,
-                                                              const std::string& resume_dir) {
+                                                              const std::string& resume_dir,
+                                                              c10::Device device) {
+  if (policy->tensor_options().device() != device)
+    if (absl::Status s = policy->To(device, at::kFloat); !s.ok()) return s;
   TrainerOptions options = TrainerOptionsFromSpec(resolved);
   options.group = group && group->world_size() > 1 ? group : nullptr;
   absl::StatusOr<std::unique_ptr<GrpoTrainer>> trainer = GrpoTrainer::Create(policy, options);

@@ -126,12 +126,13 @@ struct ResumePoint {
 absl::StatusOr<ResumePoint> FindResumePoint(const std::string& run_dir,
                                             const v1::JobSpec& resolved);
 
-// The job's trainer on every rank: the spec's options over `group` (null or one rank:
-// alone), loaded from `resume_dir` when set.
+// The job's trainer on every rank: the policy moved to `device`, the spec's options over
+// `group` (null or one rank: alone), loaded from `resume_dir` when set.
 absl::StatusOr<std::unique_ptr<GrpoTrainer>> CreateJobTrainer(const v1::JobSpec& resolved,
                                                               Transformer* policy,
                                                               LearnerGroup* group,
-                                                              const std::string& resume_dir);
+                                                              const std::string& resume_dir,
+                                                              c10::Device device);
 
 struct JobInputs {
   v1::JobSpec spec;  // resolved
@@ -143,6 +144,9 @@ struct JobInputs {
   std::optional<hf::HfModelConfig> hf_config;    // model.hf_dir jobs: checkpoints get hf/
   LearnerGroup* group = nullptr;                 // several ranks; null = one process
   int keep_checkpoints = 0;                      // newest step-N kept; < 1 = all
+  // Where the trainer runs (learner/learner_device.h). The starting policy is prepared on
+  // the CPU (SFT, the evaluation "before") and moved here before the trainer is built.
+  c10::Device device = c10::kCPU;
 };
 
 struct JobOutcome {

@@ -90,12 +90,14 @@ std::string MetricsJson(const StepMetrics& m, const std::vector<std::string>& re
       "\"grad_norm\":%.6g,\"entropy\":%.6g,\"completion_length_mean\":%.6g,"
       "\"zero_variance_fraction\":%.6g,\"learning_rate\":%.6g,\"tokens_per_second\":%.6g,"
       "\"sample_seconds\":%.6g,\"train_seconds\":%.6g,\"elapsed_seconds\":%.6g,"
-      "\"nonfinite_skips\":%d",
+      "\"nonfinite_skips\":%d,\"logprob_mismatch\":%.6g,\"sampler_kl\":%.6g,"
+      "\"tis_truncated_fraction\":%.6g",
       m.step, m.policy_version, m.trained ? "true" : "false", m.reward_mean, m.reward_std,
       m.loss, m.policy_loss, m.kl, m.clip_fraction, m.clip_low_fraction,
       m.clip_high_fraction, m.grad_norm, m.entropy, m.completion_length_mean,
       m.zero_variance_fraction, m.learning_rate, tokens_per_second, sample_seconds,
-      m.seconds, elapsed, m.nonfinite_skips);
+      m.seconds, elapsed, m.nonfinite_skips, m.logprob_mismatch, m.sampler_kl,
+      m.tis_truncated_fraction);
   for (size_t i = 0; i < reward_names.size() && i < m.reward_per_function_mean.size(); ++i)
     absl::StrAppendFormat(&out, ",\"reward/%s\":%.6g", reward_names[i],
                           m.reward_per_function_mean[i]);

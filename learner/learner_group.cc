@@ -125,22 +125,35 @@ absl::Status LearnerGroup::AllReduceSum(std::vector<at::Tensor>& tensors) {
   if (options_.world_size == 1 || tensors.empty()) return absl::OkStatus();
   const auto start = std::chrono::steady_clock::now();
   absl::Status status = CatchTorch("all-reduce", [&] {
-    // One flat buffer: one collective instead of one per parameter tensor.
-    std::vector<at::Tensor> flat{at::cat(
-        [&] {
-          std::vector<at::Tensor> views;
-          for (const at::Tensor& t : tensors) views.push_back(t.reshape({-1}));
-          return views;
-        }())};
-    impl_->Run(flat, [&](auto& group) { group.allreduce(flat)->wait(); });
-    int64_t offset = 0;
-    for (at::Tensor& t : tensors) {
-      t.copy_(flat[0].narrow(0, offset, t.numel()).view(t.sizes()));
-      offset += t.numel();
+    // Consecutive tensors of one dtype and device share a flat bucket of at most
+    // kBucketBytes (or one tensor, if larger): one collective per bucket, not per tensor,
+    // and never a second copy of the whole model. On the tensors' own device, so CUDA
+    // gradients reduce through NCCL without visiting the host.
+    constexpr int64_t kBucketBytes = 64 << 20;
+    size_t first = 0;
+    while (first < tensors.size()) {
+      size_t last = first + 1;
+      int64_t bytes = tensors[first].numel() * tensors[first].element_size();
+      while (last < tensors.size() &&
+             tensors[last].scalar_type() == tensors[first].scalar_type() &&
+             tensors[last].device() == tensors[first].device() &&
+             bytes + tensors[last].numel() * tensors[last].element_size() <= kBucketBytes) {
+        bytes += tensors[last].numel() * tensors[last].element_size();
+        ++last;
+      }
+      std::vector<at::Tensor> views;
+      for (size_t i = first; i < last; ++i) views.push_back(tensors[i].reshape({-1}));
+      std::vector<at::Tensor> flat{at::cat(views)};
+      impl_->Run(flat, [&](auto& group) { group.allreduce(flat)->wait(); });
+      int64_t offset = 0;
+      for (size_t i = first; i < last; ++i) {
+        tensors[i].copy_(flat[0].narrow(0, offset, tensors[i].numel()).view(tensors[i].sizes()));
+        offset += tensors[i].numel();
+      }
+      first = last;
     }
   });
-  allreduce_seconds_ +=
-      SecondsSince(start);
+  allreduce_seconds_ += SecondsSince(start);
   return status;
 }
 

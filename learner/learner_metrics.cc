@@ -34,6 +34,10 @@ LearnerMetrics::LearnerMetrics(metrics::Registry* r, const IngestBuffer* buffer)
       kl_(G(r, "grpo_kl", "KL divergence to the reference policy, last step.")),
       entropy_(G(r, "grpo_entropy", "Mean token entropy of the policy, last step.")),
       grad_norm_(G(r, "grpo_grad_norm", "Gradient norm before clipping, last step.")),
+      logprob_mismatch_(G(r, "grpo_sampler_logprob_mismatch",
+                          "Mean |learner - sampler| log-prob of the last step's tokens.")),
+      sampler_kl_(G(r, "grpo_sampler_kl",
+                    "KL(sampler || learner) over the last step's tokens (k3 estimate).")),
       clip_low_(G(r, "grpo_clip_fraction", "Fraction of tokens whose ratio was clipped.",
                   {{"side", "low"}})),
       clip_high_(G(r, "grpo_clip_fraction", "Fraction of tokens whose ratio was clipped.",
@@ -93,6 +97,8 @@ void LearnerMetrics::RecordStep(const StepMetrics& m, const std::vector<std::str
   kl_.Set(m.kl);
   entropy_.Set(m.entropy);
   grad_norm_.Set(m.grad_norm);
+  logprob_mismatch_.Set(m.logprob_mismatch);
+  sampler_kl_.Set(m.sampler_kl);
   clip_low_.Set(m.clip_low_fraction);
   clip_high_.Set(m.clip_high_fraction);
   completion_length_.Set(m.completion_length_mean);

@@ -18,6 +18,7 @@
 #include "learner/distributed_learner.h"
 #include "learner/ingest_buffer.h"
 #include "learner/job_source.h"
+#include "learner/learner_device.h"
 #include "learner/learner_group.h"
 #include "learner/learner_service.h"
 #include "learner/weight_publisher.h"
@@ -48,6 +49,9 @@ ABSL_FLAG(int, master_port, -1, "overrides MASTER_PORT");
 ABSL_FLAG(std::string, master_port_file, "",
           "rank 0 with --master_port 0 writes the store's port here; other ranks read it");
 ABSL_FLAG(int, collective_timeout_s, 1800, "c10d collective timeout in seconds");
+ABSL_FLAG(std::string, device, "cpu",
+          "where this rank trains: cpu, cuda (the rank's own GPU: LOCAL_RANK, else rank mod "
+          "the device count) or cuda:N");
 
 namespace {
 
@@ -126,8 +130,16 @@ int main(int argc, char** argv) {
     group = std::move(*joined);
   }
 
+  absl::StatusOr<c10::Device> device =
+      grpo::ResolveLearnerDevice(absl::GetFlag(FLAGS_device), group_options->rank);
+  if (!device.ok()) {
+    std::cerr << "error: " << device.status().message() << "\n";
+    return 2;
+  }
+
   grpo::metrics::Registry registry;
   grpo::DistributedLearnerOptions options;
+  options.device = *device;
   options.run_root = absl::GetFlag(FLAGS_run_root);
   options.keep_checkpoints = absl::GetFlag(FLAGS_keep_checkpoints);
   options.log = &std::cout;

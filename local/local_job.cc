@@ -138,8 +138,9 @@ absl::StatusOr<LocalJobResult> RunLocalJob(const v1::JobSpec& spec,
   // --- The job, by the driver every learner runs.
   InProcessRollout source(spec, prepared->data, *model.tokenizer, *reward);
   StreamEvents events(log);
-  const JobInputs inputs =
+  JobInputs inputs =
       prepared->Inputs(spec, options.run_dir, /*group=*/nullptr, options.keep_checkpoints);
+  inputs.device = options.device;
   absl::StatusOr<JobOutcome> outcome = RunGrpoJob(inputs, source, events);
   if (!outcome.ok()) return outcome.status();
   if (!outcome->failure.ok()) return outcome->failure;

@@ -8,6 +8,8 @@
 #ifndef GRPO_LOCAL_LOCAL_JOB_H_
 #define GRPO_LOCAL_LOCAL_JOB_H_
 
+#include <c10/core/Device.h>
+
 #include <ostream>
 #include <string>
 
@@ -21,6 +23,9 @@ struct LocalJobOptions {
   std::string run_dir = "runs/local";
   std::ostream* progress = nullptr;  // progress lines; null = silent
   int keep_checkpoints = 3;          // newest step-N kept; < 1 = all
+  // The learner's device (learner/learner_device.h); sampling and evaluation use the
+  // policy where it is.
+  c10::Device device = c10::kCPU;
 };
 
 struct LocalJobResult {

@@ -6,6 +6,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "jobspec/job_spec.h"
+#include "learner/learner_device.h"
 #include "local/local_job.h"
 #include "model/runtime.h"
 
@@ -15,6 +16,7 @@ ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads; 0 = all cores");
 ABSL_FLAG(int64_t, seed, -1, "overrides the spec's seed when >= 0");
 ABSL_FLAG(int, steps, -1, "overrides the spec's GRPO steps when >= 0");
 ABSL_FLAG(bool, print_spec, false, "print the resolved spec and exit");
+ABSL_FLAG(std::string, device, "cpu", "where the learner trains: cpu, cuda or cuda:N");
 
 int main(int argc, char** argv) {
   grpo::EnsureThreadEnvironment(argv);
@@ -44,8 +46,14 @@ int main(int argc, char** argv) {
   }
   std::cout << "grpo_local: job \"" << spec->name() << "\", seed " << spec->seed() << ", "
             << threads << " threads, run directory " << absl::GetFlag(FLAGS_run_dir) << "\n";
+  absl::StatusOr<c10::Device> device = grpo::ResolveLearnerDevice(absl::GetFlag(FLAGS_device), 0);
+  if (!device.ok()) {
+    std::cerr << "error: " << device.status().message() << "\n";
+    return 2;
+  }
   grpo::LocalJobOptions options;
   options.run_dir = absl::GetFlag(FLAGS_run_dir);
+  options.device = *device;
   options.progress = &std::cout;
   auto result = grpo::RunLocalJob(*spec, options);
   if (!result.ok()) {

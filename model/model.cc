@@ -29,14 +29,21 @@ bool IsHalfPrecision(const at::Tensor& x) {
   return x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf;
 }
 
+// A parameter in the compute dtype. Mixed precision casts at each use (as autocast does), so
+// the float32 master weights receive the gradients through the cast; otherwise a no-op.
+at::Tensor Cast(const at::Tensor& t, at::ScalarType compute) {
+  return !t.defined() || t.scalar_type() == compute ? t : t.to(compute);
+}
+
 at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  const at::Tensor w = Cast(weight, x.scalar_type());
   if (!IsHalfPrecision(x)) {  // float32, or float64 in the gradient checks
-    return x * at::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps) * weight;
+    return x * at::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps) * w;
   }
   // Half-precision models normalise in float32, as their reference implementations do.
   const at::Tensor wide = x.to(at::kFloat);
   return (wide * at::rsqrt(wide.pow(2).mean(-1, /*keepdim=*/true) + eps)).to(x.scalar_type()) *
-         weight;
+         w;
 }
 
 // x: [N, heads, T, hd]; cos/sin: [T, hd] with each frequency repeated in both halves.
@@ -101,6 +108,8 @@ struct Transformer::Impl {
   std::vector<Layer> layers;
   std::vector<std::pair<std::string, at::Tensor>> named;
   at::Tensor cos, sin;  // [max_seq_len, hd]
+  at::ScalarType compute_dtype = at::ScalarType::Undefined;  // = the parameters'
+  bool checkpoint_layers = false;
 };
 
 Transformer::Transformer(const ModelConfig& c, Uninitialized) : Transformer(c, 0, false) {}
@@ -218,6 +227,24 @@ at::TensorOptions Transformer::tensor_options() const {
   return at::TensorOptions().device(impl_->embedding.device()).dtype(impl_->embedding.scalar_type());
 }
 
+absl::Status Transformer::SetComputeDtype(at::ScalarType dtype) {
+  if (dtype != at::ScalarType::Undefined && dtype != at::kFloat && dtype != at::kBFloat16 &&
+      dtype != at::kHalf && dtype != at::kDouble)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "compute dtype ", c10::toString(dtype), ": float32, bfloat16, float16 or float64 only"));
+  impl_->compute_dtype = dtype;
+  return absl::OkStatus();
+}
+
+at::ScalarType Transformer::compute_dtype() const {
+  return impl_->compute_dtype == at::ScalarType::Undefined ? impl_->embedding.scalar_type()
+                                                           : impl_->compute_dtype;
+}
+
+void Transformer::SetActivationCheckpointing(bool enabled) {
+  impl_->checkpoint_layers = enabled;
+}
+
 // One token per row against the cache, no autograd: the same computation as the general
 // path below with the small-op chains fused (decode_kernels.h) and the attention done
 // directly over the cache (decode_attention.h).
@@ -251,15 +278,131 @@ at::Tensor Transformer::DecodeStep(const at::Tensor& ids, const at::Tensor& is_p
   return x.view({n, 1, -1});
 }
 
+namespace {
+
+// What every decoder layer of one Forward call shares.
+struct LayerInputs {
+  const ModelConfig* config;
+  at::ScalarType compute;
+  at::Tensor cos, sin;  // [T, hd] in the compute dtype
+  at::Tensor bias;      // float32 [N or 1, 1, T, S], or undefined
+  int64_t start = 0;    // cache slots filled before this call
+};
+
+// One pre-norm decoder layer: x + attention, then + MLP. With `keys`/`values` (the
+// layer's cache) the new keys go at slots start .. start + T and attention sees them all.
+at::Tensor DecoderLayer(const Layer& l, const LayerInputs& in, const at::Tensor& input,
+                        at::Tensor* keys, at::Tensor* values) {
+  const ModelConfig& c = *in.config;
+  const int64_t n = input.size(0), t = input.size(1);
+  const int64_t h = c.n_heads, k = c.n_kv_heads, hd = c.head_dim(), f = c.ffn_hidden;
+  const int64_t s = in.start + t;
+  const at::ScalarType dt = in.compute;
+  at::Tensor x = input;
+  at::Tensor qkv =
+      at::linear(RmsNorm(x, l.attn_norm, c.norm_eps), Cast(l.wqkv, dt), Cast(l.bqkv, dt));
+  if (c.qk_norm) qkv = NormQueryKeyHeads(qkv, l, c);
+  at::Tensor q = qkv.narrow(-1, 0, h * hd).view({n, t, h, hd}).transpose(1, 2);
+  at::Tensor key = qkv.narrow(-1, h * hd, k * hd).view({n, t, k, hd}).transpose(1, 2);
+  at::Tensor value = qkv.narrow(-1, (h + k) * hd, k * hd).view({n, t, k, hd}).transpose(1, 2);
+  q = Rope(q, in.cos, in.sin) * (1.0 / std::sqrt(static_cast<double>(hd)));
+  key = Rope(key, in.cos, in.sin);
+  if (keys) {
+    keys->narrow(2, in.start, t).copy_(key);
+    values->narrow(2, in.start, t).copy_(value);
+    key = keys->narrow(2, 0, s);
+    value = values->narrow(2, 0, s);
+  }
+  // Grouped-query attention without repeating keys: the `rep` query heads sharing a kv
+  // head become rows of one [rep * T, hd] matrix against that head's [S, hd] keys.
+  const int64_t rep = h / k;
+  at::Tensor scores =
+      at::bmm(q.reshape({n * k, rep * t, hd}), key.reshape({n * k, s, hd}).transpose(1, 2));
+  if (in.bias.defined()) {
+    scores = (scores.view({n, k, rep, t, s}) + in.bias.view({in.bias.size(0), 1, 1, t, s}))
+                 .view({n * k, rep * t, s});
+  }
+  // Half-precision models take the softmax in float32 (as their reference code does):
+  // -1e9 does not fit float16, and the sums lose too much in bfloat16.
+  at::Tensor probs = at::softmax(IsHalfPrecision(scores) ? scores.to(at::kFloat) : scores, -1);
+  if (probs.scalar_type() != value.scalar_type()) probs = probs.to(value.scalar_type());
+  at::Tensor attended = at::bmm(probs, value.reshape({n * k, s, hd})).view({n, h, t, hd});
+  x = x + at::linear(attended.transpose(1, 2).reshape({n, t, h * hd}), Cast(l.wo, dt));
+
+  at::Tensor gate_up = at::linear(RmsNorm(x, l.mlp_norm, c.norm_eps), Cast(l.w_gate_up, dt));
+  return x + at::linear(at::silu(gate_up.narrow(-1, 0, f)) * gate_up.narrow(-1, f, f),
+                        Cast(l.w_down, dt));
+}
+
+// Activation checkpointing (LibTorch C++ has no torch.utils.checkpoint): forward runs the
+// layer without recording autograd and keeps only its input; backward runs it again with
+// autograd on and differentiates that graph. One layer's activations exist at a time, for
+// a second forward pass of compute.
+struct LayerRecompute : torch::CustomClassHolder {
+  std::function<at::Tensor(const at::Tensor&)> layer;
+  std::vector<at::Tensor> parameters;  // the layer's, defined ones only
+};
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+class CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
+ public:
+  // `parameters` are inputs so that autograd routes their gradients; the layer reads them
+  // through `recompute`.
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x,
+                               at::TensorList parameters,
+                               c10::intrusive_ptr<LayerRecompute> recompute) {
+    (void)parameters;
+    ctx->save_for_backward({x});
+    at::Tensor y = recompute->layer(x);
+    ctx->saved_data["layer"] = c10::IValue::make_capsule(std::move(recompute));
+    return {y};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const c10::intrusive_ptr<torch::CustomClassHolder> held =
+        ctx->saved_data["layer"].toCapsule();
+    const auto* recompute = static_cast<const LayerRecompute*>(held.get());
+    at::Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    at::Tensor y;
+    {
+      at::AutoGradMode enabled(true);
+      y = recompute->layer(x);
+    }
+    std::vector<at::Tensor> inputs{x};
+    inputs.insert(inputs.end(), recompute->parameters.begin(), recompute->parameters.end());
+    variable_list out = torch::autograd::grad({y}, inputs, {grads[0]}, /*retain_graph=*/false,
+                                              /*create_graph=*/false, /*allow_unused=*/true);
+    out.emplace_back();  // the recompute argument
+    return out;
+  }
+};
+
+at::Tensor CheckpointDecoderLayer(const Layer& l, const LayerInputs& in, const at::Tensor& x) {
+  auto recompute = c10::make_intrusive<LayerRecompute>();
+  recompute->layer = [&l, in](const at::Tensor& input) {
+    return DecoderLayer(l, in, input, nullptr, nullptr);
+  };
+  for (const at::Tensor* p : {&l.attn_norm, &l.wqkv, &l.bqkv, &l.q_norm, &l.k_norm, &l.wo,
+                              &l.mlp_norm, &l.w_gate_up, &l.w_down})
+    if (p->defined()) recompute->parameters.push_back(*p);
+  const std::vector<at::Tensor> parameters = recompute->parameters;
+  return CheckpointedLayer::apply(x, at::TensorList(parameters), std::move(recompute))[0];
+}
+
+}  // namespace
+
 at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
                                 KvCache* cache) const {
+  const at::ScalarType compute = compute_dtype();
   if (cache && ids.size(1) == 1 && !at::GradMode::is_enabled() &&
-      impl_->embedding.device().is_cpu() && impl_->embedding.scalar_type() == at::kFloat) {
+      impl_->embedding.device().is_cpu() && impl_->embedding.scalar_type() == at::kFloat &&
+      compute == at::kFloat) {
     return DecodeStep(ids, is_pad, cache);
   }
   const ModelConfig& c = impl_->config;
   const int64_t n = ids.size(0), t = ids.size(1);
-  const int64_t h = c.n_heads, k = c.n_kv_heads, hd = c.head_dim(), f = c.ffn_hidden;
   const int64_t start = cache ? cache->length_ : 0;
   const int64_t s = start + t;  // keys visible to the last query
   TORCH_CHECK(s <= c.max_seq_len, "sequence of ", s, " tokens exceeds max_seq_len ",
@@ -267,8 +410,8 @@ at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
   TORCH_CHECK(!cache || s <= cache->capacity_, "KV cache capacity ", cache->capacity_,
               " exceeded");
 
-  at::Tensor cos = impl_->cos.narrow(0, start, t);
-  at::Tensor sin = impl_->sin.narrow(0, start, t);
+  LayerInputs in{&c, compute, Cast(impl_->cos.narrow(0, start, t), compute),
+                 Cast(impl_->sin.narrow(0, start, t), compute), at::Tensor(), start};
 
   // Additive attention bias [N or 1, 1, T, S]: -1e9 on future and padded keys. Finite so a
   // padded query row (all keys masked) stays finite; its output never reaches a loss.
@@ -279,7 +422,6 @@ at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
   } else {
     key_is_pad = is_pad;
   }
-  at::Tensor bias;
   if (t > 1 || (key_is_pad.defined() && key_is_pad.any().item<bool>())) {
     const at::TensorOptions flags = at::TensorOptions().dtype(at::kBool).device(ids.device());
     at::Tensor masked = at::zeros({1, 1, t, s}, flags);
@@ -288,46 +430,21 @@ at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
     }
     if (key_is_pad.defined()) masked = masked | key_is_pad.view({n, 1, 1, s});
     // float32 whatever the model's dtype: the scores are added and softmaxed in float32.
-    bias = at::zeros(masked.sizes(), tensor_options().dtype(at::kFloat)).masked_fill_(masked, -1e9);
+    in.bias = at::zeros(masked.sizes(), tensor_options().dtype(at::kFloat))
+                  .masked_fill_(masked, -1e9);
   }
 
-  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-  at::Tensor x = at::embedding(impl_->embedding, ids);  // [N, T, d]
+  // The embedding rows gathered, then cast: the table itself stays in the master dtype.
+  at::Tensor x = Cast(at::embedding(impl_->embedding, ids), compute);  // [N, T, d]
+  const bool checkpoint = impl_->checkpoint_layers && !cache && at::GradMode::is_enabled();
   for (size_t i = 0; i < impl_->layers.size(); ++i) {
     const Layer& l = impl_->layers[i];
-    at::Tensor qkv = at::linear(RmsNorm(x, l.attn_norm, c.norm_eps), l.wqkv, l.bqkv);
-    if (c.qk_norm) qkv = NormQueryKeyHeads(qkv, l, c);
-    at::Tensor q = qkv.narrow(-1, 0, h * hd).view({n, t, h, hd}).transpose(1, 2);
-    at::Tensor key = qkv.narrow(-1, h * hd, k * hd).view({n, t, k, hd}).transpose(1, 2);
-    at::Tensor value =
-        qkv.narrow(-1, (h + k) * hd, k * hd).view({n, t, k, hd}).transpose(1, 2);
-    q = Rope(q, cos, sin) * scale;
-    key = Rope(key, cos, sin);
-    if (cache) {
-      cache->keys_[i].narrow(2, start, t).copy_(key);
-      cache->values_[i].narrow(2, start, t).copy_(value);
-      key = cache->keys_[i].narrow(2, 0, s);
-      value = cache->values_[i].narrow(2, 0, s);
+    if (checkpoint) {
+      x = CheckpointDecoderLayer(l, in, x);
+    } else {
+      x = DecoderLayer(l, in, x, cache ? &cache->keys_[i] : nullptr,
+                       cache ? &cache->values_[i] : nullptr);
     }
-    // Grouped-query attention without repeating keys: the `rep` query heads sharing a kv
-    // head become rows of one [rep * T, hd] matrix against that head's [S, hd] keys.
-    const int64_t rep = h / k;
-    at::Tensor scores = at::bmm(q.reshape({n * k, rep * t, hd}),
-                                key.reshape({n * k, s, hd}).transpose(1, 2));
-    if (bias.defined()) {
-      scores = (scores.view({n, k, rep, t, s}) + bias.view({bias.size(0), 1, 1, t, s}))
-                   .view({n * k, rep * t, s});
-    }
-    // Half-precision models take the softmax in float32 (as their reference code does):
-    // -1e9 does not fit float16, and the sums lose too much in bfloat16.
-    at::Tensor probs = at::softmax(IsHalfPrecision(scores) ? scores.to(at::kFloat) : scores, -1);
-    if (probs.scalar_type() != value.scalar_type()) probs = probs.to(value.scalar_type());
-    at::Tensor attended = at::bmm(probs, value.reshape({n * k, s, hd})).view({n, h, t, hd});
-    x = x + at::linear(attended.transpose(1, 2).reshape({n, t, h * hd}), l.wo);
-
-    at::Tensor gate_up = at::linear(RmsNorm(x, l.mlp_norm, c.norm_eps), l.w_gate_up);
-    x = x + at::linear(at::silu(gate_up.narrow(-1, 0, f)) * gate_up.narrow(-1, f, f),
-                       l.w_down);
   }
   if (cache) cache->length_ = s;
   return x;
@@ -338,7 +455,8 @@ const at::Tensor& Transformer::LmHeadWeight() const {
 }
 
 at::Tensor Transformer::Logits(const at::Tensor& hidden) const {
-  return at::linear(FinalNorm(hidden), LmHeadWeight());
+  at::Tensor normed = FinalNorm(hidden);
+  return at::linear(normed, Cast(LmHeadWeight(), normed.scalar_type()));
 }
 
 at::Tensor Transformer::FinalNorm(const at::Tensor& hidden) const {

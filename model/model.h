@@ -80,11 +80,21 @@ class Transformer {
   // Moves every parameter and table to `device` in `dtype` (float32, bfloat16 or float16;
   // float64 for gradient checks and tests whose comparisons must be well-conditioned) in
   // place: handles from named_parameters() stay valid. For inference there (decoding on a
-  // GPU in the checkpoint's dtype); training runs on CPU float32. The fused CPU
+  // GPU in the checkpoint's dtype), and for training on a device. The fused CPU
   // decode kernels are used for CPU float32 only; elsewhere the general path runs.
   absl::Status To(c10::Device device, at::ScalarType dtype);
   // The device and dtype of the parameters, for inputs and caches.
   at::TensorOptions tensor_options() const;
+
+  // Mixed precision: Forward computes in `dtype` (bfloat16 on a float32 model: the usual
+  // recipe, docs/design.md §9) while the parameters, their gradients and the optimizer
+  // state stay in the parameters' dtype. Each weight is cast where it is used, so autograd
+  // carries the gradients back to the master weights. Undefined = the parameters' dtype.
+  absl::Status SetComputeDtype(at::ScalarType dtype);
+  at::ScalarType compute_dtype() const;
+  // Activation checkpointing: with autograd on and no cache, each decoder layer keeps only
+  // its input and is run again in the backward pass (the gradients are the same).
+  void SetActivationCheckpointing(bool enabled);
 
   // ids: int64 [N, T]; is_pad: bool [N, T] or undefined (no padding). With a cache the
   // tokens go at slots cache->length() .. +T and the cache grows by T. Returns the final

@@ -26,6 +26,31 @@ TEST(JobSpecTest, DefaultsResolveAndValidate) {
   EXPECT_FLOAT_EQ(spec->grpo().beta(), 0.04f);
 }
 
+// π_old defaults to the learner's own log-probs exactly where the sampler's stop being
+// the pre-step policy's (μ > 1) or match no learner's (bfloat16); TIS needs them.
+TEST(JobSpecTest, OldLogprobsDefaultFollowsInnerIterationsAndPrecision) {
+  auto old_logprobs = [](const std::string& json) {
+    auto parsed = ParseJobSpec(json);
+    EXPECT_TRUE(parsed.ok()) << parsed.status();
+    auto resolved = ResolveJobSpec(*parsed);
+    EXPECT_TRUE(resolved.ok()) << resolved.status();
+    return resolved.ok() ? resolved->training().old_logprobs() : v1::OLD_LOGPROBS_UNSPECIFIED;
+  };
+  EXPECT_EQ(old_logprobs("{}"), v1::OLD_LOGPROBS_SAMPLER);
+  EXPECT_EQ(old_logprobs(R"({"grpo": {"inner_iterations": 2}})"), v1::OLD_LOGPROBS_RECOMPUTE);
+  EXPECT_EQ(old_logprobs(R"({"training": {"precision": "TRAINING_PRECISION_BF16_MIXED"}})"),
+            v1::OLD_LOGPROBS_RECOMPUTE);
+  EXPECT_EQ(old_logprobs(R"({"grpo": {"inner_iterations": 2},
+                             "training": {"old_logprobs": "OLD_LOGPROBS_SAMPLER"}})"),
+            v1::OLD_LOGPROBS_SAMPLER);  // an explicit choice is kept
+  EXPECT_EQ(ErrorOf(R"({"training": {"old_logprobs": "OLD_LOGPROBS_RECOMPUTE",
+                                     "tis_cap": 2}})"), "");
+  EXPECT_THAT(ErrorOf(R"({"training": {"tis_cap": 2}})"), HasSubstr("training.tis_cap"));
+  EXPECT_THAT(ErrorOf(R"({"training": {"old_logprobs": "OLD_LOGPROBS_RECOMPUTE",
+                                       "tis_cap": -1}})"), HasSubstr("training.tis_cap"));
+  EXPECT_THAT(ErrorOf(R"({"training": {"precision": 7}})"), HasSubstr("training.precision"));
+}
+
 TEST(JobSpecTest, JsonAndTextProtoOverrideDefaultsIncludingExplicitZero) {
   auto json = ParseJobSpec(R"({"steps": 5, "grpo": {"beta": 0, "group_size": 4},
                                "rewards": [{"name": "exact_answer", "weight": 2}]})");

@@ -1,45 +1,24 @@
-// Two learner ranks as two threads of this process, rendezvous on a kernel-picked port.
+// Two learner ranks as two threads of this process (tests/testing/on_ranks.h).
 #include "learner/learner_group.h"
 
 #include <torch/torch.h>
+#include <unistd.h>
 
-#include <future>
+#include <filesystem>
 #include <limits>
-#include <thread>
 #include <tuple>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "learner/grpo_trainer.h"
+#include "learner/optimizer.h"
+#include "tests/testing/on_ranks.h"
 #include "tests/testing/small_model.h"
 
 namespace grpo {
 namespace {
 
-// Runs fn(rank, group) on `world` ranks, each in its own thread, once they have joined.
-void OnRanks(int world, const std::function<void(int, LearnerGroup&)>& fn) {
-  std::promise<int> port;
-  std::shared_future<int> port_ready = port.get_future().share();
-  std::vector<std::thread> ranks;
-  for (int r = 0; r < world; ++r) {
-    ranks.emplace_back([&, r] {
-      LearnerGroupOptions o;
-      o.world_size = world;
-      o.rank = r;
-      o.timeout = std::chrono::seconds(60);
-      if (r == 0) {
-        o.master_port = 0;
-        o.on_listening = [&](int p) { port.set_value(p); };
-      } else {
-        o.master_port = port_ready.get();
-      }
-      absl::StatusOr<std::unique_ptr<LearnerGroup>> group = LearnerGroup::Join(o);
-      ASSERT_TRUE(group.ok()) << group.status();
-      fn(r, **group);
-    });
-  }
-  for (auto& t : ranks) t.join();
-}
+using testing_util::OnRanks;
 
 TEST(LearnerGroupTest, AllReduceSumsAndBroadcastCopies) {
   OnRanks(2, [](int rank, LearnerGroup& group) {
@@ -205,6 +184,109 @@ TEST(LearnerGroupTest, ANonFiniteLossOnOneRankSkipsTheUpdateOnEveryRank) {
     EXPECT_TRUE(at::equal(skipped[1][i], initial[i])) << "parameter " << i;
     EXPECT_TRUE(at::equal(trained[0][i], trained[1][i])) << "parameter " << i;
   }
+}
+
+// Gradients of more than one bucket and of two dtypes reduce like one small tensor.
+TEST(LearnerGroupTest, AllReduceSumsAcrossBucketsAndDtypes) {
+  OnRanks(2, [](int rank, LearnerGroup& group) {
+    const int64_t big = 20 << 20;  // 80 MB of float32: a bucket each (64 MiB)
+    std::vector<at::Tensor> tensors{at::full({big}, rank + 1.0f), at::full({3}, rank + 0.5, at::kDouble),
+                                    at::full({big}, 2.0f * rank), at::full({5}, 1.0f)};
+    ASSERT_TRUE(group.AllReduceSum(tensors).ok());
+    EXPECT_TRUE(at::equal(tensors[0], at::full({big}, 3.0f)));
+    EXPECT_EQ(tensors[1].scalar_type(), at::kDouble);
+    EXPECT_TRUE(at::equal(tensors[1], at::full({3}, 2.0, at::kDouble)));
+    EXPECT_TRUE(at::equal(tensors[2], at::full({big}, 2.0f)));
+    EXPECT_TRUE(at::equal(tensors[3], at::full({5}, 2.0f)));
+  });
+}
+
+// ZeRO-1 (learner/optimizer.h): both sides sum the same gradients with the same
+// all-reduce and apply the same per-parameter AdamW arithmetic; sharding changes only which
+// rank computes a parameter's update and a broadcast copies it. So the parameters are
+// compared bit for bit, with the default AdamW (not the linear regime), over four steps,
+// and a sharded run resumed from a checkpoint at step 2 continues exactly.
+TEST(ShardedOptimizerTest, MatchesUnshardedBitForBitAndResumes) {
+  const ModelConfig config = testing_util::SmallModel(
+      {.d_model = 32, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .ffn_hidden = 48});
+  const std::string dir = testing::TempDir() + "/sharded_optimizer." + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  TrainerOptions options;
+  options.optimizer.learning_rate = 1e-2;
+  options.optimizer.warmup_steps = 2;
+  options.max_policy_lag = 100;  // the same batch every step
+
+  auto run = [&](bool shard, bool resume, int steps, bool checkpoint_at_2) {
+    std::vector<at::Tensor> result;
+    OnRanks(2, [&](int rank, LearnerGroup& group) {
+      Transformer model(config, 7);
+      if (resume) {
+        ASSERT_TRUE(model.Load(dir + "/model.pt").ok());
+      }
+      TrainerOptions ranked = options;
+      ranked.group = &group;
+      ranked.shard_optimizer = shard;
+      auto t = GrpoTrainer::Create(&model, ranked);
+      ASSERT_TRUE(t.ok());
+      if (resume) {
+        ASSERT_TRUE((*t)->Load(dir).ok());
+      }
+      for (int step = 0; step < steps; ++step) {
+        auto m = (*t)->Step(Batch());
+        ASSERT_TRUE(m.ok()) << m.status();
+        ASSERT_TRUE(m->trained);
+        if (checkpoint_at_2 && (*t)->step() == 2) {
+          ASSERT_TRUE((*t)->GatherForSave().ok());
+          if (rank == 0) {
+            ASSERT_TRUE(model.Save(dir + "/model.pt").ok());
+            ASSERT_TRUE((*t)->Save(dir).ok());
+          }
+        }
+      }
+      if (rank == 0) result = Parameters(model);
+      // Rank 1 must hold what rank 0 holds.
+      std::vector<at::Tensor> mine = Parameters(model);
+      std::vector<at::Tensor> theirs = Parameters(model);
+      ASSERT_TRUE(group.Broadcast(theirs, 0).ok());
+      for (size_t i = 0; i < mine.size(); ++i)
+        EXPECT_TRUE(at::equal(mine[i], theirs[i])) << "rank " << rank << " parameter " << i;
+    });
+    return result;
+  };
+  const std::vector<at::Tensor> unsharded = run(false, false, 4, false);
+  const std::vector<at::Tensor> sharded = run(true, false, 4, true);
+  const std::vector<at::Tensor> resumed = run(true, true, 2, false);
+  ASSERT_EQ(sharded.size(), unsharded.size());
+  ASSERT_EQ(resumed.size(), unsharded.size());
+  const std::vector<at::Tensor> initial = Parameters(Transformer(config, 7));
+  for (size_t i = 0; i < unsharded.size(); ++i) {
+    EXPECT_FALSE(at::equal(unsharded[i], initial[i])) << "parameter " << i << " never moved";
+    EXPECT_TRUE(at::equal(sharded[i], unsharded[i])) << "parameter " << i;
+    EXPECT_TRUE(at::equal(resumed[i], unsharded[i])) << "parameter " << i;
+  }
+  // The file a sharded run writes is the unsharded format: one rank alone reads it.
+  Transformer alone(config, 7);
+  auto t = GrpoTrainer::Create(&alone, options);
+  ASSERT_TRUE(t.ok());
+  EXPECT_TRUE((*t)->Load(dir).ok());
+  EXPECT_EQ((*t)->step(), 2);
+}
+
+// Each rank keeps the moments of about half the parameters.
+TEST(ShardedOptimizerTest, EachRankOwnsItsShareOfTheParameters) {
+  const ModelConfig config = testing_util::SmallModel(
+      {.d_model = 32, .n_layers = 4, .n_heads = 4, .n_kv_heads = 2, .ffn_hidden = 48});
+  std::vector<int64_t> owned(2);
+  int64_t total = 0;
+  OnRanks(2, [&](int rank, LearnerGroup& group) {
+    Transformer model(config, 7);
+    Optimizer sharded(model.parameters(), OptimizerOptions{}, &group);
+    EXPECT_TRUE(sharded.sharded());
+    owned[rank] = sharded.owned_parameter_elements();
+    if (rank == 0) total = Optimizer(model.parameters(), OptimizerOptions{}).owned_parameter_elements();
+  });
+  EXPECT_EQ(owned[0] + owned[1], total);
+  for (int rank = 0; rank < 2; ++rank) EXPECT_LT(owned[rank], 0.6 * total) << rank;
 }
 
 TEST(LearnerGroupEnvironmentTest, ReadsTorchrunVariablesAndRejectsBadOnes) {

@@ -1,5 +1,5 @@
 // Memory-bounded steps give the one-shot step: the chunked LM head against full logits,
-// and micro-batched, chunked GRPO steps against one-shot ones. Compared in float64 and
+// and micro-batched, chunked, layer-checkpointed GRPO steps against one-shot ones. Compared in float64 and
 // with AdamW in its linear regime (ε far above every |gradient|, as in
 // learner_group_test.cc), so the only differences are float64 sums taken in another
 // order (rows sorted by length, chunks, accumulated micro-batch gradients): ~1e-15
@@ -112,6 +112,7 @@ TEST(MemoryBoundedStepTest, MicroBatchesAndChunkedLogprobsGiveTheOneShotStep) {
       // Rows are 3..12 tokens: at most two per micro-batch of 16, so six or more of them.
       options.micro_batch_tokens = 16;
       options.logprob_chunk = 3;
+      options.activation_checkpointing = true;
       const Outcome bounded = RunStep(options);
 
       double largest = 0;

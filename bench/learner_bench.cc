@@ -1,0 +1,220 @@
+// learner_bench: one GRPO learner step, the GrpoTrainer the service runs, on a model shape
+// with random weights in the Hugging Face layout (bench-26m, qwen2.5-0.5b, qwen2.5-1.5b,
+// qwen2.5-7b: the shapes of shared/bench/pytorch_eager_baseline.py), with each memory and
+// precision setting of the job spec's `training` as a flag. The batch is random tokens:
+// --sequences rows (groups of 8) of --prompt_tokens + --completion_tokens, rewards spread
+// within each group, β = 0.04 (so the reference runs too).
+//
+// Prints one JSON line: step time, tokens/s, achieved TFLOP/s (8N per token, as the
+// baseline counts: policy forward and backward plus the reference's forward; the
+// recomputation of activation checkpointing and of the chunked LM head is not counted),
+// the fraction of this device's measured matmul peak, and peak memory: the process's
+// peak resident set on the CPU (run one configuration per process), CUDA's peak allocated
+// bytes on a GPU. Progress goes to stderr: a 0.5B step takes minutes on two cores.
+#include <sys/resource.h>
+#include <torch/torch.h>
+#if defined(GRPO_WITH_CUDA)
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <random>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_format.h"
+#include "learner/grpo_trainer.h"
+#include "learner/learner_device.h"
+#include "model/model.h"
+#include "model/runtime.h"
+
+ABSL_FLAG(std::string, shape, "bench-26m", "bench-26m, qwen2.5-0.5b, qwen2.5-1.5b or qwen2.5-7b");
+ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");
+ABSL_FLAG(std::string, precision, "float32", "float32 or bf16_mixed (float32 master weights)");
+ABSL_FLAG(int, sequences, 64, "rows per step (groups of 8)");
+ABSL_FLAG(int, prompt_tokens, 32, "prompt tokens per row");
+ABSL_FLAG(int, completion_tokens, 224, "completion tokens per row");
+ABSL_FLAG(int64_t, micro_batch_tokens, 0, "micro-batches of at most this many tokens; 0 = one shot");
+ABSL_FLAG(int64_t, logprob_chunk, 0, "LM head over chunks of this many positions; 0 = all");
+ABSL_FLAG(bool, activation_checkpointing, false, "recompute each decoder layer in backward");
+ABSL_FLAG(int, warmup, 1, "untimed steps first");
+ABSL_FLAG(int, repeats, 1, "timed steps");
+ABSL_FLAG(int, threads, 0, "intra-op threads; 0 = all cores");
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr int kGroup = 8;
+
+double Seconds(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+struct Shape {
+  int d, layers, heads, kv_heads, ffn, vocab;
+  bool tied, qkv_bias;
+};
+
+const std::map<std::string, Shape>& Shapes() {
+  static const auto* shapes = new std::map<std::string, Shape>{
+      {"bench-26m", {512, 8, 8, 8, 1408, 512, true, false}},
+      {"qwen2.5-0.5b", {896, 24, 14, 2, 4864, 151936, true, true}},
+      {"qwen2.5-1.5b", {1536, 28, 12, 2, 8960, 151936, true, true}},
+      {"qwen2.5-7b", {3584, 28, 28, 4, 18944, 152064, false, true}},
+  };
+  return *shapes;
+}
+
+void Sync(const c10::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize();
+}
+
+// The best of a few square matmuls: float32 on the CPU, bfloat16 on a GPU.
+double MatmulPeakTflops(const c10::Device& device) {
+  const at::ScalarType dtype = device.is_cuda() ? at::kBFloat16 : at::kFloat;
+  double best = 0;
+  for (int64_t n : device.is_cuda() ? std::vector<int64_t>{4096, 8192}
+                                    : std::vector<int64_t>{1024, 2048}) {
+    at::Tensor a = at::randn({n, n}, at::TensorOptions().device(device).dtype(dtype));
+    at::Tensor b = at::randn({n, n}, at::TensorOptions().device(device).dtype(dtype));
+    at::mm(a, b);
+    Sync(device);
+    const int iterations = device.is_cuda() ? 20 : 5;
+    const auto start = Clock::now();
+    for (int i = 0; i < iterations; ++i) at::mm(a, b);
+    Sync(device);
+    best = std::max(best, 2.0 * n * n * n * iterations / Seconds(start) / 1e12);
+  }
+  return best;
+}
+
+double PeakMemoryMb(const c10::Device& device) {
+#if defined(GRPO_WITH_CUDA)
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    return stats.allocated_bytes[static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE)]
+               .peak /
+           1048576.0;
+  }
+#endif
+  (void)device;
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss / 1024.0;  // KiB on Linux
+}
+
+std::vector<grpo::ScoredGroup> RandomBatch(int sequences, int prompt, int completion,
+                                           int vocab) {
+  std::mt19937 rng(0);
+  std::uniform_int_distribution<int> token(3, vocab - 1);
+  std::vector<grpo::ScoredGroup> groups(sequences / kGroup);
+  for (size_t g = 0; g < groups.size(); ++g) {
+    groups[g].prompt_id = std::to_string(g);
+    groups[g].prompt.resize(prompt);
+    for (int32_t& t : groups[g].prompt) t = token(rng);
+    for (int i = 0; i < kGroup; ++i) {
+      grpo::ScoredSample s;
+      s.completion.resize(completion);
+      for (int32_t& t : s.completion) t = token(rng);
+      s.logprobs.assign(completion, -std::log(static_cast<float>(vocab)));
+      s.reward = i % 2;
+      groups[g].samples.push_back(std::move(s));
+    }
+  }
+  return groups;
+}
+
+int Fail(const std::string& what, const absl::Status& status) {
+  std::fprintf(stderr, "learner_bench: %s: %s\n", what.c_str(), status.ToString().c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  grpo::EnsureThreadEnvironment(argv);
+  absl::ParseCommandLine(argc, argv);
+  grpo::ConfigureRuntime(absl::GetFlag(FLAGS_threads));
+  const std::string shape_name = absl::GetFlag(FLAGS_shape);
+  auto shape = Shapes().find(shape_name);
+  if (shape == Shapes().end())
+    return Fail("--shape", absl::InvalidArgumentError(shape_name + " is not a known shape"));
+  absl::StatusOr<c10::Device> device = grpo::ResolveLearnerDevice(absl::GetFlag(FLAGS_device), 0);
+  if (!device.ok()) return Fail("--device", device.status());
+  const std::string precision = absl::GetFlag(FLAGS_precision);
+  if (precision != "float32" && precision != "bf16_mixed")
+    return Fail("--precision", absl::InvalidArgumentError(precision + ": float32 or bf16_mixed"));
+  const int sequences = absl::GetFlag(FLAGS_sequences);
+  const int prompt = absl::GetFlag(FLAGS_prompt_tokens);
+  const int completion = absl::GetFlag(FLAGS_completion_tokens);
+  if (sequences < kGroup || sequences % kGroup != 0 || prompt < 1 || completion < 1)
+    return Fail("--sequences/--prompt_tokens/--completion_tokens",
+                absl::InvalidArgumentError("sequences: a positive multiple of 8; lengths >= 1"));
+
+  const Shape& s = shape->second;
+  grpo::ModelConfig config;
+  config.d_model = s.d;
+  config.n_layers = s.layers;
+  config.n_heads = s.heads;
+  config.n_kv_heads = s.kv_heads;
+  config.ffn_hidden = s.ffn;
+  config.vocab_size = s.vocab;
+  config.tie_embeddings = s.tied;
+  config.qkv_bias = s.qkv_bias;
+  config.rope_theta = 1e6;
+  config.max_seq_len = prompt + completion;
+  const double params = config.NumParameters();
+  const double peak = MatmulPeakTflops(*device);
+  std::fprintf(stderr, "learner_bench: %s, %.0fM parameters, %s %s, %d x %d tokens; "
+               "matmul peak %.2f TFLOP/s\n",
+               shape_name.c_str(), params / 1e6, device->str().c_str(), precision.c_str(),
+               sequences, prompt + completion, peak);
+
+  grpo::Transformer policy(config, 0);
+  if (absl::Status st = policy.To(*device, at::kFloat); !st.ok()) return Fail("placing", st);
+  grpo::TrainerOptions options;
+  options.optimizer.learning_rate = 1e-5;
+  options.max_policy_lag = 1 << 30;  // the same batch is reused for every step
+  options.micro_batch_tokens = absl::GetFlag(FLAGS_micro_batch_tokens);
+  options.logprob_chunk = absl::GetFlag(FLAGS_logprob_chunk);
+  options.activation_checkpointing = absl::GetFlag(FLAGS_activation_checkpointing);
+  options.bf16_mixed = precision == "bf16_mixed";
+  options.recompute_old_logprobs = options.bf16_mixed;
+  auto trainer = grpo::GrpoTrainer::Create(&policy, options);
+  if (!trainer.ok()) return Fail("trainer", trainer.status());
+  const std::vector<grpo::ScoredGroup> batch =
+      RandomBatch(sequences, prompt, completion, config.vocab_size);
+
+  double total = 0, best = 1e300;
+  const int warmup = absl::GetFlag(FLAGS_warmup), repeats = std::max(1, absl::GetFlag(FLAGS_repeats));
+  for (int i = 0; i < warmup + repeats; ++i) {
+    Sync(*device);
+    const auto start = Clock::now();
+    absl::StatusOr<grpo::StepMetrics> m = (*trainer)->Step(batch);
+    Sync(*device);
+    const double seconds = Seconds(start);
+    if (!m.ok()) return Fail("step", m.status());
+    std::fprintf(stderr, "learner_bench: step %d of %d%s: %.2f s, loss %.4f\n", i + 1,
+                 warmup + repeats, i < warmup ? " (warm-up)" : "", seconds, m->loss);
+    if (i < warmup) continue;
+    total += seconds;
+    best = std::min(best, seconds);
+  }
+  const double step_seconds = total / repeats;
+  const double tokens = static_cast<double>(sequences) * (prompt + completion);
+  const double tflops = 8 * params * tokens / step_seconds / 1e12;
+  std::printf(
+      "{\"bench\":\"learner\",\"shape\":\"%s\",\"params\":%.0f,\"device\":\"%s\","
+      "\"precision\":\"%s\",\"threads\":%d,\"sequences\":%d,\"tokens_per_row\":%d,"
+      "\"micro_batch_tokens\":%d,\"logprob_chunk\":%d,\"activation_checkpointing\":%s,"
+      "\"step_s\":%.3f,\"best_step_s\":%.3f,\"tokens_per_s\":%.1f,\"tflops\":%.4f,"
+      "\"peak_tflops\":%.4f,\"frac_peak\":%.3f,\"peak_memory_mb\":%.0f}\n",
+      shape_name.c_str(), params, device->str().c_str(), precision.c_str(),
+      at::get_num_threads(), sequences, prompt + completion, options.micro_batch_tokens,
+      options.logprob_chunk, options.activation_checkpointing ? "true" : "false", step_seconds,
+      best, tokens / step_seconds, tflops, peak, tflops / peak, PeakMemoryMb(*device));
+  return 0;
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The GPU learner on a GPU machine, against its CUDA build of PyTorch's LibTorch: builds
+# bench/learner_bench from the trainer, model and RL sources (the same flags as run.sh,
+# NCCL on) and runs GrpoTrainer steps on `cuda`: bench-26m in float32 and bfloat16 mixed
+# (the trainer path the CPU tests run, now on the device), the Qwen2.5-0.5B shape with the
+# memory settings off and on, the 1.5B shape with 1k-token rows (the MFU target), and the
+# PyTorch eager baseline on the same shapes for the side-by-side ratio. DEPS as in run.sh,
+# plus lib/libprotobuf.so.32 and src/job.pb.cc (build/proto's generated source: the
+# trainer reads its options from the job spec). Prints the JSON lines; logs in OUT.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+DEPS=${DEPS:-.gpucheck}
+OUT=${OUT:-/tmp/cuda_check}
+mkdir -p "$OUT/learner_obj"
+TORCH=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))')
+ABI=$(python3 -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+STD=-std=c++17
+echo '#include <torch/torch.h>' | g++ $STD -x c++ -fsyntax-only -isystem "$TORCH/include" \
+    -isystem "$TORCH/include/torch/csrc/api/include" - 2>/dev/null || STD=-std=c++20
+absl_libs=$(for f in "$DEPS"/lib/libabsl_*.so; do printf -- '-l:%s ' "$(basename "$f")"; done)
+sources="bench/learner_bench.cc learner/grpo_trainer.cc learner/optimizer.cc learner/batch.cc
+         learner/chunked_logprobs.cc learner/learner_group.cc learner/learner_device.cc
+         model/model.cc model/model_config.cc model/runtime.cc model/decode_kernels.cc
+         model/decode_attention.cc rl/grpo.cc $DEPS/src/job.pb.cc"
+for s in $sources; do
+  g++ $STD -O2 -D_GLIBCXX_USE_CXX11_ABI=$ABI -DGRPO_WITH_NCCL -DUSE_C10D_NCCL -DUSE_C10D_GLOO \
+      -DUSE_DISTRIBUTED -DGRPO_WITH_CUDA -I. -I"$DEPS/include" -isystem "$TORCH/include" \
+      -isystem "$TORCH/include/torch/csrc/api/include" -idirafter "$DEPS/fallback" -w -c "$s" \
+      -o "$OUT/learner_obj/$(echo "$s" | tr / _).o" &
+done > "$OUT/learner_bench_build.log" 2>&1
+wait
+if ! g++ "$OUT"/learner_obj/*.o -o "$OUT/learner_bench" -L"$TORCH/lib" -Wl,-rpath,"$TORCH/lib" \
+     -ltorch -ltorch_cpu -ltorch_cuda -lc10 -lc10_cuda -L"$DEPS/lib" \
+     -Wl,-rpath,"$(pwd)/$DEPS/lib" -l:libprotobuf.so.32 $absl_libs >> "$OUT/learner_bench_build.log" 2>&1; then
+  echo "learner_bench: build failed"; grep -m20 -E "error|undefined" "$OUT/learner_bench_build.log"; exit 1
+fi
+export LD_LIBRARY_PATH="$(pwd)/$DEPS/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+B="$OUT/learner_bench --device cuda"
+run() { echo "+ $*" >&2; timeout 150 "$@" 2>>"$OUT/learner_bench.log"; }
+run $B --shape bench-26m --precision float32 --repeats 3
+run $B --shape bench-26m --precision bf16_mixed --repeats 3
+run $B --shape qwen2.5-0.5b --precision bf16_mixed --sequences 64 --prompt_tokens 32 --completion_tokens 224 --repeats 2
+run $B --shape qwen2.5-0.5b --precision bf16_mixed --sequences 64 --prompt_tokens 32 --completion_tokens 224 \
+    --micro_batch_tokens 16384 --logprob_chunk 1024 --activation_checkpointing --repeats 2
+run $B --shape qwen2.5-1.5b --precision bf16_mixed --sequences 32 --prompt_tokens 128 --completion_tokens 896 \
+    --micro_batch_tokens 16384 --logprob_chunk 2048 --repeats 2
+BASE=../shared/bench/pytorch_eager_baseline.py
+[[ -f $BASE ]] || BASE=shared/bench/pytorch_eager_baseline.py
+if [[ -f $BASE ]]; then
+  for shape in bench-26m qwen2.5-0.5b; do
+    run python3 "$BASE" --shape "$shape" --device cuda --dtype bfloat16 --prompts 8 --group 8 \
+        --prompt-len 32 --gen 224 --skip-decode
+  done
+fi
