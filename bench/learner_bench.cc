@@ -213,8 +213,8 @@ int main(int argc, char** argv) {
       "\"step_s\":%.3f,\"best_step_s\":%.3f,\"tokens_per_s\":%.1f,\"tflops\":%.4f,"
       "\"peak_tflops\":%.4f,\"frac_peak\":%.3f,\"peak_memory_mb\":%.0f}\n",
       shape_name.c_str(), params, device->str().c_str(), precision.c_str(),
-      at::get_num_threads(), sequences, prompt + completion, options.micro_batch_tokens,
-      options.logprob_chunk, options.activation_checkpointing ? "true" : "false", step_seconds,
+      at::get_num_threads(), sequences, prompt + completion,
+      static_cast<int>(options.micro_batch_tokens), static_cast<int>(options.logprob_chunk), options.activation_checkpointing ? "true" : "false", step_seconds,
       best, tokens / step_seconds, tflops, peak, tflops / peak, PeakMemoryMb(*device));
   return 0;
 }
