@@ -977,6 +977,22 @@ absl::StatusOr<std::string> BpeTokenizer::Decode(absl::Span<const int32_t> ids,
   return text;
 }
 
+std::string BpeTokenizer::DecodeWithEnds(absl::Span<const int32_t> ids, bool skip_special,
+                                         int32_t stop, std::vector<int32_t>* token_ends) const {
+  std::string text;
+  token_ends->clear();
+  const int32_t size = vocab_size();
+  bool ended = false;
+  for (const int32_t id : ids) {
+    ended = ended || (stop >= 0 && id == stop);
+    const bool known = id >= 0 && id < size && impl_->kinds[id] != Impl::Kind::kHole;
+    if (!ended && known && !(skip_special && impl_->kinds[id] == Impl::Kind::kSpecial))
+      text += impl_->decoded[id];
+    token_ends->push_back(static_cast<int32_t>(text.size()));
+  }
+  return text;
+}
+
 std::string BpeTokenizer::Normalize(absl::string_view text) const {
   return impl_->NormalizeSegment(text);
 }

@@ -85,6 +85,12 @@ class BpeTokenizer {
   absl::StatusOr<std::string> Decode(absl::Span<const int32_t> ids,
                                      bool skip_special = false) const;
 
+  // Decode(ids, skip_special) for a sampled completion: never fails, and records where each
+  // id's bytes end in the text (TextTokenizer::DecodeWithEnds). Ids not in the vocabulary,
+  // skipped special ones, and `stop` and everything after it add no bytes; stop < 0: none.
+  std::string DecodeWithEnds(absl::Span<const int32_t> ids, bool skip_special, int32_t stop,
+                             std::vector<int32_t>* token_ends) const;
+
   // `text` after the normalizer (itself when there is none): what Decode(Encode(text))
   // returns.
   std::string Normalize(absl::string_view text) const;

@@ -63,6 +63,11 @@ class BpeTextTokenizer final : public TextTokenizer {
     absl::StatusOr<std::string> text = bpe_.Decode(known, /*skip_special=*/true);
     return text.ok() ? *std::move(text) : std::string();
   }
+  DecodedCompletion DecodeWithEnds(absl::Span<const int32_t> ids) const override {
+    DecodedCompletion out;
+    out.text = bpe_.DecodeWithEnds(ids, /*skip_special=*/true, eos_, &out.token_ends);
+    return out;
+  }
   int32_t eos_id() const override { return eos_; }
   int32_t pad_id() const override { return pad_; }
   int vocab_size() const override { return bpe_.vocab_size(); }

@@ -362,14 +362,6 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
   int max_seq_len = s.model().has_max_seq_len() ? s.model().max_seq_len() : kDefaultHfMaxSeqLen;
   if (!s.model().hf_dir().empty()) {
     RETURN_IF_ERROR(CheckHfModelSpec(s.model()));
-    for (int i = 0; i < s.rewards_size(); ++i) {
-      // Step rewards place a step's end on a token by its character offset, which only the
-      // character tokenizer makes one to one.
-      const std::string& name = s.rewards(i).name();
-      if (name == "arithmetic_steps" || name == "process_reward_model")
-        return Bad(absl::StrCat("rewards[", i, "].name"), name,
-                   "step rewards need the character tokenizer; model.hf_dir brings BPE");
-    }
   } else {
     const ModelConfig model = ModelConfigFromSpec(s.model());
     RETURN_IF_ERROR(ValidateModelConfig(model));

@@ -203,7 +203,7 @@ std::vector<ScoredGroup> GrpoTrainer::SelectGroups(const std::vector<ScoredGroup
       }
     }
     if (fresh.samples.empty()) continue;
-    const bool flat = HasZeroVariance(fresh);
+    const bool flat = HasZeroVariance(fresh, options_.advantage.estimator);
     zero_variance += flat;
     if (flat && options_.filter_zero_variance_groups) continue;
     groups.push_back(std::move(fresh));

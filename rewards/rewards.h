@@ -6,11 +6,13 @@
 //   - Malformed model text never errors, it scores 0. Errors are reserved for problems
 //     outside the model's control (e.g. a prompt that is not an arithmetic expression given
 //     to ArithmeticStepReward: a misconfigured job, INVALID_ARGUMENT).
-//   - Step rewards locate each step by StepReward::end_offset, the index within the
-//     completion of the step's last character (the '\n' that ends its line, or the last
-//     character of a final line without one). With CharTokenizer (tokenizer/tokenizer.h) one
-//     character is one token, so end_offset is also the completion-token index that the
-//     learner's process advantages use (docs/design.md §3).
+//   - Step rewards locate each step by StepReward::end_offset, the byte index within the
+//     completion text of the step's last byte (the '\n' that ends its line, or the last
+//     byte of a final line without one). The rollout maps it to the token whose bytes hold
+//     it, by the tokenizer's own per-token ends (TextTokenizer::DecodeWithEnds), for the
+//     character tokenizer and byte-level BPE alike; from there on end_offset is that
+//     token's index (rl/scored_group.h), which the process advantages use (docs/design.md
+//     §3).
 //   - Rewards are finite. CompositeReward rejects NaN/inf from any function with INTERNAL,
 //     so they are never trained on (docs/design.md §7).
 //
@@ -48,7 +50,7 @@ struct RewardInput {
 
 struct StepReward {
   double reward;
-  int end_offset;  // index of the step's last character in the completion (see above)
+  int end_offset;  // byte index of the step's last byte in the completion (see above)
 };
 
 struct RewardOutput {

@@ -9,6 +9,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -81,7 +82,17 @@ absl::Status ValidateGroups(const std::vector<ScoredGroup>& groups) {
   return absl::OkStatus();
 }
 
-bool HasZeroVariance(const ScoredGroup& group) {
+bool HasZeroVariance(const ScoredGroup& group, AdvantageEstimator estimator) {
+  if (estimator == AdvantageEstimator::kProcess) {
+    // Process advantages come from the step rewards alone.
+    const StepReward* first = nullptr;
+    for (const ScoredSample& s : group.samples)
+      for (const StepReward& step : s.steps) {
+        if (first == nullptr) first = &step;
+        if (step.reward != first->reward) return false;
+      }
+    return true;
+  }
   for (const ScoredSample& s : group.samples) {
     if (s.reward != group.samples.front().reward) return false;
   }
@@ -95,7 +106,9 @@ bool HasZeroVariance(const ScoredGroup& group) {
 //   scale = group: std of the group; batch: std of all rewards in the batch (TRL's
 //   "batch"); none: no division (Dr. GRPO). A group of equal rewards gets exactly 0.
 // Process: all step rewards of a group normalised together, r̃ = (r − mean) / (std + ε);
-//   token t of o_i gets Σ over steps j of o_i with end(j) ≥ t of r̃_i^j.
+//   token t of o_i gets Σ over steps j of o_i with end(j) ≥ t of r̃_i^j, where the last
+//   step's end is taken as o_i's last token: what follows the last step (the stop token,
+//   trailing text) gets that step's r̃, so the model learns when to stop.
 // Online RFT: 1 for a correct sample, rft_negative (0 in the paper, −1 signed) otherwise.
 
 namespace {
@@ -163,8 +176,12 @@ absl::StatusOr<std::vector<std::vector<float>>> ComputeAdvantages(
     for (const ScoredSample& s : group.samples) {
       // Suffix sums: walk tokens backwards, adding a step's r̃ once t reaches its end.
       std::vector<double> at_end(s.completion.size(), 0.0);
+      int last = -1;
+      for (const StepReward& step : s.steps) last = std::max(last, step.end_offset);
       for (const StepReward& step : s.steps) {
-        at_end[step.end_offset] += all_equal ? 0.0 : (step.reward - m.mean) / scale;
+        const int end = step.end_offset == last ? static_cast<int>(at_end.size()) - 1
+                                                : step.end_offset;
+        at_end[end] += all_equal ? 0.0 : (step.reward - m.mean) / scale;
       }
       std::vector<float> a(s.completion.size());
       double running = 0;

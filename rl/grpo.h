@@ -47,8 +47,10 @@ struct LossOptions {
 // infinite rewards (INVALID_ARGUMENT naming group and sample). Never trains on them.
 absl::Status ValidateGroups(const std::vector<ScoredGroup>& groups);
 
-// All rewards of the group equal: its outcome advantages are zero (DAPO drops it).
-bool HasZeroVariance(const ScoredGroup& group);
+// The group's advantages are all zero (DAPO drops it): all its rewards equal, or under
+// the PROCESS estimator all its step rewards.
+bool HasZeroVariance(const ScoredGroup& group,
+                     AdvantageEstimator estimator = AdvantageEstimator::kOutcome);
 
 // Per-token advantages, one vector per sample (groups in order, samples in order), each as
 // long as the sample's completion.

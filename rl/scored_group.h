@@ -17,7 +17,9 @@ struct ScoredSample {
   std::vector<float> logprobs;      // sampler log-prob of each completion token
   double reward = 0;                // weighted total over the reward functions
   std::vector<double> reward_per_function;
-  // Process supervision: step rewards, end_offset indexing `completion`.
+  // Process supervision: step rewards, end_offset indexing `completion` (the token that
+  // holds the step's last byte: the rollout maps the reward's byte offsets, see
+  // TokenCoveringByte in tokenizer/text_tokenizer.h). Two steps may share a token.
   std::vector<StepReward> steps;
   int64_t policy_version = 0;       // version of the weights that sampled it
 };

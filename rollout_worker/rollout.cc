@@ -47,7 +47,9 @@ absl::StatusOr<RolloutBatch> Rollout::Generate(const Transformer& policy,
   out.sample_seconds = SecondsSince(start);
   out.generated_tokens = sampled->generated_tokens;
 
-  // Decode every completion first: RewardInput views these strings.
+  // Decode every completion first: RewardInput views these strings. token_ends[row]: where
+  // each of the row's tokens ends in its text (step ends are found by them).
+  std::vector<std::vector<int32_t>> token_ends;
   for (size_t i = 0; i < examples.size(); ++i) {
     ScoredGroup group;
     group.prompt_id = prompt_ids[i];
@@ -59,7 +61,9 @@ absl::StatusOr<RolloutBatch> Rollout::Generate(const Transformer& policy,
       sample.completion = sampled->Completion(row);
       sample.logprobs = sampled->CompletionLogprobs(row);
       sample.policy_version = policy_version;
-      texts.push_back(tokenizer_->Decode(sample.completion));
+      DecodedCompletion decoded = tokenizer_->DecodeWithEnds(sample.completion);
+      texts.push_back(std::move(decoded.text));
+      token_ends.push_back(std::move(decoded.token_ends));
       group.samples.push_back(std::move(sample));
     }
     out.groups.push_back(std::move(group));
@@ -70,7 +74,6 @@ absl::StatusOr<RolloutBatch> Rollout::Generate(const Transformer& policy,
   std::vector<RewardInput> inputs;
   for (size_t i = 0; i < examples.size(); ++i)
     for (const std::string& text : out.completions[i])
-      // With a character-level tokenizer the reward's character offsets index `completion`.
       inputs.push_back(RewardInput{examples[i].prompt, text, examples[i].answer});
   absl::StatusOr<std::vector<CompositeOutput>> scored = scorer_->ScoreBatch(inputs);
   if (!scored.ok())
@@ -85,11 +88,16 @@ absl::StatusOr<RolloutBatch> Rollout::Generate(const Transformer& policy,
       sample.reward = score.total;
       sample.reward_per_function = std::move(score.per_function);
       sample.steps = std::move(score.steps);
-      // Step ends are character offsets; only one-token-per-character maps them to tokens
-      // (job validation refuses process rewards for other tokenizers).
-      if (!sample.steps.empty() && !tokenizer_->character_level()) {
-        return absl::FailedPreconditionError(
-            "step rewards need a character-level tokenizer; this model's is not");
+      // A step ends at a byte of the text; the learner's process advantages need the token
+      // that holds it.
+      const std::vector<int32_t>& ends = token_ends[row - 1];
+      for (StepReward& step : sample.steps) {
+        const int token = TokenCoveringByte(ends, step.end_offset);
+        if (token < 0)
+          return absl::InternalError(
+              absl::StrCat("scoring: a step ends at byte ", step.end_offset, " of a ",
+                           ends.empty() ? 0 : ends.back(), "-byte completion"));
+        step.end_offset = token;
       }
     }
   out.score_seconds = SecondsSince(start);

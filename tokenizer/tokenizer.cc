@@ -31,18 +31,24 @@ absl::StatusOr<std::vector<int32_t>> CharTokenizer::EncodeStrict(std::string_vie
   return Encode(text);
 }
 
-std::string CharTokenizer::Decode(absl::Span<const int32_t> ids) const {
+std::string CharTokenizer::Decode(absl::Span<const int32_t> ids,
+                                  std::vector<int32_t>* token_ends) const {
   std::string text;
   text.reserve(ids.size());
+  if (token_ends) token_ends->clear();
+  bool ended = false;
   for (int32_t id : ids) {
-    if (id == kPad || id == kBos) continue;
-    if (id == kEos) break;
-    // Ids are compared as integers before narrowing so that, e.g., 266 cannot alias '\n'.
-    if (id == '\n' || (id >= 32 && id <= 126)) {
-      text.push_back(static_cast<char>(id));
-    } else {
-      text.push_back('?');
+    ended = ended || id == kEos;
+    if (!ended && id != kPad && id != kBos) {
+      // Ids are compared as integers before narrowing so that, e.g., 266 cannot alias '\n'.
+      if (id == '\n' || (id >= 32 && id <= 126)) {
+        text.push_back(static_cast<char>(id));
+      } else {
+        text.push_back('?');
+      }
     }
+    if (token_ends) token_ends->push_back(static_cast<int32_t>(text.size()));
+    if (ended && !token_ends) break;
   }
   return text;
 }

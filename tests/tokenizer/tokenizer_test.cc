@@ -1,10 +1,12 @@
 #include "tokenizer/tokenizer.h"
 
+#include <random>
 #include <string>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tokenizer/text_tokenizer.h"
 
 namespace grpo {
 namespace {
@@ -64,6 +66,42 @@ TEST(CharTokenizerTest, DecodeSkipsPadAndBosAndStopsAtEos) {
   EXPECT_EQ(tok.Decode(ids), "ab");
   EXPECT_EQ(tok.Decode({}), "");
   EXPECT_EQ(tok.Decode(std::vector<int32_t>{CharTokenizer::kEos, 'x'}), "");
+}
+
+// Step ends (rewards/rewards.h give byte offsets) map to the token that holds the byte, for
+// random step texts with PAD and BOS spliced in (they add no bytes, so they never shift the
+// steps after them) and an EOS with tokens after it.
+TEST(CharTokenizerTest, StepEndsMapToTheTokenHoldingTheirByte) {
+  CharTextTokenizer tok;
+  std::mt19937 rng(3);
+  for (int item = 0; item < 200; ++item) {
+    std::string text;
+    std::vector<int> step_ends;
+    for (int k = 1 + static_cast<int>(rng() % 4); k > 0; --k) {
+      text += std::to_string(rng() % 100) + "+" + std::to_string(rng() % 100) + "=" +
+              std::to_string(rng() % 200) + "\n";
+      step_ends.push_back(static_cast<int>(text.size()) - 1);
+    }
+    std::vector<int32_t> ids = *tok.EncodeText(text);
+    for (int splice = static_cast<int>(rng() % 4); splice > 0; --splice)
+      ids.insert(ids.begin() + rng() % (ids.size() + 1),
+                 rng() % 2 ? CharTokenizer::kPad : CharTokenizer::kBos);
+    ids.push_back(CharTokenizer::kEos);
+    ids.push_back('7');  // after the end token: adds nothing
+    const DecodedCompletion decoded = tok.DecodeWithEnds(ids);
+    ASSERT_EQ(decoded.text, text);
+    ASSERT_EQ(decoded.text, tok.Decode(ids));
+    ASSERT_EQ(decoded.token_ends.size(), ids.size());
+    for (int end : step_ends) {
+      const int token = TokenCoveringByte(decoded.token_ends, end);
+      ASSERT_GE(token, 0);
+      EXPECT_EQ(ids[token], '\n') << "item " << item << ", step end " << end;
+      EXPECT_EQ(tok.Decode(absl::MakeConstSpan(ids).subspan(0, token + 1)),
+                text.substr(0, end + 1));
+    }
+    EXPECT_EQ(TokenCoveringByte(decoded.token_ends, static_cast<int>(text.size())), -1);
+    EXPECT_EQ(TokenCoveringByte(decoded.token_ends, -1), -1);
+  }
 }
 
 TEST(CharTokenizerTest, DecodeNeverFailsOnIdsThatAreNotCharacters) {

@@ -4,7 +4,8 @@
 //
 // MODEL_DIR holds tokenizer.json (and tokenizer_config.json), CORPUS_JSON is an array of
 // strings, EXPECTED_JSON an array of id arrays, one per string (encode.js writes it). For
-// every string the ids must be equal and Decode(Encode(x)) must be Normalize(x). Prints
+// every string the ids must be equal and Decode(Encode(x)) must be Normalize(x); then step
+// ends map to the tokens that hold them (CheckStepEnds). Prints
 // each difference with the tokens around it, the load time and the encode throughput, and
 // exits 1 if any item differs. check_tokenizer.sh runs it.
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -22,6 +24,7 @@
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "hf/bpe_tokenizer.h"
+#include "tokenizer/text_tokenizer.h"
 
 namespace {
 
@@ -76,6 +79,58 @@ std::string Tokens(const grpo::hf::BpeTokenizer& tokenizer, const std::vector<in
     parts.push_back(absl::StrCat(ids[i], ":", tokenizer.IdToToken(ids[i]).value_or("?")));
   }
   return absl::StrJoin(parts, " ");
+}
+
+// Step ends on real vocabularies: random texts of "Step k: ..." steps, each ended by "\n" or
+// "\n\n", with multi-byte characters, encoded, with special ids spliced in at random
+// places (a sampled special never shifts offsets). DecodeWithEnds must give the text, and
+// for every byte of it (every step end included, inside multi-byte tokens too) the token
+// TokenCoveringByte picks must be the one whose bytes hold it, never a special one.
+// Returns the number of texts that failed.
+int CheckStepEnds(const std::string& name, const grpo::hf::BpeTokenizer& tokenizer) {
+  std::mt19937 rng(7);
+  const std::vector<std::string> words = {"12+7=19", "x", "é", "中文", "🙂", "ß", "the",
+                                          " answer", "####", "3.5", "Ω", "naïve", "=", "  "};
+  std::vector<int32_t> specials;
+  for (int32_t id = 0; id < tokenizer.vocab_size(); ++id)
+    if (tokenizer.IsSpecial(id)) specials.push_back(id);
+  int failed = 0;
+  for (int item = 0; item < 300; ++item) {
+    std::string text;
+    const int steps = 1 + static_cast<int>(rng() % 5);
+    for (int k = 1; k <= steps; ++k) {
+      absl::StrAppend(&text, "Step ", k, ":");
+      for (int w = static_cast<int>(rng() % 6); w >= 0; --w)
+        absl::StrAppend(&text, " ", words[rng() % words.size()]);
+      text += rng() % 2 ? "\n" : "\n\n";
+    }
+    std::vector<int32_t> ids = tokenizer.Encode(text, /*allow_special=*/false);
+    for (int splice = static_cast<int>(rng() % 3); splice > 0 && !specials.empty(); --splice)
+      ids.insert(ids.begin() + rng() % (ids.size() + 1), specials[rng() % specials.size()]);
+    std::vector<int32_t> ends;
+    const std::string decoded = tokenizer.DecodeWithEnds(ids, /*skip_special=*/true, -1, &ends);
+    std::string problem;
+    if (decoded != tokenizer.Normalize(text)) problem = "the text differs";
+    if (ends.size() != ids.size()) problem = "one end per id expected";
+    for (size_t i = 1; problem.empty() && i < ends.size(); ++i)
+      if (ends[i] < ends[i - 1]) problem = absl::StrCat("ends decrease at token ", i);
+    for (int byte = 0; problem.empty() && byte < static_cast<int>(decoded.size()); ++byte) {
+      const int token = grpo::TokenCoveringByte(ends, byte);
+      const int start = token > 0 ? ends[token - 1] : 0;
+      if (token < 0 || !(start <= byte && byte < ends[token]) || tokenizer.IsSpecial(ids[token]))
+        problem = absl::StrCat("byte ", byte, " maps to token ", token);
+    }
+    if (grpo::TokenCoveringByte(ends, static_cast<int>(decoded.size())) != -1)
+      problem = "a byte past the text maps to a token";
+    if (!problem.empty()) {
+      ++failed;
+      std::printf("%s: step ends, text %d \"%s\": %s\n", name.c_str(), item,
+                  Printable(text).c_str(), problem.c_str());
+    }
+  }
+  std::printf("%s: step ends hold on %d/300 texts (%zu special ids spliced from)\n",
+              name.c_str(), 300 - failed, specials.size());
+  return failed;
 }
 
 }  // namespace
@@ -164,5 +219,6 @@ int main(int argc, char** argv) {
   const int total = static_cast<int>(corpus.size());
   std::printf("%s: ids equal on %d/%d items, Decode(Encode(x)) == Normalize(x) on %d/%d\n",
               name.c_str(), equal, total, round_trips, total);
-  return equal == total && round_trips == total ? 0 : 1;
+  const int step_failures = CheckStepEnds(name, tokenizer);
+  return equal == total && round_trips == total && step_failures == 0 ? 0 : 1;
 }
