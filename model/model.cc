@@ -100,6 +100,14 @@ KvCache::KvCache(const ModelConfig& c, int64_t batch, int64_t capacity,
   is_pad_ = at::zeros({batch, capacity}, options.dtype(at::kBool));
 }
 
+void KvCache::SelectRows(const at::Tensor& rows) {
+  for (size_t i = 0; i < keys_.size(); ++i) {
+    keys_[i] = keys_[i].index_select(0, rows);
+    values_[i] = values_[i].index_select(0, rows);
+  }
+  is_pad_ = is_pad_.index_select(0, rows);
+}
+
 struct Transformer::Impl {
   ModelConfig config;
   at::Tensor embedding;   // [V, d]

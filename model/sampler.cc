@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <limits>
+#include <map>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
@@ -145,7 +146,6 @@ absl::StatusOr<SampleResult> Sample(const Transformer& model,
     // only the chosen ids and their log-probs come back each step.
     const at::TensorOptions on_model = model.tensor_options();
     const c10::Device device = on_model.device();
-    KvCache cache(model.config(), n, p + m, on_model);
     r.tokens = at::full({n, p + m}, o.pad_token, at::kLong);
     r.tokens.narrow(1, 0, p).copy_(batch->tokens);
     r.is_pad = at::ones({n, p + m}, at::kBool);
@@ -164,25 +164,65 @@ absl::StatusOr<SampleResult> Sample(const Transformer& model,
       gen.set_current_seed(o.seed);
     }
 
-    at::Tensor hidden = model.Forward(batch->tokens.to(on_model.device()),
-                                      batch->is_pad.to(on_model.device()), &cache);
+    // --- Prefill: each distinct prompt once, its cache rows and logits then copied to
+    // every row that has it.
+    std::vector<int64_t> distinct, row_of(n);
+    if (o.share_prefixes) {
+      std::map<std::vector<int32_t>, int64_t> index;
+      for (int64_t i = 0; i < n; ++i) {
+        auto [it, inserted] = index.emplace(prompts[i], static_cast<int64_t>(distinct.size()));
+        if (inserted) distinct.push_back(i);
+        row_of[i] = it->second;
+      }
+    }
+    const bool shared = o.share_prefixes && static_cast<int64_t>(distinct.size()) < n;
+    at::Tensor prefill_tokens = batch->tokens, prefill_pad = batch->is_pad;
+    if (shared) {
+      const at::Tensor pick = at::tensor(distinct, at::kLong);
+      prefill_tokens = prefill_tokens.index_select(0, pick);
+      prefill_pad = prefill_pad.index_select(0, pick);
+    }
+    KvCache cache(model.config(), prefill_tokens.size(0), p + m, on_model);
+    at::Tensor hidden = model.Forward(prefill_tokens.to(device), prefill_pad.to(device), &cache);
     at::Tensor logits = model.Logits(hidden.select(1, p - 1)).to(at::kFloat);
-    at::Tensor finished = at::zeros({n}, at::kBool);
+    if (shared) {
+      const at::Tensor expand = at::tensor(row_of, at::kLong).to(device);
+      cache.SelectRows(expand);
+      logits = logits.index_select(0, expand);
+    }
+
+    // --- Decode. `rows`: the original row of each batch row (CPU). A finished row stays
+    // in the batch, fed padding, until it is compacted away (or, without compaction,
+    // until every row is done).
+    at::Tensor rows = at::arange(n, at::kLong);
+    at::Tensor finished = at::zeros({n}, at::kBool);  // of the batch rows
     int64_t used = 0;
     for (int64_t step = 0; step < m; ++step) {
       auto [next_on_device, logprob_on_device] = Choose(logits, o, gen);
       const at::Tensor next = next_on_device.to(at::kCPU);
       const at::Tensor logprob = logprob_on_device.to(at::kCPU);
-      at::Tensor active = finished.logical_not();
-      r.tokens.select(1, p + step).copy_(at::where(active, next, o.pad_token));
-      r.is_pad.select(1, p + step).copy_(finished);
-      r.logprobs.select(1, step).copy_(at::where(active, logprob, 0.0f));
-      r.completion_mask.select(1, step).copy_(active);
+      const at::Tensor active = finished.logical_not();
+      const at::Tensor column = at::full({rows.size(0)}, step, at::kLong);
+      r.tokens.index_put_({rows, column + p}, at::where(active, next, o.pad_token));
+      r.is_pad.index_put_({rows, column + p}, finished);
+      r.logprobs.index_put_({rows, column}, at::where(active, logprob, 0.0f));
+      r.completion_mask.index_put_({rows, column}, active.to(at::kFloat));
       finished = finished | (next == o.stop_token);
       used = step + 1;
       if (step + 1 == m || finished.all().item<bool>()) break;
-      hidden = model.Forward(r.tokens.narrow(1, p + step, 1).to(on_model.device()),
-                             r.is_pad.narrow(1, p + step, 1).to(on_model.device()), &cache);
+      at::Tensor fed = at::where(finished, o.pad_token, next);
+      // Compacting copies the whole cache, so it waits until a quarter of the batch is
+      // done: the copies then cost at most a few decode steps' worth of cache reads.
+      const int64_t done = finished.sum().item<int64_t>();
+      if (o.compact_finished && done > 0 && 4 * done >= finished.size(0)) {
+        const at::Tensor keep = finished.logical_not().nonzero().squeeze(1);
+        rows = rows.index_select(0, keep);
+        fed = fed.index_select(0, keep);
+        finished = finished.index_select(0, keep);
+        cache.SelectRows(keep.to(device));
+      }
+      hidden = model.Forward(fed.view({-1, 1}).to(device), finished.view({-1, 1}).to(device),
+                             &cache);
       logits = model.Logits(hidden.select(1, 0)).to(at::kFloat);
     }
     // Drop the columns no row reached.

@@ -33,6 +33,14 @@ struct SamplingOptions {
   // tokens (Qwen: 151936 vs 151669) would otherwise sample ids that decode to nothing.
   int sample_vocab = 0;
   uint64_t seed = 0;
+  // Engine behaviour, on by default; off gives the plain path the tests compare with.
+  // Rows with the same prompt (a GRPO lease repeats each G times) share one prefill, its
+  // cache copied to each row: the same tokens for the same seed.
+  bool share_prefixes = true;
+  // Rows that emitted the stop token leave the batch (once a quarter of it is done: each
+  // compaction copies the KV cache), so a long tail does not decode the finished rows too. The draws then come in another order than the plain path's; every
+  // token's log-prob is still the model's for that sequence.
+  bool compact_finished = true;
 };
 
 struct SampleResult {

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <set>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/small_model.h"
@@ -15,6 +17,22 @@ ModelConfig SmallConfig() {
 }
 
 std::vector<std::vector<int32_t>> Prompts() { return {{5, 6, 7}, {8, 9}, {10, 11, 12, 13}}; }
+
+// log π of each completion token from a fresh full forward pass of prompt + completion,
+// the row alone and unpadded.
+std::vector<double> FreshLogprobs(const Transformer& model, const std::vector<int32_t>& prompt,
+                                  const std::vector<int32_t>& completion) {
+  at::NoGradGuard no_grad;
+  std::vector<int64_t> seq(prompt.begin(), prompt.end());
+  const int64_t p = seq.size();
+  seq.insert(seq.end(), completion.begin(), completion.end());
+  at::Tensor ids = at::tensor(seq, at::kLong).view({1, -1});
+  at::Tensor logp = at::log_softmax(model.Logits(model.Forward(ids, at::Tensor())), -1);
+  std::vector<double> out;
+  for (size_t j = 0; j < completion.size(); ++j)
+    out.push_back(logp[0][p - 1 + j][completion[j]].item<double>());
+  return out;
+}
 
 TEST(SamplerTest, GreedyIsDeterministic) {
   Transformer model(SmallConfig(), 1);
@@ -54,22 +72,13 @@ TEST(SamplerTest, LogprobsEqualAFreshForwardPassAtTemperatureOne) {
   o.seed = 5;
   auto r = Sample(model, Prompts(), o);
   ASSERT_TRUE(r.ok());
-  at::NoGradGuard no_grad;
   for (int64_t row = 0; row < 3; ++row) {
-    // Each row alone and unpadded: prompt + completion through a fresh full forward.
     std::vector<int32_t> completion = r->Completion(row);
     std::vector<float> sampler_lp = r->CompletionLogprobs(row);
     ASSERT_EQ(completion.size(), sampler_lp.size());
-    const std::vector<int32_t> prompt = Prompts()[row];
-    std::vector<int64_t> seq(prompt.begin(), prompt.end());
-    const int64_t p = seq.size();
-    seq.insert(seq.end(), completion.begin(), completion.end());
-    at::Tensor ids = at::tensor(seq, at::kLong).view({1, -1});
-    at::Tensor logp = at::log_softmax(model.Logits(model.Forward(ids, at::Tensor())), -1);
-    for (size_t j = 0; j < completion.size(); ++j) {
-      const double fresh = logp[0][p - 1 + j][completion[j]].item<double>();
-      EXPECT_NEAR(sampler_lp[j], fresh, 1e-4) << "row " << row << " token " << j;
-    }
+    const std::vector<double> fresh = FreshLogprobs(model, Prompts()[row], completion);
+    for (size_t j = 0; j < completion.size(); ++j)
+      EXPECT_NEAR(sampler_lp[j], fresh[j], 1e-4) << "row " << row << " token " << j;
   }
 }
 
@@ -91,6 +100,66 @@ TEST(SamplerTest, StopTokenEndsTheCompletionAndMasksTheRest) {
     at::Tensor outside = r->logprobs[row] * (1 - r->completion_mask[row]);
     EXPECT_EQ(outside.abs().sum().item<double>(), 0.0);
   }
+  EXPECT_EQ(r->generated_tokens, r->completion_mask.sum().item<int64_t>());
+}
+
+// A GRPO lease: each of three prompts eight times, stop tokens likely enough that lengths
+// vary (vocabulary of 24, stop 23).
+std::vector<std::vector<int32_t>> Lease() {
+  std::vector<std::vector<int32_t>> rows;
+  for (const auto& prompt : Prompts())
+    for (int g = 0; g < 8; ++g) rows.push_back(prompt);
+  return rows;
+}
+
+// Shared prefills give the plain path's samples: the draws are the same, and the prefill of
+// a row is the same arithmetic whether it ran once or eight times. In float64, so a change
+// of batch size in the matmuls (~1e-16) cannot move a draw.
+TEST(SamplerTest, SharedPrefixesGiveThePlainPathsSamples) {
+  Transformer model(SmallConfig(), 4);
+  ASSERT_TRUE(model.To(at::kCPU, at::kDouble).ok());
+  SamplingOptions o;
+  o.max_new_tokens = 12;
+  o.stop_token = 23;
+  o.seed = 3;
+  o.compact_finished = false;
+  auto shared = Sample(model, Lease(), o);
+  o.share_prefixes = false;
+  auto plain = Sample(model, Lease(), o);
+  ASSERT_TRUE(shared.ok() && plain.ok());
+  EXPECT_TRUE(at::equal(shared->tokens, plain->tokens));
+  EXPECT_TRUE(at::equal(shared->completion_mask, plain->completion_mask));
+  EXPECT_LE((shared->logprobs - plain->logprobs).abs().max().item<double>(), 1e-6);
+}
+
+// Finished rows leaving the batch change the order of the draws, not what a token's
+// log-prob is: every sampled token's log-prob equals a fresh forward pass of its row, and
+// each completion ends at its first stop token. Lengths must differ, or nothing left.
+TEST(SamplerTest, CompactedSamplingKeepsEveryTokensLogprob) {
+  Transformer model(SmallConfig(), 2);
+  SamplingOptions o;
+  o.max_new_tokens = 16;
+  o.stop_token = 23;
+  o.seed = 8;
+  auto r = Sample(model, Lease(), o);
+  ASSERT_TRUE(r.ok());
+  std::set<size_t> lengths;
+  for (int64_t row = 0; row < 24; ++row) {
+    const std::vector<int32_t> completion = r->Completion(row);
+    const std::vector<float> sampler_lp = r->CompletionLogprobs(row);
+    ASSERT_EQ(completion.size(), sampler_lp.size());
+    lengths.insert(completion.size());
+    for (size_t j = 0; j + 1 < completion.size(); ++j) EXPECT_NE(completion[j], 23);
+    const std::vector<double> fresh = FreshLogprobs(model, Lease()[row], completion);
+    for (size_t j = 0; j < completion.size(); ++j)
+      EXPECT_NEAR(sampler_lp[j], fresh[j], 1e-4) << "row " << row << " token " << j;
+  }
+  EXPECT_GE(lengths.size(), 3u) << "every completion as long as the others";
+  // A quarter of the rows done before the longest ends: the batch was compacted.
+  int early = 0;
+  for (int64_t row = 0; row < 24; ++row)
+    early += r->completion_mask[row].sum().item<int64_t>() < r->completion_mask.size(1);
+  EXPECT_GE(early, 6);
   EXPECT_EQ(r->generated_tokens, r->completion_mask.sum().item<int64_t>());
 }
 
