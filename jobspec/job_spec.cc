@@ -213,6 +213,7 @@ v1::JobSpec DefaultJobSpec() {
   g->set_rft_negative(0.0f);
   g->set_max_policy_lag(0);
   g->set_reward_failure(v1::REWARD_FAILURE_RETRY);
+  g->set_importance_ratio(v1::IMPORTANCE_RATIO_TOKEN);
   g->set_correct_threshold(1.0f);
 
   v1::TrainingSpec* t = s.mutable_training();

@@ -51,6 +51,8 @@ TrainerOptions TrainerOptionsFromSpec(const v1::JobSpec& s) {
     default: o.loss.aggregation = Aggregation::kSeqMeanTokenMean;
   }
   o.loss.max_new_tokens = s.sampling().max_new_tokens();
+  o.loss.ratio = g.importance_ratio() == v1::IMPORTANCE_RATIO_SEQUENCE ? RatioLevel::kSequence
+                                                                       : RatioLevel::kToken;
   // Online RFT (the paper's baseline): a plain weighted likelihood, no clipping, no KL.
   if (o.advantage.estimator == AdvantageEstimator::kOnlineRft) {
     o.loss.clip = false;

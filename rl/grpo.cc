@@ -206,7 +206,8 @@ at::Tensor TokenLogprobs(const at::Tensor& logits, const at::Tensor& targets,
 }
 
 // ---------------------------------------------------------------------------------------
-// 3. Per-token loss: ρ = exp(logπθ − logπold);
+// 3. Per-token loss: ρ = exp(logπθ − logπold) (GSPO: one ρ_i per sequence,
+//    exp(1/|o_i| Σ_t (logπθ − logπold)), shared by its tokens, differentiable through the mean);
 //    l = −min(ρ·A, clip(ρ, 1 − ε_low, 1 + ε_high)·A) + β·KL(πθ ‖ πref), with
 //    k1 = logπθ − logπref, k2 = ½(logπθ − logπref)², k3 = e^(ref − θ) − (ref − θ) − 1.
 // 4. Aggregation over the masked [N, M] grid:
@@ -240,7 +241,12 @@ at::Tensor Aggregate(const at::Tensor& per_token, const at::Tensor& mask,
 LossTerms GrpoLoss(const at::Tensor& logprobs, const at::Tensor& old_logprobs,
                    const at::Tensor& ref_logprobs, const at::Tensor& advantages,
                    const at::Tensor& mask, const LossOptions& o) {
-  at::Tensor ratio = (logprobs - old_logprobs).exp();
+  at::Tensor log_ratio_old = logprobs - old_logprobs;
+  if (o.ratio == RatioLevel::kSequence) {
+    const at::Tensor mean = (log_ratio_old * mask).sum(-1) / mask.sum(-1).clamp_min(1.0);
+    log_ratio_old = mean.unsqueeze(-1).expand_as(logprobs);
+  }
+  at::Tensor ratio = log_ratio_old.exp();
   at::Tensor unclipped = ratio * advantages;
   at::Tensor policy = -unclipped;
   if (o.clip) {

@@ -20,6 +20,7 @@ enum class AdvantageEstimator { kOutcome, kProcess, kOnlineRft };
 enum class AdvantageScale { kGroup, kBatch, kNone };
 enum class KlEstimator { kK1, kK2, kK3 };
 enum class Aggregation { kSeqMeanTokenMean, kTokenMean, kSeqMeanTokenSumNorm };
+enum class RatioLevel { kToken, kSequence };
 
 struct AdvantageOptions {
   AdvantageEstimator estimator = AdvantageEstimator::kOutcome;
@@ -33,6 +34,7 @@ struct LossOptions {
   double epsilon_low = 0.2;
   double epsilon_high = 0.2;
   bool clip = true;  // Online RFT turns clipping off
+  RatioLevel ratio = RatioLevel::kToken;  // kSequence: GSPO
   double beta = 0.04;
   KlEstimator kl_estimator = KlEstimator::kK3;
   Aggregation aggregation = Aggregation::kSeqMeanTokenMean;

@@ -180,7 +180,7 @@ TEST(JobSpecTest, FileLoadingNamesThePath) {
 
 TEST(JobSpecTest, ShippedExampleSpecsResolve) {
   for (const char* name : {"arithmetic_outcome.json", "arithmetic_process.json",
-                           "arithmetic_rft.json", "dr_grpo.textproto"}) {
+                           "arithmetic_rft.json", "dr_grpo.textproto", "gspo.json"}) {
     auto spec = LoadJobSpecFile(std::string(GRPO_SOURCE_DIR "/examples/") + name);
     ASSERT_TRUE(spec.ok()) << name << ": " << spec.status();
     auto resolved = ResolveJobSpec(*spec);

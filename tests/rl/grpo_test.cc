@@ -193,9 +193,15 @@ double ReferenceLoss(const LossCase& c, const LossOptions& o, double* kl_mean,
   double total = 0, tokens = 0, kl_sum = 0, low = 0, high = 0;
   for (int64_t i = 0; i < n; ++i) {
     double seq_sum = 0, seq_len = 0;
+    // GSPO: one ratio for the sequence, the geometric mean of its tokens' ratios.
+    double log_ratio_sum = 0, count = 0;
+    for (int64_t t = 0; t < m; ++t)
+      if (mask[i][t] != 0) log_ratio_sum += lp[i][t] - old[i][t], count += 1;
+    const double sequence_rho = std::exp(log_ratio_sum / std::max(1.0, count));
     for (int64_t t = 0; t < m; ++t) {
       if (mask[i][t] == 0) continue;
-      const double rho = std::exp(lp[i][t] - old[i][t]);
+      const double rho = o.ratio == RatioLevel::kSequence ? sequence_rho
+                                                          : std::exp(lp[i][t] - old[i][t]);
       const double clipped = std::min(std::max(rho, 1 - o.epsilon_low), 1 + o.epsilon_high);
       const double a = adv[i][t];
       const double policy = -std::min(rho * a, clipped * a);
@@ -225,15 +231,19 @@ double ReferenceLoss(const LossCase& c, const LossOptions& o, double* kl_mean,
 
 TEST(GrpoLossTest, MatchesFloat64ReferenceForEveryAggregationAndEstimator) {
   const LossCase c = RandomLossCase(6, 7);
+  for (RatioLevel level : {RatioLevel::kToken, RatioLevel::kSequence})
   for (Aggregation agg : {Aggregation::kSeqMeanTokenMean, Aggregation::kTokenMean,
                           Aggregation::kSeqMeanTokenSumNorm}) {
     for (KlEstimator kl : {KlEstimator::kK1, KlEstimator::kK2, KlEstimator::kK3}) {
+      SCOPED_TRACE(testing::Message() << "sequence ratio " << (level == RatioLevel::kSequence));
       LossOptions o;
+      o.ratio = level;
       o.aggregation = agg;
       o.kl_estimator = kl;
       o.beta = 0.3;
-      o.epsilon_low = 0.15;
-      o.epsilon_high = 0.28;
+      // Sequence ratios average the token noise away: a narrower clip still clips some.
+      o.epsilon_low = level == RatioLevel::kSequence ? 0.05 : 0.15;
+      o.epsilon_high = level == RatioLevel::kSequence ? 0.08 : 0.28;
       o.max_new_tokens = 10;
       double kl_mean, low, high;
       const double expected = ReferenceLoss(c, o, &kl_mean, &low, &high);
@@ -245,6 +255,32 @@ TEST(GrpoLossTest, MatchesFloat64ReferenceForEveryAggregationAndEstimator) {
       EXPECT_GT(low + high, 0);  // the case does exercise clipping
     }
   }
+}
+
+// GSPO's ratio couples a sequence's tokens (each token's log-prob moves the shared ratio):
+// autograd's gradient against central differences of the float64 reference.
+TEST(GrpoLossTest, SequenceRatioGradientMatchesFiniteDifferences) {
+  const LossCase c = RandomLossCase(4, 5);
+  LossOptions o;
+  o.ratio = RatioLevel::kSequence;
+  o.epsilon_low = 0.05;
+  o.epsilon_high = 0.08;
+  o.beta = 0.1;
+  at::Tensor lp = c.lp.clone().requires_grad_(true);
+  GrpoLoss(lp, c.old_lp, c.ref_lp, c.adv, c.mask, o).loss.backward();
+  double unused[3];
+  const double h = 1e-6;
+  for (int64_t i = 0; i < 4; ++i)
+    for (int64_t t = 0; t < 5; ++t) {
+      LossCase plus = c, minus = c;
+      plus.lp = c.lp.clone(), minus.lp = c.lp.clone();
+      plus.lp[i][t] += h;
+      minus.lp[i][t] -= h;
+      const double numeric = (ReferenceLoss(plus, o, &unused[0], &unused[1], &unused[2]) -
+                              ReferenceLoss(minus, o, &unused[0], &unused[1], &unused[2])) /
+                             (2 * h);
+      EXPECT_NEAR(lp.grad()[i][t].item<double>(), numeric, 1e-7) << i << "," << t;
+    }
 }
 
 TEST(GrpoLossTest, MaskedTokensGetNoGradient) {
