@@ -256,7 +256,11 @@ TEST_F(ClusterTest, TwoRanksAndTwoWorkersRunQueuedJobsWithIdenticalParameters) {
   StartWorker("worker-0");
   StartWorker("worker-1");
   const std::string first = Submit(WriteSpec("first", 4));
-  const std::string second = Submit(WriteSpec("second", 2));
+  // The second shards AdamW over the two ranks (its checkpoints gather the moments to rank
+  // 0 through KIND_CHECKPOINT) and checkpoints its layers.
+  const std::string second = Submit(WriteSpec(
+      "second", 2,
+      "checkpoint_every: 1\ntraining { shard_optimizer: true activation_checkpointing: true }\n"));
   // Jobs run one after another: the second waits for the first.
   EXPECT_THAT(Grpoctl("get " + second), HasSubstr("JOB_STATE_QUEUED"));
   const std::string watched = Grpoctl("watch " + first);
@@ -275,6 +279,8 @@ TEST_F(ClusterTest, TwoRanksAndTwoWorkersRunQueuedJobsWithIdenticalParameters) {
     EXPECT_THAT(metrics, HasSubstr("\"world_size\":2"));
     EXPECT_THAT(ReadFile(dir_ / job / "eval.json"), HasSubstr("\"after\""));
   }
+  for (const char* step : {"step-1", "step-2"})
+    EXPECT_TRUE(fs::exists(dir_ / second / step / "optimizer.pt")) << step << Logs();
 }
 
 TEST_F(ClusterTest, LostWorkersLeasesAreReissuedAndNothingTrainsTwice) {
