@@ -55,13 +55,7 @@ class BpeTextTokenizer final : public TextTokenizer {
   std::string Decode(absl::Span<const int32_t> ids) const override {
     // Up to the end token; ids the tokenizer does not know (embedding rows past its
     // vocabulary, which sampling masks anyway) are left out rather than failing.
-    std::vector<int32_t> known;
-    for (const int32_t id : ids) {
-      if (id == eos_) break;
-      if (bpe_.IdToToken(id).has_value()) known.push_back(id);
-    }
-    absl::StatusOr<std::string> text = bpe_.Decode(known, /*skip_special=*/true);
-    return text.ok() ? *std::move(text) : std::string();
+    return DecodeWithEnds(ids).text;
   }
   DecodedCompletion DecodeWithEnds(absl::Span<const int32_t> ids) const override {
     DecodedCompletion out;

@@ -347,8 +347,10 @@ absl::StatusOr<std::unique_ptr<GrpoTrainer>> CreateJobTrainer(const v1::JobSpec&
                                                               LearnerGroup* group,
                                                               const std::string& resume_dir,
                                                               c10::Device device) {
-  if (policy->tensor_options().device() != device)
-    if (absl::Status s = policy->To(device, at::kFloat); !s.ok()) return s;
+  const at::TensorOptions placement = policy->tensor_options();
+  if (placement.device() != device)
+    if (absl::Status s = policy->To(device, placement.dtype().toScalarType()); !s.ok())
+      return s;
   TrainerOptions options = TrainerOptionsFromSpec(resolved);
   options.group = group && group->world_size() > 1 ? group : nullptr;
   absl::StatusOr<std::unique_ptr<GrpoTrainer>> trainer = GrpoTrainer::Create(policy, options);

@@ -52,7 +52,6 @@ class KvCache {
           const at::TensorOptions& options = at::TensorOptions());
   int64_t length() const { return length_; }
   int64_t capacity() const { return capacity_; }
-  int64_t batch() const { return is_pad_.size(0); }
   // The cache's rows become rows[0], rows[1], ... of the current ones (int64 indices on the
   // cache's device; repeats allowed): a prompt prefilled once is copied to each of its
   // samples, and finished sequences leave the batch.

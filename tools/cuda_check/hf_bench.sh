@@ -5,16 +5,8 @@
 # parses JSON with protobuf). Prints the bench's own lines; logs in OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-DEPS=${DEPS:-.gpucheck}
-OUT=${OUT:-/tmp/cuda_check}
-mkdir -p "$OUT"
-TORCH=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))')
-ABI=$(python3 -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')
+source tools/cuda_check/torch_env.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-STD=-std=c++17
-echo '#include <torch/torch.h>' | g++ $STD -x c++ -fsyntax-only -isystem "$TORCH/include" \
-    -isystem "$TORCH/include/torch/csrc/api/include" - 2>/dev/null || STD=-std=c++20
-absl_libs=$(for f in "$DEPS"/lib/libabsl_*.so; do printf -- '-l:%s ' "$(basename "$f")"; done)
 sources="bench/hf_bench.cc base/durable_file.cc model/model.cc model/model_config.cc model/sampler.cc model/runtime.cc
          model/decode_kernels.cc model/decode_attention.cc hf/hf_checkpoint.cc hf/safetensors.cc
          hf/hf_config.cc"

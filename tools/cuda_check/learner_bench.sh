@@ -9,16 +9,8 @@
 # trainer reads its options from the job spec). Prints the JSON lines; logs in OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-DEPS=${DEPS:-.gpucheck}
-OUT=${OUT:-/tmp/cuda_check}
-mkdir -p "$OUT/learner_obj"
-TORCH=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))')
-ABI=$(python3 -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')
+source tools/cuda_check/torch_env.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-STD=-std=c++17
-echo '#include <torch/torch.h>' | g++ $STD -x c++ -fsyntax-only -isystem "$TORCH/include" \
-    -isystem "$TORCH/include/torch/csrc/api/include" - 2>/dev/null || STD=-std=c++20
-absl_libs=$(for f in "$DEPS"/lib/libabsl_*.so; do printf -- '-l:%s ' "$(basename "$f")"; done)
 sources="bench/learner_bench.cc learner/grpo_trainer.cc learner/optimizer.cc learner/batch.cc
          learner/chunked_logprobs.cc learner/learner_group.cc learner/learner_device.cc
          model/model.cc model/model_config.cc model/runtime.cc model/decode_kernels.cc

@@ -11,16 +11,9 @@
 # package gives its consumers (USE_C10D_GLOO guards ProcessGroupGloo.hpp).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-DEPS=${DEPS:-.gpucheck}
-OUT=${OUT:-/tmp/cuda_check}
-mkdir -p "$OUT"
-TORCH=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))')
-ABI=$(python3 -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')
+source tools/cuda_check/torch_env.sh
 python3 -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, "NCCL", torch.cuda.nccl.version(), torch.cuda.get_device_name(0))'
 g++ --version | head -1
-STD=-std=c++17
-echo '#include <torch/torch.h>' | g++ $STD -x c++ -fsyntax-only -isystem "$TORCH/include" \
-    -isystem "$TORCH/include/torch/csrc/api/include" - 2>/dev/null || STD=-std=c++20
 # CUDA's runtime headers: the toolkit's, or the ones pip's nvidia packages bring.
 NVCC=$(command -v nvcc || true)
 CUDA_RUNTIME_H=$(find ${NVCC:+"$(dirname "$(dirname "$NVCC")")/include"} /usr/local/cuda/include \
@@ -53,7 +46,6 @@ for f in $(grep '^FAIL' "$OUT/compile.txt" | cut -c6-); do
 done
 
 # 2. The NCCL join, linked and run as one rank.
-absl_libs=$(for f in "$DEPS"/lib/libabsl_*.so; do printf -- '-l:%s ' "$(basename "$f")"; done)
 if g++ "${FLAGS[@]}" -O1 tools/cuda_check/nccl_join_check.cc learner/learner_group.cc \
      -o "$OUT/nccl_join_check" -L"$TORCH/lib" -Wl,-rpath,"$TORCH/lib" \
      -ltorch -ltorch_cpu -ltorch_cuda -lc10 -lc10_cuda \
