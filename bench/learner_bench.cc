@@ -1,4 +1,4 @@
-// learner_bench: one GRPO learner step, the GrpoTrainer the service runs, on a model shape
+// learner_bench: one GRPO (or PPO) learner step, the GrpoTrainer the service runs, on a model shape
 // with random weights in the Hugging Face layout (bench-26m, qwen2.5-0.5b, qwen2.5-1.5b,
 // qwen2.5-7b: the shapes of shared/bench/pytorch_eager_baseline.py), with each memory and
 // precision setting of the job spec's `training` as a flag. The batch is random tokens:
@@ -6,11 +6,19 @@
 // within each group, β = 0.04 (so the reference runs too).
 //
 // Prints one JSON line: step time, tokens/s, achieved TFLOP/s (8N per token, as the
-// baseline counts: policy forward and backward plus the reference's forward; the
+// baseline counts: policy forward and backward plus the reference's forward; PPO 16N,
+// with the critic's values before the step and its forward and backward; the
 // recomputation of activation checkpointing and of the chunked LM head is not counted),
 // the fraction of this device's measured matmul peak, and peak memory: the process's
 // peak resident set on the CPU (run one configuration per process), CUDA's peak allocated
 // bytes on a GPU. Progress goes to stderr: a 0.5B step takes minutes on two cores.
+//
+// Memory per component (the method's claim: GRPO drops PPO's critic): --algorithm ppo adds
+// the critic (the policy's shape, its gradients and AdamW moments). The line splits the
+// peak into the bytes of parameters (policy and critic), reference, gradients and
+// optimizer state (counted from the tensors; all float32 master copies here), the
+// process's memory before the model existed (CPU: libraries and runtime), and the rest,
+// activations and workspace: peak − all of those.
 #include <sys/resource.h>
 #include <torch/torch.h>
 #if defined(GRPO_WITH_CUDA)
@@ -43,6 +51,7 @@ ABSL_FLAG(bool, activation_checkpointing, false, "recompute each decoder layer i
 ABSL_FLAG(int, warmup, 1, "untimed steps first");
 ABSL_FLAG(int, repeats, 1, "timed steps");
 ABSL_FLAG(int, threads, 0, "intra-op threads; 0 = all cores");
+ABSL_FLAG(std::string, algorithm, "grpo", "grpo, or ppo (a critic of the policy's shape)");
 
 namespace {
 
@@ -154,6 +163,11 @@ int main(int argc, char** argv) {
     return Fail("--sequences/--prompt_tokens/--completion_tokens",
                 absl::InvalidArgumentError("sequences: a positive multiple of 8; lengths >= 1"));
 
+  const std::string algorithm = absl::GetFlag(FLAGS_algorithm);
+  if (algorithm != "grpo" && algorithm != "ppo")
+    return Fail("--algorithm", absl::InvalidArgumentError(algorithm + ": grpo or ppo"));
+  const double base_mb = PeakMemoryMb(*device);
+
   const Shape& s = shape->second;
   grpo::ModelConfig config;
   config.d_model = s.d;
@@ -183,6 +197,12 @@ int main(int argc, char** argv) {
   options.activation_checkpointing = absl::GetFlag(FLAGS_activation_checkpointing);
   options.bf16_mixed = precision == "bf16_mixed";
   options.recompute_old_logprobs = options.bf16_mixed;
+  if (algorithm == "ppo") {
+    options.ppo.enabled = true;
+    options.ppo.kl_coef = options.loss.beta;  // the same KL, as a reward penalty
+    options.loss.beta = 0;
+    options.ppo.optimizer = options.optimizer;
+  }
   auto trainer = grpo::GrpoTrainer::Create(&policy, options);
   if (!trainer.ok()) return Fail("trainer", trainer.status());
   const std::vector<grpo::ScoredGroup> batch =
@@ -203,18 +223,40 @@ int main(int argc, char** argv) {
     total += seconds;
     best = std::min(best, seconds);
   }
+  // What the tensors hold (float32 master copies: 4 bytes a parameter, AdamW 8 more).
+  auto mb_of = [](const std::vector<at::Tensor>& tensors) {
+    double bytes = 0;
+    for (const at::Tensor& t : tensors) bytes += t.numel() * t.element_size();
+    return bytes / 1048576.0;
+  };
+  const double policy_mb = mb_of(policy.parameters());
+  const double critic_mb = (*trainer)->critic() ? mb_of((*trainer)->critic()->parameters()) : 0;
+  // The reference is held in the compute dtype: the policy's size scaled by it.
+  const double reference_mb = policy_mb * (options.bf16_mixed ? 0.5 : 1.0);
+  const double gradients_mb = policy_mb + critic_mb;
+  const double optimizer_mb = 2 * (policy_mb + critic_mb);
+  const double peak_mb = PeakMemoryMb(*device);
+  const double rest_mb = peak_mb - (device->is_cuda() ? 0 : base_mb) - policy_mb - critic_mb -
+                         reference_mb - gradients_mb - optimizer_mb;
   const double step_seconds = total / repeats;
   const double tokens = static_cast<double>(sequences) * (prompt + completion);
-  const double tflops = 8 * params * tokens / step_seconds / 1e12;
+  // PPO adds the critic's no-grad pass (2N) and its forward and backward (6N).
+  const double flops_per_token = (algorithm == "ppo" ? 16 : 8) * params;
+  const double tflops = flops_per_token * tokens / step_seconds / 1e12;
   std::printf(
       "{\"bench\":\"learner\",\"shape\":\"%s\",\"params\":%.0f,\"device\":\"%s\","
       "\"precision\":\"%s\",\"threads\":%d,\"sequences\":%d,\"tokens_per_row\":%d,"
       "\"micro_batch_tokens\":%d,\"logprob_chunk\":%d,\"activation_checkpointing\":%s,"
       "\"step_s\":%.3f,\"best_step_s\":%.3f,\"tokens_per_s\":%.1f,\"tflops\":%.4f,"
-      "\"peak_tflops\":%.4f,\"frac_peak\":%.3f,\"peak_memory_mb\":%.0f}\n",
+      "\"peak_tflops\":%.4f,\"frac_peak\":%.3f,\"peak_memory_mb\":%.0f,"
+      "\"algorithm\":\"%s\",\"parameters_mb\":%.0f,\"critic_parameters_mb\":%.0f,"
+      "\"reference_mb\":%.0f,\"gradients_mb\":%.0f,\"optimizer_mb\":%.0f,"
+      "\"process_base_mb\":%.0f,\"activations_mb\":%.0f}\n",
       shape_name.c_str(), params, device->str().c_str(), precision.c_str(),
       at::get_num_threads(), sequences, prompt + completion,
       static_cast<int>(options.micro_batch_tokens), static_cast<int>(options.logprob_chunk), options.activation_checkpointing ? "true" : "false", step_seconds,
-      best, tokens / step_seconds, tflops, peak, tflops / peak, PeakMemoryMb(*device));
+      best, tokens / step_seconds, tflops, peak, tflops / peak, peak_mb, algorithm.c_str(),
+      policy_mb, critic_mb, reference_mb, gradients_mb, optimizer_mb,
+      device->is_cuda() ? 0.0 : base_mb, rest_mb);
   return 0;
 }

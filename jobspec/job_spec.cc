@@ -224,6 +224,15 @@ v1::JobSpec DefaultJobSpec() {
   t->set_shard_optimizer(false);
   t->set_tis_cap(0.0f);
 
+  s.set_algorithm(v1::ALGORITHM_GRPO);
+  v1::PpoSpec* ppo = s.mutable_ppo();
+  ppo->set_gamma(1.0f);
+  ppo->set_gae_lambda(0.95f);
+  ppo->set_value_clip(0.2f);
+  ppo->set_critic_init("");
+  ppo->set_critic_learning_rate(0.0f);
+  ppo->set_whiten_advantages(true);
+
   v1::OptimizerSpec* o = s.mutable_optimizer();
   o->set_learning_rate(1e-4f);
   o->set_weight_decay(0.0f);
@@ -300,6 +309,25 @@ void ResolveDependentDefaults(v1::JobSpec* s) {
                            t->precision() == v1::TRAINING_PRECISION_BF16_MIXED;
     t->set_old_logprobs(recompute ? v1::OLD_LOGPROBS_RECOMPUTE : v1::OLD_LOGPROBS_SAMPLER);
   }
+}
+
+// PPO's settings, and the GRPO settings that PPO cannot honour.
+absl::Status ValidatePpo(const v1::JobSpec& s) {
+  const v1::PpoSpec& p = s.ppo();
+  RETURN_IF_ERROR(InRange("ppo.gamma", p.gamma(), 0, 1));
+  RETURN_IF_ERROR(InRange("ppo.gae_lambda", p.gae_lambda(), 0, 1));
+  if (!(p.value_clip() > 0 && p.value_clip() <= 1e3))
+    return Bad("ppo.value_clip", p.value_clip(), "must be in (0, 1000]");
+  RETURN_IF_ERROR(InRange("ppo.critic_learning_rate", p.critic_learning_rate(), 0, 1));
+  if (s.grpo().advantage_estimator() != v1::ADVANTAGE_ESTIMATOR_OUTCOME)
+    return Bad("grpo.advantage_estimator",
+               v1::AdvantageEstimator_Name(s.grpo().advantage_estimator()),
+               "algorithm PPO estimates advantages with its critic from the outcome reward; "
+               "use ADVANTAGE_ESTIMATOR_OUTCOME (or algorithm GRPO)");
+  if (s.grpo().importance_ratio() == v1::IMPORTANCE_RATIO_SEQUENCE)
+    return Bad("grpo.importance_ratio", "IMPORTANCE_RATIO_SEQUENCE",
+               "GSPO's sequence ratio wants one advantage per sequence; PPO's are per token");
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -434,7 +462,8 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
 
   const v1::GrpoSpec& g = s.grpo();
   const bool rft = g.advantage_estimator() == v1::ADVANTAGE_ESTIMATOR_ONLINE_RFT;
-  RETURN_IF_ERROR(InRange("grpo.group_size", g.group_size(), rft ? 1 : 2, 4096));
+  const bool ppo = s.algorithm() == v1::ALGORITHM_PPO;
+  RETURN_IF_ERROR(InRange("grpo.group_size", g.group_size(), rft || ppo ? 1 : 2, 4096));
   RETURN_IF_ERROR(InRange("grpo.prompts_per_step", g.prompts_per_step(), 1, 65536));
   RETURN_IF_ERROR(InRange("grpo.epsilon_low", g.epsilon_low(), 0, 0.999));
   RETURN_IF_ERROR(InRange("grpo.epsilon_high", g.epsilon_high(), 0, 100));
@@ -444,6 +473,8 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
   RETURN_IF_ERROR(InRange("grpo.rft_negative", g.rft_negative(), -1, 0));
   RETURN_IF_ERROR(InRange("grpo.max_policy_lag", g.max_policy_lag(), 0, 1e6));
   RETURN_IF_ERROR(InRange("grpo.correct_threshold", g.correct_threshold(), -1e9, 1e9));
+
+  if (ppo) RETURN_IF_ERROR(ValidatePpo(s));
 
   RETURN_IF_ERROR(ValidateOptimizer("optimizer", s.optimizer()));
   RETURN_IF_ERROR(InRange("sft.steps", s.sft().steps(), 0, 1e7));

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 
@@ -11,6 +12,7 @@
 #include "base/clock.h"
 #include "learner/batch.h"
 #include "model/torch_status.h"
+#include "rl/ppo.h"
 
 namespace grpo {
 namespace {
@@ -71,6 +73,20 @@ TrainerOptions TrainerOptionsFromSpec(const v1::JobSpec& s) {
   o.shard_optimizer = s.training().shard_optimizer();
   o.recompute_old_logprobs = s.training().old_logprobs() == v1::OLD_LOGPROBS_RECOMPUTE;
   o.tis_cap = s.training().tis_cap();
+  if (s.algorithm() == v1::ALGORITHM_PPO) {
+    const v1::PpoSpec& p = s.ppo();
+    o.ppo.enabled = true;
+    o.ppo.gamma = p.gamma();
+    o.ppo.lambda = p.gae_lambda();
+    o.ppo.value_clip = p.value_clip();
+    o.ppo.whiten_advantages = p.whiten_advantages();
+    o.ppo.critic_init = p.critic_init();
+    o.ppo.optimizer = o.optimizer;
+    if (p.critic_learning_rate() > 0) o.ppo.optimizer.learning_rate = p.critic_learning_rate();
+    // InstructGPT's penalty: the KL is part of the reward the critic learns, not a loss term.
+    o.ppo.kl_coef = o.loss.beta;
+    o.loss.beta = 0;
+  }
   return o;
 }
 
@@ -104,6 +120,18 @@ absl::StatusOr<std::unique_ptr<GrpoTrainer>> GrpoTrainer::Create(
   for (at::Tensor p : t->reference_->parameters()) p.requires_grad_(false);
   t->optimizer_ = std::make_unique<Optimizer>(policy->parameters(), options.optimizer,
                                               options.shard_optimizer ? options.group : nullptr);
+  if (options.ppo.enabled) {
+    absl::StatusOr<std::unique_ptr<ValueModel>> critic =
+        options.ppo.critic_init.empty()
+            ? ValueModel::FromPolicy(*policy)
+            : ValueModel::FromRewardModel(options.ppo.critic_init, *policy);
+    if (!critic.ok()) return critic.status();
+    t->critic_ = *std::move(critic);
+    t->critic_->backbone().SetActivationCheckpointing(options.activation_checkpointing);
+    t->critic_optimizer_ = std::make_unique<Optimizer>(
+        t->critic_->parameters(), options.ppo.optimizer,
+        options.shard_optimizer ? options.group : nullptr);
+  }
   return t;
 }
 
@@ -115,13 +143,19 @@ struct GrpoTrainer::LossSums {
   double loss = 0, policy_loss = 0, kl = 0, clip_low = 0, clip_high = 0, entropy = 0;
   double mismatch = 0, sampler_kl = 0, tis_truncated = 0;
   double tokens = 0;
+  // PPO's critic: the value loss (already normalised by the batch's tokens), clipped
+  // tokens, and Σ V, Σ R, Σ R², Σ (R − V), Σ (R − V)² for the means and explained variance.
+  double value_loss = 0, value_clip = 0, values = 0, returns = 0, returns_sq = 0;
+  double residual = 0, residual_sq = 0;
 
   // One float64 all-reduce makes them the whole batch's on every rank, as one rank would
   // report them.
   absl::Status Reduce(LearnerGroup& group) {
     std::vector<double*> fields{&loss,     &policy_loss, &kl,          &clip_low,
                                 &clip_high, &entropy,    &mismatch,    &sampler_kl,
-                                &tis_truncated, &tokens};
+                                &tis_truncated, &tokens,     &value_loss, &value_clip,
+                                &values,    &returns,    &returns_sq, &residual,
+                                &residual_sq};
     std::vector<double> values;
     for (double* f : fields) values.push_back(*f);
     std::vector<at::Tensor> t{at::tensor(values, at::kDouble)};
@@ -144,12 +178,21 @@ struct GrpoTrainer::LossSums {
     m->sampler_kl = sampler_kl / n;
     m->tis_truncated_fraction = tis_truncated / n;
     m->completion_tokens = static_cast<int64_t>(tokens);
+    m->value_loss = value_loss;
+    m->value_clip_fraction = value_clip / n;
+    m->value_mean = values / n;
+    m->return_mean = returns / n;
+    // Population variances, as rl/ppo.h's ExplainedVariance.
+    const double var_returns = returns_sq / n - (returns / n) * (returns / n);
+    const double var_residual = residual_sq / n - (residual / n) * (residual / n);
+    m->explained_variance = var_returns > 0 ? 1.0 - var_residual / var_returns : 0.0;
   }
 };
 
 struct GrpoTrainer::Shard {
   std::vector<std::vector<int32_t>> prompts, completions;
   std::vector<std::vector<float>> old_logprobs, advantages;
+  std::vector<double> rewards;  // PPO: each sample's, for its last token
   LossOptions loss;     // with the whole batch's normalisers, whatever the micro-batching
   int64_t samples = 0;  // in the whole batch
 };
@@ -160,7 +203,9 @@ struct GrpoTrainer::Shard {
 struct GrpoTrainer::MicroBatch {
   TokenBatch batch;
   at::Tensor sampler_logprobs, old_logprobs, advantages;
-  at::Tensor reference_logprobs;  // if β ≠ 0
+  at::Tensor reference_logprobs;  // if a KL term needs it
+  // PPO: the sample's reward at its last token, the pre-step critic's values, GAE's returns.
+  at::Tensor token_rewards, old_values, returns;
 };
 
 namespace {
@@ -220,8 +265,11 @@ std::vector<ScoredGroup> GrpoTrainer::SelectGroups(const std::vector<ScoredGroup
 // micro-batches) gives the gradient of the full batch.
 absl::StatusOr<GrpoTrainer::Shard> GrpoTrainer::ShardBatch(
     const std::vector<ScoredGroup>& groups) const {
+  // PPO's advantages come from its critic, per micro-batch (EstimateAdvantages).
   absl::StatusOr<std::vector<std::vector<float>>> advantages =
-      ComputeAdvantages(groups, options_.advantage);
+      critic_ ? absl::StatusOr<std::vector<std::vector<float>>>(
+                    std::vector<std::vector<float>>())
+              : ComputeAdvantages(groups, options_.advantage);
   if (!advantages.ok()) return advantages.status();
   const int world = options_.group ? options_.group->world_size() : 1;
   const int rank = options_.group ? options_.group->rank() : 0;
@@ -233,7 +281,9 @@ absl::StatusOr<GrpoTrainer::Shard> GrpoTrainer::ShardBatch(
         shard.prompts.push_back(group.prompt);
         shard.completions.push_back(s.completion);
         shard.old_logprobs.push_back(s.logprobs);
-        shard.advantages.push_back((*advantages)[shard.samples]);
+        shard.advantages.push_back(critic_ ? std::vector<float>(s.completion.size(), 0.0f)
+                                           : (*advantages)[shard.samples]);
+        shard.rewards.push_back(s.reward);
       }
       ++shard.samples;
       shard.loss.global_tokens += s.completion.size();
@@ -279,12 +329,16 @@ absl::StatusOr<std::vector<GrpoTrainer::MicroBatch>> GrpoTrainer::PackMicroBatch
   std::vector<MicroBatch> out;
   for (const std::vector<size_t>& part : parts) {
     std::vector<std::vector<int32_t>> prompts, completions;
-    std::vector<std::vector<float>> old_logprobs, advantages;
+    std::vector<std::vector<float>> old_logprobs, advantages, token_rewards;
     for (size_t i : part) {
       prompts.push_back(shard.prompts[i]);
       completions.push_back(shard.completions[i]);
       old_logprobs.push_back(shard.old_logprobs[i]);
       advantages.push_back(shard.advantages[i]);
+      if (critic_) {
+        token_rewards.emplace_back(shard.completions[i].size(), 0.0f);
+        token_rewards.back().back() = static_cast<float>(shard.rewards[i]);
+      }
     }
     absl::StatusOr<TokenBatch> batch =
         PackBatch(prompts, completions, /*pad_token=*/0, policy_->config().vocab_size);
@@ -299,11 +353,13 @@ absl::StatusOr<std::vector<GrpoTrainer::MicroBatch>> GrpoTrainer::PackMicroBatch
       mb.sampler_logprobs = PadRows(old_logprobs, mb.batch.completion_length).to(device);
       mb.old_logprobs = mb.sampler_logprobs;
       mb.advantages = PadRows(advantages, mb.batch.completion_length).to(device);
+      if (critic_)
+        mb.token_rewards = PadRows(token_rewards, mb.batch.completion_length).to(device);
     });
     if (!moved.ok()) return moved;
     out.push_back(std::move(mb));
   }
-  if (options_.loss.beta != 0) {
+  if (options_.loss.beta != 0 || (critic_ && options_.ppo.kl_coef != 0)) {
     absl::Status s = CatchTorch("reference log-probs", [&] {
       at::NoGradGuard no_grad;
       for (MicroBatch& mb : out)
@@ -314,7 +370,88 @@ absl::StatusOr<std::vector<GrpoTrainer::MicroBatch>> GrpoTrainer::PackMicroBatch
     });
     if (!s.ok()) return s;
   }
+  if (critic_)
+    if (absl::Status s = EstimateAdvantages(out); !s.ok()) return s;
   return out;
+}
+
+// PPO: the pre-step critic's values, the per-token rewards (the outcome at the last token,
+// minus β times the sampled tokens' log-ratio to the reference), GAE, and the advantages
+// whitened over the whole batch: two float64 all-reduces (the mean, then the squared
+// deviations), so the result is WhitenMasked's over the full batch on every rank.
+absl::Status GrpoTrainer::EstimateAdvantages(std::vector<MicroBatch>& parts) const {
+  double moments[2] = {0, 0};  // Σ A, tokens; then Σ (A − mean)²
+  auto reduce = [&](int n) -> absl::Status {
+    if (!options_.group || options_.group->world_size() == 1) return absl::OkStatus();
+    std::vector<at::Tensor> t{at::tensor(std::vector<double>(moments, moments + n), at::kDouble)};
+    if (absl::Status s = options_.group->AllReduceSum(t); !s.ok()) return s;
+    for (int i = 0; i < n; ++i) moments[i] = t[0][i].item<double>();
+    return absl::OkStatus();
+  };
+  absl::Status s = CatchTorch("PPO advantages", [&] {
+    at::NoGradGuard no_grad;
+    for (MicroBatch& mb : parts) {
+      mb.old_values = critic_->Values(mb.batch);
+      const at::TensorOptions like = mb.old_values.options();
+      const at::Tensor mask = mb.batch.mask.to(like);
+      at::Tensor rewards = mb.token_rewards.to(like);
+      if (options_.ppo.kl_coef != 0)
+        rewards = rewards - options_.ppo.kl_coef *
+                                (mb.sampler_logprobs.to(like) - mb.reference_logprobs.to(like)) *
+                                mask;
+      GaeResult gae = GeneralizedAdvantages(rewards, mb.old_values, mask, options_.ppo.gamma,
+                                            options_.ppo.lambda);
+      mb.advantages = gae.advantages;
+      mb.returns = gae.returns;
+      moments[0] += gae.advantages.sum().item<double>();
+      moments[1] += mask.sum().item<double>();
+    }
+  });
+  if (!s.ok() || !options_.ppo.whiten_advantages) return s;
+  if (absl::Status r = reduce(2); !r.ok()) return r;
+  const double mean = moments[0] / std::max(1.0, moments[1]), tokens = moments[1];
+  moments[0] = 0;
+  s = CatchTorch("PPO advantage whitening", [&] {
+    for (MicroBatch& mb : parts) {
+      const at::Tensor mask = mb.batch.mask.to(mb.advantages.options());
+      moments[0] += ((mb.advantages - mean) * mask).pow(2).sum().item<double>();
+    }
+  });
+  if (!s.ok()) return s;
+  if (absl::Status r = reduce(1); !r.ok()) return r;
+  const double std = std::sqrt(moments[0] / std::max(1.0, tokens - 1));
+  return CatchTorch("PPO advantage whitening", [&] {
+    for (MicroBatch& mb : parts) {
+      const at::Tensor mask = mb.batch.mask.to(mb.advantages.options());
+      mb.advantages = (mb.advantages - mean) / (std + 1e-8) * mask;
+    }
+  });
+}
+
+// PPO: the critic's clipped value loss on one micro-batch, as its share of the whole
+// batch's token mean, added to `loss` (one backward pass serves both models).
+void GrpoTrainer::AddValueLoss(const Shard& shard, const MicroBatch& mb, at::Tensor* loss,
+                               LossSums* sums, bool* finite) const {
+  const at::Tensor values = critic_->Values(mb.batch);
+  const at::Tensor mask = mb.batch.mask.to(values.options());
+  ValueLossTerms v =
+      ClippedValueLoss(values, mb.old_values, mb.returns, mask, options_.ppo.value_clip);
+  const double tokens = mask.sum().item<double>();
+  const at::Tensor share = v.loss * (tokens / std::max(1.0, shard.loss.global_tokens));
+  const double value_loss = share.item<double>();
+  *finite = *finite && std::isfinite(value_loss);
+  *loss = *loss + share.to(loss->scalar_type());
+  if (sums) {
+    const at::Tensor v_now = values.detach();
+    const at::Tensor residual = (mb.returns - v_now) * mask;
+    sums->value_loss += value_loss;
+    sums->value_clip += v.clip_fraction * tokens;
+    sums->values += v_now.sum().item<double>();
+    sums->returns += mb.returns.sum().item<double>();
+    sums->returns_sq += (mb.returns * mb.returns).sum().item<double>();
+    sums->residual += residual.sum().item<double>();
+    sums->residual_sq += (residual * residual).sum().item<double>();
+  }
 }
 
 // The first pass's own log-probs (pre-step weights, detached) against the sampler's: the
@@ -353,6 +490,7 @@ absl::StatusOr<bool> GrpoTrainer::AccumulateGradients(const Shard& shard,
   bool finite = true;
   absl::Status status = CatchTorch("GRPO step", [&] {
     optimizer_->ZeroGrad();
+    if (critic_optimizer_) critic_optimizer_->ZeroGrad();
     for (MicroBatch& mb : parts) {
       CompletionOutputs out = CompletionLogprobsChunked(*policy_, mb.batch, options_.temperature,
                                                         options_.logprob_chunk);
@@ -372,7 +510,9 @@ absl::StatusOr<bool> GrpoTrainer::AccumulateGradients(const Shard& shard,
         sums->entropy += out.entropy.sum().item<double>();
         sums->tokens += tokens;
       }
-      terms.loss.backward();
+      at::Tensor total = terms.loss;
+      if (critic_) AddValueLoss(shard, mb, &total, sums, &finite);
+      total.backward();
     }
   });
   if (!status.ok()) return status;
@@ -398,6 +538,8 @@ absl::StatusOr<int> GrpoTrainer::Update(const Shard& shard, StepMetrics* m) {
     if (world > 1) {
       std::vector<at::Tensor> grads;
       for (at::Tensor& p : policy_->parameters()) grads.push_back(p.mutable_grad());
+      if (critic_)
+        for (at::Tensor& p : critic_->parameters()) grads.push_back(p.mutable_grad());
       grads.push_back(nonfinite_loss);
       if (absl::Status s = options_.group->AllReduceSum(grads); !s.ok()) return s;
       if (iteration == 0)
@@ -405,7 +547,18 @@ absl::StatusOr<int> GrpoTrainer::Update(const Shard& shard, StepMetrics* m) {
     }
     if (nonfinite_loss.item<double>() > 0) {
       optimizer_->ZeroGrad();
+      if (critic_optimizer_) critic_optimizer_->ZeroGrad();
       return iteration;
+    }
+    // The critic first: if its gradient is not finite neither model moves. (A policy
+    // gradient that is not finite after it leaves the critic one update ahead; harmless.)
+    if (critic_optimizer_) {
+      absl::StatusOr<double> critic_norm = critic_optimizer_->Step();
+      if (absl::IsFailedPrecondition(critic_norm.status())) {
+        optimizer_->ZeroGrad();
+        return iteration;
+      }
+      if (!critic_norm.ok()) return critic_norm.status();
     }
     absl::StatusOr<double> norm = optimizer_->Step();
     if (absl::IsFailedPrecondition(norm.status())) return iteration;  // non-finite gradient
@@ -413,6 +566,7 @@ absl::StatusOr<int> GrpoTrainer::Update(const Shard& shard, StepMetrics* m) {
     if (iteration == 0) {
       sums.Into(m);
       m->grad_norm = *norm;
+      m->has_critic = critic_ != nullptr;
     }
   }
   return -1;
@@ -474,11 +628,19 @@ absl::StatusOr<StepMetrics> GrpoTrainer::Step(const std::vector<ScoredGroup>& re
   return m;
 }
 
-absl::Status GrpoTrainer::GatherForSave() { return optimizer_->GatherForSave(); }
+absl::Status GrpoTrainer::GatherForSave() {
+  if (absl::Status s = optimizer_->GatherForSave(); !s.ok()) return s;
+  return critic_optimizer_ ? critic_optimizer_->GatherForSave() : absl::OkStatus();
+}
 
 absl::Status GrpoTrainer::Save(const std::string& dir) const {
   if (absl::Status s = reference_->Save(dir + "/reference.pt"); !s.ok()) return s;
   if (absl::Status s = optimizer_->Save(dir + "/optimizer.pt"); !s.ok()) return s;
+  if (critic_) {
+    if (absl::Status s = critic_->Save(dir); !s.ok()) return s;
+    if (absl::Status s = critic_optimizer_->Save(dir + "/critic_optimizer.pt"); !s.ok())
+      return s;
+  }
   std::ofstream out(dir + "/trainer_state.txt");
   out << step_ << " " << policy_version_ << "\n";
   if (!out) return absl::InternalError(absl::StrCat("writing ", dir, "/trainer_state.txt"));
@@ -492,6 +654,14 @@ absl::Status GrpoTrainer::Load(const std::string& dir) {
     return absl::DataLossError(absl::StrCat(dir, "/trainer_state.txt: missing or malformed"));
   if (absl::Status s = reference_->Load(dir + "/reference.pt"); !s.ok()) return s;
   if (absl::Status s = optimizer_->Load(dir + "/optimizer.pt"); !s.ok()) return s;
+  if (critic_) {
+    if (!std::filesystem::exists(dir + "/critic.pt"))
+      return absl::FailedPreconditionError(absl::StrCat(
+          dir, " has no critic.pt: a GRPO checkpoint cannot resume a PPO job"));
+    if (absl::Status s = critic_->Load(dir); !s.ok()) return s;
+    if (absl::Status s = critic_optimizer_->Load(dir + "/critic_optimizer.pt"); !s.ok())
+      return s;
+  }
   step_ = step;
   policy_version_ = version;
   return absl::OkStatus();

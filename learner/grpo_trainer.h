@@ -3,6 +3,12 @@
 // of the clipped loss with the KL to a frozen reference, step AdamW, bump the policy
 // version, refresh the reference every K steps when asked (iterative GRPO).
 //
+// With options.ppo.enabled the same step is PPO's (docs/design.md §3b): a critic
+// (learner/value_model.h) with its own AdamW estimates per-token values, the advantages
+// come from GAE over them (the KL to the reference a per-token reward penalty), whitened
+// over the whole batch, and each pass also takes a clipped value-loss step for the critic.
+// The critic is data-parallel and sharded like the policy, and checkpointed beside it.
+//
 // Device and precision are the policy's (Transformer::To before Create) and the options':
 // the same code trains on the CPU in float32/float64 and on a GPU in bfloat16; batches are
 // built on the CPU and moved to the policy's device.
@@ -22,11 +28,24 @@
 #include "grpo/v1/job.pb.h"
 #include "learner/learner_group.h"
 #include "learner/optimizer.h"
+#include "learner/value_model.h"
 #include "model/model.h"
 #include "rl/grpo.h"
 #include "rl/scored_group.h"
 
 namespace grpo {
+
+// PPO's critic side (the spec's `ppo`, and grpo.beta as the reward's KL coefficient).
+struct PpoOptions {
+  bool enabled = false;
+  double gamma = 1.0;
+  double lambda = 0.95;
+  double value_clip = 0.2;
+  double kl_coef = 0;            // β of r_t = −β·(log πold − log πref)_t (+ R at the end)
+  bool whiten_advantages = true;
+  std::string critic_init;       // empty: the policy's weights, a zero head
+  OptimizerOptions optimizer;    // the critic's AdamW
+};
 
 struct TrainerOptions {
   AdvantageOptions advantage;
@@ -54,6 +73,8 @@ struct TrainerOptions {
   double tis_cap = 0;
   // Data-parallel learner ranks (borrowed, outlives the trainer); null = one process.
   LearnerGroup* group = nullptr;
+  // PPO instead of GRPO (then loss.beta is 0: the KL is in the reward, ppo.kl_coef).
+  PpoOptions ppo;
 };
 
 TrainerOptions TrainerOptionsFromSpec(const v1::JobSpec& resolved);
@@ -91,6 +112,15 @@ struct StepMetrics {
   double logprob_mismatch = 0;
   double sampler_kl = 0;
   double tis_truncated_fraction = 0;  // tokens whose TIS weight hit tis_cap
+  // PPO's critic (has_critic), first inner iteration, over the trained tokens: the value
+  // loss (its share of the whole batch), the tokens where its clipped branch won, the
+  // mean pre-step value and return, and 1 − Var(R − V)/Var(R).
+  bool has_critic = false;
+  double value_loss = 0;
+  double value_clip_fraction = 0;
+  double value_mean = 0;
+  double return_mean = 0;
+  double explained_variance = 0;
   double completion_length_mean = 0;
   int64_t completion_tokens = 0;
   double learning_rate = 0;
@@ -113,9 +143,13 @@ class GrpoTrainer {
   // With a sharded optimizer, a collective every rank makes before rank 0's Save (the
   // moments gathered to rank 0); a no-op otherwise.
   absl::Status GatherForSave();
-  // Reference model, optimizer state and counters, as files under `dir`.
+  // Reference model, optimizer state and counters (and PPO's critic and its optimizer),
+  // as files under `dir`.
   absl::Status Save(const std::string& dir) const;
   absl::Status Load(const std::string& dir);
+
+  // PPO's critic; null for GRPO.
+  ValueModel* critic() const { return critic_.get(); }
 
  private:
   GrpoTrainer(Transformer* policy, const TrainerOptions& options);
@@ -127,6 +161,9 @@ class GrpoTrainer {
                                         StepMetrics* m) const;
   absl::StatusOr<Shard> ShardBatch(const std::vector<ScoredGroup>& groups) const;
   absl::StatusOr<std::vector<MicroBatch>> PackMicroBatches(const Shard& shard) const;
+  absl::Status EstimateAdvantages(std::vector<MicroBatch>& parts) const;
+  void AddValueLoss(const Shard& shard, const MicroBatch& mb, at::Tensor* loss,
+                    LossSums* sums, bool* finite) const;
   void UseOwnLogprobs(const at::Tensor& logprobs, MicroBatch* mb, LossSums* sums) const;
   absl::StatusOr<bool> AccumulateGradients(const Shard& shard, std::vector<MicroBatch>& parts,
                                            LossSums* sums);
@@ -135,6 +172,8 @@ class GrpoTrainer {
   Transformer* policy_;
   std::unique_ptr<Transformer> reference_;
   std::unique_ptr<Optimizer> optimizer_;
+  std::unique_ptr<ValueModel> critic_;               // PPO only
+  std::unique_ptr<Optimizer> critic_optimizer_;      // PPO only
   TrainerOptions options_;
   int64_t step_ = 0;
   int64_t policy_version_ = 0;

@@ -98,6 +98,13 @@ std::string MetricsJson(const StepMetrics& m, const std::vector<std::string>& re
       m.zero_variance_fraction, m.learning_rate, tokens_per_second, sample_seconds,
       m.seconds, elapsed, m.nonfinite_skips, m.logprob_mismatch, m.sampler_kl,
       m.tis_truncated_fraction);
+  if (m.has_critic)
+    absl::StrAppendFormat(&out,
+                          ",\"value_loss\":%.6g,\"value_clip_fraction\":%.6g,"
+                          "\"value_mean\":%.6g,\"return_mean\":%.6g,"
+                          "\"explained_variance\":%.6g",
+                          m.value_loss, m.value_clip_fraction, m.value_mean, m.return_mean,
+                          m.explained_variance);
   for (size_t i = 0; i < reward_names.size() && i < m.reward_per_function_mean.size(); ++i)
     absl::StrAppendFormat(&out, ",\"reward/%s\":%.6g", reward_names[i],
                           m.reward_per_function_mean[i]);

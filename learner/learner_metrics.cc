@@ -38,6 +38,12 @@ LearnerMetrics::LearnerMetrics(metrics::Registry* r, const IngestBuffer* buffer)
                           "Mean |learner - sampler| log-prob of the last step's tokens.")),
       sampler_kl_(G(r, "grpo_sampler_kl",
                     "KL(sampler || learner) over the last step's tokens (k3 estimate).")),
+      value_loss_(G(r, "grpo_ppo_value_loss",
+                    "PPO: the critic's clipped value loss, last step (0 under GRPO).")),
+      explained_variance_(G(r, "grpo_ppo_explained_variance",
+                            "PPO: 1 - Var(return - value) / Var(return), last step.")),
+      value_mean_(G(r, "grpo_ppo_value_mean",
+                    "PPO: mean critic value over the last step's tokens.")),
       clip_low_(G(r, "grpo_clip_fraction", "Fraction of tokens whose ratio was clipped.",
                   {{"side", "low"}})),
       clip_high_(G(r, "grpo_clip_fraction", "Fraction of tokens whose ratio was clipped.",
@@ -99,6 +105,9 @@ void LearnerMetrics::RecordStep(const StepMetrics& m, const std::vector<std::str
   grad_norm_.Set(m.grad_norm);
   logprob_mismatch_.Set(m.logprob_mismatch);
   sampler_kl_.Set(m.sampler_kl);
+  value_loss_.Set(m.value_loss);
+  explained_variance_.Set(m.explained_variance);
+  value_mean_.Set(m.value_mean);
   clip_low_.Set(m.clip_low_fraction);
   clip_high_.Set(m.clip_high_fraction);
   completion_length_.Set(m.completion_length_mean);

@@ -62,8 +62,10 @@ void PrintSummary(const v1::Job& job, std::ostream& out) {
       << ")\n"
       << absl::StrFormat("  %-12s %8s %8s %8s %8s\n", "policy", "pass@1",
                          absl::StrCat("pass@", k), absl::StrCat("maj@", k), "greedy");
+  const char* trained =
+      job.spec().algorithm() == v1::ALGORITHM_PPO ? "PPO (after)" : "GRPO (after)";
   for (const auto& [label, which] : {std::pair{"SFT (before)", "before"},
-                                     std::pair{"GRPO (after)", "after"}})
+                                     std::pair{trained, "after"}})
     out << absl::StrFormat("  %-12s %8.3f %8.3f %8.3f %8.3f\n", label, field(which, "pass@1"),
                            field(which, "pass@k"), field(which, "maj@k"),
                            field(which, "greedy_accuracy"));

@@ -96,7 +96,8 @@ class StreamEvents : public JobEvents {
   std::ostream& out_;
 };
 
-void PrintSummary(const LocalJobResult& r, const std::string& run_dir, std::ostream& log) {
+void PrintSummary(const LocalJobResult& r, const std::string& run_dir, const char* trained,
+                  std::ostream& log) {
   const int k = r.after.k;
   log << "\nheld-out evaluation (" << r.after.num_prompts << " prompts, k = " << k << ")\n"
       << absl::StrFormat("  %-12s %8s %8s %8s %8s\n", "policy", "pass@1",
@@ -108,7 +109,7 @@ void PrintSummary(const LocalJobResult& r, const std::string& run_dir, std::ostr
                            r.before.pass_at_1, r.before.pass_at_k, r.before.maj_at_k,
                            r.before.greedy_accuracy);
   }
-  log << absl::StrFormat("  %-12s %8.3f %8.3f %8.3f %8.3f\n", "GRPO (after)", r.after.pass_at_1,
+  log << absl::StrFormat("  %-12s %8.3f %8.3f %8.3f %8.3f\n", trained, r.after.pass_at_1,
                          r.after.pass_at_k, r.after.maj_at_k, r.after.greedy_accuracy)
       << absl::StrFormat("training reward: first %.3f -> last %.3f; run directory %s; %s total\n",
                          r.first_steps_reward, r.last_steps_reward, run_dir,
@@ -161,7 +162,8 @@ absl::StatusOr<LocalJobResult> RunLocalJob(const v1::JobSpec& spec,
   for (size_t i = rewards.size() - std::min(fifth, rewards.size()); i < rewards.size(); ++i)
     result.last_steps_reward += rewards[i] / fifth;
   result.seconds = SecondsSince(job_start);
-  PrintSummary(result, options.run_dir, log);
+  PrintSummary(result, options.run_dir,
+               spec.algorithm() == v1::ALGORITHM_PPO ? "PPO (after)" : "GRPO (after)", log);
   return result;
 }
 

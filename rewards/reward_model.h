@@ -32,6 +32,10 @@ class RewardModel {
 
   const ModelConfig& config() const { return backbone_.config(); }
   std::vector<at::Tensor> parameters() const;
+  // What PPO's critic starts from (learner/value_model.h).
+  const Transformer& backbone() const { return backbone_; }
+  const at::Tensor& head_weight() const { return head_weight_; }
+  const at::Tensor& head_bias() const { return head_bias_; }
 
   // Differentiable scores [N] of each sequence at its last token.
   at::Tensor ScoreLast(const std::vector<std::vector<int32_t>>& sequences) const;

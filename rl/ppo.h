@@ -1,8 +1,8 @@
 // PPO's critic-side mathematics (docs/design.md §3), the part GRPO drops: generalised
 // advantage estimation over a value model's per-token estimates, whitening, the clipped
 // value loss and explained variance. Stateless functions over masked [N, M] completion
-// grids (the layout of rl/grpo.h); no ownership. The PPO trainer that uses them (a value
-// model, its optimizer, checkpoints) is not built yet (issue 16).
+// grids (the layout of rl/grpo.h); no ownership. The PPO step that uses them is
+// learner/grpo_trainer.h's (options.ppo), with its critic in learner/value_model.h.
 #ifndef GRPO_RL_PPO_H_
 #define GRPO_RL_PPO_H_
 

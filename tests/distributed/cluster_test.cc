@@ -256,11 +256,13 @@ TEST_F(ClusterTest, TwoRanksAndTwoWorkersRunQueuedJobsWithIdenticalParameters) {
   StartWorker("worker-0");
   StartWorker("worker-1");
   const std::string first = Submit(WriteSpec("first", 4));
-  // The second shards AdamW over the two ranks (its checkpoints gather the moments to rank
-  // 0 through KIND_CHECKPOINT) and checkpoints its layers.
+  // The second is PPO (a critic trained data-parallel beside the policy), shards both
+  // AdamWs over the two ranks (its checkpoints gather the moments to rank 0 through
+  // KIND_CHECKPOINT) and checkpoints its layers.
   const std::string second = Submit(WriteSpec(
       "second", 2,
-      "checkpoint_every: 1\ntraining { shard_optimizer: true activation_checkpointing: true }\n"));
+      "checkpoint_every: 1\nalgorithm: ALGORITHM_PPO\n"
+      "training { shard_optimizer: true activation_checkpointing: true }\n"));
   // Jobs run one after another: the second waits for the first.
   EXPECT_THAT(Grpoctl("get " + second), HasSubstr("JOB_STATE_QUEUED"));
   const std::string watched = Grpoctl("watch " + first);
@@ -280,7 +282,9 @@ TEST_F(ClusterTest, TwoRanksAndTwoWorkersRunQueuedJobsWithIdenticalParameters) {
     EXPECT_THAT(ReadFile(dir_ / job / "eval.json"), HasSubstr("\"after\""));
   }
   for (const char* step : {"step-1", "step-2"})
-    EXPECT_TRUE(fs::exists(dir_ / second / step / "optimizer.pt")) << step << Logs();
+    for (const char* file : {"optimizer.pt", "critic.pt", "critic_optimizer.pt"})
+      EXPECT_TRUE(fs::exists(dir_ / second / step / file)) << step << "/" << file << Logs();
+  EXPECT_THAT(ReadFile(dir_ / second / "metrics.jsonl"), HasSubstr("\"explained_variance\""));
 }
 
 TEST_F(ClusterTest, LostWorkersLeasesAreReissuedAndNothingTrainsTwice) {
@@ -1146,9 +1150,13 @@ TEST_F(LaunchSupervisionTest, CtrlCCancelsAndASecondOneStopsAtOnce) {
   StartLauncher({"--spec=" + WriteSpec(200)});
   ASSERT_FALSE(AwaitJob().empty());
   const pid_t learner = Pid("learner-0");
-  // Two different stop signals, so that the kernel cannot merge them into one.
+  // Two different stop signals, so that the kernel cannot merge them into one, sent
+  // while the launcher is stopped: both are pending when it resumes, so it cannot finish
+  // a fast cancel between them (which on a loaded machine it did).
+  launcher_->Kill(SIGSTOP);
   launcher_->Kill(SIGINT);
   launcher_->Kill(SIGTERM);
+  launcher_->Kill(SIGCONT);
   EXPECT_EQ(launcher_->Wait(std::chrono::seconds(30)), std::optional<int>(1)) << LauncherLog();
   EXPECT_THAT(LauncherLog(), HasSubstr("interrupted again"));
   EXPECT_FALSE(Running(learner));
@@ -1225,14 +1233,20 @@ TEST(OneDriverTest, LocalAndDistributedRunsOfOneSpecAgree) {
 // grpo_local dies right after its second checkpoint's files are in place (before
 // `latest` names it, GRPO_FAILPOINTS): run again on its run directory it resumes from the
 // first checkpoint and finishes as the straight run does, and the audit trail shows where.
-TEST(OneDriverTest, AKilledLocalJobResumesFromItsCheckpointAndFinishes) {
-  const fs::path dir = fs::path(::testing::TempDir()) / absl::StrCat("local_resume_", getpid());
+// The same for a PPO job, whose critic and its optimizer are checkpointed and resumed too.
+class LocalResumeTest : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(LocalResumeTest, AKilledLocalJobResumesFromItsCheckpointAndFinishes) {
+  const bool ppo = std::string(GetParam()) == "Ppo";
+  const fs::path dir =
+      fs::path(::testing::TempDir()) / absl::StrCat("local_resume_", GetParam(), getpid());
   fs::remove_all(dir);
   fs::create_directories(dir);
   std::ofstream(dir / "job.textproto")
       << "steps: 6\ncheckpoint_every: 2\nmodel { preset: \"tiny\" }\nsft { steps: 5 }\n"
          "grpo { group_size: 4 prompts_per_step: 4 }\nsampling { max_new_tokens: 24 }\n"
-         "eval { num_prompts: 4 k: 2 }\n";
+         "eval { num_prompts: 4 k: 2 }\n"
+      << (ppo ? "algorithm: ALGORITHM_PPO\n" : "");
   const std::string command = absl::StrCat(GRPO_LOCAL_BINARY, " --spec ",
                                            (dir / "job.textproto").string(), " --run_dir ",
                                            (dir / "run").string(), " --threads 1");
@@ -1262,11 +1276,18 @@ TEST(OneDriverTest, AKilledLocalJobResumesFromItsCheckpointAndFinishes) {
   // (Two steps after the resume the weights can only agree if the optimizer's moments
   // were restored exactly. The optimizer archives' bytes are not compared: here they
   // differ between a loaded AdamW state and a fresh one with equal weights.)
-  for (const char* file : {"model.pt", "reference.pt"})
+  std::vector<const char*> files = {"model.pt", "reference.pt"};
+  if (ppo) files.insert(files.end(), {"critic.pt", "critic_head.pt"});
+  for (const char* file : files) {
+    EXPECT_TRUE(fs::exists(dir / "run" / "step-6" / file)) << file;
     EXPECT_TRUE(ReadFile(dir / "run" / "step-6" / file) ==
                 ReadFile(dir / "straight" / "step-6" / file))
         << file << " differs from the straight run's";
+  }
 }
+
+INSTANTIATE_TEST_SUITE_P(Algorithms, LocalResumeTest, ::testing::Values("Grpo", "Ppo"),
+                         [](const auto& info) { return std::string(info.param); });
 
 }  // namespace
 }  // namespace grpo

@@ -2,6 +2,7 @@
 
 #include <fstream>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -49,6 +50,31 @@ TEST(JobSpecTest, OldLogprobsDefaultFollowsInnerIterationsAndPrecision) {
   EXPECT_THAT(ErrorOf(R"({"training": {"old_logprobs": "OLD_LOGPROBS_RECOMPUTE",
                                        "tis_cap": -1}})"), HasSubstr("training.tis_cap"));
   EXPECT_THAT(ErrorOf(R"({"training": {"precision": 7}})"), HasSubstr("training.precision"));
+}
+
+TEST(JobSpecTest, PpoSettingsAreCheckedAndTheGrpoOnesItCannotHonourRefused) {
+  auto ppo = ResolveJobSpec(*ParseJobSpec(R"({"algorithm": "ALGORITHM_PPO",
+                                              "grpo": {"group_size": 1}})"));
+  ASSERT_TRUE(ppo.ok()) << ppo.status();  // PPO needs no group of two
+  EXPECT_EQ(ppo->algorithm(), v1::ALGORITHM_PPO);
+  EXPECT_FLOAT_EQ(ppo->ppo().gae_lambda(), 0.95f);
+  EXPECT_TRUE(ppo->ppo().whiten_advantages());
+  EXPECT_EQ(ResolveJobSpec(v1::JobSpec())->algorithm(), v1::ALGORITHM_GRPO);
+  EXPECT_THAT(ErrorOf(R"({"grpo": {"group_size": 1}})"), HasSubstr("grpo.group_size"));
+  for (const char* bad : {R"("ppo": {"gamma": 1.5})", R"("ppo": {"gae_lambda": -0.1})",
+                          R"("ppo": {"value_clip": 0})", R"("ppo": {"critic_learning_rate": 2})"}) {
+    const std::string field = std::string(bad).substr(9, std::string(bad).find('"', 9) - 9);
+    EXPECT_THAT(ErrorOf(absl::StrCat(R"({"algorithm": "ALGORITHM_PPO", )", bad, "}")),
+                HasSubstr("ppo." + field))
+        << bad;
+  }
+  EXPECT_THAT(ErrorOf(R"({"algorithm": "ALGORITHM_PPO",
+                          "grpo": {"advantage_estimator": "ADVANTAGE_ESTIMATOR_ONLINE_RFT"}})"),
+              HasSubstr("grpo.advantage_estimator"));
+  EXPECT_THAT(ErrorOf(R"({"algorithm": "ALGORITHM_PPO",
+                          "grpo": {"importance_ratio": "IMPORTANCE_RATIO_SEQUENCE"}})"),
+              HasSubstr("grpo.importance_ratio"));
+  EXPECT_THAT(ErrorOf(R"({"algorithm": 9})"), HasSubstr("algorithm"));
 }
 
 TEST(JobSpecTest, JsonAndTextProtoOverrideDefaultsIncludingExplicitZero) {
@@ -180,7 +206,7 @@ TEST(JobSpecTest, FileLoadingNamesThePath) {
 
 TEST(JobSpecTest, ShippedExampleSpecsResolve) {
   for (const char* name : {"arithmetic_outcome.json", "arithmetic_process.json",
-                           "arithmetic_rft.json", "dr_grpo.textproto", "gspo.json"}) {
+                           "arithmetic_rft.json", "dr_grpo.textproto", "gspo.json", "ppo.json"}) {
     auto spec = LoadJobSpecFile(std::string(GRPO_SOURCE_DIR "/examples/") + name);
     ASSERT_TRUE(spec.ok()) << name << ": " << spec.status();
     auto resolved = ResolveJobSpec(*spec);
