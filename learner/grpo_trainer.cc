@@ -429,9 +429,9 @@ absl::Status GrpoTrainer::EstimateAdvantages(std::vector<MicroBatch>& parts) con
 }
 
 // PPO: the critic's clipped value loss on one micro-batch, as its share of the whole
-// batch's token mean, added to `loss` (one backward pass serves both models).
-void GrpoTrainer::AddValueLoss(const Shard& shard, const MicroBatch& mb, at::Tensor* loss,
-                               LossSums* sums, bool* finite) const {
+// batch's token mean, and its backward pass (gradients accumulated in the critic).
+void GrpoTrainer::AddValueLoss(const Shard& shard, const MicroBatch& mb, LossSums* sums,
+                               bool* finite) const {
   const at::Tensor values = critic_->Values(mb.batch);
   const at::Tensor mask = mb.batch.mask.to(values.options());
   ValueLossTerms v =
@@ -440,7 +440,7 @@ void GrpoTrainer::AddValueLoss(const Shard& shard, const MicroBatch& mb, at::Ten
   const at::Tensor share = v.loss * (tokens / std::max(1.0, shard.loss.global_tokens));
   const double value_loss = share.item<double>();
   *finite = *finite && std::isfinite(value_loss);
-  *loss = *loss + share.to(loss->scalar_type());
+  share.backward();
   if (sums) {
     const at::Tensor v_now = values.detach();
     const at::Tensor residual = (mb.returns - v_now) * mask;
@@ -510,9 +510,9 @@ absl::StatusOr<bool> GrpoTrainer::AccumulateGradients(const Shard& shard,
         sums->entropy += out.entropy.sum().item<double>();
         sums->tokens += tokens;
       }
-      at::Tensor total = terms.loss;
-      if (critic_) AddValueLoss(shard, mb, &total, sums, &finite);
-      total.backward();
+      terms.loss.backward();
+      // The critic's pass after the policy's backward: one model's activations at a time.
+      if (critic_) AddValueLoss(shard, mb, sums, &finite);
     }
   });
   if (!status.ok()) return status;

@@ -162,8 +162,8 @@ class GrpoTrainer {
   absl::StatusOr<Shard> ShardBatch(const std::vector<ScoredGroup>& groups) const;
   absl::StatusOr<std::vector<MicroBatch>> PackMicroBatches(const Shard& shard) const;
   absl::Status EstimateAdvantages(std::vector<MicroBatch>& parts) const;
-  void AddValueLoss(const Shard& shard, const MicroBatch& mb, at::Tensor* loss,
-                    LossSums* sums, bool* finite) const;
+  void AddValueLoss(const Shard& shard, const MicroBatch& mb, LossSums* sums,
+                    bool* finite) const;
   void UseOwnLogprobs(const at::Tensor& logprobs, MicroBatch* mb, LossSums* sums) const;
   absl::StatusOr<bool> AccumulateGradients(const Shard& shard, std::vector<MicroBatch>& parts,
                                            LossSums* sums);

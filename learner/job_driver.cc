@@ -282,7 +282,9 @@ class Driver {
 
   void Finish() {
     const int steps = spec_.steps();
-    if (prepared_.ok() && step_ > 0 && trainer_) Checkpoint();
+    // A job of 0 steps (SFT only) leaves its starting policy as step-0, a checkpoint other
+    // jobs can start from (model.init_checkpoint).
+    if (prepared_.ok() && trainer_ && (step_ > 0 || steps == 0)) Checkpoint();
     if (prepared_.ok() && !cancelled_ && step_ == steps) {
       Evaluate("after", &outcome_.after);
       if (outcome_.after) {

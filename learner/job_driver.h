@@ -14,7 +14,8 @@
 //      and the step does not count), record metrics.jsonl and trained_prompts.txt,
 //      checkpoint every checkpoint_every steps or checkpoint_every_seconds, evaluate
 //      every eval.every_steps;
-//   5. the end: a checkpoint, and when every step ran, the evaluation "after" and eval.json.
+//   5. the end: a checkpoint (step-0 for a job of 0 steps: its starting policy, e.g. SFT
+//      only), and when every step ran, the evaluation "after" and eval.json.
 // A cancelled job (JobEvents::Report) or a stopping process (JobEvents::Stopping) ends at
 // the next step boundary, checkpointed.
 //

@@ -19,6 +19,7 @@ packages=(
   clang libclang-rt-14-dev llvm      # the sanitizer build and libFuzzer (scripts/sanitizer_tests.sh)
   python3-yaml                       # tests/deploy/manifests_test.py reads the Kubernetes manifests
   python3-torch                      # tests/hf/tiny_checkpoint.py: an independent reference model
+  python3-matplotlib                 # scripts/compare_methods.py draws its figure
 )
 # npm too; but a Node.js from elsewhere (NodeSource) bundles npm and conflicts with
 # Debian's npm package, so only when the command is missing.
