@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Every GPU check in one go, for a lent GPU machine's few minutes (README.md there):
 #   1. run.sh            every source compiles against the CUDA LibTorch; the NCCL join;
-#   2. learner_bench.sh  GrpoTrainer steps on cuda (float32 and bfloat16 mixed, the memory
+#   2. trainer_check.sh  the trainer's checks on cuda (its step equals the CPU's, memory
+#                        settings, bfloat16 mixed precision, PPO's critic);
+#   3. learner_bench.sh  GrpoTrainer steps on cuda (float32 and bfloat16 mixed, the memory
 #                        settings, the 0.5B and 1.5B shapes) beside the eager baseline;
-#   3. hf_bench.sh       Hugging Face checkpoint load and decode on the GPU.
+#   4. hf_bench.sh       Hugging Face checkpoint load and decode on the GPU.
 # Each part prints its own lines; all logs go to OUT. Prepare .gpucheck first (README.md).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export OUT=${OUT:-/tmp/cuda_check}
 mkdir -p "$OUT"
 date -u
-for part in run learner_bench hf_bench; do
+for part in run trainer_check learner_bench hf_bench; do
   echo "=== $part"
   start=$SECONDS
   bash "tools/cuda_check/$part.sh"

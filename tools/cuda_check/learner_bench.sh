@@ -11,10 +11,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 source tools/cuda_check/torch_env.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-sources="bench/learner_bench.cc learner/grpo_trainer.cc learner/optimizer.cc learner/batch.cc
-         learner/chunked_logprobs.cc learner/learner_group.cc learner/learner_device.cc
-         model/model.cc model/model_config.cc model/runtime.cc model/decode_kernels.cc
-         model/decode_attention.cc rl/grpo.cc $DEPS/src/job.pb.cc"
+mkdir -p "$OUT/learner_obj"
+sources="bench/learner_bench.cc $TRAINER_SOURCES"
 for s in $sources; do
   g++ $STD -O2 -D_GLIBCXX_USE_CXX11_ABI=$ABI -DGRPO_WITH_NCCL -DUSE_C10D_NCCL -DUSE_C10D_GLOO \
       -DUSE_DISTRIBUTED -DGRPO_WITH_CUDA -I. -I"$DEPS/include" -isystem "$TORCH/include" \

@@ -1,0 +1,203 @@
+// trainer_check: the trainer's device checks without gtest (a GPU machine lacks it), the
+// same GrpoTrainer code the CPU tests run, with the device a flag. On --device cuda:
+//   1. a GRPO step there equals the same step on the CPU (float32, same weights and batch);
+//   2. micro-batches, chunked log-probs and checkpointed layers give the one-shot step;
+//   3. bfloat16 mixed precision trains with float32 master weights and a bfloat16
+//      reference, and sees a sampler mismatch (the samples' log-probs are the float32 CPU
+//      model's);
+//   4. PPO (a critic on the device) in micro-batches equals its one-shot step.
+// Prints "trainer_check: <check>: ok" or "FAILED (...)" per check; exits 1 if any failed.
+// Builds and runs on the CPU as well (--device cpu), where it checks the same things
+// against itself: how it is kept compiling (tools/cuda_check/README.md).
+#include <torch/torch.h>
+
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "learner/batch.h"
+#include "learner/grpo_trainer.h"
+#include "learner/learner_device.h"
+#include "model/model.h"
+
+namespace grpo {
+namespace {
+
+ModelConfig Config() {
+  ModelConfig c;
+  c.d_model = 64;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.ffn_hidden = 128;
+  c.vocab_size = 96;
+  c.max_seq_len = 64;
+  c.tie_embeddings = false;
+  return c;
+}
+
+// Four groups of four, prompts and completions of different lengths, rewards that differ
+// within each group, the sampler's log-probs those of a float32 CPU copy of the policy.
+std::vector<ScoredGroup> Batch(const Transformer& cpu_policy) {
+  std::vector<ScoredGroup> groups;
+  for (int g = 0; g < 4; ++g) {
+    ScoredGroup group;
+    group.prompt_id = "p" + std::to_string(g);
+    for (int t = 0; t < 3 + 2 * g; ++t) group.prompt.push_back(3 + (t * 7 + g) % 90);
+    for (int i = 0; i < 4; ++i) {
+      ScoredSample s;
+      for (int t = 0; t < 2 + (g * 5 + i * 3) % 9; ++t) s.completion.push_back(3 + (t * 11 + i) % 90);
+      s.reward = (i * 7 + g) % 3;
+      group.samples.push_back(s);
+    }
+    groups.push_back(group);
+  }
+  for (ScoredGroup& group : groups) {
+    std::vector<std::vector<int32_t>> prompts, completions;
+    for (const ScoredSample& s : group.samples) {
+      prompts.push_back(group.prompt);
+      completions.push_back(s.completion);
+    }
+    TokenBatch b = *PackBatch(prompts, completions, 0, cpu_policy.config().vocab_size);
+    at::NoGradGuard no_grad;
+    const at::Tensor lp = CompletionLogprobs(cpu_policy, b, 1.0);
+    for (size_t i = 0; i < group.samples.size(); ++i)
+      for (size_t t = 0; t < group.samples[i].completion.size(); ++t)
+        group.samples[i].logprobs.push_back(lp[i][t].item<float>());
+  }
+  return groups;
+}
+
+struct Outcome {
+  std::vector<at::Tensor> updates;  // on the CPU, float64
+  StepMetrics metrics;
+  std::string error;
+};
+
+// One step of a fresh policy (seed 7) on `device`; the parameter updates.
+Outcome Step(const c10::Device& device, TrainerOptions options,
+             const std::vector<ScoredGroup>& batch,
+             const std::function<void(const GrpoTrainer&, const Transformer&, Outcome*)>& inspect = {}) {
+  Outcome out;
+  Transformer policy(Config(), 7);
+  if (absl::Status s = policy.To(device, at::kFloat); !s.ok()) return {{}, {}, s.ToString()};
+  std::vector<at::Tensor> before;
+  for (const at::Tensor& p : policy.parameters()) before.push_back(p.detach().to(at::kCPU, at::kDouble));
+  auto trainer = GrpoTrainer::Create(&policy, options);
+  if (!trainer.ok()) return {{}, {}, trainer.status().ToString()};
+  absl::StatusOr<StepMetrics> m = (*trainer)->Step(batch);
+  if (!m.ok()) return {{}, {}, m.status().ToString()};
+  out.metrics = *m;
+  const std::vector<at::Tensor> after = policy.parameters();
+  for (size_t i = 0; i < after.size(); ++i)
+    out.updates.push_back(after[i].detach().to(at::kCPU, at::kDouble) - before[i]);
+  if (inspect) inspect(**trainer, policy, &out);
+  return out;
+}
+
+// max |a − b| over max |b|, over every parameter's update.
+double RelativeDifference(const Outcome& a, const Outcome& b) {
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < a.updates.size() && i < b.updates.size(); ++i) {
+    diff = std::max(diff, (a.updates[i] - b.updates[i]).abs().max().item<double>());
+    scale = std::max(scale, b.updates[i].abs().max().item<double>());
+  }
+  return scale > 0 ? diff / scale : INFINITY;
+}
+
+TrainerOptions Base() {
+  TrainerOptions o;
+  o.optimizer.learning_rate = 1e-3;
+  o.optimizer.epsilon = 1e3;  // linear updates: differences show as they are
+  o.loss.beta = 0.04;
+  return o;
+}
+
+TrainerOptions Bounded(TrainerOptions o) {
+  o.micro_batch_tokens = 48;
+  o.logprob_chunk = 7;
+  o.activation_checkpointing = true;
+  return o;
+}
+
+int failures = 0;
+
+void Report(const std::string& check, bool ok, const std::string& detail) {
+  std::printf("trainer_check: %s: %s (%s)\n", check.c_str(), ok ? "ok" : "FAILED", detail.c_str());
+  std::fflush(stdout);
+  failures += !ok;
+}
+
+void Compare(const std::string& check, const Outcome& got, const Outcome& want, double tolerance) {
+  if (!got.error.empty() || !want.error.empty())
+    return Report(check, false, got.error + want.error);
+  const double d = RelativeDifference(got, want);
+  char detail[160];
+  std::snprintf(detail, sizeof(detail), "relative difference %.2e, tolerance %.0e; loss %.6f vs %.6f",
+                d, tolerance, got.metrics.loss, want.metrics.loss);
+  Report(check, d <= tolerance, detail);
+}
+
+}  // namespace
+}  // namespace grpo
+
+int main(int argc, char** argv) {
+  using namespace grpo;
+  const std::string flag = argc > 1 ? argv[1] : "--device=cuda";
+  const std::string name = flag.rfind("--device=", 0) == 0 ? flag.substr(9) : "cuda";
+  absl::StatusOr<c10::Device> device = ResolveLearnerDevice(name, 0);
+  if (!device.ok()) {
+    std::fprintf(stderr, "trainer_check: %s\n", device.status().ToString().c_str());
+    return 1;
+  }
+  const c10::Device cpu(at::kCPU);
+  Transformer cpu_policy(Config(), 7);
+  const std::vector<ScoredGroup> batch = Batch(cpu_policy);
+
+  // 1. The device against the CPU (float32 both; TF32 is off by default for matmuls).
+  Compare("grpo step on " + device->str() + " = on cpu", Step(*device, Base(), batch),
+          Step(cpu, Base(), batch), 1e-3);
+  // 2. Memory-bounded against one-shot, on the device.
+  Compare("micro-batched, chunked, checkpointed step = one-shot",
+          Step(*device, Bounded(Base()), batch), Step(*device, Base(), batch), 1e-4);
+  // 3. bfloat16 mixed precision.
+  {
+    TrainerOptions o = Base();
+    o.bf16_mixed = true;
+    o.recompute_old_logprobs = true;
+    Outcome mixed = Step(*device, o, batch, [](const GrpoTrainer&, const Transformer& p, Outcome* out) {
+      for (const at::Tensor& t : p.parameters())
+        if (t.scalar_type() != at::kFloat) out->error = "a master weight is not float32";
+    });
+    const bool ok = mixed.error.empty() && std::isfinite(mixed.metrics.loss) &&
+                    mixed.metrics.logprob_mismatch > 0 && RelativeDifference(mixed, Step(*device, Base(), batch)) < 0.2;
+    char detail[200];
+    std::snprintf(detail, sizeof(detail), "%s loss %.5f, sampler mismatch %.2e, sampler kl %.2e",
+                  mixed.error.c_str(), mixed.metrics.loss, mixed.metrics.logprob_mismatch,
+                  mixed.metrics.sampler_kl);
+    Report("bf16 mixed precision", ok, detail);
+  }
+  // 4. PPO with its critic on the device.
+  {
+    TrainerOptions o = Base();
+    o.ppo.enabled = true;
+    o.ppo.kl_coef = o.loss.beta;
+    o.loss.beta = 0;
+    o.ppo.optimizer = o.optimizer;
+    auto on_device = [&](const GrpoTrainer& t, const Transformer&, Outcome* out) {
+      for (const at::Tensor& p : t.critic()->parameters())
+        if (p.device() != *device || p.scalar_type() != at::kFloat)
+          out->error = "a critic parameter is not float32 on " + device->str();
+    };
+    Outcome one_shot = Step(*device, o, batch, on_device);
+    Compare("ppo micro-batched = one-shot", Step(*device, Bounded(o), batch), one_shot, 1e-4);
+    Report("ppo metrics", one_shot.error.empty() && one_shot.metrics.has_critic &&
+                              std::isfinite(one_shot.metrics.value_loss),
+           one_shot.error.empty() ? "value loss " + std::to_string(one_shot.metrics.value_loss)
+                                  : one_shot.error);
+  }
+  std::printf("trainer_check: %d failed\n", failures);
+  return failures ? 1 : 0;
+}
