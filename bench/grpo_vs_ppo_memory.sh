@@ -25,6 +25,10 @@ done
 bench=build/bench/learner_bench
 [[ -x $bench ]] || { echo "grpo_vs_ppo_memory: build $bench first (cmake --build build)" >&2; exit 1; }
 export OMP_WAIT_POLICY=PASSIVE
+# Tensors of 1 MiB and more are mmapped and unmapped on free: glibc's dynamic threshold
+# would otherwise keep freed activations in its heap, so the peak resident set would count
+# memory no tensor holds any more (PPO's critic pass runs after the policy's is freed).
+export MALLOC_MMAP_THRESHOLD_=1048576
 lines=$(mktemp)
 trap 'rm -f "$lines"' EXIT
 for setting in off on; do

@@ -71,28 +71,32 @@ std::vector<ScoredGroup> Batch(const Transformer& cpu_policy) {
 }
 
 struct Outcome {
-  std::vector<at::Tensor> updates;  // on the CPU, float64
+  // The step's gradients (policy, then critic), on the CPU in float64: compared rather
+  // than updates, which float32 weights round to a few ulps.
+  std::vector<at::Tensor> updates;
   StepMetrics metrics;
   std::string error;
 };
 
-// One step of a fresh policy (seed 7) on `device`; the parameter updates.
+// One step of a fresh policy (seed 7) on `device`; its gradients (left in place by the
+// optimizer: no clipping here).
 Outcome Step(const c10::Device& device, TrainerOptions options,
              const std::vector<ScoredGroup>& batch,
              const std::function<void(const GrpoTrainer&, const Transformer&, Outcome*)>& inspect = {}) {
   Outcome out;
   Transformer policy(Config(), 7);
   if (absl::Status s = policy.To(device, at::kFloat); !s.ok()) return {{}, {}, s.ToString()};
-  std::vector<at::Tensor> before;
-  for (const at::Tensor& p : policy.parameters()) before.push_back(p.detach().to(at::kCPU, at::kDouble));
   auto trainer = GrpoTrainer::Create(&policy, options);
   if (!trainer.ok()) return {{}, {}, trainer.status().ToString()};
   absl::StatusOr<StepMetrics> m = (*trainer)->Step(batch);
   if (!m.ok()) return {{}, {}, m.status().ToString()};
   out.metrics = *m;
-  const std::vector<at::Tensor> after = policy.parameters();
-  for (size_t i = 0; i < after.size(); ++i)
-    out.updates.push_back(after[i].detach().to(at::kCPU, at::kDouble) - before[i]);
+  std::vector<at::Tensor> params = policy.parameters();
+  if ((*trainer)->critic())
+    for (const at::Tensor& p : (*trainer)->critic()->parameters()) params.push_back(p);
+  for (const at::Tensor& p : params)
+    out.updates.push_back(p.grad().defined() ? p.grad().to(at::kCPU, at::kDouble)
+                                             : at::zeros(p.sizes(), at::kDouble));
   if (inspect) inspect(**trainer, policy, &out);
   return out;
 }
@@ -110,7 +114,7 @@ double RelativeDifference(const Outcome& a, const Outcome& b) {
 TrainerOptions Base() {
   TrainerOptions o;
   o.optimizer.learning_rate = 1e-3;
-  o.optimizer.epsilon = 1e3;  // linear updates: differences show as they are
+  o.optimizer.max_grad_norm = 0;  // the gradients stay as computed
   o.loss.beta = 0.04;
   return o;
 }
