@@ -41,11 +41,24 @@
 
 namespace grpo {
 
+// A sample's tests for code_tests (rewards/code_tests.h): assert statements, each run
+// after the program on its own, or stdin/stdout cases. Views into caller-owned text.
+struct CodeTestCase {
+  std::string_view input;
+  std::string_view output;
+};
+struct CodeTestsView {
+  std::string_view language;  // empty = python
+  std::vector<std::string_view> asserts;
+  std::vector<CodeTestCase> cases;
+};
+
 // Views into caller-owned text; valid only during the Score call.
 struct RewardInput {
   std::string_view prompt;
   std::string_view completion;
   std::string_view reference_answer;
+  const CodeTestsView* tests = nullptr;  // code_tests only
 };
 
 struct StepReward {
