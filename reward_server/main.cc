@@ -25,6 +25,17 @@ ABSL_FLAG(std::string, metrics_port_file, "", "write the metrics port to this fi
 ABSL_FLAG(int, drain_seconds, 10, "on SIGTERM, how long calls in flight may finish");
 ABSL_FLAG(std::string, port_file, "",
           "write the bound port here once listening (for launchers that pass port 0)");
+ABSL_FLAG(bool, code_tests, true,
+          "serve code_tests (completions run in a namespace sandbox against their tests)");
+ABSL_FLAG(int, max_concurrent_executions, 8, "code_tests runs at once, across all calls");
+ABSL_FLAG(int, max_queued_executions, 1024,
+          "code_tests runs that may wait beyond those; a call past it: RESOURCE_EXHAUSTED");
+ABSL_FLAG(double, code_cpu_seconds, 5, "code_tests: CPU seconds per run at most");
+ABSL_FLAG(double, code_wall_seconds, 10, "code_tests: wall seconds per run at most");
+ABSL_FLAG(int64_t, code_memory_mb, 512, "code_tests: address space per run at most, MiB");
+ABSL_FLAG(int, code_max_processes, 32, "code_tests: processes per run at most");
+ABSL_FLAG(int64_t, code_max_file_bytes, 1 << 20, "code_tests: bytes per written file at most");
+ABSL_FLAG(int64_t, code_max_output_bytes, 64 << 10, "code_tests: stdout/stderr bytes at most");
 ABSL_FLAG(std::string, reward_model, "",
           "directory written by grpo_train_rm; serves reward_model and process_reward_model");
 
@@ -45,6 +56,15 @@ int main(int argc, char** argv) {
   options.limits.max_batch = absl::GetFlag(FLAGS_max_batch);
   options.limits.max_text_bytes = absl::GetFlag(FLAGS_max_text_bytes);
   options.reward_model_dir = absl::GetFlag(FLAGS_reward_model);
+  options.code_tests = absl::GetFlag(FLAGS_code_tests);
+  options.code.max_concurrent = absl::GetFlag(FLAGS_max_concurrent_executions);
+  options.code.max_queued = absl::GetFlag(FLAGS_max_queued_executions);
+  options.code.limits.cpu_seconds = absl::GetFlag(FLAGS_code_cpu_seconds);
+  options.code.limits.wall_seconds = absl::GetFlag(FLAGS_code_wall_seconds);
+  options.code.limits.memory_bytes = absl::GetFlag(FLAGS_code_memory_mb) << 20;
+  options.code.limits.processes = absl::GetFlag(FLAGS_code_max_processes);
+  options.code.limits.file_bytes = absl::GetFlag(FLAGS_code_max_file_bytes);
+  options.code.limits.output_bytes = absl::GetFlag(FLAGS_code_max_output_bytes);
   absl::StatusOr<grpo::Security> security = grpo::Security::Load(grpo::SecurityOptionsFromFlags());
   if (!security.ok()) {
     std::cerr << "error: " << security.status().message() << "\n";
@@ -71,6 +91,9 @@ int main(int argc, char** argv) {
   }
   std::cout << "grpo_reward_server: serving on port " << (*server)->port() << " ("
             << options.security.Describe() << ")" << std::endl;
+  if (!(*server)->code_tests_unavailable().empty())
+    std::cout << "grpo_reward_server: code_tests unavailable, calls get FAILED_PRECONDITION: "
+              << (*server)->code_tests_unavailable() << std::endl;
   if (absl::Status s = grpo::WritePortFile(absl::GetFlag(FLAGS_port_file), (*server)->port());
       !s.ok()) {
     std::cerr << "error: " << s.message() << "\n";

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "rewards/code_tests.h"
 #include "rewards/rewards.h"  // SharedRewardFunction; no LibTorch here (fuzz/)
 
 namespace grpo {
@@ -58,6 +59,13 @@ const std::vector<FunctionInfo>& Infos() {
        {"prompt", "completion"},
        /*gives_step_rewards=*/true,
        /*needs_model=*/true},
+      {"code_tests",
+       "the completion's code (its last fenced block) run in a sandbox against the sample's "
+       "tests: the fraction passed (params: cpu_seconds, wall_seconds, memory_mb, processes, "
+       "file_bytes, output_bytes, all_passed_bonus)",
+       {"completion", "tests"},
+       /*gives_step_rewards=*/false,
+       /*needs_model=*/true},
   };
   return *infos;
 }
@@ -85,7 +93,7 @@ grpc::Status RewardServiceImpl::Score(grpc::ServerContext* context,
     return Invalid("reward_functions: at least one function is required");
 
   std::vector<WeightedRewardFunction> functions;
-  bool needs_prompt = false, needs_reference = false;
+  bool needs_prompt = false, needs_reference = false, needs_tests = false;
   for (int i = 0; i < request->reward_functions_size(); ++i) {
     const v1::RewardFunctionSpec& f = request->reward_functions(i);
     const FunctionInfo* info = FindInfo(f.name());
@@ -93,13 +101,22 @@ grpc::Status RewardServiceImpl::Score(grpc::ServerContext* context,
     if (info == nullptr || (is_model && models_.count(f.name()) == 0))
       return Invalid(absl::StrCat("reward_functions[", i, "].name: unknown function \"",
                                   f.name(), "\"",
-                                  is_model ? " (this server has no --reward_model)" : ""));
+                                  f.name() == "code_tests" ? " (this server runs no code)"
+                                  : is_model ? " (this server has no --reward_model)" : ""));
     for (const std::string& need : info->needs) {
       needs_prompt = needs_prompt || need == "prompt";
       needs_reference = needs_reference || need == "reference_answer";
+      needs_tests = needs_tests || need == "tests";
     }
     std::unique_ptr<RewardFunction> fn;
-    if (is_model) {
+    if (f.name() == "code_tests") {
+      auto code = std::static_pointer_cast<const CodeTestsReward>(models_.at(f.name()));
+      absl::StatusOr<CodeTestsCall> call =
+          code->CallFromParams(RewardParams(f.params().begin(), f.params().end()));
+      if (!call.ok())
+        return Invalid(absl::StrCat("reward_functions[", i, "].params: ", call.status().message()));
+      fn = CodeTestsReward::Bind(code, *call);
+    } else if (is_model) {
       fn = std::make_unique<SharedRewardFunction>(models_.at(f.name()));
     } else {
       absl::StatusOr<std::unique_ptr<RewardFunction>> made =
@@ -130,6 +147,22 @@ grpc::Status RewardServiceImpl::Score(grpc::ServerContext* context,
     if (needs_reference && s.reference_answer().empty())
       return Invalid(absl::StrCat("samples[", i,
                                   "].reference_answer: required by the requested functions"));
+    if (!needs_tests) continue;
+    const v1::CodeTests& t = s.tests();
+    if (t.asserts().empty() && t.cases().empty())
+      return Invalid(absl::StrCat("samples[", i, "].tests: code_tests needs asserts or cases"));
+    if (t.asserts_size() + t.cases_size() > 256)
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat("samples[", i, "].tests: more than 256 tests"));
+    std::vector<const std::string*> texts;
+    for (const std::string& a : t.asserts()) texts.push_back(&a);
+    for (const v1::CodeTestCase& c : t.cases()) texts.push_back(&c.input()), texts.push_back(&c.output());
+    for (const std::string* text : texts)
+      if (static_cast<int64_t>(text->size()) > limits_.max_text_bytes)
+        return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                            absl::StrCat("samples[", i, "].tests: a test of ", text->size(),
+                                         " bytes exceeds the server's limit of ",
+                                         limits_.max_text_bytes));
   }
 
   v1::ScoreResponse scored;
@@ -142,9 +175,16 @@ grpc::Status RewardServiceImpl::Score(grpc::ServerContext* context,
                                        request->samples_size(), " samples"));
     const int end = std::min(request->samples_size(), begin + kChunk);
     std::vector<RewardInput> inputs;
+    std::vector<CodeTestsView> tests(end - begin);
     for (int i = begin; i < end; ++i) {
       const v1::RewardSample& s = request->samples(i);
       inputs.push_back(RewardInput{s.prompt(), s.completion(), s.reference_answer()});
+      if (!needs_tests) continue;
+      CodeTestsView& view = tests[i - begin];
+      view.language = s.tests().language();
+      for (const std::string& a : s.tests().asserts()) view.asserts.push_back(a);
+      for (const v1::CodeTestCase& c : s.tests().cases()) view.cases.push_back({c.input(), c.output()});
+      inputs.back().tests = &view;
     }
     absl::StatusOr<std::vector<CompositeOutput>> outs = reward->ScoreBatch(inputs);
     if (!outs.ok())

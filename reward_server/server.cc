@@ -22,6 +22,13 @@ absl::StatusOr<std::unique_ptr<RewardServer>> RewardServer::Start(
       models[std::string(fn->name())] = std::make_shared<CoalescingRewardFunction>(fn, 256);
     }
   }
+  if (options.code_tests) {
+    absl::StatusOr<std::unique_ptr<CodeTestsReward>> code =
+        CodeTestsReward::Create(options.code, options.registry);
+    if (!code.ok()) return code.status();
+    s->code_unavailable_ = (*code)->unavailable();
+    models["code_tests"] = std::shared_ptr<const CodeTestsReward>(std::move(*code));
+  }
   s->service_ = std::make_unique<RewardServiceImpl>(options.limits, std::move(models),
                                                     options.security.authorizer());
   GrpcServerOptions server_options;

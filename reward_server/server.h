@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "reward_server/reward_service.h"
+#include "rewards/code_tests.h"
 #include "rpc/grpc_server.h"
 #include "rpc/security.h"
 
@@ -25,6 +26,10 @@ struct RewardServerOptions {
   Security security;  // TLS and the token every call must carry
   std::chrono::milliseconds lame_duck{0};  // see GrpcServerOptions
   metrics::Registry* registry = nullptr;   // calls counted here (borrowed); null = not
+  // code_tests (rewards/code_tests.h): served unless off; where the sandbox cannot start
+  // it answers FAILED_PRECONDITION with the reason (code_tests_unavailable() says it).
+  bool code_tests = true;
+  CodeTestsOptions code;
 };
 
 class RewardServer {
@@ -33,12 +38,15 @@ class RewardServer {
   ~RewardServer();
 
   int port() const { return server_ ? server_->port() : 0; }
+  // Why code_tests cannot run code on this machine; empty when it can (or is off).
+  const std::string& code_tests_unavailable() const { return code_unavailable_; }
   void Shutdown(std::chrono::milliseconds grace);
 
  private:
   RewardServer() = default;
   std::unique_ptr<RewardServiceImpl> service_;
   std::unique_ptr<GrpcServer> server_;
+  std::string code_unavailable_;
 };
 
 }  // namespace grpo

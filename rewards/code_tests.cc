@@ -116,9 +116,9 @@ void CodeTestsReward::Record(const char* outcome, double seconds) const {
   seconds_->Observe(seconds);
 }
 
-void CodeTestsReward::Execute(Run* run) const {
-  absl::StatusOr<SandboxResult> r =
-      sandbox_->Run(run->language->argv, {{run->language->file, run->program}}, run->stdin_text);
+void CodeTestsReward::Execute(Run* run, const SandboxLimits& limits) const {
+  absl::StatusOr<SandboxResult> r = sandbox_->Run(
+      run->language->argv, {{run->language->file, run->program}}, run->stdin_text, &limits);
   if (!r.ok()) {
     run->error = r.status();
     Record("sandbox_error", 0);
@@ -141,6 +141,79 @@ absl::StatusOr<RewardOutput> CodeTestsReward::Score(const RewardInput& input) co
 
 absl::StatusOr<std::vector<RewardOutput>> CodeTestsReward::ScoreBatch(
     const std::vector<RewardInput>& inputs) const {
+  return ScoreBatchWith(inputs, {options_.limits, options_.all_passed_bonus});
+}
+
+absl::StatusOr<CodeTestsCall> CodeTestsReward::CallFromParams(const RewardParams& params) const {
+  CodeTestsCall call{options_.limits, options_.all_passed_bonus};
+  const SandboxLimits& most = options_.limits;
+  for (const auto& [name, value] : params) {
+    double limit = 0, *seconds = nullptr;
+    int64_t* bytes = nullptr;
+    int* count = nullptr;
+    double scale = 1;
+    if (name == "cpu_seconds") seconds = &call.limits.cpu_seconds, limit = most.cpu_seconds;
+    else if (name == "wall_seconds") seconds = &call.limits.wall_seconds, limit = most.wall_seconds;
+    else if (name == "memory_mb")
+      bytes = &call.limits.memory_bytes, scale = 1 << 20, limit = most.memory_bytes / scale;
+    else if (name == "file_bytes") bytes = &call.limits.file_bytes, limit = most.file_bytes;
+    else if (name == "output_bytes") bytes = &call.limits.output_bytes, limit = most.output_bytes;
+    else if (name == "processes") count = &call.limits.processes, limit = most.processes;
+    else if (name == "all_passed_bonus") {
+      if (!(value >= 0 && value <= 100))
+        return absl::InvalidArgumentError("code_tests: all_passed_bonus must be in [0, 100]");
+      call.all_passed_bonus = value;
+      continue;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "code_tests: unknown parameter \"", name, "\" (known: cpu_seconds, wall_seconds, "
+          "memory_mb, processes, file_bytes, output_bytes, all_passed_bonus)"));
+    }
+    if (!(value > 0 && value <= limit))
+      return absl::InvalidArgumentError(absl::StrCat("code_tests: ", name, " = ", value,
+                                                     " must be in (0, ", limit,
+                                                     "], this server's limit"));
+    if (seconds) *seconds = value;
+    if (bytes) *bytes = static_cast<int64_t>(value * scale);
+    if (count) *count = static_cast<int>(value);
+  }
+  if (call.limits.memory_bytes < (16 << 20))
+    return absl::InvalidArgumentError("code_tests: memory_mb must be at least 16");
+  return call;
+}
+
+namespace {
+
+class BoundCodeTests : public RewardFunction {
+ public:
+  BoundCodeTests(std::shared_ptr<const CodeTestsReward> reward, const CodeTestsCall& call)
+      : reward_(std::move(reward)), call_(call) {}
+  std::string_view name() const override { return reward_->name(); }
+  bool gives_step_rewards() const override { return false; }
+  absl::StatusOr<RewardOutput> Score(const RewardInput& input) const override {
+    absl::StatusOr<std::vector<RewardOutput>> out = ScoreBatch({input});
+    if (!out.ok()) return out.status();
+    return (*out)[0];
+  }
+  absl::StatusOr<std::vector<RewardOutput>> ScoreBatch(
+      const std::vector<RewardInput>& inputs) const override {
+    return reward_->ScoreBatchWith(inputs, call_);
+  }
+
+ private:
+  std::shared_ptr<const CodeTestsReward> reward_;
+  CodeTestsCall call_;
+};
+
+}  // namespace
+
+std::unique_ptr<RewardFunction> CodeTestsReward::Bind(std::shared_ptr<const CodeTestsReward> reward,
+                                                      const CodeTestsCall& call) {
+  return std::make_unique<BoundCodeTests>(std::move(reward), call);
+}
+
+absl::StatusOr<std::vector<RewardOutput>> CodeTestsReward::ScoreBatchWith(
+    const std::vector<RewardInput>& inputs, const CodeTestsCall& call) const {
   if (!sandbox_) return absl::FailedPreconditionError(unavailable_);
   std::vector<Run> runs;
   for (size_t i = 0; i < inputs.size(); ++i)
@@ -170,7 +243,7 @@ absl::StatusOr<std::vector<RewardOutput>> CodeTestsReward::ScoreBatch(
         ++running_;
         --queued_;
       }
-      Execute(&runs[i]);
+      Execute(&runs[i], call.limits);
       absl::MutexLock lock(&mu_);
       --running_;
     }
@@ -192,7 +265,7 @@ absl::StatusOr<std::vector<RewardOutput>> CodeTestsReward::ScoreBatch(
   }
   for (size_t i = 0; i < inputs.size(); ++i) {
     out[i].reward = static_cast<double>(passed[i]) / total[i];
-    if (passed[i] == total[i]) out[i].reward += options_.all_passed_bonus;
+    if (passed[i] == total[i]) out[i].reward += call.all_passed_bonus;
   }
   return out;
 }

@@ -41,6 +41,14 @@ struct CodeTestsOptions {
   double all_passed_bonus = 0;
 };
 
+// One request's settings: the job spec's params for code_tests, each at most the server's
+// (cpu_seconds, wall_seconds, memory_mb, processes, file_bytes, output_bytes) and
+// all_passed_bonus.
+struct CodeTestsCall {
+  SandboxLimits limits;
+  double all_passed_bonus = 0;
+};
+
 // The interpreters, by language name: how to run a program file.
 struct CodeLanguage {
   std::string name;
@@ -67,11 +75,20 @@ class CodeTestsReward : public RewardFunction {
   // Why the sandbox is unavailable here (empty when it works).
   const std::string& unavailable() const { return unavailable_; }
 
+  // The server's settings with `params` applied; INVALID_ARGUMENT naming an unknown
+  // parameter or one past the server's limit.
+  absl::StatusOr<CodeTestsCall> CallFromParams(const RewardParams& params) const;
+  absl::StatusOr<std::vector<RewardOutput>> ScoreBatchWith(const std::vector<RewardInput>& inputs,
+                                                           const CodeTestsCall& call) const;
+  // A RewardFunction scoring with `call` through `reward` (shared with other callers).
+  static std::unique_ptr<RewardFunction> Bind(std::shared_ptr<const CodeTestsReward> reward,
+                                              const CodeTestsCall& call);
+
  private:
   struct Run;
   CodeTestsReward(const CodeTestsOptions& options, metrics::Registry* registry);
   absl::Status Plan(const RewardInput& input, size_t sample, std::vector<Run>* runs) const;
-  void Execute(Run* run) const;
+  void Execute(Run* run, const SandboxLimits& limits) const;
   void Record(const char* outcome, double seconds) const;
 
   const CodeTestsOptions options_;

@@ -312,7 +312,9 @@ absl::StatusOr<std::unique_ptr<Sandbox>> Sandbox::Create(const SandboxLimits& li
 
 absl::StatusOr<SandboxResult> Sandbox::Run(const std::vector<std::string>& argv,
                                            const std::vector<SandboxFile>& files,
-                                           std::string_view stdin_text) const {
+                                           std::string_view stdin_text,
+                                           const SandboxLimits* run_limits) const {
+  const SandboxLimits& limits = run_limits ? *run_limits : limits_;
   if (argv.empty() || argv[0].empty() || argv[0][0] != '/')
     return absl::InvalidArgumentError("sandbox: argv[0] must be an absolute path");
   for (const SandboxFile& f : files)
@@ -321,7 +323,7 @@ absl::StatusOr<SandboxResult> Sandbox::Run(const std::vector<std::string>& argv,
 
   // --- The plan.
   ChildPlan plan;
-  plan.limits = limits_;
+  plan.limits = limits;
   if (absl::Status s = PlanRoot(&plan); !s.ok()) return s;
   plan.argv_storage = argv;
   plan.env_storage = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8"};
@@ -394,7 +396,7 @@ absl::StatusOr<SandboxResult> Sandbox::Run(const std::vector<std::string>& argv,
   if (stdin_text.empty()) close(in.write), in.write = -1;
   const auto deadline =
       start + std::chrono::duration_cast<Clock::duration>(
-                  std::chrono::duration<double>(limits_.wall_seconds));
+                  std::chrono::duration<double>(limits.wall_seconds));
   while (!exited || out.read >= 0 || err.read >= 0) {
     pollfd fds[4];
     int n = 0;
@@ -426,9 +428,9 @@ absl::StatusOr<SandboxResult> Sandbox::Run(const std::vector<std::string>& argv,
       }
       if (output_cut) continue;  // drained, not kept
       text->append(buffer, got);
-      if (static_cast<int64_t>(text->size()) > limits_.output_bytes) {
+      if (static_cast<int64_t>(text->size()) > limits.output_bytes) {
         output_cut = true;
-        text->resize(limits_.output_bytes);
+        text->resize(limits.output_bytes);
         kill(pid, SIGKILL);
       }
     }
@@ -444,7 +446,7 @@ absl::StatusOr<SandboxResult> Sandbox::Run(const std::vector<std::string>& argv,
       struct rusage usage;
       if (wait4(pid, &raw_status, WNOHANG, &usage) == pid) {
         cpu_out = usage.ru_utime.tv_sec + usage.ru_stime.tv_sec + 1e-6 * (usage.ru_utime.tv_usec +
-                  usage.ru_stime.tv_usec) >= limits_.cpu_seconds - 0.05;
+                  usage.ru_stime.tv_usec) >= limits.cpu_seconds - 0.05;
         exited = true;
         ended = Clock::now();
         result.seconds = std::chrono::duration<double>(ended - start).count();

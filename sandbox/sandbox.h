@@ -75,9 +75,11 @@ class Sandbox {
   // argv[0] is an absolute path inside the sandbox (/usr/bin/python3); the working
   // directory is /tmp. An error only when the sandbox itself failed (INTERNAL, naming the
   // step) or for a bad argument (INVALID_ARGUMENT); whatever the program does is a result.
+  // `limits`: this run's, instead of the sandbox's (the caller keeps them within its own).
   absl::StatusOr<SandboxResult> Run(const std::vector<std::string>& argv,
                                     const std::vector<SandboxFile>& files,
-                                    std::string_view stdin_text) const;
+                                    std::string_view stdin_text,
+                                    const SandboxLimits* limits = nullptr) const;
 
   const SandboxLimits& limits() const { return limits_; }
 

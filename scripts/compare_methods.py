@@ -141,7 +141,9 @@ def draw(results, path):
     labels, means, stds = [], [], []
     for method in results["methods"]:
         mean, std = mean_std([r["eval"]["pass@1"] for r in results["runs"][method["key"]]])
-        labels.append(method["label"].replace(", ", "\n"))
+        labels.append(method["label"].replace(", outcome supervision", "\noutcome")
+                      .replace(", process supervision", "\nprocess")
+                      .replace(" (learned critic)", ""))
         means.append(mean)
         stds.append(std)
     bars.bar(range(len(labels)), means, yerr=stds, capsize=4, color="tab:blue")
@@ -167,7 +169,17 @@ def main():
                         help="JSON merged into every spec last (e.g. a smaller model)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--grpo_local", default=os.path.join(ROOT, "build/local/grpo_local"))
+    parser.add_argument("--from_results", default="",
+                        help="redraw table.md and figure.png from a results.json, running nothing")
     args = parser.parse_args()
+    if args.from_results:
+        with open(args.from_results) as f:
+            results = json.load(f)
+        os.makedirs(args.out_dir, exist_ok=True)
+        k = results["runs"]["sft"][0]["eval"]["k"]
+        print(write_table(results, k, os.path.join(args.out_dir, "table.md")))
+        draw(results, os.path.join(args.out_dir, "figure.png"))
+        return
 
     chosen = args.methods.split(",")
     unknown = [m for m in chosen if m not in [key for key, _, _ in METHODS]]

@@ -1257,7 +1257,7 @@ TEST_P(LocalResumeTest, AKilledLocalJobResumesFromItsCheckpointAndFinishes) {
   auto [exit, output] = RunCommand(command);
   ASSERT_EQ(exit, 0) << output;
   EXPECT_THAT(output, HasSubstr("resuming from " + (dir / "run" / "step-2").string()));
-  EXPECT_THAT(output, HasSubstr("GRPO (after)"));
+  EXPECT_THAT(output, HasSubstr(ppo ? "PPO (after)" : "GRPO (after)"));
   const std::vector<std::string> audit = Lines(ReadFile(dir / "run" / "trained_prompts.txt"));
   // Steps 1-4 of the first run (3 and 4 after the resume point), the mark, steps 3-6.
   ASSERT_EQ(audit.size(), 4u + 1 + 4);

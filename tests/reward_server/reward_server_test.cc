@@ -10,6 +10,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <cmath>
@@ -218,7 +219,7 @@ TEST_F(RewardServerTest, ListsItsFunctions) {
   grpc::ClientContext context;
   v1::ListRewardFunctionsResponse response;
   ASSERT_TRUE(stub_->ListRewardFunctions(&context, {}, &response).ok());
-  ASSERT_EQ(response.functions_size(), 4);
+  ASSERT_EQ(response.functions_size(), 5);
   std::map<std::string, bool> steps;
   for (const auto& f : response.functions()) {
     steps[f.name()] = f.gives_step_rewards();
@@ -229,6 +230,56 @@ TEST_F(RewardServerTest, ListsItsFunctions) {
   EXPECT_FALSE(steps.at("exact_answer"));
   EXPECT_FALSE(steps.at("format"));
   EXPECT_FALSE(steps.at("overlong_penalty"));
+  EXPECT_FALSE(steps.at("code_tests"));  // served: the sandbox starts on this machine
+}
+
+// code_tests over gRPC: the tests travel with each sample, the fraction passed comes back,
+// and the server's other functions answer while code runs.
+TEST_F(RewardServerTest, CodeTestsRunsEachSamplesTestsAndOthersKeepAnswering) {
+  ASSERT_EQ(server_->code_tests_unavailable(), "");
+  v1::ScoreRequest request;
+  request.add_reward_functions()->set_name("code_tests");
+  auto* square = request.add_samples();
+  square->set_completion("```python\ndef sq(x):\n    return x * x\n```");
+  for (const char* a : {"assert sq(2) == 4", "assert sq(-3) == 9", "assert sq(0) == 1"})
+    square->mutable_tests()->add_asserts(a);
+  auto* echo = request.add_samples();
+  echo->set_completion("print(input()[::-1])\n");
+  auto* c = echo->mutable_tests()->add_cases();
+  c->set_input("abc\n");
+  c->set_output("cba");
+  v1::ScoreResponse response;
+  ASSERT_TRUE(Call(request, &response).ok());
+  ASSERT_EQ(response.scores_size(), 2);
+  EXPECT_NEAR(response.scores(0).total(), 2.0 / 3, 1e-12);
+  EXPECT_DOUBLE_EQ(response.scores(1).total(), 1.0);
+
+  // A slow program (it sleeps 2 s) does not hold up another function's call.
+  v1::ScoreRequest slow = request;
+  slow.mutable_samples()->DeleteSubrange(1, 1);
+  slow.mutable_samples(0)->set_completion("import time\ntime.sleep(2)\n");
+  std::atomic<bool> slow_done{false};
+  std::thread runner([&] {
+    v1::ScoreResponse r;
+    EXPECT_TRUE(Call(slow, &r).ok());
+    slow_done = true;
+  });
+  v1::ScoreResponse quick;
+  EXPECT_TRUE(Call(ArithmeticRequest(2), &quick).ok());
+  EXPECT_FALSE(slow_done.load());
+  runner.join();
+
+  // Bad input names the field and scores nothing.
+  v1::ScoreRequest untested = request;
+  untested.mutable_samples(1)->clear_tests();
+  grpc::Status s = Call(untested, &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("samples[1].tests"));
+  v1::ScoreRequest greedy = request;
+  (*greedy.mutable_reward_functions(0)->mutable_params())["cpu_seconds"] = 1e6;
+  s = Call(greedy, &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("cpu_seconds"));
 }
 
 // The real binary: prints its port, serves, and exits 0 on SIGTERM.

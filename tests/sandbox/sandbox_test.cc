@@ -46,9 +46,11 @@ class SandboxTest : public ::testing::Test {
     sandbox_ = *std::move(s);
   }
 
-  SandboxResult Python(const std::string& program, const std::string& stdin_text = "") {
+  // `file`: the program's name, which its processes' command lines show.
+  SandboxResult Python(const std::string& program, const std::string& stdin_text = "",
+                       const std::string& file = "main.py") {
     absl::StatusOr<SandboxResult> r =
-        sandbox_->Run({kPython, "-I", "main.py"}, {{"main.py", program}}, stdin_text);
+        sandbox_->Run({kPython, "-I", file}, {{file, program}}, stdin_text);
     EXPECT_TRUE(r.ok()) << r.status();
     return r.ok() ? *r : SandboxResult{};
   }
@@ -94,13 +96,14 @@ TEST_F(SandboxTest, SleepingPastTheDeadlineIsKilledAtIt) {
 
 TEST_F(SandboxTest, AForkBombIsContainedAndLeavesNothingBehind) {
   const std::string marker = absl::StrCat("forkbomb", getpid());
-  SandboxResult r = Python(absl::StrCat("import os, time\n# ", marker, "\n",
-                                        "while True:\n"
-                                        "    try:\n        os.fork()\n"
-                                        "    except OSError:\n        time.sleep(0.01)\n"));
+  SandboxResult r = Python("import os, time\n"
+                           "while True:\n"
+                           "    try:\n        os.fork()\n"
+                           "    except OSError:\n        time.sleep(0.01)\n",
+                           "", marker + ".py");
   EXPECT_EQ(r.outcome, SandboxOutcome::kTimeout);
   // Its init is dead, so the kernel has killed every process of its namespace.
-  EXPECT_EQ(ProcessesWith("main.py"), 0);
+  EXPECT_EQ(ProcessesWith(marker), 0);
   // And the server still starts programs.
   EXPECT_EQ(Python("print('alive')\n").out, "alive\n");
 }

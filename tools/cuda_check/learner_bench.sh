@@ -11,20 +11,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 source tools/cuda_check/torch_env.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-mkdir -p "$OUT/learner_obj"
-sources="bench/learner_bench.cc $TRAINER_SOURCES"
-for s in $sources; do
-  g++ $STD -O2 -D_GLIBCXX_USE_CXX11_ABI=$ABI -DGRPO_WITH_NCCL -DUSE_C10D_NCCL -DUSE_C10D_GLOO \
-      -DUSE_DISTRIBUTED -DGRPO_WITH_CUDA -I. -I"$DEPS/include" -isystem "$TORCH/include" \
-      -isystem "$TORCH/include/torch/csrc/api/include" -idirafter "$DEPS/fallback" -w -c "$s" \
-      -o "$OUT/learner_obj/$(echo "$s" | tr / _).o" &
-done > "$OUT/learner_bench_build.log" 2>&1
-wait
-if ! g++ "$OUT"/learner_obj/*.o -o "$OUT/learner_bench" -L"$TORCH/lib" -Wl,-rpath,"$TORCH/lib" \
-     -ltorch -ltorch_cpu -ltorch_cuda -lc10 -lc10_cuda -L"$DEPS/lib" \
-     -Wl,-rpath,"$(pwd)/$DEPS/lib" -l:libprotobuf.so.32 $absl_libs >> "$OUT/learner_bench_build.log" 2>&1; then
-  echo "learner_bench: build failed"; grep -m20 -E "error|undefined" "$OUT/learner_bench_build.log"; exit 1
-fi
+build_with_trainer learner_bench bench/learner_bench.cc || exit 1
 export LD_LIBRARY_PATH="$(pwd)/$DEPS/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 B="$OUT/learner_bench --device cuda"
 run() { echo "+ $*" >&2; timeout 150 "$@" 2>>"$OUT/learner_bench.log"; }

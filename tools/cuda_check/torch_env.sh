@@ -19,3 +19,23 @@ TRAINER_SOURCES="learner/grpo_trainer.cc learner/optimizer.cc learner/batch.cc
   learner/value_model.cc rewards/reward_model.cc model/model.cc model/model_config.cc
   model/runtime.cc model/decode_kernels.cc model/decode_attention.cc model/sampler.cc
   rl/grpo.cc rl/ppo.cc $DEPS/src/job.pb.cc"
+
+# build_with_trainer NAME MAIN: MAIN and TRAINER_SOURCES compiled in parallel (the flags of
+# run.sh, NCCL and CUDA on) and linked into $OUT/NAME; the log in $OUT/NAME_build.log.
+build_with_trainer() {
+  local name=$1 main=$2 objects="$OUT/${1}_obj" s
+  mkdir -p "$objects"
+  for s in $main $TRAINER_SOURCES; do
+    g++ $STD -O2 -D_GLIBCXX_USE_CXX11_ABI=$ABI -DGRPO_WITH_NCCL -DUSE_C10D_NCCL -DUSE_C10D_GLOO \
+        -DUSE_DISTRIBUTED -DGRPO_WITH_CUDA -I. -I"$DEPS/include" -isystem "$TORCH/include" \
+        -isystem "$TORCH/include/torch/csrc/api/include" -idirafter "$DEPS/fallback" -w -c "$s" \
+        -o "$objects/$(echo "$s" | tr / _).o" &
+  done > "$OUT/${name}_build.log" 2>&1
+  wait
+  if ! g++ "$objects"/*.o -o "$OUT/$name" -L"$TORCH/lib" -Wl,-rpath,"$TORCH/lib" \
+       -ltorch -ltorch_cpu -ltorch_cuda -lc10 -lc10_cuda -L"$DEPS/lib" \
+       -Wl,-rpath,"$(pwd)/$DEPS/lib" -l:libprotobuf.so.32 $absl_libs >> "$OUT/${name}_build.log" 2>&1; then
+    echo "$name: build failed"; grep -m20 -E "error|undefined" "$OUT/${name}_build.log"
+    return 1
+  fi
+}
