@@ -45,15 +45,14 @@ std::string ExtractCode(std::string_view completion) {
   return std::string(completion.substr(body + 1, close - body - 1));
 }
 
-CodeTestsReward::CodeTestsReward(const CodeTestsOptions& options, metrics::Registry* registry)
-    : options_(options), registry_(registry) {}
+CodeTestsReward::CodeTestsReward(const CodeTestsOptions& options) : options_(options) {}
 
 absl::StatusOr<std::unique_ptr<CodeTestsReward>> CodeTestsReward::Create(
     const CodeTestsOptions& options, metrics::Registry* registry) {
   if (options.max_concurrent < 1 || options.max_queued < 0 || options.all_passed_bonus < 0)
     return absl::InvalidArgumentError(
         "code_tests: max_concurrent >= 1, max_queued >= 0, all_passed_bonus >= 0");
-  std::unique_ptr<CodeTestsReward> r(new CodeTestsReward(options, registry));
+  std::unique_ptr<CodeTestsReward> r(new CodeTestsReward(options));
   absl::StatusOr<std::unique_ptr<Sandbox>> sandbox = Sandbox::Create(options.limits);
   if (absl::IsInvalidArgument(sandbox.status())) return sandbox.status();
   if (sandbox.ok()) {

@@ -86,7 +86,7 @@ class CodeTestsReward : public RewardFunction {
 
  private:
   struct Run;
-  CodeTestsReward(const CodeTestsOptions& options, metrics::Registry* registry);
+  explicit CodeTestsReward(const CodeTestsOptions& options);
   absl::Status Plan(const RewardInput& input, size_t sample, std::vector<Run>* runs) const;
   void Execute(Run* run, const SandboxLimits& limits) const;
   void Record(const char* outcome, double seconds) const;
@@ -94,7 +94,6 @@ class CodeTestsReward : public RewardFunction {
   const CodeTestsOptions options_;
   std::unique_ptr<Sandbox> sandbox_;
   std::string unavailable_;
-  metrics::Registry* registry_;
   metrics::Family<metrics::Counter>* executions_ = nullptr;
   metrics::Histogram* seconds_ = nullptr;
 
