@@ -419,11 +419,11 @@ absl::Status GrpoTrainer::EstimateAdvantages(std::vector<MicroBatch>& parts) con
   });
   if (!s.ok()) return s;
   if (absl::Status r = reduce(1); !r.ok()) return r;
-  const double std = std::sqrt(moments[0] / std::max(1.0, tokens - 1));
+  const double deviation = std::sqrt(moments[0] / std::max(1.0, tokens - 1));
   return CatchTorch("PPO advantage whitening", [&] {
     for (MicroBatch& mb : parts) {
       const at::Tensor mask = mb.batch.mask.to(mb.advantages.options());
-      mb.advantages = (mb.advantages - mean) / (std + 1e-8) * mask;
+      mb.advantages = (mb.advantages - mean) / (deviation + 1e-8) * mask;
     }
   });
 }
