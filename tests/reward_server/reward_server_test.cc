@@ -230,13 +230,14 @@ TEST_F(RewardServerTest, ListsItsFunctions) {
   EXPECT_FALSE(steps.at("exact_answer"));
   EXPECT_FALSE(steps.at("format"));
   EXPECT_FALSE(steps.at("overlong_penalty"));
-  EXPECT_FALSE(steps.at("code_tests"));  // served: the sandbox starts on this machine
+  EXPECT_FALSE(steps.at("code_tests"));  // listed; where no sandbox starts it refuses calls
 }
 
 // code_tests over gRPC: the tests travel with each sample, the fraction passed comes back,
 // and the server's other functions answer while code runs.
 TEST_F(RewardServerTest, CodeTestsRunsEachSamplesTestsAndOthersKeepAnswering) {
-  ASSERT_EQ(server_->code_tests_unavailable(), "");
+  if (!server_->code_tests_unavailable().empty())
+    GTEST_SKIP() << "no sandbox here: " << server_->code_tests_unavailable();
   v1::ScoreRequest request;
   request.add_reward_functions()->set_name("code_tests");
   auto* square = request.add_samples();

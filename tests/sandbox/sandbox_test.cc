@@ -42,6 +42,9 @@ class SandboxTest : public ::testing::Test {
  protected:
   void SetUp() override {
     absl::StatusOr<std::unique_ptr<Sandbox>> s = Sandbox::Create(TestLimits());
+    // A machine without user namespaces gets the refusal the product promises, never an
+    // unsandboxed run; there is nothing to contain then.
+    if (absl::IsFailedPrecondition(s.status())) GTEST_SKIP() << s.status();
     ASSERT_TRUE(s.ok()) << s.status();
     sandbox_ = *std::move(s);
   }
@@ -224,6 +227,10 @@ TEST(SandboxArgumentsTest, BadLimitsAndArgumentsAreRefused) {
   bad.memory_bytes = 1024;
   EXPECT_TRUE(absl::IsInvalidArgument(Sandbox::Create(bad).status()));
   auto sandbox = Sandbox::Create(TestLimits());
+  if (absl::IsFailedPrecondition(sandbox.status())) {
+    EXPECT_THAT(sandbox.status().message(), HasSubstr("namespaces"));  // it says why
+    GTEST_SKIP() << sandbox.status();
+  }
   ASSERT_TRUE(sandbox.ok());
   EXPECT_TRUE(absl::IsInvalidArgument((*sandbox)->Run({"python3"}, {}, "").status()));
   EXPECT_TRUE(absl::IsInvalidArgument(
