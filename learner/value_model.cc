@@ -13,7 +13,8 @@ ValueModel::ValueModel(const Transformer& policy)
 
 ValueModel::~ValueModel() = default;
 
-absl::StatusOr<std::unique_ptr<ValueModel>> ValueModel::FromPolicy(const Transformer& policy) {
+// The policy's shape, placement and compute dtype, a zero head, and no weights yet.
+absl::StatusOr<std::unique_ptr<ValueModel>> ValueModel::Placed(const Transformer& policy) {
   std::unique_ptr<ValueModel> v(new ValueModel(policy));
   const at::TensorOptions placement = policy.tensor_options();
   if (absl::Status s = v->backbone_->To(placement.device(), placement.dtype().toScalarType());
@@ -24,12 +25,18 @@ absl::StatusOr<std::unique_ptr<ValueModel>> ValueModel::FromPolicy(const Transfo
           compute == placement.dtype().toScalarType() ? at::ScalarType::Undefined : compute);
       !s.ok())
     return s;
-  if (absl::Status s = v->backbone_->CopyFrom(policy); !s.ok()) return s;
   absl::Status s = CatchTorch("the critic's head", [&] {
     v->head_weight_ = at::zeros({policy.config().d_model}, placement).requires_grad_(true);
     v->head_bias_ = at::zeros({1}, placement).requires_grad_(true);
   });
   if (!s.ok()) return s;
+  return v;
+}
+
+absl::StatusOr<std::unique_ptr<ValueModel>> ValueModel::FromPolicy(const Transformer& policy) {
+  absl::StatusOr<std::unique_ptr<ValueModel>> v = Placed(policy);
+  if (!v.ok()) return v.status();
+  if (absl::Status s = (*v)->backbone_->CopyFrom(policy); !s.ok()) return s;
   return v;
 }
 
@@ -39,7 +46,7 @@ absl::StatusOr<std::unique_ptr<ValueModel>> ValueModel::FromRewardModel(
   if (!rm.ok())
     return absl::Status(rm.status().code(),
                         absl::StrCat("ppo.critic_init ", dir, ": ", rm.status().message()));
-  absl::StatusOr<std::unique_ptr<ValueModel>> v = FromPolicy(policy);
+  absl::StatusOr<std::unique_ptr<ValueModel>> v = Placed(policy);  // its weights: the RM's
   if (!v.ok()) return v.status();
   if (absl::Status s = (*v)->backbone_->CopyFrom((*rm)->backbone()); !s.ok())
     return absl::InvalidArgumentError(absl::StrCat(

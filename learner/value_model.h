@@ -49,6 +49,7 @@ class ValueModel {
 
  private:
   explicit ValueModel(const Transformer& policy);
+  static absl::StatusOr<std::unique_ptr<ValueModel>> Placed(const Transformer& policy);
   std::unique_ptr<Transformer> backbone_;
   at::Tensor head_weight_;  // [d_model]
   at::Tensor head_bias_;    // [1]

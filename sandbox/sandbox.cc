@@ -177,7 +177,7 @@ unsigned long MountFlags(const std::string& path) {
   return flags;
 }
 
-absl::Status PlanRoot(ChildPlan* plan) {
+void PlanRoot(ChildPlan* plan) {
   const std::string root = kStaging;
   plan->dirs = {root + "/oldroot", root + "/etc", root + "/dev", root + "/proc"};
   plan->proc = root + "/proc";
@@ -209,7 +209,6 @@ absl::Status PlanRoot(ChildPlan* plan) {
   plan->tmp_options =
       absl::StrCat("size=", std::max<int64_t>(4 * plan->limits.file_bytes, 1 << 16),
                    ",mode=0777,nr_inodes=256");
-  return absl::OkStatus();
 }
 
 absl::Status WriteFile(const std::string& path, const std::string& text) {
@@ -324,7 +323,7 @@ absl::StatusOr<SandboxResult> Sandbox::Run(const std::vector<std::string>& argv,
   // --- The plan.
   ChildPlan plan;
   plan.limits = limits;
-  if (absl::Status s = PlanRoot(&plan); !s.ok()) return s;
+  PlanRoot(&plan);
   plan.argv_storage = argv;
   plan.env_storage = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8"};
   for (std::string& a : plan.argv_storage) plan.argv.push_back(a.data());
