@@ -657,6 +657,7 @@ grpc::Status CoordinatorServiceImpl::LeasePrompts(grpc::ServerContext* context,
     lease->set_prompt_id(TrainPromptId(w.cursor));
     lease->set_prompt(example.prompt);
     lease->set_answer(example.answer);
+    if (HasTests(example)) *lease->mutable_tests() = example.tests;
     lease->set_deadline_unix_ms(deadline);
     lease->set_min_policy_version(w.min_policy_version);
   }

@@ -115,10 +115,19 @@ absl::StatusOr<Example> ParseLine(const std::string& path, int lineno, std::stri
   if (Trim(record.prompt()).empty()) {
     return LineError(path, lineno, "missing or empty string field \"prompt\"");
   }
-  if (Trim(record.answer()).empty()) {
-    return LineError(path, lineno, "missing or empty string field \"answer\"");
+  const v1::CodeTests& tests = record.tests();
+  const int num_tests = tests.asserts_size() + tests.cases_size();
+  if (Trim(record.answer()).empty() && num_tests == 0) {
+    return LineError(path, lineno,
+                     "missing or empty string field \"answer\" (and no \"tests\")");
   }
+  if (num_tests > 256)
+    return LineError(path, lineno, absl::StrFormat("\"tests\" has %d tests; at most 256", num_tests));
+  for (int i = 0; i < tests.asserts_size(); ++i)
+    if (Trim(tests.asserts(i)).empty())
+      return LineError(path, lineno, absl::StrFormat("tests.asserts[%d] is blank", i));
   Example example;
+  example.tests = tests;
   example.prompt = record.prompt();
   example.solution = record.solution();
   const std::string_view answer = record.answer();
@@ -217,6 +226,55 @@ absl::StatusOr<std::vector<PreferencePair>> LoadPreferenceJsonl(const std::strin
   return pairs;
 }
 
+absl::StatusOr<std::vector<StepLabelledExample>> LoadStepJsonl(const std::string& path,
+                                                               const StepRule& rule) {
+  std::vector<StepLabelledExample> examples;
+  absl::Status status = ForEachJsonlLine(path, [&](int lineno, std::string_view line) {
+    grpo::v1::StepLabelledRecord record;
+    google::protobuf::util::JsonParseOptions options;
+    options.ignore_unknown_fields = false;
+    const auto parsed = google::protobuf::util::JsonStringToMessage(
+        google::protobuf::StringPiece(line.data(), line.size()), &record, options);
+    if (!parsed.ok()) {
+      const auto message = parsed.message();
+      return LineError(path, lineno,
+                       absl::StrFormat("not a valid step-labelled object: %s",
+                                       std::string(message.data(), message.size())));
+    }
+    if (Trim(record.prompt()).empty())
+      return LineError(path, lineno, "missing or empty string field \"prompt\"");
+    if (record.steps().empty()) return LineError(path, lineno, "no \"steps\"");
+    if (record.labels_size() != record.steps_size())
+      return LineError(path, lineno,
+                       absl::StrFormat("%d labels for %d steps: one label per step",
+                                       record.labels_size(), record.steps_size()));
+    StepLabelledExample example;
+    for (int i = 0; i < record.labels_size(); ++i) {
+      if (record.labels(i) != 0 && record.labels(i) != 1)
+        return LineError(path, lineno,
+                         absl::StrFormat("labels[%d] = %d: must be 0 (wrong) or 1 (right)", i,
+                                         record.labels(i)));
+      example.labels.push_back(record.labels(i));
+    }
+    absl::StatusOr<std::string> completion = JoinSteps(
+        std::vector<std::string>(record.steps().begin(), record.steps().end()), rule);
+    if (!completion.ok())
+      return LineError(path, lineno, std::string(completion.status().message()));
+    example.prompt = record.prompt();
+    example.completion = *std::move(completion);
+    example.step_ends = StepEnds(example.completion, rule);
+    if (example.step_ends.size() != example.labels.size())
+      return LineError(path, lineno,
+                       absl::StrFormat("the %s rule splits the steps into %d, not %d",
+                                       StepRuleName(rule), example.step_ends.size(),
+                                       example.labels.size()));
+    examples.push_back(std::move(example));
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return examples;
+}
+
 std::vector<PreferencePair> ArithmeticPreferences(const std::vector<Problem>& problems,
                                                   uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -246,7 +304,7 @@ std::vector<Example> ToExamples(const std::vector<Problem>& problems) {
   std::vector<Example> examples;
   examples.reserve(problems.size());
   for (const Problem& p : problems) {
-    examples.push_back(Example{p.prompt, p.answer, p.solution});
+    examples.push_back(Example{p.prompt, p.answer, p.solution, {}});
   }
   return examples;
 }

@@ -1,10 +1,14 @@
 // Training/evaluation examples: loading user JSONL, wrapping the built-in arithmetic task,
 // and reading a final numeric answer out of model text.
 //
-// JSONL contract (LoadJsonl): one JSON object per line with string fields "prompt" and
-// "answer" and an optional string "solution". Blank lines are skipped. Any other line that
-// is not such an object (bad JSON, a missing or empty prompt/answer, a non-string value, an
-// unknown field) fails the whole load with INVALID_ARGUMENT "<path>:<line>: <reason>";
+// JSONL contract (LoadJsonl): one JSON object per line with a string field "prompt", a
+// string "answer" and/or an object "tests", and an optional string "solution". "tests" is
+// a code problem's tests (grpo.v1.CodeTests: {"language": "python", "asserts": ["assert
+// f(1) == 2"], "cases": [{"input": "1 2", "output": "3"}]}), at most 256 of them, no
+// assert blank. Blank lines are skipped. Any other line that is not
+// such an object (bad JSON, a missing or empty prompt, neither an answer nor a test, a
+// non-string value, an unknown field) fails the whole load with INVALID_ARGUMENT
+// "<path>:<line>: <reason>";
 // nothing is partially returned. Parsing is protobuf's JSON parser into
 // grpo.v1.ExampleRecord, which tolerates a trailing comma and takes the last of duplicate
 // keys. A UTF-8 byte-order mark on the first line is ignored. An empty file yields no
@@ -29,6 +33,8 @@
 
 #include "absl/status/statusor.h"
 #include "data/arithmetic_task.h"
+#include "data/step_split.h"
+#include "grpo/v1/code_tests.pb.h"
 
 namespace grpo {
 
@@ -36,7 +42,13 @@ struct Example {
   std::string prompt;
   std::string answer;
   std::string solution;  // optional reference worked solution, may be empty
+  v1::CodeTests tests;   // a code problem's tests (no asserts or cases: none)
 };
+
+// True if `example` carries tests for code_tests.
+inline bool HasTests(const Example& example) {
+  return example.tests.asserts_size() + example.tests.cases_size() > 0;
+}
 
 absl::StatusOr<std::vector<Example>> LoadJsonl(const std::string& path);
 
@@ -56,6 +68,22 @@ struct PreferencePair {
 // JSONL with string fields prompt, chosen, rejected (all required, non-empty); errors name
 // path:line as LoadJsonl's do.
 absl::StatusOr<std::vector<PreferencePair>> LoadPreferenceJsonl(const std::string& path);
+
+// A completion with a correctness label per step, for process reward-model training: the
+// steps joined by `rule` (data/step_split.h) and each step's end in it.
+struct StepLabelledExample {
+  std::string prompt;
+  std::string completion;
+  std::vector<int> step_ends;  // byte index of each step's last byte in completion
+  std::vector<int> labels;     // 1 = the step is right, 0 = wrong; one per step
+};
+
+// PRM800K-style JSONL: {"prompt": "...", "steps": ["...", ...], "labels": [1, 0, ...]},
+// one label (0 or 1) per step. Errors name path:line as LoadJsonl's do: labels that do
+// not match the steps, a label other than 0/1, an empty step, a step the rule would split
+// differently (it holds the delimiter).
+absl::StatusOr<std::vector<StepLabelledExample>> LoadStepJsonl(const std::string& path,
+                                                               const StepRule& rule);
 
 // Synthetic preferences from worked arithmetic solutions: chosen = the solution; rejected =
 // the same solution with one step's result or the final answer off by a small amount.

@@ -5,10 +5,32 @@
 
 #include "absl/strings/str_cat.h"
 #include "data/arithmetic_task.h"
+#include "data/code_task.h"
 
 namespace grpo {
+namespace {
 
-absl::StatusOr<JobData> LoadJobData(const v1::JobSpec& spec) {
+// Every example of `examples` carries what the spec's rewards read (the reward server's
+// ListRewardFunctions says the same per function: "reference_answer", "tests").
+absl::Status CheckReferences(const v1::JobSpec& spec, const std::string& source,
+                             const std::vector<Example>& examples) {
+  for (const v1::RewardFunctionSpec& r : spec.rewards()) {
+    const bool needs_answer = r.name() == "exact_answer" || r.name() == "arithmetic_steps";
+    const bool needs_tests = r.name() == "code_tests";
+    for (size_t i = 0; i < examples.size(); ++i) {
+      if (needs_answer && examples[i].answer.empty())
+        return absl::InvalidArgumentError(absl::StrCat(
+            source, ": example ", i + 1, " has no \"answer\", which the ", r.name(),
+            " reward needs"));
+      if (needs_tests && !HasTests(examples[i]))
+        return absl::InvalidArgumentError(absl::StrCat(
+            source, ": example ", i + 1, " has no \"tests\", which the code_tests reward needs"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<JobData> LoadData(const v1::JobSpec& spec) {
   JobData data;
   const v1::DatasetSpec& d = spec.dataset();
   if (d.kind() == "arithmetic") {
@@ -23,6 +45,12 @@ absl::StatusOr<JobData> LoadJobData(const v1::JobSpec& spec) {
     data.held_out = ToExamples(task->HeldOutSet(spec.eval().num_prompts()));
     return data;
   }
+  if (d.kind() == "code") {
+    data.train = CodeTrainSet();
+    data.held_out = CodeHeldOutSet();
+    data.held_out.resize(std::min<size_t>(data.held_out.size(), spec.eval().num_prompts()));
+    return data;
+  }
   absl::StatusOr<std::vector<Example>> train = LoadJsonl(d.train_path());
   if (!train.ok()) return train.status();
   if (train->empty())
@@ -34,6 +62,24 @@ absl::StatusOr<JobData> LoadJobData(const v1::JobSpec& spec) {
     held_out->resize(std::min<size_t>(held_out->size(), spec.eval().num_prompts()));
     data.held_out = std::move(*held_out);
   }
+  return data;
+}
+
+}  // namespace
+
+absl::StatusOr<JobData> LoadJobData(const v1::JobSpec& spec) {
+  absl::StatusOr<JobData> data = LoadData(spec);
+  if (!data.ok()) return data.status();
+  const v1::DatasetSpec& d = spec.dataset();
+  const bool files = d.kind() == "jsonl";
+  if (absl::Status s = CheckReferences(
+          spec, files ? "dataset.train_path " + d.train_path() : "dataset " + d.kind(), data->train);
+      !s.ok())
+    return s;
+  if (absl::Status s = CheckReferences(
+          spec, files ? "dataset.eval_path " + d.eval_path() : "dataset " + d.kind(), data->held_out);
+      !s.ok())
+    return s;
   return data;
 }
 

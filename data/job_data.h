@@ -21,7 +21,10 @@ struct JobData {
   std::vector<Example> held_out;
 };
 
-// The built-in arithmetic task or the spec's JSONL files; errors name the file and line.
+// The built-in arithmetic or code task or the spec's JSONL files; errors name the file and
+// line. Every example must carry what the spec's rewards read: an answer for exact_answer
+// (and the answer-based functions), tests for code_tests; else INVALID_ARGUMENT naming the
+// file and the example.
 absl::StatusOr<JobData> LoadJobData(const v1::JobSpec& resolved);
 
 // The data cursor: the N-th training prompt of a job is train[order[N % size]], with

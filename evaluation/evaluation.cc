@@ -3,8 +3,10 @@
 #include <map>
 #include <string>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "model/sampler.h"
+#include "rewards/code_tests.h"
 
 namespace grpo {
 namespace {
@@ -15,6 +17,41 @@ std::string CanonicalAnswer(const std::string& completion) {
   if (!answer.ok()) return "";
   absl::StatusOr<std::string> normal = NormalizeNumber(*answer);
   return normal.ok() ? *normal : *answer;
+}
+
+// One completion judged: what majority voting compares ("" casts no vote) and whether it
+// is correct.
+struct Verdict {
+  std::string key;
+  bool correct = false;
+};
+
+// Every completion of `texts` (of `example`), judged by answer or by tests.
+absl::StatusOr<std::vector<Verdict>> Judge(const Example& example,
+                                           const std::vector<std::string>& texts,
+                                           const RewardFunction* tests_judge) {
+  std::vector<Verdict> verdicts(texts.size());
+  if (!HasTests(example)) {
+    for (size_t i = 0; i < texts.size(); ++i) {
+      verdicts[i].key = CanonicalAnswer(texts[i]);
+      verdicts[i].correct =
+          !verdicts[i].key.empty() && NumbersEqual(verdicts[i].key, example.answer);
+    }
+    return verdicts;
+  }
+  if (tests_judge == nullptr)
+    return absl::InvalidArgumentError(
+        "evaluation: an example has tests but no judge runs them (add a code_tests reward)");
+  std::vector<RewardInput> inputs;
+  for (const std::string& text : texts)
+    inputs.push_back(RewardInput{example.prompt, text, example.answer, &example.tests});
+  absl::StatusOr<std::vector<RewardOutput>> scored = tests_judge->ScoreBatch(inputs);
+  if (!scored.ok()) return scored.status();
+  for (size_t i = 0; i < texts.size(); ++i) {
+    verdicts[i].key = std::string(absl::StripAsciiWhitespace(ExtractCode(texts[i])));
+    verdicts[i].correct = (*scored)[i].reward >= 1.0;
+  }
+  return verdicts;
 }
 
 }  // namespace
@@ -55,27 +92,29 @@ absl::StatusOr<EvalResult> Evaluate(const Transformer& policy, const TextTokeniz
     if (!greedy.ok()) return greedy.status();
 
     for (size_t i = begin; i < end; ++i) {
-      const std::string& reference = examples[i].answer;
-      int correct = 0;
-      std::map<std::string, int> votes;
-      std::string voted;
+      std::vector<std::string> texts;
       for (int j = 0; j < o.k; ++j) {
         std::vector<int32_t> ids = sampled->Completion((i - begin) * o.k + j);
         completion_tokens += ids.size();
         ++completions;
-        std::string answer = CanonicalAnswer(tokenizer.Decode(ids));
-        if (!answer.empty() && NumbersEqual(answer, reference)) ++correct;
+        texts.push_back(tokenizer.Decode(ids));
+      }
+      texts.push_back(tokenizer.Decode(greedy->Completion(i - begin)));
+      absl::StatusOr<std::vector<Verdict>> verdicts = Judge(examples[i], texts, o.tests_judge);
+      if (!verdicts.ok()) return verdicts.status();
+      int correct = 0;
+      std::map<std::string, int> votes;
+      const Verdict* voted = nullptr;
+      for (int j = 0; j < o.k; ++j) {
+        const Verdict& v = (*verdicts)[j];
+        correct += v.correct;
         // Ties go to the answer that reached the count first.
-        if (!answer.empty() && ++votes[answer] > (voted.empty() ? 0 : votes[voted]))
-          voted = answer;
+        if (!v.key.empty() && ++votes[v.key] > (voted ? votes[voted->key] : 0)) voted = &v;
       }
       r.pass_at_1 += static_cast<double>(correct) / o.k;
       r.pass_at_k += correct > 0 ? 1 : 0;
-      r.maj_at_k += !voted.empty() && NumbersEqual(voted, reference) ? 1 : 0;
-      std::string greedy_answer =
-          CanonicalAnswer(tokenizer.Decode(greedy->Completion(i - begin)));
-      r.greedy_accuracy +=
-          !greedy_answer.empty() && NumbersEqual(greedy_answer, reference) ? 1 : 0;
+      r.maj_at_k += voted != nullptr && voted->correct ? 1 : 0;
+      r.greedy_accuracy += verdicts->back().correct ? 1 : 0;
     }
   }
   const double n = examples.size();

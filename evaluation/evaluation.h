@@ -1,7 +1,10 @@
-// Held-out evaluation: k samples per prompt at a temperature plus one greedy decode, scored
-// by exact answer. Reports pass@1 (mean correctness of the k samples), pass@k (any of k
-// correct), maj@k (the most frequent final answer among the k is correct) and greedy
-// accuracy. Deterministic for a given seed.
+// Held-out evaluation: k samples per prompt at a temperature plus one greedy decode. A
+// completion of an example with an answer is correct when its final answer equals it
+// (data/dataset.h); one of an example with tests when it passes every test, as judged by
+// options.tests_judge (code_tests: a reward of at least 1). Reports pass@1 (mean
+// correctness of the k samples), pass@k (any of k correct), maj@k (the most frequent final
+// answer, or program text, among the k is correct) and greedy accuracy. Deterministic for
+// a given seed when the judge is.
 #ifndef GRPO_EVALUATION_EVALUATION_H_
 #define GRPO_EVALUATION_EVALUATION_H_
 
@@ -11,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "data/dataset.h"
 #include "model/model.h"
+#include "rewards/rewards.h"
 #include "tokenizer/text_tokenizer.h"
 
 namespace grpo {
@@ -21,6 +25,9 @@ struct EvalOptions {
   int max_new_tokens = 48;
   int prompts_per_batch = 32;  // bounds the decode batch at prompts_per_batch * k rows
   uint64_t seed = 0;
+  // Judges examples with tests (not owned; required when one has tests, else
+  // INVALID_ARGUMENT).
+  const RewardFunction* tests_judge = nullptr;
 };
 
 struct EvalResult {

@@ -16,6 +16,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "base/file.h"
+#include "data/step_split.h"
+#include "rewards/code_tests.h"
 #include "rewards/rewards.h"
 #include "tokenizer/tokenizer.h"
 
@@ -408,18 +410,34 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
     RETURN_IF_ERROR(InRange("dataset.arithmetic.min_ops", a.min_ops(), 1, 16));
     RETURN_IF_ERROR(InRange("dataset.arithmetic.max_ops", a.max_ops(), a.min_ops(), 16));
     RETURN_IF_ERROR(InRange("dataset.arithmetic.max_operand", a.max_operand(), 1, 1e6));
+  } else if (d.kind() == "code") {
+    // The built-in code task (data/code_task.h) has no settings.
   } else if (d.kind() == "jsonl") {
     if (d.train_path().empty())
       return absl::InvalidArgumentError("dataset.train_path: required when kind is jsonl");
   } else {
     return Bad("dataset.kind", absl::StrCat("\"", d.kind(), "\""),
-               "must be \"arithmetic\" or \"jsonl\"");
+               "must be \"arithmetic\", \"code\" or \"jsonl\"");
   }
 
   if (s.rewards_size() == 0)
     return absl::InvalidArgumentError("rewards: at least one reward function is required");
   for (int i = 0; i < s.rewards_size(); ++i) {
     const v1::RewardFunctionSpec& r = s.rewards(i);
+    if (r.has_step_delimiter()) {
+      if (absl::StatusOr<StepRule> rule = ParseStepRule(r.step_delimiter()); !rule.ok())
+        return absl::InvalidArgumentError(
+            absl::StrCat("rewards[", i, "].step_delimiter: ", rule.status().message()));
+      // A process reward model's own rule is in its directory (checked where it loads).
+      if (r.name() != "process_reward_model") {
+        absl::StatusOr<std::unique_ptr<RewardFunction>> fn = MakeRewardFunction(
+            r.name(), RewardParams(r.params().begin(), r.params().end()));
+        absl::Status s = fn.ok() ? CheckStepDelimiter(r.step_delimiter(), **fn)
+                                 : absl::InvalidArgumentError(absl::StrCat(
+                                       "step_delimiter: ", r.name(), " gives no step rewards"));
+        if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("rewards[", i, "].", s.message()));
+      }
+    }
     if (r.name() == "reward_model" || r.name() == "process_reward_model") {
       if (r.model_dir().empty())
         return absl::InvalidArgumentError(absl::StrCat(
@@ -428,6 +446,14 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
       continue;
     }
     const RewardParams params(r.params().begin(), r.params().end());
+    if (r.name() == "code_tests") {
+      if (absl::StatusOr<CodeTestsCall> call = CodeTestsCallFromParams(params, CodeTestsOptions());
+          !call.ok())
+        return absl::InvalidArgumentError(
+            absl::StrCat("rewards[", i, "].params: ", call.status().message()));
+      RETURN_IF_ERROR(InRange(absl::StrCat("rewards[", i, "].weight"), r.weight(), 0, 1e6));
+      continue;
+    }
     if (absl::StatusOr<std::unique_ptr<RewardFunction>> fn = MakeRewardFunction(r.name(), params);
         !fn.ok()) {
       const std::vector<std::string> known = RewardFunctionNames();

@@ -18,6 +18,7 @@
 #include "jobspec/job_spec.h"
 #include "learner/checkpoint.h"
 #include "learner/job_phases.h"
+#include "rewards/code_tests.h"
 
 namespace grpo {
 namespace {
@@ -64,14 +65,36 @@ class Driver {
   void Evaluate(const std::string& label, std::optional<EvalResult>* out) {
     Report(v1::JOB_PHASE_EVAL, last_line_);  // the phase says what happens now
     const auto start = Clock::now();
+    EvalOptions options = EvalOptionsFromSpec(spec_);
+    absl::StatusOr<const RewardFunction*> judge = TestsJudge();
+    if (!judge.ok()) {
+      prepared_ = judge.status();
+      return;
+    }
+    options.tests_judge = *judge;
     absl::StatusOr<EvalResult> r =
-        grpo::Evaluate(policy_, *in_.tokenizer, in_.data->held_out, EvalOptionsFromSpec(spec_));
+        grpo::Evaluate(policy_, *in_.tokenizer, in_.data->held_out, options);
     if (!r.ok()) {
       prepared_ = r.status();
       return;
     }
     if (out) *out = *r;
     Line(v1::JOB_PHASE_EVAL, EvalLine(label, *r, SecondsSince(start)));
+  }
+
+  // Held-out examples with tests are judged by a code_tests function of this process's own
+  // (its sandbox), with the spec's code_tests settings; made on first use.
+  absl::StatusOr<const RewardFunction*> TestsJudge() {
+    if (tests_judge_) return tests_judge_.get();
+    const auto& held_out = in_.data->held_out;
+    if (std::none_of(held_out.begin(), held_out.end(), HasTests)) return nullptr;
+    RewardParams params;
+    for (const v1::RewardFunctionSpec& r : spec_.rewards())
+      if (r.name() == "code_tests") params = RewardParams(r.params().begin(), r.params().end());
+    absl::StatusOr<std::unique_ptr<RewardFunction>> judge = MakeCodeTestsFunction(params);
+    if (!judge.ok()) return judge.status();
+    tests_judge_ = std::move(*judge);
+    return tests_judge_.get();
   }
 
   void Line(v1::JobPhase phase, const std::string& line) {
@@ -323,6 +346,7 @@ class Driver {
   int step_ = 0, first_step_ = 0;
   std::string before_json_;  // the starting policy's evaluation, for eval.json
   std::string last_line_;
+  std::unique_ptr<RewardFunction> tests_judge_;  // TestsJudge
   std::ofstream metrics_, trained_prompts_;
   const Clock::time_point job_start_ = Clock::now();
   Clock::time_point grpo_start_, last_step_end_, last_checkpoint_;

@@ -27,6 +27,7 @@ class CoalescingRewardFunction : public RewardFunction {
 
   std::string_view name() const override { return inner_->name(); }
   bool gives_step_rewards() const override { return inner_->gives_step_rewards(); }
+  std::string step_rule() const override { return inner_->step_rule(); }
   absl::StatusOr<RewardOutput> Score(const RewardInput& input) const override;
   absl::StatusOr<std::vector<RewardOutput>> ScoreBatch(
       const std::vector<RewardInput>& inputs) const override;

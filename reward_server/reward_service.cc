@@ -54,8 +54,9 @@ const std::vector<FunctionInfo>& Infos() {
        /*gives_step_rewards=*/false,
        /*needs_model=*/true},
       {"process_reward_model",
-       "the same model read at the token ending each line: a reward per step, their mean as "
-       "the outcome",
+       "the same model read at the token ending each step (the model's step rule; P(step "
+       "right) for a model trained on step labels): a reward per step, their mean as the "
+       "outcome",
        {"prompt", "completion"},
        /*gives_step_rewards=*/true,
        /*needs_model=*/true},
@@ -125,6 +126,8 @@ grpc::Status RewardServiceImpl::Score(grpc::ServerContext* context,
         return Invalid(absl::StrCat("reward_functions[", i, "]: ", made.status().message()));
       fn = std::move(*made);
     }
+    if (absl::Status s = CheckStepDelimiter(f.step_delimiter(), *fn); !s.ok())
+      return Invalid(absl::StrCat("reward_functions[", i, "].", s.message()));
     functions.push_back({std::move(fn), f.has_weight() ? f.weight() : 1.0});
   }
   absl::StatusOr<CompositeReward> reward = CompositeReward::CreateFromFunctions(std::move(functions));
@@ -175,16 +178,10 @@ grpc::Status RewardServiceImpl::Score(grpc::ServerContext* context,
                                        request->samples_size(), " samples"));
     const int end = std::min(request->samples_size(), begin + kChunk);
     std::vector<RewardInput> inputs;
-    std::vector<CodeTestsView> tests(end - begin);
     for (int i = begin; i < end; ++i) {
       const v1::RewardSample& s = request->samples(i);
-      inputs.push_back(RewardInput{s.prompt(), s.completion(), s.reference_answer()});
-      if (!needs_tests) continue;
-      CodeTestsView& view = tests[i - begin];
-      view.language = s.tests().language();
-      for (const std::string& a : s.tests().asserts()) view.asserts.push_back(a);
-      for (const v1::CodeTestCase& c : s.tests().cases()) view.cases.push_back({c.input(), c.output()});
-      inputs.back().tests = &view;
+      inputs.push_back(RewardInput{s.prompt(), s.completion(), s.reference_answer(),
+                                   needs_tests ? &s.tests() : nullptr});
     }
     absl::StatusOr<std::vector<CompositeOutput>> outs = reward->ScoreBatch(inputs);
     if (!outs.ok())

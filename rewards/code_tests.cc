@@ -76,10 +76,11 @@ absl::StatusOr<std::unique_ptr<CodeTestsReward>> CodeTestsReward::Create(
 
 absl::Status CodeTestsReward::Plan(const RewardInput& input, size_t sample,
                                    std::vector<Run>* runs) const {
-  const CodeTestsView* tests = input.tests;
-  if (tests == nullptr || (tests->asserts.empty() && tests->cases.empty()))
+  const v1::CodeTests* tests = input.tests;
+  if (tests == nullptr || (tests->asserts().empty() && tests->cases().empty()))
     return absl::InvalidArgumentError("code_tests: the sample has no tests (asserts or cases)");
-  const std::string_view name = tests->language.empty() ? "python" : tests->language;
+  const std::string_view name =
+      tests->language().empty() ? std::string_view("python") : std::string_view(tests->language());
   const CodeLanguage* language = nullptr;
   for (const CodeLanguage& l : CodeLanguages())
     if (l.name == name) language = &l;
@@ -88,7 +89,7 @@ absl::Status CodeTestsReward::Plan(const RewardInput& input, size_t sample,
         absl::StrCat("code_tests: language \"", A(name), "\" is not one of this server's"));
   const std::string code = ExtractCode(input.completion);
   thread_local std::mt19937_64 rng{std::random_device{}()};
-  for (std::string_view test : tests->asserts) {
+  for (std::string_view test : tests->asserts()) {
     Run run;
     run.sample = sample;
     run.language = language;
@@ -96,14 +97,14 @@ absl::Status CodeTestsReward::Plan(const RewardInput& input, size_t sample,
     run.program = absl::StrCat(code, "\n\n", A(test), "\nprint(\"", run.nonce, "\")\n");
     runs->push_back(std::move(run));
   }
-  for (const CodeTestCase& c : tests->cases) {
+  for (const v1::CodeTestCase& c : tests->cases()) {
     Run run;
     run.sample = sample;
     run.language = language;
     run.io = true;
     run.program = code;
-    run.stdin_text = std::string(c.input);
-    run.expected = std::string(absl::StripAsciiWhitespace(A(c.output)));
+    run.stdin_text = c.input();
+    run.expected = std::string(absl::StripAsciiWhitespace(A(c.output())));
     runs->push_back(std::move(run));
   }
   return absl::OkStatus();
@@ -144,8 +145,13 @@ absl::StatusOr<std::vector<RewardOutput>> CodeTestsReward::ScoreBatch(
 }
 
 absl::StatusOr<CodeTestsCall> CodeTestsReward::CallFromParams(const RewardParams& params) const {
-  CodeTestsCall call{options_.limits, options_.all_passed_bonus};
-  const SandboxLimits& most = options_.limits;
+  return CodeTestsCallFromParams(params, options_);
+}
+
+absl::StatusOr<CodeTestsCall> CodeTestsCallFromParams(const RewardParams& params,
+                                                      const CodeTestsOptions& server) {
+  CodeTestsCall call{server.limits, server.all_passed_bonus};
+  const SandboxLimits& most = server.limits;
   for (const auto& [name, value] : params) {
     double limit = 0, *seconds = nullptr;
     int64_t* bytes = nullptr;
@@ -171,7 +177,7 @@ absl::StatusOr<CodeTestsCall> CodeTestsReward::CallFromParams(const RewardParams
     if (!(value > 0 && value <= limit))
       return absl::InvalidArgumentError(absl::StrCat("code_tests: ", name, " = ", value,
                                                      " must be in (0, ", limit,
-                                                     "], this server's limit"));
+                                                     "], the reward server's limit"));
     if (seconds) *seconds = value;
     if (bytes) *bytes = static_cast<int64_t>(value * scale);
     if (count) *count = static_cast<int>(value);
@@ -209,6 +215,14 @@ class BoundCodeTests : public RewardFunction {
 std::unique_ptr<RewardFunction> CodeTestsReward::Bind(std::shared_ptr<const CodeTestsReward> reward,
                                                       const CodeTestsCall& call) {
   return std::make_unique<BoundCodeTests>(std::move(reward), call);
+}
+
+absl::StatusOr<std::unique_ptr<RewardFunction>> MakeCodeTestsFunction(const RewardParams& params) {
+  absl::StatusOr<std::unique_ptr<CodeTestsReward>> reward = CodeTestsReward::Create(CodeTestsOptions());
+  if (!reward.ok()) return reward.status();
+  absl::StatusOr<CodeTestsCall> call = (*reward)->CallFromParams(params);
+  if (!call.ok()) return call.status();
+  return CodeTestsReward::Bind(std::move(*reward), *call);
 }
 
 absl::StatusOr<std::vector<RewardOutput>> CodeTestsReward::ScoreBatchWith(

@@ -49,6 +49,12 @@ struct CodeTestsCall {
   double all_passed_bonus = 0;
 };
 
+// `server`'s settings with the job spec's `params` applied; INVALID_ARGUMENT naming an
+// unknown parameter or one past the server's limit. Job validation calls it with the
+// default options (the reward server's default flags).
+absl::StatusOr<CodeTestsCall> CodeTestsCallFromParams(const RewardParams& params,
+                                                      const CodeTestsOptions& server);
+
 // The interpreters, by language name: how to run a program file.
 struct CodeLanguage {
   std::string name;
@@ -75,8 +81,7 @@ class CodeTestsReward : public RewardFunction {
   // Why the sandbox is unavailable here (empty when it works).
   const std::string& unavailable() const { return unavailable_; }
 
-  // The server's settings with `params` applied; INVALID_ARGUMENT naming an unknown
-  // parameter or one past the server's limit.
+  // CodeTestsCallFromParams with this reward's options.
   absl::StatusOr<CodeTestsCall> CallFromParams(const RewardParams& params) const;
   absl::StatusOr<std::vector<RewardOutput>> ScoreBatchWith(const std::vector<RewardInput>& inputs,
                                                            const CodeTestsCall& call) const;
@@ -101,6 +106,12 @@ class CodeTestsReward : public RewardFunction {
   mutable int running_ ABSL_GUARDED_BY(mu_) = 0;
   mutable int queued_ ABSL_GUARDED_BY(mu_) = 0;
 };
+
+// A code_tests function of its own (default options, `params` applied as a job spec's),
+// for processes that score in-process: grpo_local's rollouts and held-out evaluation.
+// Where the sandbox cannot start, it is still made and every call gets
+// FAILED_PRECONDITION with the reason.
+absl::StatusOr<std::unique_ptr<RewardFunction>> MakeCodeTestsFunction(const RewardParams& params);
 
 }  // namespace grpo
 

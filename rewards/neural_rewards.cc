@@ -1,55 +1,31 @@
 #include "rewards/neural_rewards.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "rewards/code_tests.h"
 
 namespace grpo {
 namespace {
 
-// prompt + completion as tokens; EncodeStrict so nothing unrepresentable is scored silently.
-absl::StatusOr<std::vector<int32_t>> Encode(const CharTokenizer& tokenizer,
-                                            const RewardInput& input) {
-  absl::StatusOr<std::vector<int32_t>> prompt = tokenizer.EncodeStrict(input.prompt);
-  if (!prompt.ok()) return prompt.status();
-  absl::StatusOr<std::vector<int32_t>> completion = tokenizer.EncodeStrict(input.completion);
-  if (!completion.ok()) return completion.status();
-  prompt->insert(prompt->end(), completion->begin(), completion->end());
-  if (prompt->empty()) return absl::InvalidArgumentError("prompt and completion are both empty");
-  return prompt;
-}
-
 // Where each function reads the model: the last token (outcome) or each step's end.
 struct ReadPoints {
-  std::vector<int> positions;  // into prompt + completion
-  std::vector<int> step_ends;  // into the completion; empty for the outcome model
+  std::vector<int> positions;  // into the encoded sample
+  std::vector<int> step_ends;  // byte offsets into the completion; empty for the outcome model
 };
-
-ReadPoints OutcomePoints(const RewardInput& input) {
-  return {{static_cast<int>(input.prompt.size() + input.completion.size()) - 1}, {}};
-}
-
-// Step ends: each newline of the completion, and its last character if that is not one.
-ReadPoints StepPoints(const RewardInput& input) {
-  ReadPoints points;
-  for (size_t i = 0; i < input.completion.size(); ++i) {
-    if (input.completion[i] == '\n' || i + 1 == input.completion.size()) {
-      points.step_ends.push_back(static_cast<int>(i));
-      points.positions.push_back(static_cast<int>(input.prompt.size() + i));
-    }
-  }
-  return points;
-}
 
 // Scores every input at its read points, `kChunk` sequences per forward pass, and turns
 // them into outputs: the single score (outcome) or a step reward per end and their mean.
-absl::StatusOr<std::vector<RewardOutput>> ScoreWithModel(
-    const RewardModel& model, const CharTokenizer& tokenizer,
-    const std::vector<RewardInput>& inputs, ReadPoints (*points_of)(const RewardInput&)) {
+// A model trained on step labels gives P(step right), σ of its score.
+absl::StatusOr<std::vector<RewardOutput>> ScoreWithModel(const RewardModel& model,
+                                                         const std::vector<RewardInput>& inputs,
+                                                         bool at_steps) {
   constexpr size_t kChunk = 64;  // bounds activation memory per pass
+  const bool probability = model.objective() == RewardObjective::kStepCrossEntropy;
   std::vector<RewardOutput> outputs(inputs.size());
   for (size_t begin = 0; begin < inputs.size(); begin += kChunk) {
     const size_t end = std::min(inputs.size(), begin + kChunk);
@@ -58,11 +34,25 @@ absl::StatusOr<std::vector<RewardOutput>> ScoreWithModel(
     std::vector<ReadPoints> points;
     std::vector<size_t> rows;
     for (size_t i = begin; i < end; ++i) {
-      ReadPoints p = points_of(inputs[i]);
-      if (p.positions.empty()) continue;  // nothing generated, nothing to judge: 0
-      absl::StatusOr<std::vector<int32_t>> ids = Encode(tokenizer, inputs[i]);
-      if (!ids.ok()) return ids.status();
-      sequences.push_back(*std::move(ids));
+      if (at_steps && inputs[i].completion.empty()) continue;  // nothing to judge: 0
+      absl::StatusOr<EncodedSample> sample = model.Encode(inputs[i].prompt, inputs[i].completion);
+      if (!sample.ok())
+        return absl::Status(sample.status().code(),
+                            absl::StrCat("sample ", i, ": ", sample.status().message()));
+      ReadPoints p;
+      if (!at_steps) {
+        p.positions.push_back(static_cast<int>(sample->ids.size()) - 1);
+      } else {
+        for (int byte : StepEnds(inputs[i].completion, model.step_rule())) {
+          const int position = RewardModel::PositionOfByte(*sample, byte);
+          if (position < 0)
+            return absl::InternalError(absl::StrCat("sample ", i, ": step end at byte ", byte,
+                                                    " is past the encoded completion"));
+          p.positions.push_back(position);
+          p.step_ends.push_back(byte);
+        }
+      }
+      sequences.push_back(std::move(sample->ids));
       positions.push_back(p.positions);
       points.push_back(std::move(p));
       rows.push_back(i);
@@ -72,8 +62,10 @@ absl::StatusOr<std::vector<RewardOutput>> ScoreWithModel(
     if (!scores.ok()) return scores.status();
     for (size_t k = 0; k < rows.size(); ++k) {
       RewardOutput& out = outputs[rows[k]];
-      const std::vector<double>& s = (*scores)[k];
-      if (points[k].step_ends.empty()) {
+      std::vector<double> s = (*scores)[k];
+      if (probability)
+        for (double& v : s) v = 1.0 / (1.0 + std::exp(-v));
+      if (!at_steps) {
         out.reward = s[0];
         continue;
       }
@@ -98,8 +90,7 @@ absl::StatusOr<RewardOutput> RewardModelFunction::Score(const RewardInput& input
 
 absl::StatusOr<std::vector<RewardOutput>> RewardModelFunction::ScoreBatch(
     const std::vector<RewardInput>& inputs) const {
-  return ScoreWithModel(*model_, tokenizer_, inputs,
-                        read_at_ == ReadAt::kLastToken ? &OutcomePoints : &StepPoints);
+  return ScoreWithModel(*model_, inputs, read_at_ == ReadAt::kStepEnds);
 }
 
 absl::StatusOr<CompositeReward> MakeJobReward(
@@ -121,6 +112,15 @@ absl::StatusOr<CompositeReward> MakeJobReward(
       fn = std::make_unique<RewardModelFunction>(
           model, spec.name() == "reward_model" ? RewardModelFunction::ReadAt::kLastToken
                                                : RewardModelFunction::ReadAt::kStepEnds);
+      if (absl::Status s = CheckStepDelimiter(spec.step_delimiter(), *fn); !s.ok())
+        return absl::InvalidArgumentError(absl::StrCat("rewards[", i, "].", s.message()));
+    } else if (spec.name() == "code_tests") {
+      absl::StatusOr<std::unique_ptr<RewardFunction>> made =
+          MakeCodeTestsFunction(RewardParams(spec.params().begin(), spec.params().end()));
+      if (!made.ok())
+        return absl::Status(made.status().code(),
+                            absl::StrCat("rewards[", i, "]: ", made.status().message()));
+      fn = std::move(*made);
     } else {
       absl::StatusOr<std::unique_ptr<RewardFunction>> made = MakeRewardFunction(
           spec.name(), RewardParams(spec.params().begin(), spec.params().end()));

@@ -2,8 +2,12 @@
 // RewardFunction interface as the rule-based ones, so the reward server and the local
 // trainer use them unchanged:
 //   "reward_model"          score of prompt + completion read at its last token;
-//   "process_reward_model"  a score at the token ending each line (step) of the completion,
-//                           and their mean as the outcome reward.
+//   "process_reward_model"  a score at the token ending each step of the completion (the
+//                           model's step rule, data/step_split.h), and their mean as the
+//                           outcome reward.
+// Each reads the sample through the model's own tokenizer (RewardModel::Encode). A model
+// trained on step labels scores P(step right) = σ(score); one trained on preferences, its
+// raw score.
 // The model is shared (shared_ptr) and read-only; Score is thread-safe.
 #ifndef GRPO_REWARDS_NEURAL_REWARDS_H_
 #define GRPO_REWARDS_NEURAL_REWARDS_H_
@@ -27,6 +31,7 @@ class RewardModelFunction : public RewardFunction {
     return read_at_ == ReadAt::kLastToken ? "reward_model" : "process_reward_model";
   }
   bool gives_step_rewards() const override { return read_at_ == ReadAt::kStepEnds; }
+  std::string step_rule() const override { return StepRuleName(model_->step_rule()); }
   absl::StatusOr<RewardOutput> Score(const RewardInput& input) const override;
   // One forward pass per chunk of inputs.
   absl::StatusOr<std::vector<RewardOutput>> ScoreBatch(
@@ -35,11 +40,11 @@ class RewardModelFunction : public RewardFunction {
  private:
   std::shared_ptr<const RewardModel> model_;
   ReadAt read_at_;
-  CharTokenizer tokenizer_;
 };
 
 // The weighted reward of a job spec: rule-based functions by name, reward_model and
-// process_reward_model loaded from their model_dir (each directory loaded once).
+// process_reward_model loaded from their model_dir (each directory loaded once), and
+// code_tests running in this process's own sandbox (MakeCodeTestsFunction).
 absl::StatusOr<CompositeReward> MakeJobReward(
     const google::protobuf::RepeatedPtrField<v1::RewardFunctionSpec>& specs);
 

@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "data/step_split.h"
 #include "absl/strings/str_join.h"
 #include "data/arithmetic_task.h"
 #include "data/dataset.h"
@@ -280,6 +281,21 @@ absl::Status CheckWeight(size_t index, std::string_view name, double weight) {
 }
 
 }  // namespace
+
+absl::Status CheckStepDelimiter(std::string_view step_delimiter, const RewardFunction& fn) {
+  if (step_delimiter.empty()) return absl::OkStatus();
+  if (!fn.gives_step_rewards())
+    return absl::InvalidArgumentError(absl::StrCat(
+        "step_delimiter: ", AsAbsl(fn.name()), " gives no step rewards"));
+  absl::StatusOr<StepRule> rule = ParseStepRule(step_delimiter);
+  if (!rule.ok()) return absl::InvalidArgumentError(absl::StrCat("step_delimiter: ", rule.status().message()));
+  if (StepRuleName(*rule) != fn.step_rule())
+    return absl::InvalidArgumentError(absl::StrCat(
+        "step_delimiter: \"", StepRuleName(*rule), "\", but ", AsAbsl(fn.name()),
+        " splits steps by \"", fn.step_rule(), "\"",
+        fn.name() == "process_reward_model" ? " (the rule it was trained with: grpo_train_rm --step_delimiter)" : ""));
+  return absl::OkStatus();
+}
 
 absl::StatusOr<CompositeReward> CompositeReward::Create(
     const std::vector<WeightedRewardSpec>& specs) {

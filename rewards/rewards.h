@@ -38,27 +38,16 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "grpo/v1/code_tests.pb.h"
 
 namespace grpo {
-
-// A sample's tests for code_tests (rewards/code_tests.h): assert statements, each run
-// after the program on its own, or stdin/stdout cases. Views into caller-owned text.
-struct CodeTestCase {
-  std::string_view input;
-  std::string_view output;
-};
-struct CodeTestsView {
-  std::string_view language;  // empty = python
-  std::vector<std::string_view> asserts;
-  std::vector<CodeTestCase> cases;
-};
 
 // Views into caller-owned text; valid only during the Score call.
 struct RewardInput {
   std::string_view prompt;
   std::string_view completion;
   std::string_view reference_answer;
-  const CodeTestsView* tests = nullptr;  // code_tests only
+  const v1::CodeTests* tests = nullptr;  // code_tests only (grpo/v1/code_tests.proto)
 };
 
 struct StepReward {
@@ -76,6 +65,10 @@ class RewardFunction {
   virtual ~RewardFunction() = default;
   virtual std::string_view name() const = 0;
   virtual bool gives_step_rewards() const = 0;
+  // How it splits a completion into steps (data/step_split.h names), when it gives step
+  // rewards: the line-based functions split on newlines, a process reward model by the
+  // rule it was trained with.
+  virtual std::string step_rule() const { return "newline"; }
   virtual absl::StatusOr<RewardOutput> Score(const RewardInput& input) const = 0;
   // Many inputs at once, in order; functions that batch (a neural model's forward pass)
   // override it. The default scores one by one and stops at the first error.
@@ -144,6 +137,7 @@ class SharedRewardFunction : public RewardFunction {
   explicit SharedRewardFunction(std::shared_ptr<const RewardFunction> fn) : fn_(std::move(fn)) {}
   std::string_view name() const override { return fn_->name(); }
   bool gives_step_rewards() const override { return fn_->gives_step_rewards(); }
+  std::string step_rule() const override { return fn_->step_rule(); }
   absl::StatusOr<RewardOutput> Score(const RewardInput& input) const override {
     return fn_->Score(input);
   }
@@ -183,6 +177,12 @@ struct CompositeOutput {
   // coincide, in increasing end_offset order.
   std::vector<StepReward> steps;
 };
+
+// A job spec's step_delimiter for `fn` (grpo.v1.RewardFunctionSpec), when it names one:
+// it must be how `fn` splits steps, since a process reward model read at other points than
+// it was trained at scores nonsense. INVALID_ARGUMENT "step_delimiter: ..." naming both
+// rules, or for a function without step rewards.
+absl::Status CheckStepDelimiter(std::string_view step_delimiter, const RewardFunction& fn);
 
 // A weighted sum of reward functions. Immutable after Create; thread-safe; movable.
 class CompositeReward {

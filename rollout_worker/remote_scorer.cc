@@ -20,6 +20,7 @@ absl::StatusOr<std::vector<CompositeOutput>> RemoteScorer::ScoreBatch(
     sample->set_prompt(std::string(inputs[i].prompt));
     sample->set_completion(std::string(inputs[i].completion));
     sample->set_reference_answer(std::string(inputs[i].reference_answer));
+    if (inputs[i].tests != nullptr) *sample->mutable_tests() = *inputs[i].tests;
     sample->set_sample_index(static_cast<int>(i));
   }
   const auto give_up = std::chrono::steady_clock::now() + options_.total_deadline;

@@ -74,7 +74,8 @@ absl::StatusOr<RolloutBatch> Rollout::Generate(const Transformer& policy,
   std::vector<RewardInput> inputs;
   for (size_t i = 0; i < examples.size(); ++i)
     for (const std::string& text : out.completions[i])
-      inputs.push_back(RewardInput{examples[i].prompt, text, examples[i].answer});
+      inputs.push_back(RewardInput{examples[i].prompt, text, examples[i].answer,
+                                   HasTests(examples[i]) ? &examples[i].tests : nullptr});
   absl::StatusOr<std::vector<CompositeOutput>> scored = scorer_->ScoreBatch(inputs);
   if (!scored.ok())
     return absl::Status(scored.status().code(),

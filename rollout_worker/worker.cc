@@ -305,7 +305,7 @@ struct RolloutWorker::State {
     for (const v1::PromptLease& l : lease.leases()) {
       need = std::max(need, l.min_policy_version());
       deadline_ms = std::min(deadline_ms, l.deadline_unix_ms());
-      examples.push_back(Example{l.prompt(), l.answer(), ""});
+      examples.push_back(Example{l.prompt(), l.answer(), "", l.tests()});
       ids.push_back(l.prompt_id());
     }
     if (absl::Status s = EnsureVersion(need, stop); !s.ok()) return s;

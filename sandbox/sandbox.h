@@ -11,6 +11,8 @@
 //   - new PID, network (loopback down: no traffic leaves), IPC and UTS namespaces; the
 //     program is PID 1 of its namespace, so when it ends, or is killed at the deadline,
 //     the kernel kills everything it started: nothing is left behind;
+//   - a seccomp filter (sandbox/syscall_filter.h): no sockets but AF_UNIX, no new
+//     namespaces, mounts, ptrace, keyrings, bpf, io_uring, modules and the like;
 //   - rlimits for CPU time, address space, processes, file size and open files; a new
 //     session, so it cannot signal the server's process group; an environment of PATH,
 //     HOME=/tmp and LANG only;

@@ -65,6 +65,36 @@ TEST(LoadJsonlTest, Gsm8kAnswersAreTrimmedAfterTheCommasGo) {
   EXPECT_EQ((*examples)[0].answer, "1234");
 }
 
+std::string Repeated(const std::string& item, int n) {
+  std::string out;
+  for (int i = 0; i < n; ++i) out += (i ? ", " : "") + item;
+  return out;
+}
+
+TEST(LoadJsonlTest, CodeProblemsCarryTheirTests) {
+  const std::string path = WriteTempFile(
+      "code.jsonl",
+      "{\"prompt\": \"f(x): x squared\\n\", \"solution\": \"def f(x):\\n    return x*x\\n\", "
+      "\"tests\": {\"asserts\": [\"assert f(3) == 9\", \"assert f(0) == 0\"]}}\n"
+      "{\"prompt\": \"stdin: add\\n\", \"answer\": \"7\", \"tests\": {\"language\": \"python\", "
+      "\"cases\": [{\"input\": \"3 4\\n\", \"output\": \"7\"}, {\"input\": \"0 0\"}]}}\n");
+  absl::StatusOr<std::vector<Example>> examples = LoadJsonl(path);
+  ASSERT_TRUE(examples.ok()) << examples.status();
+  ASSERT_EQ(examples->size(), 2u);
+  const Example& f = (*examples)[0];
+  EXPECT_TRUE(HasTests(f));
+  EXPECT_EQ(f.answer, "");
+  EXPECT_EQ(f.solution, "def f(x):\n    return x*x\n");
+  ASSERT_EQ(f.tests.asserts_size(), 2);
+  EXPECT_EQ(f.tests.asserts(1), "assert f(0) == 0");
+  const Example& add = (*examples)[1];
+  EXPECT_EQ(add.answer, "7");
+  EXPECT_EQ(add.tests.language(), "python");
+  ASSERT_EQ(add.tests.cases_size(), 2);
+  EXPECT_EQ(add.tests.cases(0).input(), "3 4\n");
+  EXPECT_EQ(add.tests.cases(1).output(), "");  // expects no output
+}
+
 TEST(LoadJsonlTest, MalformedLineReportsPathAndLineNumber) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"{\"prompt\": \"a\", \"answer\": ", "not a valid example object"},
@@ -79,6 +109,12 @@ TEST(LoadJsonlTest, MalformedLineReportsPathAndLineNumber) {
       {"{\"prompt\": \"a\", \"answer\": \"steps #### \"}", "####"},
       // Found by fuzz/jsonl_fuzzer: once loaded as a blank answer.
       {"{\"prompt\": \"a\", \"answer\": \"steps #### , ,\"}", "####"},
+      // Code problems: tests instead of an answer, but some tests.
+      {"{\"prompt\": \"a\", \"tests\": {}}", "\"answer\" (and no \"tests\")"},
+      {"{\"prompt\": \"a\", \"tests\": {\"asserts\": [\"  \"]}}", "tests.asserts[0] is blank"},
+      {"{\"prompt\": \"a\", \"tests\": {\"cases\": [{\"in\": \"1\"}]}}", "not a valid example object"},
+      {"{\"prompt\": \"a\", \"tests\": {\"asserts\": [" + Repeated("\"assert 1\"", 257) + "]}}",
+       "257 tests; at most 256"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     const std::string path =

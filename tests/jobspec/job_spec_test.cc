@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "data/job_data.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -146,6 +147,12 @@ TEST(JobSpecTest, OutOfRangeValuesNameTheField) {
   EXPECT_EQ(ErrorOf(R"({"rewards": [{"name": "exact_answer", "weight": 1},
       {"name": "overlong_penalty", "weight": 1,
        "params": {"max_length": 48, "cache_length": 8}}]})"), "");
+  EXPECT_THAT(ErrorOf(R"({"rewards": [{"name": "code_tests", "weight": 1,
+      "params": {"wall_seconds": 3600}}]})"), HasSubstr("rewards[0].params: code_tests: wall_seconds"));
+  EXPECT_THAT(ErrorOf(R"({"rewards": [{"name": "code_tests", "weight": 1, "params": {"gpu": 1}}]})"),
+              HasSubstr("unknown parameter \"gpu\""));
+  EXPECT_EQ(ErrorOf(R"({"dataset": {"kind": "code"}, "rewards": [{"name": "code_tests",
+      "weight": 1, "params": {"wall_seconds": 2, "all_passed_bonus": 0.5}}]})"), "");
   EXPECT_THAT(ErrorOf(R"({"model": {"preset": "huge"}})"), HasSubstr("model.preset"));
   EXPECT_THAT(ErrorOf(R"({"model": {"n_heads": 3}})"), HasSubstr("model.n_heads"));
   EXPECT_THAT(ErrorOf(R"({"dataset": {"kind": "csv"}})"), HasSubstr("dataset.kind"));
@@ -206,7 +213,8 @@ TEST(JobSpecTest, FileLoadingNamesThePath) {
 
 TEST(JobSpecTest, ShippedExampleSpecsResolve) {
   for (const char* name : {"arithmetic_outcome.json", "arithmetic_process.json",
-                           "arithmetic_rft.json", "dr_grpo.textproto", "gspo.json", "ppo.json"}) {
+                           "arithmetic_rft.json", "code_tests.json", "dr_grpo.textproto",
+                           "gspo.json", "ppo.json"}) {
     auto spec = LoadJobSpecFile(std::string(GRPO_SOURCE_DIR "/examples/") + name);
     ASSERT_TRUE(spec.ok()) << name << ": " << spec.status();
     auto resolved = ResolveJobSpec(*spec);
@@ -220,6 +228,40 @@ TEST(JobSpecTest, JsonRoundTrip) {
   auto again = ParseJobSpec(JobSpecToJson(*spec));
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->SerializeAsString(), spec->SerializeAsString());
+}
+
+}  // namespace
+}  // namespace grpo
+
+namespace grpo {
+namespace {
+
+// The data a job loads carries what its rewards read: answers for exact_answer, tests for
+// code_tests; a mismatch is refused before anything trains, naming the source and example.
+TEST(JobDataTest, ExamplesMustCarryWhatTheRewardsRead) {
+  auto code = ResolveJobSpec(*ParseJobSpec(R"({"dataset": {"kind": "code"},
+      "rewards": [{"name": "code_tests", "weight": 1}]})"));
+  ASSERT_TRUE(code.ok()) << code.status();
+  absl::StatusOr<JobData> data = LoadJobData(*code);
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(data->train.size(), 39u);
+  EXPECT_EQ(data->held_out.size(), 9u);
+
+  v1::JobSpec answers = *code;
+  answers.mutable_rewards(0)->set_name("exact_answer");
+  EXPECT_THAT(std::string(LoadJobData(answers).status().message()),
+              HasSubstr("dataset code: example 1 has no \"answer\", which the exact_answer"));
+
+  const std::string path = testing::TempDir() + "/job_data_code.jsonl";
+  std::ofstream(path) << "{\"prompt\": \"p\", \"tests\": {\"asserts\": [\"assert f()\"]}}\n"
+                         "{\"prompt\": \"q\", \"answer\": \"4\"}\n";
+  v1::JobSpec files = *code;
+  files.mutable_dataset()->set_kind("jsonl");
+  files.mutable_dataset()->set_train_path(path);
+  absl::Status missing = LoadJobData(files).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(missing));
+  EXPECT_THAT(std::string(missing.message()),
+              HasSubstr("dataset.train_path " + path + ": example 2 has no \"tests\""));
 }
 
 }  // namespace

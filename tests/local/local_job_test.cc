@@ -9,6 +9,7 @@
 #include "gtest/gtest.h"
 #include "jobspec/job_spec.h"
 #include "learner/checkpoint.h"
+#include "rewards/code_tests.h"
 #include "rewards/reward_model.h"
 #include "tests/testing/small_model.h"
 
@@ -112,6 +113,47 @@ TEST(LocalJobTest, TrainsOnALearnedRewardModel) {
   learned->set_model_dir(testing::TempDir() + "/no-such-rm");
   result = RunLocalJob(spec, options);
   EXPECT_THAT(std::string(result.status().message()), testing::HasSubstr("rewards[1].model_dir"));
+}
+
+// The built-in code task end to end in one process: completions run against each
+// problem's tests in the sandbox, during training and in the held-out evaluation.
+TEST(LocalJobTest, TrainsOnTheCodeTaskWithExecutedTests) {
+  if (auto probe = CodeTestsReward::Create(CodeTestsOptions()); !(*probe)->unavailable().empty())
+    GTEST_SKIP() << (*probe)->unavailable();
+  v1::JobSpec spec = ToySpec();
+  spec.set_steps(2);
+  spec.set_checkpoint_every(0);
+  spec.mutable_dataset()->set_kind("code");
+  spec.mutable_sampling()->set_max_new_tokens(48);
+  spec.mutable_eval()->set_num_prompts(4);
+  spec.clear_rewards();
+  v1::RewardFunctionSpec* code = spec.add_rewards();
+  code->set_name("code_tests");
+  code->set_weight(1.0);
+  (*code->mutable_params())["wall_seconds"] = 5;
+  ASSERT_TRUE(ValidateJobSpec(spec).ok());
+  LocalJobOptions options;
+  options.run_dir = testing::TempDir() + "/local_job_code";
+  fs::remove_all(options.run_dir);
+  auto result = RunLocalJob(spec, options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->before.num_prompts, 4);
+  EXPECT_EQ(result->after.num_prompts, 4);
+  std::ifstream metrics(options.run_dir + "/metrics.jsonl");
+  std::string line;
+  int lines = 0;
+  while (std::getline(metrics, line)) {
+    ++lines;
+    EXPECT_THAT(line, testing::HasSubstr("\"reward/code_tests\""));
+  }
+  EXPECT_EQ(lines, 2);
+
+  // Arithmetic rewards on the code task: refused before anything trains.
+  spec.mutable_rewards(0)->set_name("exact_answer");
+  spec.mutable_rewards(0)->clear_params();
+  options.run_dir += "_answers";
+  result = RunLocalJob(spec, options);
+  EXPECT_THAT(std::string(result.status().message()), testing::HasSubstr("has no \"answer\""));
 }
 
 TEST(LocalJobTest, BadDatasetFailsCleanly) {

@@ -353,7 +353,7 @@ TEST(RewardModelServingTest, LearnedModelIsServedAsOutcomeAndProcessReward) {
   const auto train = AnswerPreferences(task.TrainSet(500, 1));
   const auto held_out = AnswerPreferences(task.HeldOutSet(200));
   ASSERT_GE(held_out.size(), 190u);
-  CharTokenizer tokenizer;
+  CharTokenizer tokenizer;  // what the model's own (character) tokenizer must agree with
   RewardModelTrainOptions options;
   options.steps = 60;
   options.batch_size = 16;
@@ -366,16 +366,16 @@ TEST(RewardModelServingTest, LearnedModelIsServedAsOutcomeAndProcessReward) {
   };
   {
     RewardModel contrary(config, 1);
-    ASSERT_TRUE(TrainRewardModel(&contrary, tokenizer, swapped(train), options, nullptr).ok());
-    auto accuracy = PairwiseAccuracy(contrary, tokenizer, swapped(held_out));
+    ASSERT_TRUE(TrainRewardModel(&contrary, swapped(train), options, nullptr).ok());
+    auto accuracy = PairwiseAccuracy(contrary, swapped(held_out));
     ASSERT_TRUE(accuracy.ok());
     EXPECT_GT(*accuracy, 0.95) << "trained to prefer no answer";
   }
   RewardModel model(config, 1);
-  auto before = PairwiseAccuracy(model, tokenizer, held_out);
+  auto before = PairwiseAccuracy(model, held_out);
   ASSERT_TRUE(before.ok());
-  ASSERT_TRUE(TrainRewardModel(&model, tokenizer, train, options, nullptr).ok());
-  auto after = PairwiseAccuracy(model, tokenizer, held_out);
+  ASSERT_TRUE(TrainRewardModel(&model, train, options, nullptr).ok());
+  auto after = PairwiseAccuracy(model, held_out);
   ASSERT_TRUE(after.ok());
   EXPECT_GT(*after, 0.95) << "before training: " << *before;
 

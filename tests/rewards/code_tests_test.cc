@@ -22,7 +22,20 @@ CodeTestsOptions Options() {
   return o;
 }
 
-double Reward(const CodeTestsReward& r, const std::string& completion, const CodeTestsView& tests) {
+v1::CodeTests Tests(const std::string& language, const std::vector<std::string>& asserts,
+                    const std::vector<std::pair<std::string, std::string>>& cases) {
+  v1::CodeTests t;
+  t.set_language(language);
+  for (const std::string& a : asserts) t.add_asserts(a);
+  for (const auto& [input, output] : cases) {
+    v1::CodeTestCase* c = t.add_cases();
+    c->set_input(input);
+    c->set_output(output);
+  }
+  return t;
+}
+
+double Reward(const CodeTestsReward& r, const std::string& completion, const v1::CodeTests& tests) {
   absl::StatusOr<RewardOutput> out = r.Score({"", completion, "", &tests});
   EXPECT_TRUE(out.ok()) << out.status();
   return out.ok() ? out->reward : -1;
@@ -38,10 +51,10 @@ TEST(CodeTestsTest, TheRewardIsTheFractionOfTestsPassed) {
   auto reward = CodeTestsReward::Create(Options());
   ASSERT_TRUE(reward.ok()) << reward.status();
   if (!(*reward)->unavailable().empty()) GTEST_SKIP() << (*reward)->unavailable();
-  const CodeTestsView tests{"python",
+  const v1::CodeTests tests = Tests("python",
                             {"assert add(1, 2) == 3", "assert add(-1, 1) == 0",
                              "assert add(2, 2) == 4", "assert add(0, 5) == 5"},
-                            {}};
+                            {});
   EXPECT_DOUBLE_EQ(Reward(**reward, "```python\ndef add(a, b):\n    return a + b\n```", tests), 1.0);
   // Wrong when a == b (add(2, 2) only): three of four.
   EXPECT_DOUBLE_EQ(
@@ -53,7 +66,7 @@ TEST(CodeTestsTest, FakingAPassScoresNothing) {
   auto reward = CodeTestsReward::Create(Options());
   ASSERT_TRUE(reward.ok());
   if (!(*reward)->unavailable().empty()) GTEST_SKIP() << (*reward)->unavailable();
-  const CodeTestsView tests{"", {"assert solve() == 42"}, {}};
+  const v1::CodeTests tests = Tests("", {"assert solve() == 42"}, {});
   // Exiting 0 before the tests run, printing what a pass might look like, hanging, or
   // hostile programs: none passes.
   for (const char* program :
@@ -70,7 +83,7 @@ TEST(CodeTestsTest, StdinStdoutCasesCompareTrimmedOutput) {
   auto reward = CodeTestsReward::Create(o);
   ASSERT_TRUE(reward.ok());
   if (!(*reward)->unavailable().empty()) GTEST_SKIP() << (*reward)->unavailable();
-  const CodeTestsView tests{"", {}, {{"1 2\n", "3"}, {"5 5\n", "10\n"}, {"0 0\n", "0"}}};
+  const v1::CodeTests tests = Tests("", {}, {{"1 2\n", "3"}, {"5 5\n", "10\n"}, {"0 0\n", "0"}});
   const std::string sum = "a, b = map(int, input().split())\nprint(a + b)\n";
   EXPECT_DOUBLE_EQ(Reward(**reward, sum, tests), 1.5);  // all passed: the bonus
   const std::string product = "a, b = map(int, input().split())\nprint(a * b)\n";
@@ -81,12 +94,12 @@ TEST(CodeTestsTest, MisconfiguredSamplesAreErrorsNamingTheSample) {
   auto reward = CodeTestsReward::Create(Options());
   ASSERT_TRUE(reward.ok());
   if (!(*reward)->unavailable().empty()) GTEST_SKIP() << (*reward)->unavailable();
-  const CodeTestsView none;
+  const v1::CodeTests none;
   absl::StatusOr<std::vector<RewardOutput>> out = (*reward)->ScoreBatch(
       {{"", "x = 1", "", nullptr}, {"", "x = 1", "", &none}});
   EXPECT_TRUE(absl::IsInvalidArgument(out.status()));
   EXPECT_THAT(out.status().message(), HasSubstr("sample 0"));
-  const CodeTestsView cobol{"cobol", {"assert True"}, {}};
+  const v1::CodeTests cobol = Tests("cobol", {"assert True"}, {});
   absl::StatusOr<RewardOutput> lang = (*reward)->Score({"", "x = 1", "", &cobol});
   EXPECT_THAT(lang.status().message(), HasSubstr("\"cobol\""));
   CodeTestsOptions bad = Options();
@@ -101,7 +114,7 @@ TEST(CodeTestsTest, BatchesPastTheQueueAreRefusedAndOthersRunInParallel) {
   auto reward = CodeTestsReward::Create(o);
   ASSERT_TRUE(reward.ok());
   if (!(*reward)->unavailable().empty()) GTEST_SKIP() << (*reward)->unavailable();
-  const CodeTestsView tests{"", {"assert f(3) == 9", "assert f(4) == 16", "assert f(0) == 0"}, {}};
+  const v1::CodeTests tests = Tests("", {"assert f(3) == 9", "assert f(4) == 16", "assert f(0) == 0"}, {});
   std::vector<RewardInput> inputs(4, RewardInput{"", "def f(x):\n    return x * x\n", "", &tests});
   absl::StatusOr<std::vector<RewardOutput>> fits = (*reward)->ScoreBatch(inputs);  // 12 = 4 + 8
   ASSERT_TRUE(fits.ok()) << fits.status();

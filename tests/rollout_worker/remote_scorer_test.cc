@@ -24,6 +24,7 @@ class FlakyRewardService final : public v1::RewardService::Service {
   grpc::Status Score(grpc::ServerContext*, const v1::ScoreRequest* request,
                      v1::ScoreResponse* response) override {
     if (calls_++ < failures_) return grpc::Status(code_, "not now");
+    last_request_ = *request;
     for (int i = 0; i < request->samples_size() + drop_one_; ++i) {
       v1::SampleScore* s = response->add_scores();
       s->set_sample_index(i);
@@ -34,6 +35,7 @@ class FlakyRewardService final : public v1::RewardService::Service {
   }
 
   std::atomic<int> calls_{0};
+  v1::ScoreRequest last_request_;  // of the last answered call
   int drop_one_ = 0;  // -1: answer one score short
 
  private:
@@ -88,6 +90,25 @@ TEST(RemoteScorerTest, RefusesAReplyThatDoesNotMatchTheRequest) {
   absl::StatusOr<std::vector<CompositeOutput>> scores = h.scorer->ScoreBatch(kInputs);
   EXPECT_EQ(scores.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(scores.status().message(), HasSubstr("1 scores for 2 samples"));
+}
+
+// A code problem's tests go with its samples, as the reference answer does.
+TEST(RemoteScorerTest, SendsEachSamplesTests) {
+  Harness h(0, grpc::StatusCode::OK);
+  v1::CodeTests tests;
+  tests.add_asserts("assert f(1) == 2");
+  v1::CodeTestCase* c = tests.add_cases();
+  c->set_input("3\n");
+  c->set_output("6");
+  std::vector<RewardInput> inputs = kInputs;
+  inputs[1].tests = &tests;
+  ASSERT_TRUE(h.scorer->ScoreBatch(inputs).ok());
+  ASSERT_EQ(h.service.last_request_.samples_size(), 2);
+  EXPECT_FALSE(h.service.last_request_.samples(0).has_tests());
+  const v1::CodeTests& sent = h.service.last_request_.samples(1).tests();
+  EXPECT_EQ(sent.asserts(0), "assert f(1) == 2");
+  EXPECT_EQ(sent.cases(0).input(), "3\n");
+  EXPECT_EQ(sent.cases(0).output(), "6");
 }
 
 }  // namespace

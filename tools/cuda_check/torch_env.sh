@@ -16,9 +16,10 @@ absl_libs=$(for f in "$DEPS"/lib/libabsl_*.so; do printf -- '-l:%s ' "$(basename
 # scripts that link it: learner_bench.sh, trainer_check.sh.
 TRAINER_SOURCES="learner/grpo_trainer.cc learner/optimizer.cc learner/batch.cc
   learner/chunked_logprobs.cc learner/learner_group.cc learner/learner_device.cc
-  learner/value_model.cc rewards/reward_model.cc model/model.cc model/model_config.cc
+  learner/value_model.cc rewards/reward_model.cc tools/cuda_check/reward_model_no_hf.cc
+  data/step_split.cc tokenizer/tokenizer.cc model/model.cc model/model_config.cc
   model/runtime.cc model/decode_kernels.cc model/decode_attention.cc model/sampler.cc
-  rl/grpo.cc rl/ppo.cc $DEPS/src/job.pb.cc"
+  rl/grpo.cc rl/ppo.cc $DEPS/src/job.pb.cc $DEPS/src/code_tests.pb.cc"
 
 # build_with_trainer NAME MAIN: MAIN and TRAINER_SOURCES compiled in parallel (the flags of
 # run.sh, NCCL and CUDA on) and linked into $OUT/NAME; the log in $OUT/NAME_build.log.
