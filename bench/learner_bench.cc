@@ -27,13 +27,13 @@
 
 #include <chrono>
 #include <cstdio>
-#include <map>
 #include <random>
 #include <string>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_format.h"
+#include "bench/bench_shapes.h"
 #include "learner/grpo_trainer.h"
 #include "learner/learner_device.h"
 #include "model/model.h"
@@ -60,21 +60,6 @@ constexpr int kGroup = 8;
 
 double Seconds(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-struct Shape {
-  int d, layers, heads, kv_heads, ffn, vocab;
-  bool tied, qkv_bias;
-};
-
-const std::map<std::string, Shape>& Shapes() {
-  static const auto* shapes = new std::map<std::string, Shape>{
-      {"bench-26m", {512, 8, 8, 8, 1408, 512, true, false}},
-      {"qwen2.5-0.5b", {896, 24, 14, 2, 4864, 151936, true, true}},
-      {"qwen2.5-1.5b", {1536, 28, 12, 2, 8960, 151936, true, true}},
-      {"qwen2.5-7b", {3584, 28, 28, 4, 18944, 152064, false, true}},
-  };
-  return *shapes;
 }
 
 void Sync(const c10::Device& device) {
@@ -148,9 +133,6 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   grpo::ConfigureRuntime(absl::GetFlag(FLAGS_threads));
   const std::string shape_name = absl::GetFlag(FLAGS_shape);
-  auto shape = Shapes().find(shape_name);
-  if (shape == Shapes().end())
-    return Fail("--shape", absl::InvalidArgumentError(shape_name + " is not a known shape"));
   absl::StatusOr<c10::Device> device = grpo::ResolveLearnerDevice(absl::GetFlag(FLAGS_device), 0);
   if (!device.ok()) return Fail("--device", device.status());
   const std::string precision = absl::GetFlag(FLAGS_precision);
@@ -168,18 +150,9 @@ int main(int argc, char** argv) {
     return Fail("--algorithm", absl::InvalidArgumentError(algorithm + ": grpo or ppo"));
   const double base_mb = PeakMemoryMb(*device);
 
-  const Shape& s = shape->second;
-  grpo::ModelConfig config;
-  config.d_model = s.d;
-  config.n_layers = s.layers;
-  config.n_heads = s.heads;
-  config.n_kv_heads = s.kv_heads;
-  config.ffn_hidden = s.ffn;
-  config.vocab_size = s.vocab;
-  config.tie_embeddings = s.tied;
-  config.qkv_bias = s.qkv_bias;
-  config.rope_theta = 1e6;
-  config.max_seq_len = prompt + completion;
+  absl::StatusOr<grpo::ModelConfig> shape = grpo::BenchShape(shape_name, prompt + completion);
+  if (!shape.ok()) return Fail("--shape", shape.status());
+  grpo::ModelConfig config = *shape;
   const double params = config.NumParameters();
   const double peak = MatmulPeakTflops(*device);
   std::fprintf(stderr, "learner_bench: %s, %.0fM parameters, %s %s, %d x %d tokens; "

@@ -277,10 +277,10 @@ class LeaderJob : public BatchSource, public JobEvents {
   int64_t lag() const { return spec_.grpo().max_policy_lag(); }
 
   absl::Status Publish(const Transformer& policy, int64_t version) {
-    absl::StatusOr<std::string> bytes = policy.SaveToString();
-    if (!bytes.ok()) return bytes.status();
-    c_.weights->Publish(job_id_, version, std::move(*bytes));
-    return absl::OkStatus();
+    // float32 whatever the training precision: the publisher converts for bfloat16 workers.
+    absl::StatusOr<std::string> flat = policy.ExportFlat(v1::WEIGHT_DTYPE_FLOAT32);
+    if (!flat.ok()) return flat.status();
+    return c_.weights->Publish(job_id_, version, std::move(*flat));
   }
 
   // Prompts to be sampled with the policy's current version or newer. Those asked for but

@@ -37,28 +37,41 @@ grpc::Status LearnerServiceImpl::StreamWeights(grpc::ServerContext* context,
                                                const v1::StreamWeightsRequest* request,
                                                grpc::ServerWriter<v1::WeightChunk>* writer) {
   if (grpc::Status denied = authorizer_.Check(*context); !denied.ok()) return denied;
-  const PublishedWeights latest = weights_->Latest();
-  if (latest.version < 0)
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "no weights published yet");
-  if (request->job_id() != latest.job_id)
+  const int streams = std::max(1, request->num_streams());
+  if (request->num_streams() < 0 || request->num_streams() > kMaxWeightStreams)
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("num_streams ", request->num_streams(),
+                                     " is not in [0, ", kMaxWeightStreams, "]"));
+  if (request->stream_index() < 0 || request->stream_index() >= streams)
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("stream_index ", request->stream_index(),
+                                     " is not in [0, ", streams, ")"));
+  if (request->has_version() && request->version() < 0)
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("version ", request->version(), " < 0"));
+  absl::StatusOr<PublishedWeights> published =
+      weights_->Get(request->has_version() ? request->version() : -1, request->dtype());
+  if (!published.ok()) return ToGrpcStatus(published.status());
+  if (request->job_id() != published->job_id)
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                         absl::StrCat("job_id '", request->job_id(), "': the learner runs '",
-                                     latest.job_id, "'"));
-  const std::string& payload = *latest.payload;
-  const size_t total_chunks = std::max<size_t>(
-      1, (payload.size() + kWeightChunkBytes - 1) / kWeightChunkBytes);
+                                     published->job_id, "'"));
+  const WeightPayload& payload = *published->payload;
+  const std::string& bytes = payload.bytes;
   v1::WeightChunk chunk;
-  chunk.set_version(latest.version);
-  chunk.set_total_chunks(static_cast<int>(total_chunks));
-  chunk.set_total_bytes(payload.size());
-  chunk.set_checksum(latest.checksum);
-  for (size_t i = 0; i < total_chunks; ++i) {
+  chunk.set_version(published->version);
+  chunk.set_total_chunks(static_cast<int>(payload.chunk_checksums.size()));
+  chunk.set_total_bytes(bytes.size());
+  chunk.set_chunk_bytes(kWeightChunkBytes);
+  chunk.set_checksum(payload.checksum);
+  chunk.set_dtype(payload.dtype);
+  for (size_t i = request->stream_index(); i < payload.chunk_checksums.size(); i += streams) {
     if (context->IsCancelled())
       return grpc::Status(grpc::StatusCode::CANCELLED, "the worker went away");
     const size_t offset = i * kWeightChunkBytes;
     chunk.set_index(static_cast<int>(i));
-    chunk.set_data(payload.data() + offset,
-                   std::min(kWeightChunkBytes, payload.size() - offset));
+    chunk.set_data_checksum(payload.chunk_checksums[i]);
+    chunk.set_data(bytes.data() + offset, std::min(kWeightChunkBytes, bytes.size() - offset));
     if (!writer->Write(chunk))
       return grpc::Status(grpc::StatusCode::CANCELLED, "the worker went away");
   }

@@ -19,9 +19,11 @@ class LearnerServiceImpl final : public v1::LearnerService::Service {
   static constexpr int kMaxGroupsPerStream = 1024;
   // And at most this many bytes: the stream is held whole until it ends (all or nothing).
   static constexpr size_t kMaxStreamBytes = size_t{256} << 20;
+  // At most this many parallel StreamWeights streams for one transfer.
+  static constexpr int kMaxWeightStreams = 64;
 
   // `authorizer` checks every call's token.
-  LearnerServiceImpl(IngestBuffer* buffer, const WeightPublisher* weights,
+  LearnerServiceImpl(IngestBuffer* buffer, WeightPublisher* weights,
                      CallAuthorizer authorizer = {})
       : buffer_(buffer), weights_(weights), authorizer_(std::move(authorizer)) {}
 
@@ -37,7 +39,7 @@ class LearnerServiceImpl final : public v1::LearnerService::Service {
 
  private:
   IngestBuffer* buffer_;
-  const WeightPublisher* weights_;
+  WeightPublisher* weights_;
   const CallAuthorizer authorizer_;
 };
 

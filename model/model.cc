@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "model/decode_attention.h"
+#include "model/flat_weights.h"
 #include "model/decode_kernels.h"
 #include "model/torch_status.h"
 
@@ -564,6 +565,67 @@ absl::Status Transformer::LoadArchive(
   at::NoGradGuard no_grad;
   for (size_t i = 0; i < loaded.size(); ++i) impl_->named[i].second.copy_(loaded[i]);
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Transformer::ExportFlat(v1::WeightDtype dtype) const {
+  if (dtype != v1::WEIGHT_DTYPE_FLOAT32 && dtype != v1::WEIGHT_DTYPE_BFLOAT16)
+    return absl::InvalidArgumentError(
+        absl::StrCat("ExportFlat: unknown dtype ", static_cast<int>(dtype)));
+  const at::ScalarType type = dtype == v1::WEIGHT_DTYPE_BFLOAT16 ? at::kBFloat16 : at::kFloat;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> specs;
+  for (const auto& [name, tensor] : impl_->named)
+    specs.emplace_back(name, std::vector<int64_t>(tensor.sizes().begin(), tensor.sizes().end()));
+  std::vector<size_t> offsets;
+  std::string payload = LayOutFlatWeights(dtype, specs, &offsets);
+  absl::Status s = CatchTorch("exporting flat weights", [&] {
+    at::NoGradGuard no_grad;
+    for (size_t i = 0; i < impl_->named.size(); ++i) {
+      const at::Tensor& tensor = impl_->named[i].second;
+      // A view of the payload's bytes: copy_ converts dtype and device in one pass.
+      at::from_blob(payload.data() + offsets[i], tensor.sizes(), at::TensorOptions(type))
+          .copy_(tensor.detach());
+    }
+  });
+  if (!s.ok()) return s;
+  return payload;
+}
+
+absl::Status Transformer::ImportFlat(std::string_view payload) {
+  absl::StatusOr<FlatWeights> flat = ParseFlatWeights(payload);
+  if (!flat.ok()) return flat.status();
+  if (flat->tensors.size() != impl_->named.size())
+    return absl::InvalidArgumentError(absl::StrCat("flat weights: ", flat->tensors.size(),
+                                                   " tensors, the model has ",
+                                                   impl_->named.size()));
+  // Everything checked before anything is copied: a bad payload changes nothing.
+  for (size_t i = 0; i < impl_->named.size(); ++i) {
+    const auto& [name, tensor] = impl_->named[i];
+    const FlatTensorView& t = flat->tensors[i];
+    if (t.name != name || !tensor.sizes().equals(t.shape))
+      return absl::InvalidArgumentError(absl::StrCat(
+          "flat weights: tensor ", i, " is ", t.name, " ", c10::str(at::IntArrayRef(t.shape)),
+          ", the model expects ", name, " ", c10::str(tensor.sizes())));
+    if (!AllFinite(flat->dtype, t.bytes))
+      return absl::InvalidArgumentError(
+          absl::StrCat("flat weights: parameter ", name, " holds NaN or infinite values"));
+  }
+  const at::ScalarType type =
+      flat->dtype == v1::WEIGHT_DTYPE_BFLOAT16 ? at::kBFloat16 : at::kFloat;
+  return CatchTorch("importing flat weights", [&] {
+    at::NoGradGuard no_grad;
+    for (size_t i = 0; i < impl_->named.size(); ++i) {
+      const FlatTensorView& t = flat->tensors[i];
+      // The receive buffer is only read: from_blob needs a non-const pointer.
+      impl_->named[i].second.copy_(at::from_blob(const_cast<char*>(t.bytes.data()), t.shape,
+                                                 at::TensorOptions(type)));
+    }
+  });
+}
+
+v1::WeightDtype Transformer::transfer_dtype() const {
+  return c10::typeMetaToScalarType(tensor_options().dtype()) == at::kBFloat16
+             ? v1::WEIGHT_DTYPE_BFLOAT16
+             : v1::WEIGHT_DTYPE_FLOAT32;
 }
 
 }  // namespace grpo

@@ -17,11 +17,13 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "grpo/v1/weights.pb.h"
 #include "model/model_config.h"
 
 namespace torch::serialize {
@@ -126,6 +128,14 @@ class Transformer {
   // The same archive in memory (weight streaming).
   absl::StatusOr<std::string> SaveToString() const;
   absl::Status LoadFromString(const std::string& bytes);
+  // Flat weights (model/flat_weights.h), what the learner streams to rollout workers: the
+  // parameters in `dtype` on the host, one copy each. ImportFlat copies every tensor of
+  // the payload straight into its parameter (converting dtype and device on the way); it
+  // checks names, shapes and finiteness first, so a bad payload changes nothing.
+  absl::StatusOr<std::string> ExportFlat(v1::WeightDtype dtype) const;
+  absl::Status ImportFlat(std::string_view payload);
+  // The dtype a worker asks weights in: bfloat16 for a bfloat16 model, else float32.
+  v1::WeightDtype transfer_dtype() const;
 
  private:
   Transformer(const ModelConfig& config, uint64_t seed, bool random);

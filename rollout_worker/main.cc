@@ -28,6 +28,7 @@ ABSL_FLAG(std::string, device, "cpu", "where the policy samples: cpu or cuda[:N]
 ABSL_FLAG(std::string, dtype, "",
           "the policy's dtype there: float32, bfloat16 or float16; default float32 on the "
           "CPU, bfloat16 on a GPU");
+ABSL_FLAG(int, weight_streams, 4, "parallel streams per weight pull (1 to 64)");
 
 int main(int argc, char** argv) {
   grpo::EnsureThreadEnvironment(argv);
@@ -43,8 +44,13 @@ int main(int argc, char** argv) {
     std::cerr << "error: --max_prompts must be >= 1\n";
     return 2;
   }
+  if (absl::GetFlag(FLAGS_weight_streams) < 1 || absl::GetFlag(FLAGS_weight_streams) > 64) {
+    std::cerr << "error: --weight_streams must be in [1, 64]\n";
+    return 2;
+  }
   grpo::ConfigureRuntime(absl::GetFlag(FLAGS_threads));
   grpo::RolloutWorkerOptions options;
+  options.weight_streams = absl::GetFlag(FLAGS_weight_streams);
   options.coordinator_address = absl::GetFlag(FLAGS_coordinator);
   options.reward_server_address = absl::GetFlag(FLAGS_reward_server);
   options.max_prompts_per_lease = absl::GetFlag(FLAGS_max_prompts);

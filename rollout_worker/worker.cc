@@ -99,6 +99,7 @@ struct RolloutWorker::State {
   std::unique_ptr<v1::LearnerService::Stub> learner;
   std::unique_ptr<Transformer> policy;
   int64_t version = -1;
+  WeightReceiver weights;  // keeps its receive buffer from version to version
   std::unique_ptr<RemoteScorer> scorer;
   // The last job this worker could not switch to, and why.
   std::string unusable_job_id;
@@ -194,10 +195,14 @@ struct RolloutWorker::State {
           }
           if (version >= std::min(need, latest.version())) return absl::OkStatus();
           const auto start = Clock::now();
-          absl::StatusOr<PulledWeights> pulled =
-              PullWeights(learner.get(), job_id, options.weights_deadline);
+          PullOptions pull;
+          pull.deadline = options.weights_deadline;
+          pull.dtype = policy->transfer_dtype();
+          pull.streams = options.weight_streams;
+          pull.version = latest.version();
+          absl::StatusOr<PulledWeights> pulled = weights.Pull(learner.get(), job_id, pull);
           if (pulled.ok() && pulled->version > version) {
-            if (absl::Status s = policy->LoadFromString(pulled->payload); !s.ok()) return s;
+            if (absl::Status s = policy->ImportFlat(pulled->payload); !s.ok()) return s;
             version = pulled->version;
             registration->set_policy_version(version);
             ++counters.weight_pulls;
@@ -224,8 +229,9 @@ struct RolloutWorker::State {
           status = absl::FailedPreconditionError("the learner has published no weights yet");
         }
       }
+      // ABORTED: the version we asked for was superseded while the streams started.
       if (!RetryableCode(status.code()) && status.code() != absl::StatusCode::kFailedPrecondition &&
-          !bad_transfer && !status.ok())
+          status.code() != absl::StatusCode::kAborted && !bad_transfer && !status.ok())
         return status;
       // A learner that stays unreachable has most likely been replaced: drop the batch and
       // learn its new address from the next lease instead of waiting out the deadline.

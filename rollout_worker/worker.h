@@ -28,6 +28,9 @@ struct RolloutWorkerOptions {
   int max_prompts_per_lease = 4;
   std::string name;  // for the registry; default host:pid
   std::chrono::milliseconds weights_deadline{std::chrono::minutes(2)};
+  // Parallel StreamWeights streams per pull (1 to 64): a loopback stream is bound by one
+  // core's copies, so a few streams move a large model several times faster.
+  int weight_streams = 4;
   // How long the learner may stay UNAVAILABLE before a batch is dropped (its leases are
   // then reissued, and the next lease names the learner's new address).
   std::chrono::milliseconds learner_unreachable_grace{std::chrono::seconds(10)};
@@ -36,7 +39,8 @@ struct RolloutWorkerOptions {
   // Where the worker's grpo_worker_* metrics go (borrowed); null = kept to itself.
   metrics::Registry* registry = nullptr;
   // Where the policy samples (Transformer::To): "cpu" or "cuda[:N]", in "float32",
-  // "bfloat16" or "float16". Weights arrive as float32 and are converted on load.
+  // "bfloat16" or "float16". Weights arrive in bfloat16 for a bfloat16 policy, else in
+  // float32, and are converted on load.
   std::string device = "cpu";
   std::string dtype = "float32";
 };

@@ -1,11 +1,12 @@
 // The learner's service side: the ingest buffer's guarantees (all or nothing, exactly
 // once, freshness) and LearnerService over real gRPC on a kernel-picked port, with the
-// rollout worker's PullWeights on the other end.
+// rollout worker's WeightReceiver on the other end.
 #include "learner/learner_service.h"
 
 #include <grpcpp/grpcpp.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <thread>
 
@@ -13,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "learner/ingest_buffer.h"
 #include "learner/weight_publisher.h"
+#include "model/flat_weights.h"
 #include "model/weight_transfer.h"
 #include "rl/scored_group_proto.h"
 #include "rollout_worker/weight_client.h"
@@ -217,21 +219,102 @@ TEST_F(LearnerServiceTest, StreamsGroupsInAndBacksOffWhenFull) {
   EXPECT_THAT(s.error_message(), HasSubstr("prompt f sample 0: reward is not finite"));
 }
 
+// Flat float32 weights of two tensors, three chunks' worth, values not all alike.
+std::string FlatPayload(float scale) {
+  std::vector<size_t> offsets;
+  const int64_t n = static_cast<int64_t>(kWeightChunkBytes / 4) + 1000;
+  std::string payload = LayOutFlatWeights(v1::WEIGHT_DTYPE_FLOAT32,
+                                          {{"a", {n, 2}}, {"b", {7}}}, &offsets);
+  for (int t = 0; t < 2; ++t) {
+    const int64_t count = t == 0 ? 2 * n : 7;
+    for (int64_t i = 0; i < count; ++i) {
+      const float v = scale * static_cast<float>((i * 131) % 977) / 97.0f - 3.0f * t;
+      std::memcpy(payload.data() + offsets[t] + 4 * i, &v, 4);
+    }
+  }
+  return payload;
+}
+
+absl::StatusOr<PulledWeights> Pull(WeightReceiver& receiver, v1::LearnerService::Stub* stub,
+                                   const std::string& job, v1::WeightDtype dtype, int streams,
+                                   int64_t version = -1) {
+  PullOptions options;
+  options.deadline = std::chrono::seconds(30);
+  options.dtype = dtype;
+  options.streams = streams;
+  options.version = version;
+  return receiver.Pull(stub, job, options);
+}
+
 TEST_F(LearnerServiceTest, WeightsArriveWholeAndVerified) {
-  EXPECT_EQ(PullWeights(stub_.get(), "job-1", std::chrono::seconds(10)).status().code(),
+  WeightReceiver receiver;
+  EXPECT_EQ(Pull(receiver, stub_.get(), "job-1", v1::WEIGHT_DTYPE_FLOAT32, 1).status().code(),
             absl::StatusCode::kFailedPrecondition);  // nothing published yet
-  // Three chunks' worth of bytes that are not all alike.
-  std::string payload(2 * kWeightChunkBytes + 12345, '\0');
-  for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>((i * 131) >> 3);
-  weights_.Publish("job-1", 7, payload);
+  const std::string payload = FlatPayload(1.0f);
+  ASSERT_TRUE(weights_.Publish("job-1", 7, payload).ok());
   absl::StatusOr<PulledWeights> pulled =
-      PullWeights(stub_.get(), "job-1", std::chrono::seconds(30));
+      Pull(receiver, stub_.get(), "job-1", v1::WEIGHT_DTYPE_FLOAT32, 1);
   ASSERT_TRUE(pulled.ok()) << pulled.status();
   EXPECT_EQ(pulled->version, 7);
+  EXPECT_EQ(pulled->dtype, v1::WEIGHT_DTYPE_FLOAT32);
   EXPECT_TRUE(pulled->payload == payload);
-  absl::StatusOr<PulledWeights> other = PullWeights(stub_.get(), "job-2", std::chrono::seconds(10));
+  absl::StatusOr<PulledWeights> other =
+      Pull(receiver, stub_.get(), "job-2", v1::WEIGHT_DTYPE_FLOAT32, 1);
   EXPECT_EQ(other.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(other.status().message(), HasSubstr("job-1"));
+}
+
+// A bfloat16 worker gets half the bytes, over parallel streams that each carry every
+// third chunk, and the same payload the learner would convert to.
+TEST_F(LearnerServiceTest, ParallelStreamsDeliverTheAskedDtype) {
+  const std::string payload = FlatPayload(1.0f);
+  ASSERT_TRUE(weights_.Publish("job-1", 3, payload).ok());
+  absl::StatusOr<std::string> expected = ConvertFlatWeights(payload, v1::WEIGHT_DTYPE_BFLOAT16);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  WeightReceiver receiver;
+  for (int streams : {3, 5}) {  // 5 > the 2 chunks of the bfloat16 payload: idle streams
+    absl::StatusOr<PulledWeights> pulled =
+        Pull(receiver, stub_.get(), "job-1", v1::WEIGHT_DTYPE_BFLOAT16, streams);
+    ASSERT_TRUE(pulled.ok()) << pulled.status();
+    EXPECT_EQ(pulled->version, 3);
+    EXPECT_EQ(pulled->dtype, v1::WEIGHT_DTYPE_BFLOAT16);
+    EXPECT_LT(pulled->payload.size(), payload.size() / 2 + 4096);
+    EXPECT_TRUE(pulled->payload == *expected);
+  }
+}
+
+TEST_F(LearnerServiceTest, BadWeightRequestsAndPayloadsAreRefused) {
+  ASSERT_TRUE(weights_.Publish("job-1", 1, FlatPayload(1.0f)).ok());
+  // Not flat weights: refused, and version 1 stays the one served.
+  absl::Status garbage = weights_.Publish("job-1", 2, std::string(1000, 'x'));
+  EXPECT_EQ(garbage.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(weights_.Latest().version, 1);
+  // A superseded version no stream holds any more: ABORTED, ask again.
+  ASSERT_TRUE(weights_.Publish("job-1", 2, FlatPayload(2.0f)).ok());
+  WeightReceiver receiver;
+  absl::StatusOr<PulledWeights> old =
+      Pull(receiver, stub_.get(), "job-1", v1::WEIGHT_DTYPE_FLOAT32, 2, /*version=*/1);
+  EXPECT_EQ(old.status().code(), absl::StatusCode::kAborted) << old.status();
+  // Stream numbers out of range, named.
+  for (auto [index, count] : {std::pair{0, 65}, std::pair{2, 2}, std::pair{-1, 1}}) {
+    grpc::ClientContext context;
+    v1::StreamWeightsRequest request;
+    request.set_job_id("job-1");
+    request.set_stream_index(index);
+    request.set_num_streams(count);
+    auto reader = stub_->StreamWeights(&context, request);
+    v1::WeightChunk chunk;
+    EXPECT_FALSE(reader->Read(&chunk));
+    grpc::Status s = reader->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr(count == 65 ? "num_streams" : "stream_index"));
+  }
+  // The newest is still whole.
+  absl::StatusOr<PulledWeights> pulled =
+      Pull(receiver, stub_.get(), "job-1", v1::WEIGHT_DTYPE_FLOAT32, 2);
+  ASSERT_TRUE(pulled.ok()) << pulled.status();
+  EXPECT_EQ(pulled->version, 2);
+  EXPECT_TRUE(pulled->payload == FlatPayload(2.0f));
 }
 
 }  // namespace

@@ -146,7 +146,7 @@ class WorkerTest : public ::testing::Test {
       ASSERT_TRUE(stub_->Register(&context, request, &learner_id).ok());
     }
     Transformer policy(ModelConfigFromSpec(job_.spec().model()), 5);
-    absl::StatusOr<std::string> payload = policy.SaveToString();
+    absl::StatusOr<std::string> payload = policy.ExportFlat(v1::WEIGHT_DTYPE_FLOAT32);
     ASSERT_TRUE(payload.ok());
     learner_ = std::make_unique<FaultyLearner>(job_.job_id(), *payload, corrupt_streams);
     auto learner_server = GrpcServer::Start(Loopback(), {learner_.get()});
@@ -177,6 +177,7 @@ class WorkerTest : public ::testing::Test {
     options.coordinator_address = absl::StrCat("127.0.0.1:", coordinator_server_->port());
     options.reward_server_address = absl::StrCat("127.0.0.1:", reward_server_->port());
     options.max_prompts_per_lease = 2;
+    options.weight_streams = 1;  // the fake learner counts (and damages) whole transfers
     RolloutWorker worker(options);
     absl::Notification stop;
     std::thread thread([&] { *run = worker.Run(&stop); });
