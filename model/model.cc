@@ -504,18 +504,6 @@ absl::Status Transformer::Save(const std::string& path) const {
   return CatchTorch("saving model to " + path, [&] { Archive().save_to(path); });
 }
 
-absl::StatusOr<std::string> Transformer::SaveToString() const {
-  std::string bytes;
-  absl::Status s = CatchTorch("serialising model", [&] {
-    Archive().save_to([&](const void* data, size_t size) {
-      bytes.append(static_cast<const char*>(data), size);
-      return size;
-    });
-  });
-  if (!s.ok()) return s;
-  return bytes;
-}
-
 torch::serialize::OutputArchive Transformer::Archive() const {
   torch::serialize::OutputArchive archive;
   // float32 on the CPU whatever the model's placement: one archive format everywhere.
@@ -527,12 +515,6 @@ torch::serialize::OutputArchive Transformer::Archive() const {
 absl::Status Transformer::Load(const std::string& path) {
   return LoadArchive("loading model from " + path,
                      [&](torch::serialize::InputArchive& a) { a.load_from(path); });
-}
-
-absl::Status Transformer::LoadFromString(const std::string& bytes) {
-  return LoadArchive("loading model from memory", [&](torch::serialize::InputArchive& a) {
-    a.load_from(bytes.data(), bytes.size());
-  });
 }
 
 absl::Status Transformer::LoadArchive(

@@ -125,9 +125,6 @@ class Transformer {
   // leaves the model unchanged on any error.
   absl::Status Save(const std::string& path) const;
   absl::Status Load(const std::string& path);
-  // The same archive in memory (weight streaming).
-  absl::StatusOr<std::string> SaveToString() const;
-  absl::Status LoadFromString(const std::string& bytes);
   // Flat weights (model/flat_weights.h), what the learner streams to rollout workers: the
   // parameters in `dtype` on the host, one copy each. ImportFlat copies every tensor of
   // the payload straight into its parameter (converting dtype and device on the way); it

@@ -125,19 +125,20 @@ TEST(ModelTest, ABfloat16ModelDecodesLikeTheFloat32One) {
     for (int32_t id : sampled->Completion(row)) EXPECT_LT(id, 30);
   EXPECT_FALSE(model.To(at::kCPU, at::kLong).ok());
 
-  // Weights stream as float32 archives; a bfloat16 model takes them, rounding.
+  // A bfloat16 model takes float32 flat weights, rounding.
   Transformer source(SmallConfig(), 7);
-  absl::StatusOr<std::string> bytes = source.SaveToString();
-  ASSERT_TRUE(bytes.ok());
-  ASSERT_TRUE(model.LoadFromString(*bytes).ok());
+  absl::StatusOr<std::string> flat = source.ExportFlat(v1::WEIGHT_DTYPE_FLOAT32);
+  ASSERT_TRUE(flat.ok());
+  EXPECT_EQ(model.transfer_dtype(), v1::WEIGHT_DTYPE_BFLOAT16);
+  ASSERT_TRUE(model.ImportFlat(*flat).ok());
   EXPECT_EQ(model.named_parameters()[0].second.scalar_type(), at::kBFloat16);
   EXPECT_TRUE(at::equal(model.named_parameters()[0].second,
                         source.named_parameters()[0].second.to(at::kBFloat16)));
-  // And its own archive is float32 again, loadable by a float32 model.
-  absl::StatusOr<std::string> back = model.SaveToString();
+  // And its own float32 export loads into a float32 model.
+  absl::StatusOr<std::string> back = model.ExportFlat(v1::WEIGHT_DTYPE_FLOAT32);
   ASSERT_TRUE(back.ok());
   Transformer float_model(SmallConfig(), 8);
-  EXPECT_TRUE(float_model.LoadFromString(*back).ok());
+  EXPECT_TRUE(float_model.ImportFlat(*back).ok());
 
   // Flag values: checked before anything moves.
   EXPECT_THAT(std::string(model.To("tpu", "float32").message()), testing::HasSubstr("device \"tpu\""));
