@@ -8,8 +8,10 @@
 //   import:   Transformer::ImportFlat into worker 0's model (in --dtype)
 // One JSON line per repeat, then the medians: the payload's MB, seconds, MB/s per worker
 // and over all workers, and delivered_seconds = worker 0's transfer + import (what a
-// worker waits before it samples with the new version). The first repeat includes the
-// first ask's conversion to bfloat16.
+// worker waits before it samples with the new version). The --warmup versions come first
+// and stay out of the medians: they allocate the buffers every later version reuses (the
+// learner's two generations of payloads, each worker's receive buffer), and the first
+// ask converts to bfloat16.
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -36,7 +38,10 @@ ABSL_FLAG(std::string, shape, "bench-26m", "bench-26m, qwen2.5-0.5b, qwen2.5-1.5
 ABSL_FLAG(std::string, dtype, "bfloat16", "the workers' dtype, which the weights travel in");
 ABSL_FLAG(int, streams, 4, "parallel streams per worker");
 ABSL_FLAG(int, workers, 1, "workers pulling each version at once");
-ABSL_FLAG(int, repeats, 3, "versions to publish and pull");
+ABSL_FLAG(int, repeats, 3, "versions to publish and pull, timed");
+ABSL_FLAG(int, warmup, 2,
+          "versions published and pulled first, reported but left out of the medians: the "
+          "first ones build their buffers in fresh memory (and the first ask converts)");
 
 namespace {
 
@@ -68,10 +73,11 @@ int main(int argc, char** argv) {
   absl::StatusOr<grpo::v1::WeightDtype> dtype = grpo::ParseWeightDtype(absl::GetFlag(FLAGS_dtype));
   if (!dtype.ok()) return Fail("--dtype", dtype.status());
   const int streams = absl::GetFlag(FLAGS_streams), workers = absl::GetFlag(FLAGS_workers);
-  const int repeats = absl::GetFlag(FLAGS_repeats);
-  if (streams < 1 || streams > 64 || workers < 1 || workers > 64 || repeats < 1)
-    return Fail("--streams/--workers/--repeats",
-                absl::InvalidArgumentError("streams and workers in [1, 64], repeats >= 1"));
+  const int repeats = absl::GetFlag(FLAGS_repeats), warmup = absl::GetFlag(FLAGS_warmup);
+  if (streams < 1 || streams > 64 || workers < 1 || workers > 64 || repeats < 1 || warmup < 0)
+    return Fail("--streams/--workers/--repeats/--warmup",
+                absl::InvalidArgumentError(
+                    "streams and workers in [1, 64], repeats >= 1, warmup >= 0"));
   std::fprintf(stderr, "weight_stream_bench: %s, %.0fM parameters, %s, %d worker(s) x %d stream(s)\n",
                shape.c_str(), config->NumParameters() / 1e6, absl::GetFlag(FLAGS_dtype).c_str(),
                workers, streams);
@@ -99,10 +105,12 @@ int main(int argc, char** argv) {
   }
 
   std::vector<double> delivered, transfers, exports;
-  for (int r = 0; r < repeats; ++r) {
+  for (int r = 0; r < warmup + repeats; ++r) {
     auto start = Clock::now();
-    absl::StatusOr<std::string> flat = learner_policy.ExportFlat(grpo::v1::WEIGHT_DTYPE_FLOAT32);
+    absl::StatusOr<std::string> flat = learner_policy.ExportFlat(
+        grpo::v1::WEIGHT_DTYPE_FLOAT32, publisher.SpareBuffer(grpo::v1::WEIGHT_DTYPE_FLOAT32));
     if (!flat.ok()) return Fail("export", flat.status());
+    const double flat_seconds = Seconds(start);
     if (absl::Status s = publisher.Publish("bench", r, std::move(*flat)); !s.ok())
       return Fail("publish", s);
     const double export_seconds = Seconds(start);
@@ -131,16 +139,19 @@ int main(int argc, char** argv) {
     if (absl::Status s = worker_policy.ImportFlat(pulled[0]->payload); !s.ok())
       return Fail("import", s);
     const double import_seconds = Seconds(start);
-    delivered.push_back(seconds[0] + import_seconds);
-    transfers.push_back(transfer);
-    exports.push_back(export_seconds);
+    if (r >= warmup) {
+      delivered.push_back(seconds[0] + import_seconds);
+      transfers.push_back(transfer);
+      exports.push_back(export_seconds);
+    }
     std::printf(
         "{\"bench\":\"weight_stream\",\"shape\":\"%s\",\"dtype\":\"%s\",\"workers\":%d,"
-        "\"streams\":%d,\"repeat\":%d,\"mb\":%.1f,\"export_seconds\":%.3f,"
+        "\"streams\":%d,\"repeat\":%d,\"warmup\":%s,\"mb\":%.1f,\"export_flat_seconds\":%.3f,"
+        "\"export_seconds\":%.3f,"
         "\"transfer_seconds\":%.3f,\"mb_per_s_per_worker\":%.0f,\"mb_per_s_all\":%.0f,"
         "\"import_seconds\":%.3f,\"delivered_seconds\":%.3f}\n",
-        shape.c_str(), absl::GetFlag(FLAGS_dtype).c_str(), workers, streams, r, mb,
-        export_seconds, transfer, mb / Median(seconds), mb * workers / transfer, import_seconds,
+        shape.c_str(), absl::GetFlag(FLAGS_dtype).c_str(), workers, streams, r,
+        r < warmup ? "true" : "false", mb, flat_seconds, export_seconds, transfer, mb / Median(seconds), mb * workers / transfer, import_seconds,
         seconds[0] + import_seconds);
     std::fflush(stdout);
   }

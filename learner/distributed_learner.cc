@@ -278,7 +278,8 @@ class LeaderJob : public BatchSource, public JobEvents {
 
   absl::Status Publish(const Transformer& policy, int64_t version) {
     // float32 whatever the training precision: the publisher converts for bfloat16 workers.
-    absl::StatusOr<std::string> flat = policy.ExportFlat(v1::WEIGHT_DTYPE_FLOAT32);
+    absl::StatusOr<std::string> flat = policy.ExportFlat(
+        v1::WEIGHT_DTYPE_FLOAT32, c_.weights->SpareBuffer(v1::WEIGHT_DTYPE_FLOAT32));
     if (!flat.ok()) return flat.status();
     return c_.weights->Publish(job_id_, version, std::move(*flat));
   }

@@ -19,8 +19,6 @@ class LearnerServiceImpl final : public v1::LearnerService::Service {
   static constexpr int kMaxGroupsPerStream = 1024;
   // And at most this many bytes: the stream is held whole until it ends (all or nothing).
   static constexpr size_t kMaxStreamBytes = size_t{256} << 20;
-  // At most this many parallel StreamWeights streams for one transfer.
-  static constexpr int kMaxWeightStreams = 64;
 
   // `authorizer` checks every call's token.
   LearnerServiceImpl(IngestBuffer* buffer, WeightPublisher* weights,

@@ -9,20 +9,53 @@
 namespace grpo {
 namespace {
 
-std::shared_ptr<const WeightPayload> Chunked(v1::WeightDtype dtype, std::string bytes) {
-  auto payload = std::make_shared<WeightPayload>();
+v1::WeightDtype Normalized(v1::WeightDtype dtype) {
+  return dtype == v1::WEIGHT_DTYPE_UNSPECIFIED ? v1::WEIGHT_DTYPE_FLOAT32 : dtype;
+}
+
+}  // namespace
+
+// Two buffers per dtype: the version being built and the one before it.
+class WeightPublisher::Spares {
+ public:
+  void Put(v1::WeightDtype dtype, std::string bytes) {
+    absl::MutexLock lock(&mu_);
+    std::vector<std::string>& list = spare_[dtype];
+    if (list.size() < 2) list.push_back(std::move(bytes));
+  }
+  std::string Take(v1::WeightDtype dtype) {
+    absl::MutexLock lock(&mu_);
+    std::vector<std::string>& list = spare_[dtype];
+    if (list.empty()) return {};
+    std::string bytes = std::move(list.back());
+    list.pop_back();
+    return bytes;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::map<v1::WeightDtype, std::vector<std::string>> spare_ ABSL_GUARDED_BY(mu_);
+};
+
+WeightPublisher::WeightPublisher() : spares_(std::make_shared<Spares>()) {}
+WeightPublisher::~WeightPublisher() = default;
+
+std::string WeightPublisher::SpareBuffer(v1::WeightDtype dtype) {
+  return spares_->Take(Normalized(dtype));
+}
+
+std::shared_ptr<const WeightPayload> WeightPublisher::Chunked(v1::WeightDtype dtype,
+                                                              std::string bytes) {
+  std::shared_ptr<WeightPayload> payload(new WeightPayload, [spares = spares_](WeightPayload* p) {
+    spares->Put(p->dtype, std::move(p->bytes));
+    delete p;
+  });
   payload->dtype = dtype;
   payload->chunk_checksums = ChunkChecksums(bytes, kWeightChunkBytes);
   payload->checksum = CombineChecksums(payload->chunk_checksums);
   payload->bytes = std::move(bytes);
   return payload;
 }
-
-v1::WeightDtype Normalized(v1::WeightDtype dtype) {
-  return dtype == v1::WEIGHT_DTYPE_UNSPECIFIED ? v1::WEIGHT_DTYPE_FLOAT32 : dtype;
-}
-
-}  // namespace
 
 absl::Status WeightPublisher::Publish(const std::string& job_id, int64_t version,
                                       std::string flat) {
@@ -39,7 +72,8 @@ absl::Status WeightPublisher::Publish(const std::string& job_id, int64_t version
   // Checksums and conversions outside mu_: streams of the previous version go on.
   ByDtype next;
   for (v1::WeightDtype dtype : wanted) {
-    absl::StatusOr<std::string> converted = ConvertFlatWeights(flat, dtype);
+    absl::StatusOr<std::string> converted =
+        ConvertFlatWeights(flat, dtype, spares_->Take(dtype));
     if (!converted.ok()) return converted.status();
     next[dtype] = Chunked(dtype, std::move(*converted));
   }
@@ -111,7 +145,8 @@ absl::StatusOr<PublishedWeights> WeightPublisher::Get(int64_t version, v1::Weigh
       if (auto it = latest_.find(dtype); it != latest_.end())
         return PublishedWeights{job_id_, version_, it->second};  // converted meanwhile
   }
-  absl::StatusOr<std::string> converted = ConvertFlatWeights(source->bytes, dtype);
+  absl::StatusOr<std::string> converted =
+      ConvertFlatWeights(source->bytes, dtype, spares_->Take(dtype));
   if (!converted.ok()) return converted.status();
   std::shared_ptr<const WeightPayload> payload = Chunked(dtype, std::move(*converted));
   absl::MutexLock lock(&mu_);

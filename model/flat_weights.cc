@@ -1,8 +1,10 @@
 #include "model/flat_weights.h"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <set>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -40,7 +42,7 @@ size_t WeightDtypeBytes(v1::WeightDtype dtype) {
 std::string LayOutFlatWeights(
     v1::WeightDtype dtype,
     const std::vector<std::pair<std::string, std::vector<int64_t>>>& tensors,
-    std::vector<size_t>* offsets) {
+    std::vector<size_t>* offsets, std::string reuse) {
   v1::FlatWeightsHeader header;
   header.set_dtype(dtype);
   std::vector<size_t> sizes;
@@ -70,7 +72,13 @@ std::string LayOutFlatWeights(
     start = needed;
   }
   const std::string head = header.SerializeAsString();
-  std::string payload(std::max(end, start), '\0');
+  std::string payload = std::move(reuse);
+  payload.resize(std::max(end, start));
+  std::memset(payload.data(), 0, start);
+  for (size_t i = 0; i < sizes.size(); ++i) {  // padding, so equal tensors make equal bytes
+    const size_t from = (*offsets)[i] + sizes[i];
+    std::memset(payload.data() + from, 0, AlignUp(from) - from);
+  }
   std::memcpy(payload.data(), kMagic.data(), kMagic.size());
   const uint64_t head_size = head.size();
   for (int b = 0; b < 8; ++b) payload[kMagic.size() + b] = static_cast<char>(head_size >> (8 * b));
@@ -122,7 +130,8 @@ absl::StatusOr<FlatWeights> ParseFlatWeights(std::string_view payload) {
   return out;
 }
 
-absl::StatusOr<std::string> ConvertFlatWeights(std::string_view payload, v1::WeightDtype to) {
+absl::StatusOr<std::string> ConvertFlatWeights(std::string_view payload, v1::WeightDtype to,
+                                               std::string reuse) {
   absl::StatusOr<FlatWeights> from = ParseFlatWeights(payload);
   if (!from.ok()) return from.status();
   if (to != v1::WEIGHT_DTYPE_FLOAT32 && to != v1::WEIGHT_DTYPE_BFLOAT16)
@@ -131,7 +140,7 @@ absl::StatusOr<std::string> ConvertFlatWeights(std::string_view payload, v1::Wei
   std::vector<std::pair<std::string, std::vector<int64_t>>> specs;
   for (const FlatTensorView& t : from->tensors) specs.emplace_back(t.name, t.shape);
   std::vector<size_t> offsets;
-  std::string out = LayOutFlatWeights(to, specs, &offsets);
+  std::string out = LayOutFlatWeights(to, specs, &offsets, std::move(reuse));
   for (size_t i = 0; i < offsets.size(); ++i) {
     const FlatTensorView& t = from->tensors[i];
     char* dst = out.data() + offsets[i];

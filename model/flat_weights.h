@@ -39,20 +39,25 @@ struct FlatWeights {
   std::vector<FlatTensorView> tensors;
 };
 
-// A payload for tensors of these names and shapes, the header written and each tensor's
-// bytes zero; (*offsets)[i] is where tensor i's bytes go.
+// A payload for tensors of these names and shapes, the header and padding written;
+// (*offsets)[i] is where tensor i's bytes go. The payload is built in `reuse`'s memory:
+// a buffer of the same size is not touched beyond the header (fresh memory costs a page
+// fault per 4 KiB on first touch, seconds per GB on some VMs), and tensor bytes are
+// whatever it held (zero for a fresh one).
 std::string LayOutFlatWeights(
     v1::WeightDtype dtype,
     const std::vector<std::pair<std::string, std::vector<int64_t>>>& tensors,
-    std::vector<size_t>* offsets);
+    std::vector<size_t>* offsets, std::string reuse = {});
 
 // INVALID_ARGUMENT for a payload that is not flat weights: bad magic or header, an unknown
 // dtype, a negative dimension, a tensor outside the payload or misaligned, a repeated
 // name. The views borrow `payload`.
 absl::StatusOr<FlatWeights> ParseFlatWeights(std::string_view payload);
 
-// The same tensors in another dtype (bfloat16 rounded to nearest even).
-absl::StatusOr<std::string> ConvertFlatWeights(std::string_view payload, v1::WeightDtype to);
+// The same tensors in another dtype (bfloat16 rounded to nearest even), built in
+// `reuse`'s memory.
+absl::StatusOr<std::string> ConvertFlatWeights(std::string_view payload, v1::WeightDtype to,
+                                               std::string reuse = {});
 
 // No NaN or infinity among the elements.
 bool AllFinite(v1::WeightDtype dtype, std::string_view bytes);

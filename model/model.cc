@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <atomic>
 #include <cmath>
 #include <optional>
 
@@ -549,7 +550,25 @@ absl::Status Transformer::LoadArchive(
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> Transformer::ExportFlat(v1::WeightDtype dtype) const {
+namespace {
+
+// AllFinite over the intra-op threads: a read of the whole payload, on the worker's
+// critical path between the last chunk and sampling.
+bool AllFiniteInParallel(v1::WeightDtype dtype, std::string_view bytes) {
+  const int64_t element = static_cast<int64_t>(WeightDtypeBytes(dtype));
+  const int64_t n = static_cast<int64_t>(bytes.size()) / element;
+  std::atomic<bool> finite{true};
+  at::parallel_for(0, n, int64_t{1} << 20, [&](int64_t begin, int64_t end) {
+    if (!AllFinite(dtype, bytes.substr(begin * element, (end - begin) * element)))
+      finite.store(false, std::memory_order_relaxed);
+  });
+  return finite.load();
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> Transformer::ExportFlat(v1::WeightDtype dtype,
+                                                    std::string reuse) const {
   if (dtype != v1::WEIGHT_DTYPE_FLOAT32 && dtype != v1::WEIGHT_DTYPE_BFLOAT16)
     return absl::InvalidArgumentError(
         absl::StrCat("ExportFlat: unknown dtype ", static_cast<int>(dtype)));
@@ -558,7 +577,7 @@ absl::StatusOr<std::string> Transformer::ExportFlat(v1::WeightDtype dtype) const
   for (const auto& [name, tensor] : impl_->named)
     specs.emplace_back(name, std::vector<int64_t>(tensor.sizes().begin(), tensor.sizes().end()));
   std::vector<size_t> offsets;
-  std::string payload = LayOutFlatWeights(dtype, specs, &offsets);
+  std::string payload = LayOutFlatWeights(dtype, specs, &offsets, std::move(reuse));
   absl::Status s = CatchTorch("exporting flat weights", [&] {
     at::NoGradGuard no_grad;
     for (size_t i = 0; i < impl_->named.size(); ++i) {
@@ -587,7 +606,7 @@ absl::Status Transformer::ImportFlat(std::string_view payload) {
       return absl::InvalidArgumentError(absl::StrCat(
           "flat weights: tensor ", i, " is ", t.name, " ", c10::str(at::IntArrayRef(t.shape)),
           ", the model expects ", name, " ", c10::str(tensor.sizes())));
-    if (!AllFinite(flat->dtype, t.bytes))
+    if (!AllFiniteInParallel(flat->dtype, t.bytes))
       return absl::InvalidArgumentError(
           absl::StrCat("flat weights: parameter ", name, " holds NaN or infinite values"));
   }

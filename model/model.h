@@ -129,7 +129,8 @@ class Transformer {
   // parameters in `dtype` on the host, one copy each. ImportFlat copies every tensor of
   // the payload straight into its parameter (converting dtype and device on the way); it
   // checks names, shapes and finiteness first, so a bad payload changes nothing.
-  absl::StatusOr<std::string> ExportFlat(v1::WeightDtype dtype) const;
+  // ExportFlat builds the payload in `reuse`'s memory (LayOutFlatWeights).
+  absl::StatusOr<std::string> ExportFlat(v1::WeightDtype dtype, std::string reuse = {}) const;
   absl::Status ImportFlat(std::string_view payload);
   // The dtype a worker asks weights in: bfloat16 for a bfloat16 model, else float32.
   v1::WeightDtype transfer_dtype() const;

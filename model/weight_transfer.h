@@ -27,6 +27,8 @@ inline constexpr size_t kWeightChunkBytes = (4 << 20) - (64 << 10);
 // The largest WeightChunk message a receiver takes (its gRPC receive limit), and so the
 // largest chunk_bytes it accepts.
 inline constexpr uint64_t kMaxWeightChunkMessage = 8 << 20;
+// The most parallel StreamWeights streams one transfer may use.
+inline constexpr int kMaxWeightStreams = 64;
 // The largest payload a receiver buffers by default: a 7B model in float32 is ~30 GB.
 inline constexpr uint64_t kMaxWeightBytes = uint64_t{64} << 30;
 

@@ -57,9 +57,9 @@ absl::StatusOr<int64_t> NewestVersion(v1::LearnerService::StubInterface* stub,
 absl::StatusOr<PulledWeights> WeightReceiver::Pull(v1::LearnerService::StubInterface* stub,
                                                    const std::string& job_id,
                                                    const PullOptions& options) {
-  if (options.streams < 1 || options.streams > 64)
-    return absl::InvalidArgumentError(
-        absl::StrCat("weight streams ", options.streams, " is not in [1, 64]"));
+  if (options.streams < 1 || options.streams > kMaxWeightStreams)
+    return absl::InvalidArgumentError(absl::StrCat("weight streams ", options.streams,
+                                                   " is not in [1, ", kMaxWeightStreams, "]"));
   const auto deadline = std::chrono::system_clock::now() + options.deadline;
   int64_t version = options.version;
   if (version < 0 && options.streams > 1) {

@@ -22,7 +22,7 @@ namespace grpo {
 struct PullOptions {
   std::chrono::milliseconds deadline{std::chrono::seconds(60)};
   v1::WeightDtype dtype = v1::WEIGHT_DTYPE_FLOAT32;
-  // Parallel streams (1 to LearnerServiceImpl::kMaxWeightStreams).
+  // Parallel streams (1 to kMaxWeightStreams).
   int streams = 1;
   // The version to fetch; -1: the newest (with several streams, asked first so that all
   // of them send the same one).
