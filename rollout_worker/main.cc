@@ -28,7 +28,8 @@ ABSL_FLAG(std::string, device, "cpu", "where the policy samples: cpu or cuda[:N]
 ABSL_FLAG(std::string, dtype, "",
           "the policy's dtype there: float32, bfloat16 or float16; default float32 on the "
           "CPU, bfloat16 on a GPU");
-ABSL_FLAG(int, weight_streams, 2, "parallel streams per weight pull (1 to 64)");
+ABSL_FLAG(int, weight_streams, 1,
+          "parallel streams per weight pull (1 to 64): more for hosts with cores to spare");
 
 int main(int argc, char** argv) {
   grpo::EnsureThreadEnvironment(argv);

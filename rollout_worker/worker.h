@@ -28,9 +28,10 @@ struct RolloutWorkerOptions {
   int max_prompts_per_lease = 4;
   std::string name;  // for the registry; default host:pid
   std::chrono::milliseconds weights_deadline{std::chrono::minutes(2)};
-  // Parallel StreamWeights streams per pull (1 to 64): one stream is bound by one core's
-  // copies; more help where the learner and the worker have cores to spare.
-  int weight_streams = 2;
+  // Parallel StreamWeights streams per pull (1 to 64). One stream is bound by one core's
+  // copies, and on a 2-core machine it is the fastest (README); more are for hosts with
+  // cores to spare.
+  int weight_streams = 1;
   // How long the learner may stay UNAVAILABLE before a batch is dropped (its leases are
   // then reissued, and the next lease names the learner's new address).
   std::chrono::milliseconds learner_unreachable_grace{std::chrono::seconds(10)};
