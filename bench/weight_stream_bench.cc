@@ -78,7 +78,8 @@ int main(int argc, char** argv) {
     return Fail("--streams/--workers/--repeats/--warmup",
                 absl::InvalidArgumentError(
                     "streams and workers in [1, 64], repeats >= 1, warmup >= 0"));
-  std::fprintf(stderr, "weight_stream_bench: %s, %.0fM parameters, %s, %d worker(s) x %d stream(s)\n",
+  std::fprintf(stderr,
+               "weight_stream_bench: %s, %.0fM parameters, %s, %d worker(s) x %d stream(s)\n",
                shape.c_str(), config->NumParameters() / 1e6, absl::GetFlag(FLAGS_dtype).c_str(),
                workers, streams);
   grpo::Transformer learner_policy(*config, 1), worker_policy(*config, 2);
@@ -151,7 +152,8 @@ int main(int argc, char** argv) {
         "\"transfer_seconds\":%.3f,\"mb_per_s_per_worker\":%.0f,\"mb_per_s_all\":%.0f,"
         "\"import_seconds\":%.3f,\"delivered_seconds\":%.3f}\n",
         shape.c_str(), absl::GetFlag(FLAGS_dtype).c_str(), workers, streams, r,
-        r < warmup ? "true" : "false", mb, flat_seconds, export_seconds, transfer, mb / Median(seconds), mb * workers / transfer, import_seconds,
+        r < warmup ? "true" : "false", mb, flat_seconds, export_seconds, transfer,
+        mb / Median(seconds), mb * workers / transfer, import_seconds,
         seconds[0] + import_seconds);
     std::fflush(stdout);
   }

@@ -106,7 +106,8 @@ void WeightPublisher::Clear() {
 PublishedWeights WeightPublisher::Latest() const {
   absl::MutexLock lock(&mu_);
   PublishedWeights out{job_id_, version_, nullptr};
-  if (auto it = latest_.find(v1::WEIGHT_DTYPE_FLOAT32); it != latest_.end()) out.payload = it->second;
+  if (auto it = latest_.find(v1::WEIGHT_DTYPE_FLOAT32); it != latest_.end())
+    out.payload = it->second;
   return out;
 }
 

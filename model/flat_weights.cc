@@ -28,7 +28,8 @@ absl::StatusOr<v1::WeightDtype> ParseWeightDtype(std::string_view name) {
   if (name == "float32") return v1::WEIGHT_DTYPE_FLOAT32;
   if (name == "bfloat16") return v1::WEIGHT_DTYPE_BFLOAT16;
   return absl::InvalidArgumentError(
-      absl::StrCat("weight dtype '", absl::string_view(name.data(), name.size()), "': expected float32 or bfloat16"));
+      absl::StrCat("weight dtype '", absl::string_view(name.data(), name.size()),
+                   "': expected float32 or bfloat16"));
 }
 
 std::string_view WeightDtypeName(v1::WeightDtype dtype) {

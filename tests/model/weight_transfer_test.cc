@@ -186,7 +186,8 @@ TEST(WeightTransferTest, SizesAndVersionsOutOfBoundsAreRefused) {
 // Weights that arrive whole and verified but hold a NaN or an infinity are still refused,
 // naming the parameter, and the model keeps its weights.
 TEST(WeightTransferTest, NonFiniteWeightsAreRefused) {
-  for (float bad : {std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::infinity()}) {
+  for (float bad :
+       {std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::infinity()}) {
     for (v1::WeightDtype dtype : {v1::WEIGHT_DTYPE_FLOAT32, v1::WEIGHT_DTYPE_BFLOAT16}) {
       Transformer source(Config(), 1), target(Config(), 2);
       {
@@ -207,8 +208,8 @@ TEST(WeightTransferTest, FlatHeadersOutOfBoundsAreRefused) {
   std::vector<size_t> offsets;
   std::string payload = LayOutFlatWeights(v1::WEIGHT_DTYPE_FLOAT32, {{"w", {4, 4}}}, &offsets);
   ASSERT_TRUE(ParseFlatWeights(payload).ok());
-  EXPECT_THAT(std::string(ParseFlatWeights(payload.substr(0, payload.size() - 1)).status().message()),
-              HasSubstr("not inside"));
+  const absl::Status truncated = ParseFlatWeights(payload.substr(0, payload.size() - 1)).status();
+  EXPECT_THAT(std::string(truncated.message()), HasSubstr("not inside"));
   std::string bad_magic = payload;
   bad_magic[0] = 'X';
   EXPECT_FALSE(ParseFlatWeights(bad_magic).ok());
