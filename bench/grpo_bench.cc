@@ -25,6 +25,8 @@
 
 ABSL_FLAG(int, threads, 0, "intra-op threads; 0 = all cores");
 ABSL_FLAG(std::string, models, "tiny,bench-26m", "comma-separated model presets");
+ABSL_FLAG(std::string, matmul_dtype, "float32",
+          "float32 or bfloat16: the decode step's matmuls (Transformer::SetInferenceMatmulDtype)");
 ABSL_FLAG(int, repeats, 3, "timed learner steps (after one warm-up); 0 = decode only");
 ABSL_FLAG(int64_t, micro_batch_tokens, 0,
           "learner micro-batches of at most this many tokens (job spec training.*); 0 = one shot");
@@ -78,6 +80,15 @@ int Run(const std::string& preset, double peak) {
   sampling.max_new_tokens = kGenerate;
   sampling.stop_token = -1;  // every sequence decodes all 64 tokens
   sampling.seed = 1;
+  const std::string matmuls = absl::GetFlag(FLAGS_matmul_dtype);
+  if (absl::Status s = policy.SetInferenceMatmulDtype(matmuls == "bfloat16" ? at::kBFloat16
+                                                   : matmuls == "float32" ? at::kFloat
+                                                                          : at::kHalf);
+      !s.ok()) {
+    std::fprintf(stderr, "--matmul_dtype %s: %s\n", matmuls.c_str(),
+                 std::string(s.message()).c_str());
+    return 1;
+  }
   if (!grpo::Sample(policy, prompts, sampling).ok()) return 1;  // warm-up
   auto start = Clock::now();
   auto sampled = grpo::Sample(policy, prompts, sampling);
@@ -86,6 +97,7 @@ int Run(const std::string& preset, double peak) {
     std::fprintf(stderr, "%s\n", std::string(sampled.status().message()).c_str());
     return 1;
   }
+  (void)policy.SetInferenceMatmulDtype(at::kFloat);  // the learner steps below train in float32
 
   std::vector<grpo::ScoredGroup> groups(kSequences / kGroup);
   std::uniform_real_distribution<double> reward(0, 1);
@@ -133,10 +145,11 @@ int Run(const std::string& preset, double peak) {
   }
   std::printf(
       "{\"model\":\"%s\",\"params\":%.0f,\"threads\":%d,\"peak_gflops\":%.1f,%s"
+      "\"matmul_dtype\":\"%s\","
       "\"decode_tokens_per_s\":%.1f,\"decode_gflops\":%.1f,\"decode_frac_peak\":%.3f,"
       "\"peak_rss_mb\":%.0f}\n",
       preset.c_str(), params, at::get_num_threads(), peak, train_fields.c_str(),
-      decode_tokens_per_s, decode_gflops, decode_gflops / peak, PeakRssMb());
+      matmuls.c_str(), decode_tokens_per_s, decode_gflops, decode_gflops / peak, PeakRssMb());
   std::fflush(stdout);
   return 0;
 }

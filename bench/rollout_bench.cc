@@ -28,6 +28,8 @@ ABSL_FLAG(int, max_new_tokens, 64, "longest completion");
 ABSL_FLAG(int, repeats, 2, "timed samplings per setting (the best is kept)");
 ABSL_FLAG(bool, no_stop, false, "no stop token: every row decodes max_new_tokens");
 ABSL_FLAG(int, threads, 0, "intra-op threads; 0 = all cores");
+ABSL_FLAG(std::string, matmul_dtype, "float32",
+          "float32 or bfloat16: the decode step's matmuls (Transformer::SetInferenceMatmulDtype)");
 
 namespace {
 
@@ -66,6 +68,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   grpo::Transformer model(*config, 0);
+  const std::string matmuls = absl::GetFlag(FLAGS_matmul_dtype);
+  if (absl::Status s = model.SetInferenceMatmulDtype(matmuls == "bfloat16" ? at::kBFloat16
+                                                  : matmuls == "float32" ? at::kFloat
+                                                                         : at::kHalf);
+      !s.ok()) {
+    std::fprintf(stderr, "rollout_bench: --matmul_dtype %s: %s\n", matmuls.c_str(),
+                 std::string(s.message()).c_str());
+    return 2;
+  }
   const int p = absl::GetFlag(FLAGS_prompts), g = absl::GetFlag(FLAGS_group);
   const int repeats = std::max(1, absl::GetFlag(FLAGS_repeats));
   for (absl::string_view length_text : absl::StrSplit(absl::GetFlag(FLAGS_prompt_tokens), ',')) {
@@ -110,12 +121,14 @@ int main(int argc, char** argv) {
     const double engine_tps = engine.result.generated_tokens / engine.seconds;
     const double plain_tps = plain.result.generated_tokens / plain.seconds;
     std::printf(
-        "{\"bench\":\"rollout\",\"model\":\"%s\",\"threads\":%d,\"prompts\":%d,\"group\":%d,"
+        "{\"bench\":\"rollout\",\"model\":\"%s\",\"matmul_dtype\":\"%s\","
+        "\"threads\":%d,\"prompts\":%d,\"group\":%d,"
         "\"prompt_tokens\":%d,\"max_new_tokens\":%d,\"stop_token\":%d,"
         "\"mean_completion\":%.1f,\"longest_completion\":%.0f,\"generated_tokens\":%lld,"
         "\"seconds\":%.3f,\"tokens_per_s\":%.1f,\"plain_seconds\":%.3f,"
         "\"plain_tokens_per_s\":%.1f,\"speedup\":%.2f}\n",
-        absl::GetFlag(FLAGS_model).c_str(), at::get_num_threads(), p, g, length,
+        absl::GetFlag(FLAGS_model).c_str(), matmuls.c_str(), at::get_num_threads(), p, g,
+        length,
         o.max_new_tokens, o.stop_token, mean_len, max_len,
         static_cast<long long>(engine.result.generated_tokens), engine.seconds, engine_tps,
         plain.seconds, plain_tps, engine_tps / plain_tps);

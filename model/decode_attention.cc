@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <c10/util/BFloat16.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -18,8 +19,9 @@ namespace {
 // Portable version; AttendAvx2 below is the same with the query and output rows held in
 // registers and a vectorised exp (Debian builds for baseline x86-64, so it is chosen at
 // run time).
-void AttendGeneric(const float* __restrict query, const float* __restrict keys,
-               const float* __restrict values, const bool* __restrict is_pad,
+template <typename T>
+void AttendGeneric(const float* __restrict query, const T* __restrict keys,
+               const T* __restrict values, const bool* __restrict is_pad,
                int64_t rep, int64_t length, int64_t hd, float* __restrict weights,
                float* __restrict out) {
   constexpr int kLanes = 8;
@@ -28,13 +30,13 @@ void AttendGeneric(const float* __restrict query, const float* __restrict keys,
     float* __restrict o = out + r * hd;
     float max_score = -std::numeric_limits<float>::infinity();
     for (int64_t j = 0; j < length; ++j) {
-      const float* __restrict kj = keys + j * hd;
+      const T* __restrict kj = keys + j * hd;
       float lanes[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
       int64_t d = 0;
       for (; d + kLanes <= hd; d += kLanes)
-        for (int l = 0; l < kLanes; ++l) lanes[l] += q[d + l] * kj[d + l];
+        for (int l = 0; l < kLanes; ++l) lanes[l] += q[d + l] * static_cast<float>(kj[d + l]);
       float score = 0;
-      for (; d < hd; ++d) score += q[d] * kj[d];
+      for (; d < hd; ++d) score += q[d] * static_cast<float>(kj[d]);
       for (int l = 0; l < kLanes; ++l) score += lanes[l];
       weights[j] = score;
       if (!is_pad[j]) max_score = std::max(max_score, score);
@@ -49,8 +51,8 @@ void AttendGeneric(const float* __restrict query, const float* __restrict keys,
     }
     for (int64_t j = 0; j < length; ++j) {
       const float w = weights[j];
-      const float* __restrict vj = values + j * hd;
-      for (int64_t d = 0; d < hd; ++d) o[d] += w * vj[d];
+      const T* __restrict vj = values + j * hd;
+      for (int64_t d = 0; d < hd; ++d) o[d] += w * static_cast<float>(vj[d]);
     }
     const float inv = 1.0f / total;
     for (int64_t d = 0; d < hd; ++d) o[d] *= inv;
@@ -75,9 +77,19 @@ __attribute__((target("avx2,fma"))) static inline __m256 Exp256(__m256 x) {
   return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
+// Eight cached values as float32: bfloat16 is the high half of a float32.
+__attribute__((target("avx2,fma"))) static inline __m256 Load8(const float* p) {
+  return _mm256_loadu_ps(p);
+}
+__attribute__((target("avx2,fma"))) static inline __m256 Load8(const c10::BFloat16* p) {
+  const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
+}
+
+template <typename T>
 __attribute__((target("avx2,fma")))
-void AttendAvx2(const float* __restrict query, const float* __restrict keys,
-               const float* __restrict values, const bool* __restrict is_pad,
+void AttendAvx2(const float* __restrict query, const T* __restrict keys,
+               const T* __restrict values, const bool* __restrict is_pad,
                int64_t rep, int64_t length, int64_t hd, float* __restrict weights,
                float* __restrict out) {
   const int64_t blocks = hd / 8;  // hd % 8 == 0, hd <= 128
@@ -87,9 +99,9 @@ void AttendAvx2(const float* __restrict query, const float* __restrict keys,
     for (int64_t i = 0; i < blocks; ++i) qv[i] = _mm256_loadu_ps(q + 8 * i);
     float max_score = -std::numeric_limits<float>::infinity();
     for (int64_t j = 0; j < length; ++j) {
-      const float* kj = keys + j * hd;
-      __m256 acc = _mm256_mul_ps(qv[0], _mm256_loadu_ps(kj));
-      for (int64_t i = 1; i < blocks; ++i) acc = _mm256_fmadd_ps(qv[i], _mm256_loadu_ps(kj + 8 * i), acc);
+      const T* kj = keys + j * hd;
+      __m256 acc = _mm256_mul_ps(qv[0], Load8(kj));
+      for (int64_t i = 1; i < blocks; ++i) acc = _mm256_fmadd_ps(qv[i], Load8(kj + 8 * i), acc);
       __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
       s = _mm_add_ps(s, _mm_movehl_ps(s, s));
       s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -114,8 +126,8 @@ void AttendAvx2(const float* __restrict query, const float* __restrict keys,
     for (int64_t i = 0; i < blocks; ++i) ov[i] = _mm256_setzero_ps();
     for (int64_t j2 = 0; j2 < length; ++j2) {
       const __m256 w = _mm256_set1_ps(weights[j2]);
-      const float* vj = values + j2 * hd;
-      for (int64_t i = 0; i < blocks; ++i) ov[i] = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 8 * i), ov[i]);
+      const T* vj = values + j2 * hd;
+      for (int64_t i = 0; i < blocks; ++i) ov[i] = _mm256_fmadd_ps(w, Load8(vj + 8 * i), ov[i]);
     }
     const __m256 inv = _mm256_set1_ps(1.0f / total);
     for (int64_t i = 0; i < blocks; ++i) _mm256_storeu_ps(o + 8 * i, _mm256_mul_ps(ov[i], inv));
@@ -125,6 +137,28 @@ bool UseAvx2(int64_t hd) {
   static const bool supported =
       __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return supported && hd % 8 == 0 && hd <= 128;
+}
+
+// Every (sequence, kv head) pair, split over the compute threads. Reading the cache is
+// memory-bound (~22 GB/s from one core here, ~40 GB/s from two), so this always uses every
+// compute thread, even when LibTorch's intra-op pool is kept at one thread to leave the
+// cores to OpenBLAS.
+template <typename T>
+void AttendAll(const float* q, const T* k, const T* v, const bool* pad, int64_t batch,
+               int64_t rep, int64_t hd, int64_t kv_heads, int64_t capacity, int64_t length,
+               float* o) {
+  const bool avx2 = UseAvx2(hd);
+  const int threads = static_cast<int>(std::min<int64_t>(ComputeThreads(), batch));
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> weights(length);
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < batch; ++b) {
+      (avx2 ? AttendAvx2<T> : AttendGeneric<T>)(
+          q + b * rep * hd, k + b * capacity * hd, v + b * capacity * hd,
+          pad + (b / kv_heads) * capacity, rep, length, hd, weights.data(), o + b * rep * hd);
+    }
+  }
 }
 
 }  // namespace
@@ -141,26 +175,18 @@ at::Tensor DecodeAttention(const at::Tensor& query, const at::Tensor& keys,
   TORCH_CHECK(keys.size(0) * kv_heads == batch && keys.size(3) == hd && length <= capacity,
               "DecodeAttention: shapes do not match");
 
+  TORCH_CHECK(keys.scalar_type() == values.scalar_type() &&
+                  (keys.scalar_type() == at::kFloat || keys.scalar_type() == at::kBFloat16),
+              "DecodeAttention: caches must both be float32 or both bfloat16");
   at::Tensor out = at::empty_like(query);
-  const float* q = query.data_ptr<float>();
-  const float* k = keys.data_ptr<float>();
-  const float* v = values.data_ptr<float>();
-  const bool* pad = key_is_pad.data_ptr<bool>();
-  float* o = out.data_ptr<float>();
-  // Reading the cache is memory-bound (~22 GB/s from one core here, ~40 GB/s from two),
-  // so this always uses every compute thread, even when LibTorch's intra-op pool is
-  // kept at one thread to leave the cores to OpenBLAS.
-  const bool avx2 = UseAvx2(hd);
-  const int threads = static_cast<int>(std::min<int64_t>(ComputeThreads(), batch));
-#pragma omp parallel num_threads(threads)
-  {
-    std::vector<float> weights(length);
-#pragma omp for schedule(static)
-    for (int64_t b = 0; b < batch; ++b) {
-      (avx2 ? AttendAvx2 : AttendGeneric)(q + b * rep * hd, k + b * capacity * hd, v + b * capacity * hd,
-                pad + (b / kv_heads) * capacity, rep, length, hd, weights.data(),
-                o + b * rep * hd);
-    }
+  if (keys.scalar_type() == at::kFloat) {
+    AttendAll(query.data_ptr<float>(), keys.data_ptr<float>(), values.data_ptr<float>(),
+              key_is_pad.data_ptr<bool>(), batch, rep, hd, kv_heads, capacity, length,
+              out.data_ptr<float>());
+  } else {
+    AttendAll(query.data_ptr<float>(), keys.data_ptr<c10::BFloat16>(),
+              values.data_ptr<c10::BFloat16>(), key_is_pad.data_ptr<bool>(), batch, rep, hd,
+              kv_heads, capacity, length, out.data_ptr<float>());
   }
   return out;
 }

@@ -12,8 +12,8 @@ namespace grpo {
 
 // query:   float [B, R, hd] contiguous (B = N x kv_heads, R query heads per kv head,
 //          already scaled by 1/sqrt(hd));
-// keys, values: float [N, kv_heads, capacity, hd] contiguous caches, first `length` slots
-//          valid;
+// keys, values: float or bfloat16 (both the same) [N, kv_heads, capacity, hd] contiguous
+//          caches, first `length` slots valid;
 // key_is_pad: bool [N, capacity] contiguous; padded keys get no weight.
 // Returns float [B, R, hd].
 at::Tensor DecodeAttention(const at::Tensor& query, const at::Tensor& keys,

@@ -2,7 +2,10 @@
 
 #include <ATen/ATen.h>
 
+#include <c10/util/BFloat16.h>
+
 #include <cmath>
+#include <type_traits>
 
 namespace grpo {
 
@@ -25,26 +28,27 @@ at::Tensor RmsNormRows(const at::Tensor& x, const at::Tensor& weight, float eps)
   return out;
 }
 
-at::Tensor RotateAndCache(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
-                          float q_scale, int64_t pos, int64_t n_heads, at::Tensor& keys,
-                          at::Tensor& values) {
+namespace {
+
+// RotateAndCache with caches of element type T (float, or bfloat16 rounded to nearest even).
+template <typename T>
+void RotateAndCacheAs(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
+                      float q_scale, int64_t pos, int64_t n_heads, at::Tensor& keys,
+                      at::Tensor& values, at::Tensor& q_out) {
   const int64_t n = qkv.size(0), kv_heads = keys.size(1), capacity = keys.size(2),
                 hd = keys.size(3), half = hd / 2;
-  TORCH_CHECK(qkv.is_contiguous() && keys.is_contiguous() && values.is_contiguous() &&
-                  qkv.size(1) == (n_heads + 2 * kv_heads) * hd && pos < capacity,
-              "RotateAndCache: shapes do not match");
-  at::Tensor q_out = at::empty({n * kv_heads, n_heads / kv_heads, hd});
   const float* src = qkv.data_ptr<float>();
   const float* c = cos.data_ptr<float>();
   const float* s = sin.data_ptr<float>();
   float* q = q_out.data_ptr<float>();
-  float* k_cache = keys.data_ptr<float>();
-  float* v_cache = values.data_ptr<float>();
+  T* k_cache = keys.data_ptr<T>();
+  T* v_cache = values.data_ptr<T>();
   // rotate_half(x) = [-x2, x1]: out = x * cos + rotate_half(x) * sin.
-  auto rotate = [&](const float* x, float* out, float scale) {
+  auto rotate = [&](const float* x, auto* out, float scale) {
+    using Out = std::remove_pointer_t<decltype(out)>;
     for (int64_t i = 0; i < half; ++i) {
-      out[i] = (x[i] * c[i] - x[i + half] * s[i]) * scale;
-      out[i + half] = (x[i + half] * c[i + half] + x[i] * s[i + half]) * scale;
+      out[i] = static_cast<Out>((x[i] * c[i] - x[i + half] * s[i]) * scale);
+      out[i + half] = static_cast<Out>((x[i + half] * c[i + half] + x[i] * s[i + half]) * scale);
     }
   };
   const int64_t width = (n_heads + 2 * kv_heads) * hd;
@@ -56,8 +60,29 @@ at::Tensor RotateAndCache(const at::Tensor& qkv, const at::Tensor& cos, const at
       const int64_t slot = ((row * kv_heads + h) * capacity + pos) * hd;
       rotate(r + (n_heads + h) * hd, k_cache + slot, 1.0f);
       const float* v = r + (n_heads + kv_heads + h) * hd;
-      for (int64_t i = 0; i < hd; ++i) v_cache[slot + i] = v[i];
+      for (int64_t i = 0; i < hd; ++i) v_cache[slot + i] = static_cast<T>(v[i]);
     }
+  }
+}
+
+}  // namespace
+
+at::Tensor RotateAndCache(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
+                          float q_scale, int64_t pos, int64_t n_heads, at::Tensor& keys,
+                          at::Tensor& values) {
+  const int64_t n = qkv.size(0), kv_heads = keys.size(1), capacity = keys.size(2),
+                hd = keys.size(3);
+  TORCH_CHECK(qkv.is_contiguous() && keys.is_contiguous() && values.is_contiguous() &&
+                  qkv.size(1) == (n_heads + 2 * kv_heads) * hd && pos < capacity,
+              "RotateAndCache: shapes do not match");
+  TORCH_CHECK(keys.scalar_type() == values.scalar_type() &&
+                  (keys.scalar_type() == at::kFloat || keys.scalar_type() == at::kBFloat16),
+              "RotateAndCache: caches must both be float32 or both bfloat16");
+  at::Tensor q_out = at::empty({n * kv_heads, n_heads / kv_heads, hd});
+  if (keys.scalar_type() == at::kFloat) {
+    RotateAndCacheAs<float>(qkv, cos, sin, q_scale, pos, n_heads, keys, values, q_out);
+  } else {
+    RotateAndCacheAs<c10::BFloat16>(qkv, cos, sin, q_scale, pos, n_heads, keys, values, q_out);
   }
   return q_out;
 }

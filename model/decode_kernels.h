@@ -16,7 +16,8 @@ at::Tensor RmsNormRows(const at::Tensor& x, const at::Tensor& weight, float eps)
 
 // qkv: float [N, (H + 2K) * hd] contiguous, the fused projection of one token per row.
 // Rotates q and k by the rotary angles of position `pos` (cos/sin: [hd] rows of the
-// tables), writes k and v into slot `pos` of the caches ([N, K, capacity, hd]) and returns
+// tables), writes k and v into slot `pos` of the caches ([N, K, capacity, hd], float32, or
+// bfloat16 rounded to nearest even) and returns
 // q * q_scale as [N * K, H / K, hd] (the layout DecodeAttention takes).
 at::Tensor RotateAndCache(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
                           float q_scale, int64_t pos, int64_t n_heads, at::Tensor& keys,

@@ -10,6 +10,7 @@
 #include "model/decode_attention.h"
 #include "model/flat_weights.h"
 #include "model/decode_kernels.h"
+#include "model/matmul_copies.h"
 #include "model/torch_status.h"
 
 namespace grpo {
@@ -120,7 +121,36 @@ struct Transformer::Impl {
   at::Tensor cos, sin;  // [max_seq_len, hd]
   at::ScalarType compute_dtype = at::ScalarType::Undefined;  // = the parameters'
   bool checkpoint_layers = false;
+  // SetInferenceMatmulDtype: per layer wqkv, wo, w_gate_up, w_down, then the LM head.
+  MatmulCopies matmul_copies;
 };
+
+namespace {
+
+constexpr size_t kCopiesPerLayer = 4;
+
+// One layer's low-precision weight copies (SetInferenceMatmulDtype); undefined when off.
+struct LayerCopies {
+  at::Tensor wqkv, wo, w_gate_up, w_down;
+};
+
+LayerCopies CopiesOf(const MatmulCopies& low, size_t layer) {
+  if (!low.enabled()) return {};
+  const size_t i = layer * kCopiesPerLayer;
+  return {low.Get(i), low.Get(i + 1), low.Get(i + 2), low.Get(i + 3)};
+}
+
+// y = x·Wᵀ (+ bias) for float32 rows x. With a low-precision copy of W the product runs in
+// its dtype (float32 accumulation inside oneDNN) and comes back to float32; the bias is
+// added in float32.
+at::Tensor LinearVia(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& copy,
+                     const at::Tensor& bias) {
+  if (!copy.defined()) return at::linear(x, weight, bias);
+  at::Tensor y = at::linear(x.to(copy.scalar_type()), copy).to(at::kFloat);
+  return bias.defined() ? y.add_(bias) : y;
+}
+
+}  // namespace
 
 Transformer::Transformer(const ModelConfig& c, Uninitialized) : Transformer(c, 0, false) {}
 
@@ -251,6 +281,41 @@ at::ScalarType Transformer::compute_dtype() const {
                                                            : impl_->compute_dtype;
 }
 
+bool Transformer::UsesMatmulCopies(const at::Tensor& activations) const {
+  return impl_->matmul_copies.enabled() && !at::GradMode::is_enabled() &&
+         activations.scalar_type() == at::kFloat && activations.device().is_cpu() &&
+         impl_->embedding.scalar_type() == at::kFloat;
+}
+
+absl::Status Transformer::SetInferenceMatmulDtype(at::ScalarType dtype) {
+  if (dtype != at::kFloat && dtype != at::kBFloat16)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "inference matmul dtype ", c10::toString(dtype), ": float32 or bfloat16 only"));
+  std::vector<at::Tensor> sources;
+  if (dtype != at::kFloat) {
+    for (const Layer& l : impl_->layers)
+      for (const at::Tensor* w : {&l.wqkv, &l.wo, &l.w_gate_up, &l.w_down}) sources.push_back(*w);
+    sources.push_back(LmHeadWeight());
+  }
+  impl_->matmul_copies.Reset(std::move(sources),
+                             dtype == at::kFloat ? at::ScalarType::Undefined : dtype);
+  return absl::OkStatus();
+}
+
+at::TensorOptions Transformer::cache_options() const {
+  const at::TensorOptions options = tensor_options();
+  return impl_->matmul_copies.enabled() && options.device().is_cpu() &&
+                 impl_->embedding.scalar_type() == at::kFloat
+             ? options.dtype(impl_->matmul_copies.dtype())
+             : options;
+}
+
+at::ScalarType Transformer::inference_matmul_dtype() const {
+  return impl_->matmul_copies.enabled() ? impl_->matmul_copies.dtype() : at::kFloat;
+}
+
+int64_t Transformer::matmul_copies_made() const { return impl_->matmul_copies.copies_made(); }
+
 void Transformer::SetActivationCheckpointing(bool enabled) {
   impl_->checkpoint_layers = enabled;
 }
@@ -269,20 +334,23 @@ at::Tensor Transformer::DecodeStep(const at::Tensor& ids, const at::Tensor& is_p
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim()));
   const float eps = c.norm_eps;
   at::Tensor cos = impl_->cos.select(0, pos), sin = impl_->sin.select(0, pos);
+  impl_->matmul_copies.Refresh();
   at::Tensor x = at::embedding(impl_->embedding, ids.view({n}));  // [N, d]
   for (size_t i = 0; i < impl_->layers.size(); ++i) {
     const Layer& l = impl_->layers[i];
-    at::Tensor qkv = at::linear(RmsNormRows(x, l.attn_norm, eps), l.wqkv, l.bqkv);
+    const LayerCopies low = CopiesOf(impl_->matmul_copies, i);
+    at::Tensor qkv = LinearVia(RmsNormRows(x, l.attn_norm, eps), l.wqkv, low.wqkv, l.bqkv);
     if (c.qk_norm) qkv = NormQueryKeyHeads(qkv, l, c);
     at::Tensor q = RotateAndCache(qkv, cos, sin, scale, pos, c.n_heads, cache->keys_[i],
                                   cache->values_[i]);
     at::Tensor attended =
         DecodeAttention(q, cache->keys_[i], cache->values_[i], cache->is_pad_, pos + 1);
-    x = x + at::linear(attended.view({n, -1}), l.wo);
-    at::Tensor gate_up = at::linear(RmsNormRows(x, l.mlp_norm, eps), l.w_gate_up);
+    x = x + LinearVia(attended.view({n, -1}), l.wo, low.wo, at::Tensor());
+    at::Tensor gate_up =
+        LinearVia(RmsNormRows(x, l.mlp_norm, eps), l.w_gate_up, low.w_gate_up, at::Tensor());
     const int64_t f = c.ffn_hidden;
-    x = x + at::linear(at::silu(gate_up.narrow(-1, 0, f)) * gate_up.narrow(-1, f, f),
-                       l.w_down);
+    x = x + LinearVia(at::silu(gate_up.narrow(-1, 0, f)) * gate_up.narrow(-1, f, f), l.w_down,
+                      low.w_down, at::Tensor());
   }
   cache->length_ = pos + 1;
   return x.view({n, 1, -1});
@@ -302,7 +370,7 @@ struct LayerInputs {
 // One pre-norm decoder layer: x + attention, then + MLP. With `keys`/`values` (the
 // layer's cache) the new keys go at slots start .. start + T and attention sees them all.
 at::Tensor DecoderLayer(const Layer& l, const LayerInputs& in, const at::Tensor& input,
-                        at::Tensor* keys, at::Tensor* values) {
+                        at::Tensor* keys, at::Tensor* values, const LayerCopies& low = {}) {
   const ModelConfig& c = *in.config;
   const int64_t n = input.size(0), t = input.size(1);
   const int64_t h = c.n_heads, k = c.n_kv_heads, hd = c.head_dim(), f = c.ffn_hidden;
@@ -310,7 +378,7 @@ at::Tensor DecoderLayer(const Layer& l, const LayerInputs& in, const at::Tensor&
   const at::ScalarType dt = in.compute;
   at::Tensor x = input;
   at::Tensor qkv =
-      at::linear(RmsNorm(x, l.attn_norm, c.norm_eps), Cast(l.wqkv, dt), Cast(l.bqkv, dt));
+      LinearVia(RmsNorm(x, l.attn_norm, c.norm_eps), Cast(l.wqkv, dt), low.wqkv, Cast(l.bqkv, dt));
   if (c.qk_norm) qkv = NormQueryKeyHeads(qkv, l, c);
   at::Tensor q = qkv.narrow(-1, 0, h * hd).view({n, t, h, hd}).transpose(1, 2);
   at::Tensor key = qkv.narrow(-1, h * hd, k * hd).view({n, t, k, hd}).transpose(1, 2);
@@ -320,8 +388,8 @@ at::Tensor DecoderLayer(const Layer& l, const LayerInputs& in, const at::Tensor&
   if (keys) {
     keys->narrow(2, in.start, t).copy_(key);
     values->narrow(2, in.start, t).copy_(value);
-    key = keys->narrow(2, 0, s);
-    value = values->narrow(2, 0, s);
+    key = Cast(keys->narrow(2, 0, s), dt);  // a bfloat16 cache (cache_options) is widened
+    value = Cast(values->narrow(2, 0, s), dt);
   }
   // Grouped-query attention without repeating keys: the `rep` query heads sharing a kv
   // head become rows of one [rep * T, hd] matrix against that head's [S, hd] keys.
@@ -337,11 +405,14 @@ at::Tensor DecoderLayer(const Layer& l, const LayerInputs& in, const at::Tensor&
   at::Tensor probs = at::softmax(IsHalfPrecision(scores) ? scores.to(at::kFloat) : scores, -1);
   if (probs.scalar_type() != value.scalar_type()) probs = probs.to(value.scalar_type());
   at::Tensor attended = at::bmm(probs, value.reshape({n * k, s, hd})).view({n, h, t, hd});
-  x = x + at::linear(attended.transpose(1, 2).reshape({n, t, h * hd}), Cast(l.wo, dt));
+  x = x + LinearVia(attended.transpose(1, 2).reshape({n, t, h * hd}), Cast(l.wo, dt), low.wo,
+                    at::Tensor());
 
-  at::Tensor gate_up = at::linear(RmsNorm(x, l.mlp_norm, c.norm_eps), Cast(l.w_gate_up, dt));
-  return x + at::linear(at::silu(gate_up.narrow(-1, 0, f)) * gate_up.narrow(-1, f, f),
-                        Cast(l.w_down, dt));
+  at::Tensor gate_up =
+      LinearVia(RmsNorm(x, l.mlp_norm, c.norm_eps), Cast(l.w_gate_up, dt), low.w_gate_up,
+                at::Tensor());
+  return x + LinearVia(at::silu(gate_up.narrow(-1, 0, f)) * gate_up.narrow(-1, f, f),
+                       Cast(l.w_down, dt), low.w_down, at::Tensor());
 }
 
 // Activation checkpointing (LibTorch C++ has no torch.utils.checkpoint): forward runs the
@@ -447,13 +518,16 @@ at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
   // The embedding rows gathered, then cast: the table itself stays in the master dtype.
   at::Tensor x = Cast(at::embedding(impl_->embedding, ids), compute);  // [N, T, d]
   const bool checkpoint = impl_->checkpoint_layers && !cache && at::GradMode::is_enabled();
+  const bool use_copies = UsesMatmulCopies(x);
+  if (use_copies) impl_->matmul_copies.Refresh();
   for (size_t i = 0; i < impl_->layers.size(); ++i) {
     const Layer& l = impl_->layers[i];
     if (checkpoint) {
       x = CheckpointDecoderLayer(l, in, x);
     } else {
       x = DecoderLayer(l, in, x, cache ? &cache->keys_[i] : nullptr,
-                       cache ? &cache->values_[i] : nullptr);
+                       cache ? &cache->values_[i] : nullptr,
+                       use_copies ? CopiesOf(impl_->matmul_copies, i) : LayerCopies{});
     }
   }
   if (cache) cache->length_ = s;
@@ -466,6 +540,12 @@ const at::Tensor& Transformer::LmHeadWeight() const {
 
 at::Tensor Transformer::Logits(const at::Tensor& hidden) const {
   at::Tensor normed = FinalNorm(hidden);
+  if (UsesMatmulCopies(normed)) {
+    MatmulCopies& low = impl_->matmul_copies;
+    low.Refresh();
+    return LinearVia(normed, LmHeadWeight(), low.Get(impl_->layers.size() * kCopiesPerLayer),
+                     at::Tensor());
+  }
   return at::linear(normed, Cast(LmHeadWeight(), normed.scalar_type()));
 }
 

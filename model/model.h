@@ -89,8 +89,12 @@ class Transformer {
   // GPU in the checkpoint's dtype), and for training on a device. The fused CPU
   // decode kernels are used for CPU float32 only; elsewhere the general path runs.
   absl::Status To(c10::Device device, at::ScalarType dtype);
-  // The device and dtype of the parameters, for inputs and caches.
+  // The device and dtype of the parameters, for inputs.
   at::TensorOptions tensor_options() const;
+  // The same for a KvCache: bfloat16 on a CPU float32 model with bfloat16 inference
+  // matmuls (SetInferenceMatmulDtype: half the bytes each decode step reads), else
+  // tensor_options().
+  at::TensorOptions cache_options() const;
 
   // Mixed precision: Forward computes in `dtype` (bfloat16 on a float32 model: the usual
   // recipe, docs/design.md §9) while the parameters, their gradients and the optimizer
@@ -98,6 +102,22 @@ class Transformer {
   // carries the gradients back to the master weights. Undefined = the parameters' dtype.
   absl::Status SetComputeDtype(at::ScalarType dtype);
   at::ScalarType compute_dtype() const;
+  // Sampling on the CPU with bfloat16 matmuls: without autograd, a CPU float32 model's
+  // forward (prefill and the fused decode step) multiplies by bfloat16 copies of its four
+  // weights per layer, and Logits by one of the LM head; each product is accumulated in
+  // float32 and returned in float32, and a KvCache made with cache_options() holds
+  // bfloat16 keys and values; norms, rotary, attention arithmetic and the residual stream
+  // stay float32. On a CPU with AVX-512 BF16 the products run about twice as fast and the
+  // cache reads take half the bytes (README, Benchmark); the sampler's log-probs are then those of this
+  // mixed computation, not of the float32 model (what the learner's recomputed old
+  // log-probs and mismatch metrics are for). With autograd on (a learner) the float32
+  // weights are used. The copies are remade whenever the weights change
+  // (matmul_copies.h). float32 (the default) turns it off; other dtypes are
+  // INVALID_ARGUMENT.
+  absl::Status SetInferenceMatmulDtype(at::ScalarType dtype);
+  at::ScalarType inference_matmul_dtype() const;
+  int64_t matmul_copies_made() const;  // how many weight copies were (re)made so far
+
   // Activation checkpointing: with autograd on and no cache, each decoder layer keeps only
   // its input and is run again in the backward pass (the gradients are the same).
   void SetActivationCheckpointing(bool enabled);
@@ -137,6 +157,8 @@ class Transformer {
 
  private:
   Transformer(const ModelConfig& config, uint64_t seed, bool random);
+  // Whether a product on these activations takes the SetInferenceMatmulDtype copies.
+  bool UsesMatmulCopies(const at::Tensor& activations) const;
   torch::serialize::OutputArchive Archive() const;
   absl::Status LoadArchive(const std::string& what,
                            const std::function<void(torch::serialize::InputArchive&)>& open);

@@ -182,7 +182,7 @@ absl::StatusOr<SampleResult> Sample(const Transformer& model,
       prefill_tokens = prefill_tokens.index_select(0, pick);
       prefill_pad = prefill_pad.index_select(0, pick);
     }
-    KvCache cache(model.config(), prefill_tokens.size(0), p + m, on_model);
+    KvCache cache(model.config(), prefill_tokens.size(0), p + m, model.cache_options());
     at::Tensor hidden = model.Forward(prefill_tokens.to(device), prefill_pad.to(device), &cache);
     at::Tensor logits = model.Logits(hidden.select(1, p - 1)).to(at::kFloat);
     if (shared) {

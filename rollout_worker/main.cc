@@ -28,6 +28,9 @@ ABSL_FLAG(std::string, device, "cpu", "where the policy samples: cpu or cuda[:N]
 ABSL_FLAG(std::string, dtype, "",
           "the policy's dtype there: float32, bfloat16 or float16; default float32 on the "
           "CPU, bfloat16 on a GPU");
+ABSL_FLAG(std::string, matmul_dtype, "float32",
+          "float32, or bfloat16: a CPU float32 policy decodes with bfloat16 matmuls (about "
+          "twice as fast on CPUs with AVX-512 BF16; log-probs at bfloat16's precision)");
 ABSL_FLAG(int, weight_streams, 1,
           "parallel streams per weight pull (1 to 64): more for hosts with cores to spare");
 
@@ -65,6 +68,17 @@ int main(int argc, char** argv) {
     std::cerr << "error: --device/--dtype: " << placement.status().message() << "\n";
     return 2;
   }
+  const std::string matmuls = absl::GetFlag(FLAGS_matmul_dtype);
+  if (matmuls != "float32" && matmuls != "bfloat16") {
+    std::cerr << "error: --matmul_dtype \"" << matmuls << "\": float32 or bfloat16\n";
+    return 2;
+  }
+  if (matmuls == "bfloat16" && (options.device != "cpu" || options.dtype != "float32")) {
+    std::cerr << "error: --matmul_dtype bfloat16 is for a float32 policy on the CPU "
+                 "(on a GPU use --dtype bfloat16)\n";
+    return 2;
+  }
+  options.bfloat16_matmuls = matmuls == "bfloat16";
   absl::StatusOr<grpo::Security> security = grpo::Security::Load(grpo::SecurityOptionsFromFlags());
   if (!security.ok()) {
     std::cerr << "error: " << security.status().message() << "\n";

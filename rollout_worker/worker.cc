@@ -128,6 +128,9 @@ struct RolloutWorker::State {
     if (options.device != "cpu" || options.dtype != "float32") {
       if (absl::Status s = job_policy->To(options.device, options.dtype); !s.ok()) return s;
     }
+    if (options.bfloat16_matmuls) {
+      if (absl::Status s = job_policy->SetInferenceMatmulDtype(at::kBFloat16); !s.ok()) return s;
+    }
     job_id = lease.job_id();
     spec = lease.spec();
     learner_address = lease.learner_address();

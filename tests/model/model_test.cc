@@ -5,6 +5,8 @@
 #include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "model/decode_attention.h"
+#include "model/decode_kernels.h"
 #include "model/sampler.h"
 #include "tests/testing/small_model.h"
 
@@ -20,7 +22,7 @@ ModelConfig SmallConfig() {
 // The logits of `ids` decoded through a KV cache: `prefill` tokens in one forward, then
 // one token at a time (the decode path), as sampling does.
 at::Tensor CachedLogits(const Transformer& model, const at::Tensor& ids, int64_t prefill) {
-  KvCache cache(model.config(), ids.size(0), ids.size(1), model.tensor_options());
+  KvCache cache(model.config(), ids.size(0), ids.size(1), model.cache_options());
   std::vector<at::Tensor> pieces;
   pieces.push_back(model.Logits(model.Forward(ids.narrow(1, 0, prefill), at::Tensor(), &cache)));
   for (int64_t i = prefill; i < ids.size(1); ++i) {
@@ -148,6 +150,110 @@ TEST(ModelTest, ABfloat16ModelDecodesLikeTheFloat32One) {
   }
   EXPECT_TRUE(model.To("cpu", "float32").ok());
   EXPECT_EQ(model.named_parameters()[0].second.scalar_type(), at::kFloat);
+}
+
+// A CPU sampler's bfloat16 matmuls (prefill and decode): logits within bfloat16's rounding
+// of the float32 ones, every copy remade when the weights change (a new version imported,
+// an in-place update), autograd's path untouched, and float32 back to the exact path.
+TEST(ModelTest, Bfloat16InferenceMatmulsFollowTheWeights) {
+  ModelConfig c = SmallConfig();
+  c.qkv_bias = true;
+  Transformer model(c, 9);
+  for (const auto& [name, p] : model.named_parameters()) {
+    at::NoGradGuard no_grad;
+    if (absl::StrContains(name, "bqkv")) p.uniform_(-0.5, 0.5);
+  }
+  const int64_t n = 3, t = 12, copies = 4 * c.n_layers + 1;
+  at::Tensor ids = at::randint(4, 40, {n, t}, at::kLong);
+  at::NoGradGuard no_grad;
+  const at::Tensor reference = CachedLogits(model, ids, 5);
+  const double scale = reference.abs().max().item<double>();
+
+  EXPECT_THAT(std::string(model.SetInferenceMatmulDtype(at::kHalf).message()),
+              testing::HasSubstr("float32 or bfloat16"));
+  EXPECT_EQ(model.inference_matmul_dtype(), at::kFloat);
+  ASSERT_TRUE(model.SetInferenceMatmulDtype(at::kBFloat16).ok());
+  EXPECT_EQ(model.inference_matmul_dtype(), at::kBFloat16);
+  const at::Tensor low = CachedLogits(model, ids, 5);
+  EXPECT_EQ(model.matmul_copies_made(), copies);
+  const double error = (low - reference).abs().max().item<double>();
+  EXPECT_GT(error, 0) << "the bfloat16 products ran";
+  EXPECT_LT(error, 0.03 * scale);
+  EXPECT_TRUE(at::equal(CachedLogits(model, ids, 5), low));
+  // The prefill's products (the general forward) take the copies too.
+  const at::Tensor prefilled = model.Logits(model.Forward(ids, at::Tensor()));
+  const double prefill_error = (prefilled - reference).abs().max().item<double>();
+  EXPECT_GT(prefill_error, 0);
+  EXPECT_LT(prefill_error, 0.03 * scale);
+  EXPECT_EQ(model.matmul_copies_made(), copies) << "unchanged weights, no new copies";
+
+  // With autograd on (a learner's forward) the float32 weights are used.
+  {
+    at::AutoGradMode grad(true);
+    ASSERT_TRUE(model.SetInferenceMatmulDtype(at::kFloat).ok());
+    const at::Tensor exact = model.Logits(model.Forward(ids, at::Tensor())).detach();
+    ASSERT_TRUE(model.SetInferenceMatmulDtype(at::kBFloat16).ok());
+    EXPECT_TRUE(at::equal(model.Logits(model.Forward(ids, at::Tensor())).detach(), exact));
+  }
+
+  // A new weights version (as a worker imports one): every copy is remade from it.
+  Transformer other(c, 10);
+  const at::Tensor other_reference = CachedLogits(other, ids, 5);
+  ASSERT_GT((other_reference - reference).abs().max().item<double>(), 0.2 * scale);
+  absl::StatusOr<std::string> flat = other.ExportFlat(v1::WEIGHT_DTYPE_FLOAT32);
+  ASSERT_TRUE(flat.ok());
+  ASSERT_TRUE(model.ImportFlat(*flat).ok());
+  const at::Tensor imported = CachedLogits(model, ids, 5);
+  EXPECT_EQ(model.matmul_copies_made(), 2 * copies);
+  EXPECT_LT((imported - other_reference).abs().max().item<double>(),
+            0.03 * other_reference.abs().max().item<double>());
+
+  // An in-place update of one weight (as an optimizer step makes): that copy alone.
+  model.named_parameters()[2].second.mul_(0.5);  // layers.0.wqkv
+  ASSERT_EQ(model.named_parameters()[2].first, "layers.0.wqkv");
+  const at::Tensor halved = CachedLogits(model, ids, 5);
+  EXPECT_EQ(model.matmul_copies_made(), 2 * copies + 1);
+  EXPECT_GT((halved - imported).abs().max().item<double>(), 0);
+
+  // float32 again: the exact decode path.
+  ASSERT_TRUE(model.SetInferenceMatmulDtype(at::kFloat).ok());
+  other.named_parameters()[2].second.mul_(0.5);
+  EXPECT_TRUE(at::allclose(CachedLogits(model, ids, 5), CachedLogits(other, ids, 5), 1e-5, 1e-6));
+}
+
+// A bfloat16 KV cache (cache_options with bfloat16 matmuls): the fused decode kernels store
+// each key and value rounded to nearest even and attend over exactly those values, on the
+// AVX2 path (head_dim % 8 == 0) and the portable one.
+TEST(ModelTest, ABfloat16CacheHoldsTheRoundedKeysAndValues) {
+  at::NoGradGuard no_grad;
+  for (int64_t hd : {16, 12}) {
+    const int64_t n = 3, kv = 2, rep = 2, heads = kv * rep, capacity = 9, length = 7;
+    at::Tensor qkv = at::randn({n, (heads + 2 * kv) * hd});
+    at::Tensor angles = at::rand({hd});
+    at::Tensor cos = angles.cos(), sin = angles.sin();
+    at::Tensor keys = at::randn({n, kv, capacity, hd}), values = at::randn_like(keys);
+    at::Tensor low_keys = keys.to(at::kBFloat16), low_values = values.to(at::kBFloat16);
+    at::Tensor q = RotateAndCache(qkv, cos, sin, 0.5f, 4, heads, keys, values);
+    at::Tensor low_q = RotateAndCache(qkv, cos, sin, 0.5f, 4, heads, low_keys, low_values);
+    EXPECT_TRUE(at::equal(low_q, q));
+    EXPECT_TRUE(at::equal(low_keys, keys.to(at::kBFloat16))) << hd;
+    EXPECT_TRUE(at::equal(low_values, values.to(at::kBFloat16))) << hd;
+
+    at::Tensor is_pad = at::zeros({n, capacity}, at::kBool);
+    is_pad[1][0] = true;
+    is_pad[2][3] = true;
+    const at::Tensor attended = DecodeAttention(q, low_keys, low_values, is_pad, length);
+    const at::Tensor widened = DecodeAttention(q, low_keys.to(at::kFloat).contiguous(),
+                                               low_values.to(at::kFloat).contiguous(), is_pad,
+                                               length);
+    EXPECT_TRUE(at::equal(attended, widened)) << hd;
+    EXPECT_GT((attended - DecodeAttention(q, keys, values, is_pad, length)).abs().max()
+                  .item<double>(), 0) << "the cache really is rounded";
+  }
+  Transformer model(SmallConfig(), 2);
+  EXPECT_EQ(model.cache_options().dtype(), at::kFloat);
+  ASSERT_TRUE(model.SetInferenceMatmulDtype(at::kBFloat16).ok());
+  EXPECT_EQ(model.cache_options().dtype(), at::kBFloat16);
 }
 
 TEST(ModelTest, LeftPaddingDoesNotChangeTheRow) {
