@@ -86,32 +86,55 @@ __attribute__((target("avx2,fma"))) static inline __m256 Load8(const c10::BFloat
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
 }
 
-template <typename T>
+// Lane u of the result: the sum of the eight lanes of v[u].
+__attribute__((target("avx2,fma"))) static inline __m128 SumEach4(const __m256 v[4]) {
+  const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+  // t = [sums of the low halves of v0..v3 | of their high halves]
+  return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+
+// kBlocks = hd / 8 is a constant so that the query and the accumulators stay in the 16
+// AVX2 registers (with a runtime count they spill to the stack and every FMA waits on a
+// store); keys go four at a time (four independent FMA chains), values eight blocks a pass.
+template <typename T, int kBlocks>
 __attribute__((target("avx2,fma")))
 void AttendAvx2(const float* __restrict query, const T* __restrict keys,
-               const T* __restrict values, const bool* __restrict is_pad,
-               int64_t rep, int64_t length, int64_t hd, float* __restrict weights,
-               float* __restrict out) {
-  const int64_t blocks = hd / 8;  // hd % 8 == 0, hd <= 128
+                const T* __restrict values, const bool* __restrict is_pad, int64_t rep,
+                int64_t length, float* __restrict weights, float* __restrict out) {
+  constexpr int64_t hd = 8 * kBlocks;
+  constexpr float kMasked = -std::numeric_limits<float>::infinity();
   for (int64_t r = 0; r < rep; ++r) {
     const float* q = query + r * hd;
-    __m256 qv[16];
-    for (int64_t i = 0; i < blocks; ++i) qv[i] = _mm256_loadu_ps(q + 8 * i);
-    float max_score = -std::numeric_limits<float>::infinity();
-    for (int64_t j = 0; j < length; ++j) {
-      const T* kj = keys + j * hd;
-      __m256 acc = _mm256_mul_ps(qv[0], Load8(kj));
-      for (int64_t i = 1; i < blocks; ++i) acc = _mm256_fmadd_ps(qv[i], Load8(kj + 8 * i), acc);
+    __m256 qv[kBlocks];
+    for (int i = 0; i < kBlocks; ++i) qv[i] = _mm256_loadu_ps(q + 8 * i);
+    int64_t j = 0;
+    for (; j + 4 <= length; j += 4) {
+      __m256 acc[4];
+      for (int u = 0; u < 4; ++u) acc[u] = _mm256_mul_ps(qv[0], Load8(keys + (j + u) * hd));
+      for (int i = 1; i < kBlocks; ++i)
+        for (int u = 0; u < 4; ++u)
+          acc[u] = _mm256_fmadd_ps(qv[i], Load8(keys + (j + u) * hd + 8 * i), acc[u]);
+      _mm_storeu_ps(weights + j, SumEach4(acc));
+    }
+    for (; j < length; ++j) {
+      __m256 acc = _mm256_mul_ps(qv[0], Load8(keys + j * hd));
+      for (int i = 1; i < kBlocks; ++i)
+        acc = _mm256_fmadd_ps(qv[i], Load8(keys + j * hd + 8 * i), acc);
       __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
       s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-      s = _mm_add_ss(s, _mm_movehdup_ps(s));
-      const float score = is_pad[j] ? -std::numeric_limits<float>::infinity() : _mm_cvtss_f32(s);
-      weights[j] = score;
-      max_score = std::max(max_score, score);
+      weights[j] = _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+    }
+    float max_score = kMasked;
+    for (j = 0; j < length; ++j) {
+      if (is_pad[j]) weights[j] = kMasked;
+      max_score = std::max(max_score, weights[j]);
     }
     float* o = out + r * hd;
-    if (max_score == -std::numeric_limits<float>::infinity()) { for (int64_t d = 0; d < hd; ++d) o[d] = 0; continue; }
-    int64_t j = 0;
+    if (max_score == kMasked) {  // all padding
+      for (int64_t d = 0; d < hd; ++d) o[d] = 0;
+      continue;
+    }
+    j = 0;
     __m256 total8 = _mm256_setzero_ps();
     const __m256 mx = _mm256_set1_ps(max_score);
     for (; j + 8 <= length; j += 8) {
@@ -119,24 +142,52 @@ void AttendAvx2(const float* __restrict query, const T* __restrict keys,
       _mm256_storeu_ps(weights + j, w);
       total8 = _mm256_add_ps(total8, w);
     }
-    float tmp[8]; _mm256_storeu_ps(tmp, total8);
-    float total = tmp[0]+tmp[1]+tmp[2]+tmp[3]+tmp[4]+tmp[5]+tmp[6]+tmp[7];
-    for (; j < length; ++j) { const float w = std::exp(weights[j] - max_score); weights[j] = w; total += w; }
-    __m256 ov[16];
-    for (int64_t i = 0; i < blocks; ++i) ov[i] = _mm256_setzero_ps();
-    for (int64_t j2 = 0; j2 < length; ++j2) {
-      const __m256 w = _mm256_set1_ps(weights[j2]);
-      const T* vj = values + j2 * hd;
-      for (int64_t i = 0; i < blocks; ++i) ov[i] = _mm256_fmadd_ps(w, Load8(vj + 8 * i), ov[i]);
+    float tmp[8];
+    _mm256_storeu_ps(tmp, total8);
+    float total = tmp[0] + tmp[1] + tmp[2] + tmp[3] + tmp[4] + tmp[5] + tmp[6] + tmp[7];
+    for (; j < length; ++j) {
+      const float w = std::exp(weights[j] - max_score);
+      weights[j] = w;
+      total += w;
     }
     const __m256 inv = _mm256_set1_ps(1.0f / total);
-    for (int64_t i = 0; i < blocks; ++i) _mm256_storeu_ps(o + 8 * i, _mm256_mul_ps(ov[i], inv));
+    constexpr int kPass = kBlocks < 8 ? kBlocks : 8;
+    static_assert(kBlocks % kPass == 0, "head_dim / 8 must be a multiple of the pass width");
+    for (int c = 0; c < kBlocks; c += kPass) {
+      __m256 ov[kPass];
+      for (int i = 0; i < kPass; ++i) ov[i] = _mm256_setzero_ps();
+      for (int64_t k = 0; k < length; ++k) {
+        const __m256 w = _mm256_set1_ps(weights[k]);
+        const T* vk = values + k * hd + 8 * c;
+        for (int i = 0; i < kPass; ++i) ov[i] = _mm256_fmadd_ps(w, Load8(vk + 8 * i), ov[i]);
+      }
+      for (int i = 0; i < kPass; ++i)
+        _mm256_storeu_ps(o + 8 * (c + i), _mm256_mul_ps(ov[i], inv));
+    }
   }
 }
-bool UseAvx2(int64_t hd) {
+
+bool HasAvx2() {
   static const bool supported =
       __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return supported && hd % 8 == 0 && hd <= 128;
+  return supported;
+}
+
+// One (sequence, kv head) pair's kernel for this head size; null: the portable one.
+template <typename T>
+using AttendFn = void (*)(const float*, const T*, const T*, const bool*, int64_t, int64_t,
+                          float*, float*);
+
+template <typename T>
+AttendFn<T> PickAvx2(int64_t hd) {
+  if (!HasAvx2()) return nullptr;
+  switch (hd) {
+    case 16: return &AttendAvx2<T, 2>;
+    case 32: return &AttendAvx2<T, 4>;
+    case 64: return &AttendAvx2<T, 8>;
+    case 128: return &AttendAvx2<T, 16>;
+    default: return nullptr;
+  }
 }
 
 // Every (sequence, kv head) pair, split over the compute threads. Reading the cache is
@@ -147,16 +198,23 @@ template <typename T>
 void AttendAll(const float* q, const T* k, const T* v, const bool* pad, int64_t batch,
                int64_t rep, int64_t hd, int64_t kv_heads, int64_t capacity, int64_t length,
                float* o) {
-  const bool avx2 = UseAvx2(hd);
+  const AttendFn<T> avx2 = PickAvx2<T>(hd);
   const int threads = static_cast<int>(std::min<int64_t>(ComputeThreads(), batch));
 #pragma omp parallel num_threads(threads)
   {
     std::vector<float> weights(length);
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < batch; ++b) {
-      (avx2 ? AttendAvx2<T> : AttendGeneric<T>)(
-          q + b * rep * hd, k + b * capacity * hd, v + b * capacity * hd,
-          pad + (b / kv_heads) * capacity, rep, length, hd, weights.data(), o + b * rep * hd);
+      const float* qb = q + b * rep * hd;
+      const T* kb = k + b * capacity * hd;
+      const T* vb = v + b * capacity * hd;
+      const bool* pb = pad + (b / kv_heads) * capacity;
+      float* ob = o + b * rep * hd;
+      if (avx2) {
+        avx2(qb, kb, vb, pb, rep, length, weights.data(), ob);
+      } else {
+        AttendGeneric<T>(qb, kb, vb, pb, rep, length, hd, weights.data(), ob);
+      }
     }
   }
 }

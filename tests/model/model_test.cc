@@ -223,10 +223,10 @@ TEST(ModelTest, Bfloat16InferenceMatmulsFollowTheWeights) {
 
 // A bfloat16 KV cache (cache_options with bfloat16 matmuls): the fused decode kernels store
 // each key and value rounded to nearest even and attend over exactly those values, on the
-// AVX2 path (head_dim % 8 == 0) and the portable one.
+// AVX2 path (head_dim 16, 64, 128) and the portable one (12).
 TEST(ModelTest, ABfloat16CacheHoldsTheRoundedKeysAndValues) {
   at::NoGradGuard no_grad;
-  for (int64_t hd : {16, 12}) {
+  for (int64_t hd : {16, 64, 128, 12}) {
     const int64_t n = 3, kv = 2, rep = 2, heads = kv * rep, capacity = 9, length = 7;
     at::Tensor qkv = at::randn({n, (heads + 2 * kv) * hd});
     at::Tensor angles = at::rand({hd});
@@ -247,8 +247,17 @@ TEST(ModelTest, ABfloat16CacheHoldsTheRoundedKeysAndValues) {
                                                low_values.to(at::kFloat).contiguous(), is_pad,
                                                length);
     EXPECT_TRUE(at::equal(attended, widened)) << hd;
-    EXPECT_GT((attended - DecodeAttention(q, keys, values, is_pad, length)).abs().max()
-                  .item<double>(), 0) << "the cache really is rounded";
+    // And the kernel is attention: softmax(q·Kᵀ)·V over the unpadded keys, in float64.
+    at::Tensor k64 = keys.to(at::kDouble).view({n * kv, capacity, hd}).narrow(1, 0, length);
+    at::Tensor v64 = values.to(at::kDouble).view({n * kv, capacity, hd}).narrow(1, 0, length);
+    at::Tensor scores = at::bmm(q.to(at::kDouble), k64.transpose(1, 2));  // [n*kv, rep, len]
+    at::Tensor masked = is_pad.narrow(1, 0, length).repeat_interleave(kv, 0).view(
+        {n * kv, 1, length});
+    at::Tensor expected = at::bmm(at::softmax(scores.masked_fill(masked, -1e300), -1), v64);
+    const at::Tensor exact = DecodeAttention(q, keys, values, is_pad, length);
+    EXPECT_TRUE(at::allclose(exact.to(at::kDouble), expected, 1e-5, 1e-6))
+        << hd << ": " << (exact.to(at::kDouble) - expected).abs().max().item<double>();
+    EXPECT_GT((attended - exact).abs().max().item<double>(), 0) << "the cache is rounded";
   }
   Transformer model(SmallConfig(), 2);
   EXPECT_EQ(model.cache_options().dtype(), at::kFloat);
