@@ -29,8 +29,9 @@ ABSL_FLAG(std::string, dtype, "",
           "the policy's dtype there: float32, bfloat16 or float16; default float32 on the "
           "CPU, bfloat16 on a GPU");
 ABSL_FLAG(std::string, matmul_dtype, "float32",
-          "float32, or bfloat16: a CPU float32 policy decodes with bfloat16 matmuls (about "
-          "twice as fast on CPUs with AVX-512 BF16; log-probs at bfloat16's precision)");
+          "float32, or bfloat16: a CPU float32 policy samples with bfloat16 matmuls and KV "
+          "cache (faster on CPUs with AVX-512 BF16; log-probs at bfloat16's precision, so "
+          "set the job's training.old_logprobs to RECOMPUTE)");
 ABSL_FLAG(int, weight_streams, 1,
           "parallel streams per weight pull (1 to 64): more for hosts with cores to spare");
 

@@ -5,6 +5,7 @@
 // dropped and replaced rather than sampled again.
 #include <grpcpp/grpcpp.h>
 
+#include <cmath>
 #include <memory>
 #include <string>
 #include <functional>
@@ -63,10 +64,20 @@ class FaultyLearner final : public v1::LearnerService::Service {
   grpc::Status SubmitGroups(grpc::ServerContext*, grpc::ServerReader<v1::ScoredGroupProto>* reader,
                             v1::SubmitGroupsResponse* response) override {
     v1::ScoredGroupProto group;
-    int n = 0;
-    while (reader->Read(&group)) ++n;
+    int n = 0, tokens = 0;
+    bool logprobs_ok = true;
+    while (reader->Read(&group)) {
+      ++n;
+      for (const v1::ScoredSampleProto& sample : group.samples()) {
+        logprobs_ok &= sample.logprobs_size() == sample.completion_size();
+        for (float lp : sample.logprobs()) logprobs_ok &= std::isfinite(lp) && lp <= 0;
+        tokens += sample.completion_size();
+      }
+    }
     absl::MutexLock lock(&mu_);
     groups_ += n;
+    tokens_ += tokens;
+    logprobs_ok_ &= logprobs_ok;
     response->set_accepted(n);
     return grpc::Status::OK;
   }
@@ -74,6 +85,15 @@ class FaultyLearner final : public v1::LearnerService::Service {
   int streams() {
     absl::MutexLock lock(&mu_);
     return streams_;
+  }
+  // Whether every submitted token came with a finite log-prob <= 0; how many tokens.
+  bool logprobs_ok() {
+    absl::MutexLock lock(&mu_);
+    return logprobs_ok_;
+  }
+  int tokens() {
+    absl::MutexLock lock(&mu_);
+    return tokens_;
   }
   // Blocks until `n` groups arrived (or 2 minutes pass).
   bool AwaitGroups(int n) {
@@ -89,6 +109,8 @@ class FaultyLearner final : public v1::LearnerService::Service {
   absl::Mutex mu_;
   int streams_ ABSL_GUARDED_BY(mu_) = 0;
   int groups_ ABSL_GUARDED_BY(mu_) = 0;
+  int tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  bool logprobs_ok_ ABSL_GUARDED_BY(mu_) = true;
 };
 
 GrpcServerOptions Loopback() {
@@ -172,8 +194,10 @@ class WorkerTest : public ::testing::Test {
   }
 
   // Runs a worker until `done` returns; its counters and Run's status.
-  RolloutWorkerCounters RunWorkerUntil(const std::function<bool()>& done, absl::Status* run) {
+  RolloutWorkerCounters RunWorkerUntil(const std::function<bool()>& done, absl::Status* run,
+                                       bool bfloat16_matmuls = false) {
     RolloutWorkerOptions options;
+    options.bfloat16_matmuls = bfloat16_matmuls;
     options.coordinator_address = absl::StrCat("127.0.0.1:", coordinator_server_->port());
     options.reward_server_address = absl::StrCat("127.0.0.1:", reward_server_->port());
     options.max_prompts_per_lease = 2;
@@ -223,6 +247,23 @@ TEST_F(WorkerTest, CorruptOrCutTransfersAreRefusedAndFetchedAgain) {
   EXPECT_EQ(counters.batches_failed, 0);  // retried inside the batch, not dropped
   EXPECT_EQ(learner_->streams(), 3);
   EXPECT_EQ(counters.groups_submitted, 2);
+}
+
+// --matmul_dtype bfloat16: the worker samples with bfloat16 matmuls and KV cache on its
+// float32 policy, imports the weights as usual, and every token keeps a finite log-prob.
+TEST_F(WorkerTest, ABfloat16MatmulWorkerSubmitsWholeGroups) {
+  RewardServiceImpl reward(RewardServiceLimits{});
+  Start(&reward, /*corrupt_streams=*/0);
+  absl::Status run;
+  const RolloutWorkerCounters counters = RunWorkerUntil(
+      [&] { return learner_->AwaitGroups(2); }, &run, /*bfloat16_matmuls=*/true);
+  ASSERT_TRUE(finished_) << "no groups reached the learner";
+  EXPECT_TRUE(run.ok()) << run;
+  EXPECT_EQ(counters.weight_pulls, 1);
+  EXPECT_EQ(counters.batches_failed, 0);
+  EXPECT_EQ(counters.groups_submitted, 2);
+  EXPECT_GT(learner_->tokens(), 0);
+  EXPECT_TRUE(learner_->logprobs_ok());
 }
 
 // grpo.reward_failure = SKIP: prompts that cannot be scored are reported as failed and
