@@ -26,7 +26,9 @@
 ABSL_FLAG(int, threads, 0, "intra-op threads; 0 = all cores");
 ABSL_FLAG(std::string, models, "tiny,bench-26m", "comma-separated model presets");
 ABSL_FLAG(std::string, matmul_dtype, "float32",
-          "float32 or bfloat16: the decode step's matmuls (Transformer::SetInferenceMatmulDtype)");
+          "float32 or bfloat16: the sampler's matmuls (Transformer::SetInferenceMatmulDtype); "
+          "bfloat16 also lets OpenMP threads spin briefly (runtime.h), which slows the float32 "
+          "learner steps: time those with float32");
 ABSL_FLAG(int, repeats, 3, "timed learner steps (after one warm-up); 0 = decode only");
 ABSL_FLAG(int64_t, micro_batch_tokens, 0,
           "learner micro-batches of at most this many tokens (job spec training.*); 0 = one shot");
@@ -157,8 +159,11 @@ int Run(const std::string& preset, double peak) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  grpo::EnsureThreadEnvironment(argv);
   absl::ParseCommandLine(argc, argv);
+  // As the rollout worker does: bfloat16 matmuls run on the OpenMP threads (runtime.h).
+  grpo::EnsureThreadEnvironment(argv, absl::GetFlag(FLAGS_matmul_dtype) == "bfloat16"
+                                          ? grpo::MatmulThreads::kOpenMp
+                                          : grpo::MatmulThreads::kOpenBlas);
   grpo::ConfigureRuntime(absl::GetFlag(FLAGS_threads));
   const double peak = MatmulPeak();
   for (absl::string_view preset : absl::StrSplit(absl::GetFlag(FLAGS_models), ',')) {

@@ -29,7 +29,7 @@ ABSL_FLAG(int, repeats, 2, "timed samplings per setting (the best is kept)");
 ABSL_FLAG(bool, no_stop, false, "no stop token: every row decodes max_new_tokens");
 ABSL_FLAG(int, threads, 0, "intra-op threads; 0 = all cores");
 ABSL_FLAG(std::string, matmul_dtype, "float32",
-          "float32 or bfloat16: the decode step's matmuls (Transformer::SetInferenceMatmulDtype)");
+          "float32 or bfloat16: the sampler's matmuls (Transformer::SetInferenceMatmulDtype)");
 
 namespace {
 
@@ -59,8 +59,11 @@ Timed Best(const grpo::Transformer& model, const std::vector<std::vector<int32_t
 }  // namespace
 
 int main(int argc, char** argv) {
-  grpo::EnsureThreadEnvironment(argv);
   absl::ParseCommandLine(argc, argv);
+  // As the rollout worker does: bfloat16 matmuls run on the OpenMP threads (runtime.h).
+  grpo::EnsureThreadEnvironment(argv, absl::GetFlag(FLAGS_matmul_dtype) == "bfloat16"
+                                          ? grpo::MatmulThreads::kOpenMp
+                                          : grpo::MatmulThreads::kOpenBlas);
   grpo::ConfigureRuntime(absl::GetFlag(FLAGS_threads));
   auto config = grpo::ModelPreset(absl::GetFlag(FLAGS_model));
   if (!config.ok()) {

@@ -108,12 +108,12 @@ class Transformer {
   // float32 and returned in float32, and a KvCache made with cache_options() holds
   // bfloat16 keys and values; norms, rotary, attention arithmetic and the residual stream
   // stay float32. On a CPU with AVX-512 BF16 the products run about twice as fast and the
-  // cache reads take half the bytes (README, Benchmark); the sampler's log-probs are then those of this
-  // mixed computation, not of the float32 model (what the learner's recomputed old
-  // log-probs and mismatch metrics are for). With autograd on (a learner) the float32
-  // weights are used. The copies are remade whenever the weights change
-  // (matmul_copies.h). float32 (the default) turns it off; other dtypes are
-  // INVALID_ARGUMENT.
+  // cache reads take half the bytes (README, Benchmark); the copies cost 2 bytes a
+  // parameter. The sampler's log-probs are then those of this mixed computation, not of
+  // the float32 model (what the learner's recomputed old log-probs and mismatch metrics
+  // are for). With autograd on (a learner) the float32 weights are used. The copies are
+  // remade whenever the weights change (matmul_copies.h). float32 (the default) turns it
+  // off and frees them; other dtypes are INVALID_ARGUMENT.
   absl::Status SetInferenceMatmulDtype(at::ScalarType dtype);
   at::ScalarType inference_matmul_dtype() const;
   int64_t matmul_copies_made() const;  // how many weight copies were (re)made so far

@@ -21,7 +21,7 @@ std::atomic<int> compute_threads{0};
 
 }  // namespace
 
-void EnsureThreadEnvironment(char** argv) {
+void EnsureThreadEnvironment(char** argv, MatmulThreads matmuls) {
   bool changed = false;
   // Idle OpenMP threads sleep instead of spinning on the cores OpenBLAS needs.
   if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
@@ -35,10 +35,15 @@ void EnsureThreadEnvironment(char** argv) {
     setenv("OPENBLAS_THREAD_TIMEOUT", "4", /*overwrite=*/1);
     changed = true;
   }
+  if (matmuls == MatmulThreads::kOpenMp && std::getenv("GOMP_SPINCOUNT") == nullptr) {
+    setenv("GOMP_SPINCOUNT", "30000", /*overwrite=*/1);
+    changed = true;
+  }
   if (!changed) return;
   execv("/proc/self/exe", argv);
   std::fprintf(stderr, "warning: could not re-exec with OMP_WAIT_POLICY / "
-               "OPENBLAS_THREAD_TIMEOUT set (%s); threads will spin and slow decoding\n",
+               "OPENBLAS_THREAD_TIMEOUT / GOMP_SPINCOUNT set (%s); threads will spin or "
+               "sleep where they should not, and slow decoding\n",
                std::strerror(errno));
 }
 

@@ -7,11 +7,25 @@
 
 namespace grpo {
 
+// Where a process's matmuls run, for EnsureThreadEnvironment.
+enum class MatmulThreads {
+  // float32 matmuls in OpenBLAS's own threads: idle OpenMP threads sleep at once, so they
+  // do not hold the cores OpenBLAS needs.
+  kOpenBlas,
+  // bfloat16 matmuls (Transformer::SetInferenceMatmulDtype) in oneDNN, on the OpenMP
+  // threads themselves: those spin briefly (GOMP_SPINCOUNT=30000) before sleeping, since a
+  // decode step is hundreds of short parallel regions and waking a sleeping thread for
+  // each costs more than the work (bench-26m rollout: ~2,150 -> ~2,900 tokens/s on 2
+  // cores; the same spin slows the float32 path ~15%, hence not the default).
+  kOpenMp,
+};
+
 // libgomp and OpenBLAS read their threading variables when they are loaded, before main:
-// if OMP_WAIT_POLICY or OPENBLAS_THREAD_TIMEOUT is unset, set it (PASSIVE, 4) and re-exec
-// this binary with the same arguments. Values already in the environment are respected.
-// Returns only when the environment is right (or re-exec failed: reported on stderr).
-void EnsureThreadEnvironment(char** argv);
+// if OMP_WAIT_POLICY or OPENBLAS_THREAD_TIMEOUT is unset (or GOMP_SPINCOUNT, for kOpenMp),
+// set it (PASSIVE, 4, 30000) and re-exec this binary with the same arguments. Values
+// already in the environment are respected. Returns only when the environment is right
+// (or re-exec failed: reported on stderr).
+void EnsureThreadEnvironment(char** argv, MatmulThreads matmuls = MatmulThreads::kOpenBlas);
 
 // threads <= 0 means all online cores. Sets the compute threads (our kernels, LibTorch's
 // intra-op pool). Returns the number in use.

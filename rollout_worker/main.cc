@@ -36,11 +36,14 @@ ABSL_FLAG(int, weight_streams, 1,
           "parallel streams per weight pull (1 to 64): more for hosts with cores to spare");
 
 int main(int argc, char** argv) {
-  grpo::EnsureThreadEnvironment(argv);
-  grpo::CatchStopSignals();
   absl::SetProgramUsageMessage(
       "grpo_rollout_worker --coordinator HOST:PORT --reward_server HOST:PORT");
   absl::ParseCommandLine(argc, argv);
+  // May re-execute this binary (model/runtime.h); bfloat16 matmuls run on OpenMP threads.
+  grpo::EnsureThreadEnvironment(argv, absl::GetFlag(FLAGS_matmul_dtype) == "bfloat16"
+                                          ? grpo::MatmulThreads::kOpenMp
+                                          : grpo::MatmulThreads::kOpenBlas);
+  grpo::CatchStopSignals();
   if (absl::Status log = grpo::InstallStructuredLogFromFlags("grpo_rollout_worker"); !log.ok()) {
     std::cerr << "error: " << log.message() << "\n";
     return 2;
