@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.."
 source tools/cuda_check/torch_env.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 sources="bench/hf_bench.cc base/durable_file.cc model/model.cc model/model_config.cc model/sampler.cc model/runtime.cc
-         model/decode_kernels.cc model/decode_attention.cc hf/hf_checkpoint.cc hf/safetensors.cc
+         model/decode_kernels.cc model/decode_attention.cc model/matmul_copies.cc hf/hf_checkpoint.cc hf/safetensors.cc
          hf/hf_config.cc"
 mkdir -p "$OUT/obj"
 for s in $sources; do
