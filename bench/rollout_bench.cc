@@ -3,8 +3,16 @@
 // then off (the plain path), in one process. The stop token is the one the random model
 // finds likeliest after the prompts, so completions end at different lengths (a tail), as
 // trained policies' do. One JSON line per prompt length: generated tokens per second,
-// prefill and decode seconds are not split (one Sample call), mean and longest completion.
+// prefill and decode seconds are not split (one Sample call), mean and longest completion,
+// peak memory (CUDA's peak allocated on a GPU, the process's peak RSS on the CPU) and,
+// with --memory_gbps, the bound one decode step cannot beat: (weight bytes + KV-cache
+// bytes read) / memory bandwidth, for the full batch at its mean cached length.
+#include <sys/resource.h>
 #include <torch/torch.h>
+
+#if defined(GRPO_WITH_CUDA)
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 #include <chrono>
 #include <cstdio>
@@ -15,12 +23,20 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "bench/bench_shapes.h"
 #include "model/model.h"
 #include "model/runtime.h"
 #include "model/sampler.h"
 
-ABSL_FLAG(std::string, model, "bench-26m", "model preset");
+ABSL_FLAG(std::string, model, "bench-26m",
+          "model preset (tiny, bench-26m) or Hugging Face shape (qwen2.5-0.5b, qwen2.5-1.5b, "
+          "qwen2.5-7b; random weights)");
+ABSL_FLAG(std::string, device, "cpu", "where to sample: cpu or cuda[:N]");
+ABSL_FLAG(std::string, dtype, "float32", "the model's dtype there: float32, bfloat16, float16");
+ABSL_FLAG(double, memory_gbps, 0,
+          "memory bandwidth in GB/s (H200: 4800) to print the decode bound; 0 = none");
 ABSL_FLAG(int, prompts, 8, "distinct prompts (P)");
 ABSL_FLAG(int, group, 8, "samples per prompt (G)");
 ABSL_FLAG(std::string, prompt_tokens, "32,256", "comma-separated prompt lengths");
@@ -56,6 +72,31 @@ Timed Best(const grpo::Transformer& model, const std::vector<std::vector<int32_t
   return best;
 }
 
+double PeakMemoryMb(const c10::Device& device) {
+#if defined(GRPO_WITH_CUDA)
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    using c10::cuda::CUDACachingAllocator::StatType;
+    return stats.allocated_bytes[static_cast<size_t>(StatType::AGGREGATE)].peak / 1048576.0;
+  }
+#endif
+  (void)device;
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss / 1024.0;  // KiB on Linux
+}
+
+// The fastest a decode step of `rows` rows can go: every weight and the cached keys and
+// values at `cached` positions read once from memory, in tokens/s.
+double DecodeBoundTokensPerSecond(const grpo::ModelConfig& c, int64_t element_bytes,
+                                  int64_t kv_element_bytes, int64_t rows, double cached,
+                                  double gbps) {
+  const double weights = static_cast<double>(c.NumParameters()) * element_bytes;
+  const double kv = 2.0 * c.n_layers * c.n_kv_heads * c.head_dim() * cached * rows *
+                    kv_element_bytes;
+  return rows / ((weights + kv) / (gbps * 1e9));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -65,12 +106,30 @@ int main(int argc, char** argv) {
                                           ? grpo::MatmulThreads::kOpenMp
                                           : grpo::MatmulThreads::kOpenBlas);
   grpo::ConfigureRuntime(absl::GetFlag(FLAGS_threads));
-  auto config = grpo::ModelPreset(absl::GetFlag(FLAGS_model));
+  const std::string name = absl::GetFlag(FLAGS_model);
+  int longest_prompt = 0;
+  for (absl::string_view length_text : absl::StrSplit(absl::GetFlag(FLAGS_prompt_tokens), ','))
+    if (int length = 0; absl::SimpleAtoi(length_text, &length))
+      longest_prompt = std::max(longest_prompt, length);
+  absl::StatusOr<grpo::ModelConfig> config = grpo::ModelPreset(name);
   if (!config.ok()) {
-    std::fprintf(stderr, "rollout_bench: %s\n", config.status().ToString().c_str());
+    config = grpo::BenchShape(name, longest_prompt + absl::GetFlag(FLAGS_max_new_tokens));
+  }
+  if (!config.ok()) {
+    std::fprintf(stderr, "rollout_bench: --model %s: not a preset (tiny, bench-26m), and %s\n",
+                 name.c_str(), std::string(config.status().message()).c_str());
     return 2;
   }
+  std::fprintf(stderr, "rollout_bench: %s, %.0fM parameters, on %s in %s\n", name.c_str(),
+               config->NumParameters() / 1e6, absl::GetFlag(FLAGS_device).c_str(),
+               absl::GetFlag(FLAGS_dtype).c_str());
   grpo::Transformer model(*config, 0);
+  if (absl::Status s = model.To(absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_dtype));
+      !s.ok()) {
+    std::fprintf(stderr, "rollout_bench: --device/--dtype: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
+  const c10::Device device = model.tensor_options().device();
   const std::string matmuls = absl::GetFlag(FLAGS_matmul_dtype);
   if (absl::Status s = model.SetInferenceMatmulDtype(matmuls == "bfloat16" ? at::kBFloat16
                                                   : matmuls == "float32" ? at::kFloat
@@ -103,8 +162,8 @@ int main(int argc, char** argv) {
     if (!absl::GetFlag(FLAGS_no_stop)) {
       at::NoGradGuard no_grad;
       auto batch = grpo::MakePromptBatch(distinct, 0);
-      at::Tensor probs = at::softmax(
-          model.Logits(model.Forward(batch->tokens, batch->is_pad).select(1, length - 1)), -1);
+      at::Tensor hidden = model.Forward(batch->tokens.to(device), batch->is_pad.to(device));
+      at::Tensor probs = at::softmax(model.Logits(hidden.select(1, length - 1)).to(at::kFloat), -1);
       o.stop_token = static_cast<int>(probs.mean(0).narrow(0, 3, config->vocab_size - 3)
                                           .argmax()
                                           .item<int64_t>()) + 3;
@@ -123,15 +182,29 @@ int main(int argc, char** argv) {
     const auto [mean_len, max_len] = lengths(engine.result);
     const double engine_tps = engine.result.generated_tokens / engine.seconds;
     const double plain_tps = plain.result.generated_tokens / plain.seconds;
+    std::string bound;
+    if (const double gbps = absl::GetFlag(FLAGS_memory_gbps); gbps > 0) {
+      // The weights a step reads: the bfloat16 copies where --matmul_dtype makes them.
+      const bool copies = device.is_cpu() && model.tensor_options().dtype() == at::kFloat &&
+                          model.inference_matmul_dtype() != at::kFloat;
+      const int64_t element = copies ? c10::elementSize(model.inference_matmul_dtype())
+                                     : model.tensor_options().dtype().itemsize();
+      const int64_t kv_element = model.cache_options().dtype().itemsize();
+      bound = absl::StrFormat(
+          "\"memory_gbps\":%.0f,\"bound_tokens_per_s\":%.0f,", gbps,
+          DecodeBoundTokensPerSecond(*config, element, kv_element, p * g,
+                                     length + mean_len / 2, gbps));
+    }
     std::printf(
-        "{\"bench\":\"rollout\",\"model\":\"%s\",\"matmul_dtype\":\"%s\","
+        "{\"bench\":\"rollout\",\"model\":\"%s\",\"device\":\"%s\",\"dtype\":\"%s\","
+        "\"matmul_dtype\":\"%s\",\"peak_memory_mb\":%.0f,%s"
         "\"threads\":%d,\"prompts\":%d,\"group\":%d,"
         "\"prompt_tokens\":%d,\"max_new_tokens\":%d,\"stop_token\":%d,"
         "\"mean_completion\":%.1f,\"longest_completion\":%.0f,\"generated_tokens\":%lld,"
         "\"seconds\":%.3f,\"tokens_per_s\":%.1f,\"plain_seconds\":%.3f,"
         "\"plain_tokens_per_s\":%.1f,\"speedup\":%.2f}\n",
-        absl::GetFlag(FLAGS_model).c_str(), matmuls.c_str(), at::get_num_threads(), p, g,
-        length,
+        name.c_str(), device.str().c_str(), absl::GetFlag(FLAGS_dtype).c_str(), matmuls.c_str(),
+        PeakMemoryMb(device), bound.c_str(), at::get_num_threads(), p, g, length,
         o.max_new_tokens, o.stop_token, mean_len, max_len,
         static_cast<long long>(engine.result.generated_tokens), engine.seconds, engine_tps,
         plain.seconds, plain_tps, engine_tps / plain_tps);

@@ -5,14 +5,17 @@
 #                        settings, bfloat16 mixed precision, PPO's critic);
 #   3. learner_bench.sh  GrpoTrainer steps on cuda (float32 and bfloat16 mixed, the memory
 #                        settings, the 0.5B and 1.5B shapes) beside the eager baseline;
-#   4. hf_bench.sh       Hugging Face checkpoint load and decode on the GPU.
+#   4. hf_bench.sh       Hugging Face checkpoint load and decode on the GPU;
+#   5. rollout_bench.sh  GRPO leases sampled on cuda in bfloat16 (bench-26m, the 0.5B shape
+#                        at 1 and 256 rows, 1.5B, 7B) beside the decode bound and the eager
+#                        baseline.
 # Each part prints its own lines; all logs go to OUT. Prepare .gpucheck first (README.md).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export OUT=${OUT:-/tmp/cuda_check}
 mkdir -p "$OUT"
 date -u
-for part in run trainer_check learner_bench hf_bench; do
+for part in run trainer_check learner_bench hf_bench rollout_bench; do
   echo "=== $part"
   start=$SECONDS
   bash "tools/cuda_check/$part.sh"

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # bench/hf_bench on a GPU machine, against its CUDA build of PyTorch's LibTorch: builds the
 # bench from the model, sampler and hf/ sources (the same flags as run.sh) and runs it on
-# the GPU in bfloat16, float16 and float32. DEPS as in run.sh, plus lib/libprotobuf.so.32 (hf/
-# parses JSON with protobuf). Prints the bench's own lines; logs in OUT.
+# the GPU in bfloat16, float16 and float32. DEPS as in run.sh, plus src/weights.pb.cc (the
+# flat weights' header, which model.cc uses) and lib/libprotobuf.so.32 (hf/ parses JSON
+# with protobuf). Prints the bench's own lines; logs in OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source tools/cuda_check/torch_env.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 sources="bench/hf_bench.cc base/durable_file.cc model/model.cc model/model_config.cc model/sampler.cc model/runtime.cc
-         model/decode_kernels.cc model/decode_attention.cc model/matmul_copies.cc hf/hf_checkpoint.cc hf/safetensors.cc
-         hf/hf_config.cc"
+         model/decode_kernels.cc model/decode_attention.cc model/matmul_copies.cc model/flat_weights.cc
+         hf/hf_checkpoint.cc hf/safetensors.cc hf/hf_config.cc $DEPS/src/weights.pb.cc"
 mkdir -p "$OUT/obj"
 for s in $sources; do
   echo "g++ -O2 -c $s"

@@ -5,7 +5,7 @@
 # (the trainer path the CPU tests run, now on the device), the Qwen2.5-0.5B shape with the
 # memory settings off and on, the 1.5B shape with 1k-token rows (the MFU target), and the
 # PyTorch eager baseline on the same shapes for the side-by-side ratio. DEPS as in run.sh,
-# plus lib/libprotobuf.so.32 and src/{job,code_tests}.pb.cc (build/proto's generated sources: the
+# plus lib/libprotobuf.so.32 and src/{job,code_tests,weights}.pb.cc (build/proto's generated sources: the
 # trainer reads its options from the job spec). Prints the JSON lines; logs in OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."

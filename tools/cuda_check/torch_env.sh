@@ -18,8 +18,9 @@ TRAINER_SOURCES="learner/grpo_trainer.cc learner/optimizer.cc learner/batch.cc
   learner/chunked_logprobs.cc learner/learner_group.cc learner/learner_device.cc
   learner/value_model.cc rewards/reward_model.cc tools/cuda_check/reward_model_no_hf.cc
   data/step_split.cc tokenizer/tokenizer.cc model/model.cc model/model_config.cc
-  model/runtime.cc model/decode_kernels.cc model/decode_attention.cc model/matmul_copies.cc model/sampler.cc
-  rl/grpo.cc rl/ppo.cc $DEPS/src/job.pb.cc $DEPS/src/code_tests.pb.cc"
+  model/runtime.cc model/decode_kernels.cc model/decode_attention.cc model/matmul_copies.cc
+  model/flat_weights.cc model/sampler.cc rl/grpo.cc rl/ppo.cc $DEPS/src/job.pb.cc
+  $DEPS/src/code_tests.pb.cc $DEPS/src/weights.pb.cc"
 
 # build_with_trainer NAME MAIN: MAIN and TRAINER_SOURCES compiled in parallel (the flags of
 # run.sh, NCCL and CUDA on) and linked into $OUT/NAME; the log in $OUT/NAME_build.log.
