@@ -178,13 +178,13 @@ TEST(ModelTest, Bfloat16InferenceMatmulsFollowTheWeights) {
   EXPECT_EQ(model.matmul_copies_made(), copies);
   const double error = (low - reference).abs().max().item<double>();
   EXPECT_GT(error, 0) << "the bfloat16 products ran";
-  EXPECT_LT(error, 0.03 * scale);
+  EXPECT_LT(error, 0.03 * scale) << error / scale;
   EXPECT_TRUE(at::equal(CachedLogits(model, ids, 5), low));
   // The prefill's products (the general forward) take the copies too.
   const at::Tensor prefilled = model.Logits(model.Forward(ids, at::Tensor()));
   const double prefill_error = (prefilled - reference).abs().max().item<double>();
   EXPECT_GT(prefill_error, 0);
-  EXPECT_LT(prefill_error, 0.03 * scale);
+  EXPECT_LT(prefill_error, 0.03 * scale) << prefill_error / scale;
   EXPECT_EQ(model.matmul_copies_made(), copies) << "unchanged weights, no new copies";
 
   // With autograd on (a learner's forward) the float32 weights are used.
@@ -255,7 +255,7 @@ TEST(ModelTest, ABfloat16CacheHoldsTheRoundedKeysAndValues) {
         {n * kv, 1, length});
     at::Tensor expected = at::bmm(at::softmax(scores.masked_fill(masked, -1e300), -1), v64);
     const at::Tensor exact = DecodeAttention(q, keys, values, is_pad, length);
-    EXPECT_TRUE(at::allclose(exact.to(at::kDouble), expected, 1e-5, 1e-6))
+    EXPECT_TRUE(at::allclose(exact.to(at::kDouble), expected, 1e-4, 1e-5))
         << hd << ": " << (exact.to(at::kDouble) - expected).abs().max().item<double>();
     EXPECT_GT((attended - exact).abs().max().item<double>(), 0) << "the cache is rounded";
   }
