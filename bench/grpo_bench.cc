@@ -83,12 +83,14 @@ int Run(const std::string& preset, double peak) {
   sampling.stop_token = -1;  // every sequence decodes all 64 tokens
   sampling.seed = 1;
   const std::string matmuls = absl::GetFlag(FLAGS_matmul_dtype);
-  if (absl::Status s = policy.SetInferenceMatmulDtype(matmuls == "bfloat16" ? at::kBFloat16
-                                                   : matmuls == "float32" ? at::kFloat
-                                                                          : at::kHalf);
-      !s.ok()) {
-    std::fprintf(stderr, "--matmul_dtype %s: %s\n", matmuls.c_str(),
-                 std::string(s.message()).c_str());
+  absl::StatusOr<at::ScalarType> matmul_dtype = grpo::ParseMatmulDtype(matmuls);
+  if (!matmul_dtype.ok()) {
+    std::fprintf(stderr, "--matmul_dtype: %s\n",
+                 std::string(matmul_dtype.status().message()).c_str());
+    return 1;
+  }
+  if (absl::Status s = policy.SetInferenceMatmulDtype(*matmul_dtype); !s.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
     return 1;
   }
   if (!grpo::Sample(policy, prompts, sampling).ok()) return 1;  // warm-up
@@ -161,9 +163,7 @@ int Run(const std::string& preset, double peak) {
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   // As the rollout worker does: bfloat16 matmuls run on the OpenMP threads (runtime.h).
-  grpo::EnsureThreadEnvironment(argv, absl::GetFlag(FLAGS_matmul_dtype) == "bfloat16"
-                                          ? grpo::MatmulThreads::kOpenMp
-                                          : grpo::MatmulThreads::kOpenBlas);
+  grpo::EnsureThreadEnvironment(argv, grpo::MatmulThreadsFor(absl::GetFlag(FLAGS_matmul_dtype)));
   grpo::ConfigureRuntime(absl::GetFlag(FLAGS_threads));
   const double peak = MatmulPeak();
   for (absl::string_view preset : absl::StrSplit(absl::GetFlag(FLAGS_models), ',')) {

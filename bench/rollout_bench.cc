@@ -102,9 +102,7 @@ double DecodeBoundTokensPerSecond(const grpo::ModelConfig& c, int64_t element_by
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   // As the rollout worker does: bfloat16 matmuls run on the OpenMP threads (runtime.h).
-  grpo::EnsureThreadEnvironment(argv, absl::GetFlag(FLAGS_matmul_dtype) == "bfloat16"
-                                          ? grpo::MatmulThreads::kOpenMp
-                                          : grpo::MatmulThreads::kOpenBlas);
+  grpo::EnsureThreadEnvironment(argv, grpo::MatmulThreadsFor(absl::GetFlag(FLAGS_matmul_dtype)));
   grpo::ConfigureRuntime(absl::GetFlag(FLAGS_threads));
   const std::string name = absl::GetFlag(FLAGS_model);
   int longest_prompt = 0;
@@ -131,12 +129,14 @@ int main(int argc, char** argv) {
   }
   const c10::Device device = model.tensor_options().device();
   const std::string matmuls = absl::GetFlag(FLAGS_matmul_dtype);
-  if (absl::Status s = model.SetInferenceMatmulDtype(matmuls == "bfloat16" ? at::kBFloat16
-                                                  : matmuls == "float32" ? at::kFloat
-                                                                         : at::kHalf);
-      !s.ok()) {
-    std::fprintf(stderr, "rollout_bench: --matmul_dtype %s: %s\n", matmuls.c_str(),
-                 std::string(s.message()).c_str());
+  absl::StatusOr<at::ScalarType> matmul_dtype = grpo::ParseMatmulDtype(matmuls);
+  if (!matmul_dtype.ok()) {
+    std::fprintf(stderr, "rollout_bench: --matmul_dtype: %s\n",
+                 std::string(matmul_dtype.status().message()).c_str());
+    return 2;
+  }
+  if (absl::Status s = model.SetInferenceMatmulDtype(*matmul_dtype); !s.ok()) {
+    std::fprintf(stderr, "rollout_bench: %s\n", std::string(s.message()).c_str());
     return 2;
   }
   const int p = absl::GetFlag(FLAGS_prompts), g = absl::GetFlag(FLAGS_group);

@@ -257,6 +257,13 @@ absl::StatusOr<Placement> ParsePlacement(const std::string& device_name,
   return Placement{*device, dtype};
 }
 
+absl::StatusOr<at::ScalarType> ParseMatmulDtype(const std::string& name) {
+  if (name == "float32") return at::kFloat;
+  if (name == "bfloat16") return at::kBFloat16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("matmul dtype \"", name, "\": float32 or bfloat16"));
+}
+
 absl::Status Transformer::To(const std::string& device, const std::string& dtype) {
   absl::StatusOr<Placement> placement = ParsePlacement(device, dtype);
   if (!placement.ok()) return placement.status();

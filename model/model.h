@@ -45,6 +45,10 @@ struct Placement {
 // visible, or a CPU-only LibTorch).
 absl::StatusOr<Placement> ParsePlacement(const std::string& device, const std::string& dtype);
 
+// The flag value of Transformer::SetInferenceMatmulDtype: "float32" or "bfloat16".
+// INVALID_ARGUMENT naming a bad value.
+absl::StatusOr<at::ScalarType> ParseMatmulDtype(const std::string& name);
+
 // Preallocated key/value cache for batched decoding: [N, n_kv_heads, capacity, head_dim]
 // per layer, plus which slots hold padding. Forward appends to it. `options`: the
 // model's device and dtype (Transformer::tensor_options()); float32 on the CPU by default.

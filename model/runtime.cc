@@ -47,6 +47,10 @@ void EnsureThreadEnvironment(char** argv, MatmulThreads matmuls) {
                std::strerror(errno));
 }
 
+MatmulThreads MatmulThreadsFor(const std::string& matmul_dtype) {
+  return matmul_dtype == "bfloat16" ? MatmulThreads::kOpenMp : MatmulThreads::kOpenBlas;
+}
+
 int ConfigureRuntime(int threads) {
   // Activations of a training step are MBs each: with glibc's default dynamic mmap
   // threshold every such tensor is a fresh mmap whose pages fault in on first touch.

@@ -5,6 +5,8 @@
 #ifndef GRPO_MODEL_RUNTIME_H_
 #define GRPO_MODEL_RUNTIME_H_
 
+#include <string>
+
 namespace grpo {
 
 // Where a process's matmuls run, for EnsureThreadEnvironment.
@@ -26,6 +28,9 @@ enum class MatmulThreads {
 // already in the environment are respected. Returns only when the environment is right
 // (or re-exec failed: reported on stderr).
 void EnsureThreadEnvironment(char** argv, MatmulThreads matmuls = MatmulThreads::kOpenBlas);
+
+// Where the matmuls run for a --matmul_dtype flag value: kOpenMp for "bfloat16".
+MatmulThreads MatmulThreadsFor(const std::string& matmul_dtype);
 
 // threads <= 0 means all online cores. Sets the compute threads (our kernels, LibTorch's
 // intra-op pool). Returns the number in use.

@@ -40,9 +40,7 @@ int main(int argc, char** argv) {
       "grpo_rollout_worker --coordinator HOST:PORT --reward_server HOST:PORT");
   absl::ParseCommandLine(argc, argv);
   // May re-execute this binary (model/runtime.h); bfloat16 matmuls run on OpenMP threads.
-  grpo::EnsureThreadEnvironment(argv, absl::GetFlag(FLAGS_matmul_dtype) == "bfloat16"
-                                          ? grpo::MatmulThreads::kOpenMp
-                                          : grpo::MatmulThreads::kOpenBlas);
+  grpo::EnsureThreadEnvironment(argv, grpo::MatmulThreadsFor(absl::GetFlag(FLAGS_matmul_dtype)));
   grpo::CatchStopSignals();
   if (absl::Status log = grpo::InstallStructuredLogFromFlags("grpo_rollout_worker"); !log.ok()) {
     std::cerr << "error: " << log.message() << "\n";
@@ -72,17 +70,19 @@ int main(int argc, char** argv) {
     std::cerr << "error: --device/--dtype: " << placement.status().message() << "\n";
     return 2;
   }
-  const std::string matmuls = absl::GetFlag(FLAGS_matmul_dtype);
-  if (matmuls != "float32" && matmuls != "bfloat16") {
-    std::cerr << "error: --matmul_dtype \"" << matmuls << "\": float32 or bfloat16\n";
+  absl::StatusOr<at::ScalarType> matmuls =
+      grpo::ParseMatmulDtype(absl::GetFlag(FLAGS_matmul_dtype));
+  if (!matmuls.ok()) {
+    std::cerr << "error: --matmul_dtype: " << matmuls.status().message() << "\n";
     return 2;
   }
-  if (matmuls == "bfloat16" && (options.device != "cpu" || options.dtype != "float32")) {
+  const bool bfloat16_matmuls = *matmuls == at::kBFloat16;
+  if (bfloat16_matmuls && (options.device != "cpu" || options.dtype != "float32")) {
     std::cerr << "error: --matmul_dtype bfloat16 is for a float32 policy on the CPU "
                  "(on a GPU use --dtype bfloat16)\n";
     return 2;
   }
-  options.bfloat16_matmuls = matmuls == "bfloat16";
+  options.bfloat16_matmuls = bfloat16_matmuls;
   absl::StatusOr<grpo::Security> security = grpo::Security::Load(grpo::SecurityOptionsFromFlags());
   if (!security.ok()) {
     std::cerr << "error: " << security.status().message() << "\n";

@@ -171,6 +171,10 @@ TEST(ModelTest, Bfloat16InferenceMatmulsFollowTheWeights) {
 
   EXPECT_THAT(std::string(model.SetInferenceMatmulDtype(at::kHalf).message()),
               testing::HasSubstr("float32 or bfloat16"));
+  EXPECT_EQ(*ParseMatmulDtype("bfloat16"), at::kBFloat16);
+  EXPECT_EQ(*ParseMatmulDtype("float32"), at::kFloat);
+  EXPECT_THAT(std::string(ParseMatmulDtype("half").status().message()),
+              testing::HasSubstr("\"half\""));
   EXPECT_EQ(model.inference_matmul_dtype(), at::kFloat);
   ASSERT_TRUE(model.SetInferenceMatmulDtype(at::kBFloat16).ok());
   EXPECT_EQ(model.inference_matmul_dtype(), at::kBFloat16);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/hf_bench on a GPU machine, against its CUDA build of PyTorch's LibTorch: builds the
-# bench from the model, sampler and hf/ sources (the same flags as run.sh) and runs it on
+# bench from the model, sampler and hf/ sources (build_sources, torch_env.sh) and runs it on
 # the GPU in bfloat16, float16 and float32. DEPS as in run.sh, plus src/weights.pb.cc (the
 # flat weights' header, which model.cc uses) and lib/libprotobuf.so.32 (hf/ parses JSON
 # with protobuf). Prints the bench's own lines; logs in OUT.
@@ -11,19 +11,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 sources="bench/hf_bench.cc base/durable_file.cc model/model.cc model/model_config.cc model/sampler.cc model/runtime.cc
          model/decode_kernels.cc model/decode_attention.cc model/matmul_copies.cc model/flat_weights.cc
          hf/hf_checkpoint.cc hf/safetensors.cc hf/hf_config.cc $DEPS/src/weights.pb.cc"
-mkdir -p "$OUT/obj"
-for s in $sources; do
-  echo "g++ -O2 -c $s"
-  g++ $STD -O2 -D_GLIBCXX_USE_CXX11_ABI=$ABI -I. -I"$DEPS/include" -isystem "$TORCH/include" \
-      -isystem "$TORCH/include/torch/csrc/api/include" -w -c "$s" \
-      -o "$OUT/obj/$(echo "$s" | tr / _).o" &
-done > "$OUT/hf_bench_build.log" 2>&1
-wait
-if ! g++ "$OUT"/obj/*.o -o "$OUT/hf_bench" -L"$TORCH/lib" -Wl,-rpath,"$TORCH/lib" \
-     -ltorch -ltorch_cpu -ltorch_cuda -lc10 -lc10_cuda -L"$DEPS/lib" \
-     -Wl,-rpath,"$(pwd)/$DEPS/lib" -l:libprotobuf.so.32 $absl_libs >> "$OUT/hf_bench_build.log" 2>&1; then
-  echo "hf_bench: build failed"; grep -m20 -E "error|undefined" "$OUT/hf_bench_build.log"; exit 1
-fi
+build_sources hf_bench "$sources" || exit 1
 export LD_LIBRARY_PATH="$(pwd)/$DEPS/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 for dtype in bfloat16 float16 float32; do
   "$OUT/hf_bench" --device cuda --dtype "$dtype" --batches 1,8,64 --dir /tmp/hf-bench 2>&1 | tee "$OUT/hf_bench_$dtype.log"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The sampler on a GPU machine, against its CUDA build of PyTorch's LibTorch: builds
-# bench/rollout_bench from the model and sampler sources (the same flags as run.sh) and
+# bench/rollout_bench from the model and sampler sources (build_sources, torch_env.sh) and
 # samples GRPO leases on `cuda` in bfloat16: bench-26m 8 x 8, the Qwen2.5-0.5B shape with
 # one sequence and with 32 prompts x 8 (256 rows), the 1.5B and 7B shapes with 32 x 8, each
 # beside the decode bound at the H200's 4.8 TB/s, then the PyTorch eager baseline on the
@@ -13,19 +13,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 sources="bench/rollout_bench.cc bench/bench_shapes.cc model/model.cc model/model_config.cc
          model/sampler.cc model/runtime.cc model/decode_kernels.cc model/decode_attention.cc
          model/matmul_copies.cc model/flat_weights.cc $DEPS/src/weights.pb.cc"
-mkdir -p "$OUT/rollout_obj"
-for s in $sources; do
-  echo "g++ -O2 -c $s"
-  g++ $STD -O2 -D_GLIBCXX_USE_CXX11_ABI=$ABI -DGRPO_WITH_CUDA -I. -I"$DEPS/include" \
-      -isystem "$TORCH/include" -isystem "$TORCH/include/torch/csrc/api/include" -w -c "$s" \
-      -o "$OUT/rollout_obj/$(basename "$s").o" &
-done > "$OUT/rollout_bench_build.log" 2>&1
-wait
-if ! g++ "$OUT"/rollout_obj/*.o -o "$OUT/rollout_bench" -L"$TORCH/lib" -Wl,-rpath,"$TORCH/lib" \
-     -ltorch -ltorch_cpu -ltorch_cuda -lc10 -lc10_cuda -L"$DEPS/lib" \
-     -Wl,-rpath,"$(pwd)/$DEPS/lib" -l:libprotobuf.so.32 $absl_libs >> "$OUT/rollout_bench_build.log" 2>&1; then
-  echo "rollout_bench: build failed"; grep -m20 -E "error|undefined" "$OUT/rollout_bench_build.log"; exit 1
-fi
+build_sources rollout_bench "$sources" || exit 1
 export LD_LIBRARY_PATH="$(pwd)/$DEPS/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 R="$OUT/rollout_bench --device cuda --dtype bfloat16 --memory_gbps 4800 --repeats 2"
 run() { echo "+ $*" >&2; timeout 120 "$@" 2>>"$OUT/rollout_bench.log"; }

@@ -22,12 +22,12 @@ TRAINER_SOURCES="learner/grpo_trainer.cc learner/optimizer.cc learner/batch.cc
   model/flat_weights.cc model/sampler.cc rl/grpo.cc rl/ppo.cc $DEPS/src/job.pb.cc
   $DEPS/src/code_tests.pb.cc $DEPS/src/weights.pb.cc"
 
-# build_with_trainer NAME MAIN: MAIN and TRAINER_SOURCES compiled in parallel (the flags of
-# run.sh, NCCL and CUDA on) and linked into $OUT/NAME; the log in $OUT/NAME_build.log.
-build_with_trainer() {
-  local name=$1 main=$2 objects="$OUT/${1}_obj" s
+# build_sources NAME "SOURCES": SOURCES compiled in parallel (the flags of run.sh, NCCL and
+# CUDA on) and linked into $OUT/NAME; the log in $OUT/NAME_build.log.
+build_sources() {
+  local name=$1 objects="$OUT/${1}_obj" s
   mkdir -p "$objects"
-  for s in $main $TRAINER_SOURCES; do
+  for s in $2; do
     g++ $STD -O2 -D_GLIBCXX_USE_CXX11_ABI=$ABI -DGRPO_WITH_NCCL -DUSE_C10D_NCCL -DUSE_C10D_GLOO \
         -DUSE_DISTRIBUTED -DGRPO_WITH_CUDA -I. -I"$DEPS/include" -isystem "$TORCH/include" \
         -isystem "$TORCH/include/torch/csrc/api/include" -idirafter "$DEPS/fallback" -w -c "$s" \
@@ -41,3 +41,6 @@ build_with_trainer() {
     return 1
   fi
 }
+
+# build_with_trainer NAME MAIN: MAIN with TRAINER_SOURCES (build_sources).
+build_with_trainer() { build_sources "$1" "$2 $TRAINER_SOURCES"; }
