@@ -44,6 +44,10 @@ ABSL_FLAG(int, max_new_tokens, 64, "longest completion");
 ABSL_FLAG(int, repeats, 2, "timed samplings per setting (the best is kept)");
 ABSL_FLAG(bool, no_stop, false, "no stop token: every row decodes max_new_tokens");
 ABSL_FLAG(int, threads, 0, "intra-op threads; 0 = all cores");
+ABSL_FLAG(std::string, decode, "auto",
+          "the engine's decode loop: auto (static on a GPU, eager on a CPU), eager, or "
+          "static (model/static_decode.h); the plain path is always eager");
+ABSL_FLAG(bool, cuda_graphs, true, "static decode on a GPU: replay each step as a CUDA graph");
 ABSL_FLAG(std::string, matmul_dtype, "float32",
           "float32 or bfloat16: the sampler's matmuls (Transformer::SetInferenceMatmulDtype)");
 
@@ -139,6 +143,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "rollout_bench: %s\n", std::string(s.message()).c_str());
     return 2;
   }
+  const std::string decode_name = absl::GetFlag(FLAGS_decode);
+  absl::StatusOr<grpo::SamplingOptions::Decode> parsed_decode = grpo::ParseDecode(decode_name);
+  if (!parsed_decode.ok()) {
+    std::fprintf(stderr, "rollout_bench: --decode: %s\n",
+                 std::string(parsed_decode.status().message()).c_str());
+    return 2;
+  }
+  const grpo::SamplingOptions::Decode decode = *parsed_decode;
   const int p = absl::GetFlag(FLAGS_prompts), g = absl::GetFlag(FLAGS_group);
   const int repeats = std::max(1, absl::GetFlag(FLAGS_repeats));
   for (absl::string_view length_text : absl::StrSplit(absl::GetFlag(FLAGS_prompt_tokens), ',')) {
@@ -156,6 +168,8 @@ int main(int argc, char** argv) {
       for (int i = 0; i < g; ++i) rows.push_back(prompt);
 
     grpo::SamplingOptions o;
+    o.decode = decode;
+    o.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
     o.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
     o.seed = 1;
     o.stop_token = -1;
@@ -173,7 +187,12 @@ int main(int argc, char** argv) {
     grpo::SamplingOptions plain_options = o;
     plain_options.share_prefixes = false;
     plain_options.compact_finished = false;
+    plain_options.decode = grpo::SamplingOptions::Decode::kEager;
     const Timed plain = Best(model, rows, plain_options, repeats);
+    // The prefill's share: the engine stopped after its first token.
+    grpo::SamplingOptions first_token = o;
+    first_token.max_new_tokens = 1;
+    const double prefill_seconds = Best(model, rows, first_token, repeats).seconds;
     auto lengths = [](const grpo::SampleResult& r) {
       at::Tensor per_row = r.completion_mask.sum(1);
       return std::pair<double, double>(per_row.mean().item<double>(),
@@ -201,12 +220,15 @@ int main(int argc, char** argv) {
         "\"threads\":%d,\"prompts\":%d,\"group\":%d,"
         "\"prompt_tokens\":%d,\"max_new_tokens\":%d,\"stop_token\":%d,"
         "\"mean_completion\":%.1f,\"longest_completion\":%.0f,\"generated_tokens\":%lld,"
+        "\"decode\":\"%s\",\"cuda_graphs\":%s,\"prefill_seconds\":%.3f,"
         "\"seconds\":%.3f,\"tokens_per_s\":%.1f,\"plain_seconds\":%.3f,"
         "\"plain_tokens_per_s\":%.1f,\"speedup\":%.2f}\n",
         name.c_str(), device.str().c_str(), absl::GetFlag(FLAGS_dtype).c_str(), matmuls.c_str(),
         PeakMemoryMb(device), bound.c_str(), at::get_num_threads(), p, g, length,
         o.max_new_tokens, o.stop_token, mean_len, max_len,
-        static_cast<long long>(engine.result.generated_tokens), engine.seconds, engine_tps,
+        static_cast<long long>(engine.result.generated_tokens), decode_name.c_str(),
+        o.cuda_graphs && device.is_cuda() ? "true" : "false", prefill_seconds, engine.seconds,
+        engine_tps,
         plain.seconds, plain_tps, engine_tps / plain_tps);
     std::fflush(stdout);
   }

@@ -307,9 +307,11 @@ void ResolveDependentDefaults(v1::JobSpec* s) {
   if (t->old_logprobs() == v1::OLD_LOGPROBS_UNSPECIFIED) {
     // Past the first inner iteration the policy has moved, and a bfloat16 learner's
     // log-probs differ from any sampler's: either way the ratio needs the learner's own.
+    // Otherwise each group's own precision decides (a bfloat16 worker's log-probs are not
+    // a float32 learner's).
     const bool recompute = s->grpo().inner_iterations() > 1 ||
                            t->precision() == v1::TRAINING_PRECISION_BF16_MIXED;
-    t->set_old_logprobs(recompute ? v1::OLD_LOGPROBS_RECOMPUTE : v1::OLD_LOGPROBS_SAMPLER);
+    t->set_old_logprobs(recompute ? v1::OLD_LOGPROBS_RECOMPUTE : v1::OLD_LOGPROBS_AUTO);
   }
 }
 
@@ -385,7 +387,8 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
   if (s.training().tis_cap() > 0 && s.training().old_logprobs() == v1::OLD_LOGPROBS_SAMPLER)
     return Bad("training.tis_cap", s.training().tis_cap(),
                "truncated importance sampling weighs the learner's recomputed log-probs "
-               "against the sampler's; set training.old_logprobs to OLD_LOGPROBS_RECOMPUTE");
+               "against the sampler's; set training.old_logprobs to OLD_LOGPROBS_RECOMPUTE "
+               "or OLD_LOGPROBS_AUTO");
 
   // The model's vocabulary and context bound the sampling fields; with hf_dir they are in
   // config.json, checked where it is read, so only the outer limits apply here.

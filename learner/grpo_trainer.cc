@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -72,6 +73,7 @@ TrainerOptions TrainerOptionsFromSpec(const v1::JobSpec& s) {
   o.activation_checkpointing = s.training().activation_checkpointing();
   o.shard_optimizer = s.training().shard_optimizer();
   o.recompute_old_logprobs = s.training().old_logprobs() == v1::OLD_LOGPROBS_RECOMPUTE;
+  o.recompute_on_precision_mismatch = s.training().old_logprobs() == v1::OLD_LOGPROBS_AUTO;
   o.tis_cap = s.training().tis_cap();
   if (s.algorithm() == v1::ALGORITHM_PPO) {
     const v1::PpoSpec& p = s.ppo();
@@ -193,8 +195,10 @@ struct GrpoTrainer::Shard {
   std::vector<std::vector<int32_t>> prompts, completions;
   std::vector<std::vector<float>> old_logprobs, advantages;
   std::vector<double> rewards;  // PPO: each sample's, for its last token
+  std::vector<uint8_t> recompute;  // 1: π_old is the learner's own (UseOwnLogprobs)
   LossOptions loss;     // with the whole batch's normalisers, whatever the micro-batching
   int64_t samples = 0;  // in the whole batch
+  int64_t recomputed_samples = 0;  // of them, those whose π_old is the learner's own
 };
 
 // Part of a shard, packed, on the policy's device; its gradient is accumulated with the
@@ -203,6 +207,8 @@ struct GrpoTrainer::Shard {
 struct GrpoTrainer::MicroBatch {
   TokenBatch batch;
   at::Tensor sampler_logprobs, old_logprobs, advantages;
+  // bool [n, 1]: the rows whose π_old is recomputed; undefined when none is.
+  at::Tensor recompute;
   at::Tensor reference_logprobs;  // if a KL term needs it
   // PPO: the sample's reward at its last token, the pre-step critic's values, GAE's returns.
   at::Tensor token_rewards, old_values, returns;
@@ -259,6 +265,16 @@ std::vector<ScoredGroup> GrpoTrainer::SelectGroups(const std::vector<ScoredGroup
   return groups;
 }
 
+// π_old is the learner's own log-prob where asked, or (AUTO) where the group was sampled in
+// another precision than the learner trains in: a bfloat16 sampler's log-probs differ from
+// a float32 learner's by more than any policy change of one step.
+bool GrpoTrainer::RecomputesOldLogprobs(const ScoredGroup& group) const {
+  if (options_.recompute_old_logprobs) return true;
+  return options_.recompute_on_precision_mismatch &&
+         group.sampling_precision != v1::COMPUTE_PRECISION_UNSPECIFIED &&
+         group.sampling_precision != policy_->training_precision();
+}
+
 // Data parallel: every rank holds the whole batch (advantages need whole groups and, for
 // scale = batch, all of them); rank r trains on samples r, r + W, r + 2W, ... and the loss
 // is normalised by the whole batch's counts, so summing gradients over ranks (and over
@@ -276,8 +292,11 @@ absl::StatusOr<GrpoTrainer::Shard> GrpoTrainer::ShardBatch(
   Shard shard;
   shard.loss = options_.loss;
   for (const ScoredGroup& group : groups) {
+    const bool recompute = RecomputesOldLogprobs(group);
     for (const ScoredSample& s : group.samples) {
+      shard.recomputed_samples += recompute;
       if (shard.samples % world == rank) {
+        shard.recompute.push_back(recompute);
         shard.prompts.push_back(group.prompt);
         shard.completions.push_back(s.completion);
         shard.old_logprobs.push_back(s.logprobs);
@@ -330,7 +349,9 @@ absl::StatusOr<std::vector<GrpoTrainer::MicroBatch>> GrpoTrainer::PackMicroBatch
   for (const std::vector<size_t>& part : parts) {
     std::vector<std::vector<int32_t>> prompts, completions;
     std::vector<std::vector<float>> old_logprobs, advantages, token_rewards;
+    std::vector<uint8_t> recompute;
     for (size_t i : part) {
+      recompute.push_back(shard.recompute[i]);
       prompts.push_back(shard.prompts[i]);
       completions.push_back(shard.completions[i]);
       old_logprobs.push_back(shard.old_logprobs[i]);
@@ -353,6 +374,10 @@ absl::StatusOr<std::vector<GrpoTrainer::MicroBatch>> GrpoTrainer::PackMicroBatch
       mb.sampler_logprobs = PadRows(old_logprobs, mb.batch.completion_length).to(device);
       mb.old_logprobs = mb.sampler_logprobs;
       mb.advantages = PadRows(advantages, mb.batch.completion_length).to(device);
+      if (std::find(recompute.begin(), recompute.end(), 1) != recompute.end())
+        mb.recompute = at::tensor(std::vector<int64_t>(recompute.begin(), recompute.end()))
+                           .to(device, at::kBool)
+                           .view({-1, 1});
       if (critic_)
         mb.token_rewards = PadRows(token_rewards, mb.batch.completion_length).to(device);
     });
@@ -469,15 +494,18 @@ void GrpoTrainer::UseOwnLogprobs(const at::Tensor& logprobs, MicroBatch* mb,
     const at::Tensor wide = log_ratio.to(at::kDouble);
     sums->sampler_kl += ((at::expm1(wide) - wide) * mask).sum().item<double>();
   }
-  if (!options_.recompute_old_logprobs) return;
-  mb->old_logprobs = own;
+  if (!mb->recompute.defined()) return;
+  // The rows not recomputed keep the sampler's log-probs, and with them a TIS weight of 1.
+  mb->old_logprobs = at::where(mb->recompute, own, mb->sampler_logprobs);
   if (options_.tis_cap > 0) {
     const at::Tensor weight = log_ratio.exp();
+    const at::Tensor weighed = mask * mb->recompute.to(mask.scalar_type());
     if (sums)
-      sums->tis_truncated += ((weight > options_.tis_cap).to(mask.scalar_type()) * mask)
+      sums->tis_truncated += ((weight > options_.tis_cap).to(mask.scalar_type()) * weighed)
                                  .sum()
                                  .item<double>();
-    mb->advantages = mb->advantages * weight.clamp_max(options_.tis_cap);
+    mb->advantages =
+        mb->advantages * at::where(mb->recompute, weight.clamp_max(options_.tis_cap), 1.0);
   }
 }
 
@@ -594,6 +622,8 @@ absl::StatusOr<StepMetrics> GrpoTrainer::Step(const std::vector<ScoredGroup>& re
   if (!shard.ok()) return shard.status();
   m.groups = groups.size();
   m.samples = shard->samples;
+  m.recomputed_old_fraction =
+      static_cast<double>(shard->recomputed_samples) / std::max<int64_t>(1, shard->samples);
 
   // --- 3. μ updates.
   absl::StatusOr<int> skipped_at = Update(*shard, &m);

@@ -70,6 +70,10 @@ struct TrainerOptions {
   // π_old = the learner's pre-step log-probs instead of the sampler's; with tis_cap > 0
   // each token's policy loss is weighted by min(π_old / π_sampler, tis_cap).
   bool recompute_old_logprobs = false;
+  // OLD_LOGPROBS_AUTO: π_old recomputed for the groups whose sampling_precision is
+  // reported and is not the policy's training_precision (the sampler's kept for the rest);
+  // TIS, when on, weighs those groups' tokens only.
+  bool recompute_on_precision_mismatch = false;
   double tis_cap = 0;
   // Data-parallel learner ranks (borrowed, outlives the trainer); null = one process.
   LearnerGroup* group = nullptr;
@@ -112,6 +116,8 @@ struct StepMetrics {
   double logprob_mismatch = 0;
   double sampler_kl = 0;
   double tis_truncated_fraction = 0;  // tokens whose TIS weight hit tis_cap
+  // Of the trained samples, those whose π_old was the learner's recomputed log-prob.
+  double recomputed_old_fraction = 0;
   // PPO's critic (has_critic), first inner iteration, over the trained tokens: the value
   // loss (its share of the whole batch), the tokens where its clipped branch won, the
   // mean pre-step value and return, and 1 − Var(R − V)/Var(R).
@@ -159,6 +165,7 @@ class GrpoTrainer {
   struct LossSums;
   std::vector<ScoredGroup> SelectGroups(const std::vector<ScoredGroup>& received,
                                         StepMetrics* m) const;
+  bool RecomputesOldLogprobs(const ScoredGroup& group) const;
   absl::StatusOr<Shard> ShardBatch(const std::vector<ScoredGroup>& groups) const;
   absl::StatusOr<std::vector<MicroBatch>> PackMicroBatches(const Shard& shard) const;
   absl::Status EstimateAdvantages(std::vector<MicroBatch>& parts) const;

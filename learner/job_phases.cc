@@ -91,13 +91,13 @@ std::string MetricsJson(const StepMetrics& m, const std::vector<std::string>& re
       "\"zero_variance_fraction\":%.6g,\"learning_rate\":%.6g,\"tokens_per_second\":%.6g,"
       "\"sample_seconds\":%.6g,\"train_seconds\":%.6g,\"elapsed_seconds\":%.6g,"
       "\"nonfinite_skips\":%d,\"logprob_mismatch\":%.6g,\"sampler_kl\":%.6g,"
-      "\"tis_truncated_fraction\":%.6g",
+      "\"tis_truncated_fraction\":%.6g,\"recomputed_old_fraction\":%.6g",
       m.step, m.policy_version, m.trained ? "true" : "false", m.reward_mean, m.reward_std,
       m.loss, m.policy_loss, m.kl, m.clip_fraction, m.clip_low_fraction,
       m.clip_high_fraction, m.grad_norm, m.entropy, m.completion_length_mean,
       m.zero_variance_fraction, m.learning_rate, tokens_per_second, sample_seconds,
       m.seconds, elapsed, m.nonfinite_skips, m.logprob_mismatch, m.sampler_kl,
-      m.tis_truncated_fraction);
+      m.tis_truncated_fraction, m.recomputed_old_fraction);
   if (m.has_critic)
     absl::StrAppendFormat(&out,
                           ",\"value_loss\":%.6g,\"value_clip_fraction\":%.6g,"

@@ -38,6 +38,9 @@ LearnerMetrics::LearnerMetrics(metrics::Registry* r, const IngestBuffer* buffer)
                           "Mean |learner - sampler| log-prob of the last step's tokens.")),
       sampler_kl_(G(r, "grpo_sampler_kl",
                     "KL(sampler || learner) over the last step's tokens (k3 estimate).")),
+      recomputed_old_(G(r, "grpo_recomputed_old_logprobs_fraction",
+                        "Of the last step's samples, those whose pi_old the learner "
+                        "recomputed (a sampler of another precision, or RECOMPUTE).")),
       value_loss_(G(r, "grpo_ppo_value_loss",
                     "PPO: the critic's clipped value loss, last step (0 under GRPO).")),
       explained_variance_(G(r, "grpo_ppo_explained_variance",
@@ -105,6 +108,7 @@ void LearnerMetrics::RecordStep(const StepMetrics& m, const std::vector<std::str
   grad_norm_.Set(m.grad_norm);
   logprob_mismatch_.Set(m.logprob_mismatch);
   sampler_kl_.Set(m.sampler_kl);
+  recomputed_old_.Set(m.recomputed_old_fraction);
   value_loss_.Set(m.value_loss);
   explained_variance_.Set(m.explained_variance);
   value_mean_.Set(m.value_mean);

@@ -94,11 +94,12 @@ at::Tensor RotaryInverseFrequencies(const ModelConfig& c) {
 }  // namespace
 
 KvCache::KvCache(const ModelConfig& c, int64_t batch, int64_t capacity,
-                 const at::TensorOptions& options)
+                 const at::TensorOptions& options, bool zeroed)
     : capacity_(capacity) {
+  const std::vector<int64_t> shape{batch, c.n_kv_heads, capacity, c.head_dim()};
   for (int i = 0; i < c.n_layers; ++i) {
-    keys_.push_back(at::empty({batch, c.n_kv_heads, capacity, c.head_dim()}, options));
-    values_.push_back(at::empty({batch, c.n_kv_heads, capacity, c.head_dim()}, options));
+    keys_.push_back(zeroed ? at::zeros(shape, options) : at::empty(shape, options));
+    values_.push_back(zeroed ? at::zeros(shape, options) : at::empty(shape, options));
   }
   is_pad_ = at::zeros({batch, capacity}, options.dtype(at::kBool));
 }
@@ -109,6 +110,15 @@ void KvCache::SelectRows(const at::Tensor& rows) {
     values_[i] = values_[i].index_select(0, rows);
   }
   is_pad_ = is_pad_.index_select(0, rows);
+}
+
+void KvCache::CompactRows(const at::Tensor& rows) {
+  const int64_t n = rows.size(0);
+  for (size_t i = 0; i < keys_.size(); ++i) {
+    keys_[i].narrow(0, 0, n).copy_(keys_[i].index_select(0, rows));
+    values_[i].narrow(0, 0, n).copy_(values_[i].index_select(0, rows));
+  }
+  is_pad_.narrow(0, 0, n).copy_(is_pad_.index_select(0, rows));
 }
 
 struct Transformer::Impl {
@@ -321,6 +331,36 @@ at::ScalarType Transformer::inference_matmul_dtype() const {
   return impl_->matmul_copies.enabled() ? impl_->matmul_copies.dtype() : at::kFloat;
 }
 
+namespace {
+
+v1::ComputePrecision PrecisionOf(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kFloat:
+      return v1::COMPUTE_PRECISION_FLOAT32;
+    case at::kBFloat16:
+      return v1::COMPUTE_PRECISION_BFLOAT16;
+    case at::kHalf:
+      return v1::COMPUTE_PRECISION_FLOAT16;
+    case at::kDouble:
+      return v1::COMPUTE_PRECISION_FLOAT64;
+    default:
+      return v1::COMPUTE_PRECISION_UNSPECIFIED;
+  }
+}
+
+}  // namespace
+
+v1::ComputePrecision Transformer::sampling_precision() const {
+  // The condition of cache_options and UsesMatmulCopies: the decode path's own.
+  if (cache_options().dtype() != tensor_options().dtype())
+    return v1::COMPUTE_PRECISION_FLOAT32_BF16_MATMULS;
+  return PrecisionOf(compute_dtype());
+}
+
+v1::ComputePrecision Transformer::training_precision() const {
+  return PrecisionOf(compute_dtype());
+}
+
 int64_t Transformer::matmul_copies_made() const { return impl_->matmul_copies.copies_made(); }
 
 void Transformer::SetActivationCheckpointing(bool enabled) {
@@ -372,6 +412,9 @@ struct LayerInputs {
   at::Tensor cos, sin;  // [T, hd] in the compute dtype
   at::Tensor bias;      // float32 [N or 1, 1, T, S], or undefined
   int64_t start = 0;    // cache slots filled before this call
+  // DecodeAt: int64 [1] on the device, the slot the one new token goes to (T = 1); the
+  // attention then spans the cache's whole capacity, `bias` masking the slots past it.
+  at::Tensor slot;
 };
 
 // One pre-norm decoder layer: x + attention, then + MLP. With `keys`/`values` (the
@@ -381,7 +424,7 @@ at::Tensor DecoderLayer(const Layer& l, const LayerInputs& in, const at::Tensor&
   const ModelConfig& c = *in.config;
   const int64_t n = input.size(0), t = input.size(1);
   const int64_t h = c.n_heads, k = c.n_kv_heads, hd = c.head_dim(), f = c.ffn_hidden;
-  const int64_t s = in.start + t;
+  const int64_t s = in.slot.defined() ? keys->size(2) : in.start + t;
   const at::ScalarType dt = in.compute;
   at::Tensor x = input;
   at::Tensor qkv =
@@ -393,8 +436,13 @@ at::Tensor DecoderLayer(const Layer& l, const LayerInputs& in, const at::Tensor&
   q = Rope(q, in.cos, in.sin) * (1.0 / std::sqrt(static_cast<double>(hd)));
   key = Rope(key, in.cos, in.sin);
   if (keys) {
-    keys->narrow(2, in.start, t).copy_(key);
-    values->narrow(2, in.start, t).copy_(value);
+    if (in.slot.defined()) {
+      keys->index_copy_(2, in.slot, key);
+      values->index_copy_(2, in.slot, value);
+    } else {
+      keys->narrow(2, in.start, t).copy_(key);
+      values->narrow(2, in.start, t).copy_(value);
+    }
     key = Cast(keys->narrow(2, 0, s), dt);  // a bfloat16 cache (cache_options) is widened
     value = Cast(values->narrow(2, 0, s), dt);
   }
@@ -499,7 +547,7 @@ at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
               " exceeded");
 
   LayerInputs in{&c, compute, Cast(impl_->cos.narrow(0, start, t), compute),
-                 Cast(impl_->sin.narrow(0, start, t), compute), at::Tensor(), start};
+                 Cast(impl_->sin.narrow(0, start, t), compute), at::Tensor(), start, at::Tensor()};
 
   // Additive attention bias [N or 1, 1, T, S]: -1e9 on future and padded keys. Finite so a
   // padded query row (all keys masked) stays finite; its output never reaches a loss.
@@ -538,6 +586,42 @@ at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
     }
   }
   if (cache) cache->length_ = s;
+  return x;
+}
+
+// The decode step of model/static_decode.h: the general layers above, with the slot a
+// device tensor, so that no value is read back to the host and every shape is fixed by
+// the batch rows and the cache's capacity (what a CUDA graph needs). It attends over all
+// `capacity` slots, masking the unwritten ones: more reads than Forward's prefix, the
+// price of a fixed shape.
+at::Tensor Transformer::DecodeAt(const at::Tensor& ids, const at::Tensor& is_pad,
+                                 const at::Tensor& slot, KvCache* cache) const {
+  const ModelConfig& c = impl_->config;
+  const at::ScalarType compute = compute_dtype();
+  const int64_t n = ids.size(0), capacity = cache->capacity_;
+  TORCH_CHECK(ids.dim() == 2 && ids.size(1) == 1, "DecodeAt: ids must be [N, 1]");
+  TORCH_CHECK(n <= cache->is_pad_.size(0), "DecodeAt: ", n, " rows, the cache holds ",
+              cache->is_pad_.size(0));
+  TORCH_CHECK(capacity <= c.max_seq_len, "DecodeAt: cache capacity ", capacity,
+              " exceeds max_seq_len ", c.max_seq_len);
+  at::Tensor key_is_pad = cache->is_pad_.narrow(0, 0, n);
+  key_is_pad.index_copy_(1, slot, is_pad.view({n, 1}));
+  // -1e9 on padded slots and on every slot past the new token's.
+  const at::Tensor later =
+      at::arange(capacity, slot.options()).view({1, capacity}) > slot.view({1, 1});
+  LayerInputs in{&c, compute, Cast(impl_->cos.index_select(0, slot), compute),
+                 Cast(impl_->sin.index_select(0, slot), compute),
+                 at::zeros({n, 1, 1, capacity}, tensor_options().dtype(at::kFloat))
+                     .masked_fill_((key_is_pad | later).view({n, 1, 1, capacity}), -1e9),
+                 0, slot};
+  at::Tensor x = Cast(at::embedding(impl_->embedding, ids), compute);  // [N, 1, d]
+  const bool use_copies = UsesMatmulCopies(x);
+  if (use_copies) impl_->matmul_copies.Refresh();
+  for (size_t i = 0; i < impl_->layers.size(); ++i) {
+    at::Tensor keys = cache->keys_[i].narrow(0, 0, n), values = cache->values_[i].narrow(0, 0, n);
+    x = DecoderLayer(impl_->layers[i], in, x, &keys, &values,
+                     use_copies ? CopiesOf(impl_->matmul_copies, i) : LayerCopies{});
+  }
   return x;
 }
 

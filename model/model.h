@@ -52,16 +52,22 @@ absl::StatusOr<at::ScalarType> ParseMatmulDtype(const std::string& name);
 // Preallocated key/value cache for batched decoding: [N, n_kv_heads, capacity, head_dim]
 // per layer, plus which slots hold padding. Forward appends to it. `options`: the
 // model's device and dtype (Transformer::tensor_options()); float32 on the CPU by default.
+// `zeroed`: every slot starts at 0 rather than unset, as DecodeAt needs (it reads the
+// slots it masks, and 0 × garbage may be NaN).
 class KvCache {
  public:
   KvCache(const ModelConfig& config, int64_t batch, int64_t capacity,
-          const at::TensorOptions& options = at::TensorOptions());
+          const at::TensorOptions& options = at::TensorOptions(), bool zeroed = false);
   int64_t length() const { return length_; }
   int64_t capacity() const { return capacity_; }
   // The cache's rows become rows[0], rows[1], ... of the current ones (int64 indices on the
   // cache's device; repeats allowed): a prompt prefilled once is copied to each of its
   // samples, and finished sequences leave the batch.
   void SelectRows(const at::Tensor& rows);
+  // The same in place for distinct `rows` (int64 [R] on the cache's device): row rows[j]
+  // becomes row j for j < R, rows past R are left as they were, and every tensor keeps its
+  // storage (a captured CUDA graph reads these addresses).
+  void CompactRows(const at::Tensor& rows);
 
  private:
   friend class Transformer;
@@ -122,6 +128,13 @@ class Transformer {
   at::ScalarType inference_matmul_dtype() const;
   int64_t matmul_copies_made() const;  // how many weight copies were (re)made so far
 
+  // What the log-probs are computed in: sampling (no autograd) takes the bfloat16 copies
+  // above on a CPU float32 model (FLOAT32_BF16_MATMULS), else the compute dtype; training
+  // always the compute dtype. A worker stamps its groups with the first, and the learner
+  // recomputes π_old for groups whose stamp is not its second (job.proto, OLD_LOGPROBS_AUTO).
+  v1::ComputePrecision sampling_precision() const;
+  v1::ComputePrecision training_precision() const;
+
   // Activation checkpointing: with autograd on and no cache, each decoder layer keeps only
   // its input and is run again in the backward pass (the gradients are the same).
   void SetActivationCheckpointing(bool enabled);
@@ -131,6 +144,12 @@ class Transformer {
   // hidden states [N, T, d_model] (before the final norm); see Logits.
   at::Tensor Forward(const at::Tensor& ids, const at::Tensor& is_pad,
                      KvCache* cache = nullptr) const;
+  // One decode step with fixed shapes and no read back to the host (static_decode.h): ids
+  // and is_pad [N, 1] go to slot `slot` (int64 [1] on the model's device) of the first N
+  // rows of `cache`, and each row attends over every slot up to it that is not padding.
+  // The cache's length() is not used or changed. Returns [N, 1, d_model] as Forward.
+  at::Tensor DecodeAt(const at::Tensor& ids, const at::Tensor& is_pad, const at::Tensor& slot,
+                      KvCache* cache) const;
   // Final RMSNorm and LM head: [..., d_model] -> [..., vocab_size].
   at::Tensor Logits(const at::Tensor& hidden) const;
   // The final RMSNorm alone (what a scalar head reads, see reward_model.h).

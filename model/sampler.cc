@@ -7,6 +7,8 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "model/static_decode.h"
+#include "model/token_choice.h"
 #include "model/torch_status.h"
 
 namespace grpo {
@@ -30,6 +32,9 @@ absl::Status Validate(const ModelConfig& c, const std::vector<std::vector<int32_
   if (o.stop_token >= c.vocab_size)
     return absl::InvalidArgumentError(
         absl::StrCat("sampling: stop token ", o.stop_token, " outside the vocabulary"));
+  if (o.sync_every < 1)
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling.sync_every = ", o.sync_every, ": must be >= 1"));
   if (o.pad_token < 0 || o.pad_token >= c.vocab_size)
     return absl::InvalidArgumentError(
         absl::StrCat("sampling: pad token ", o.pad_token, " outside the vocabulary"));
@@ -42,47 +47,15 @@ absl::Status Validate(const ModelConfig& c, const std::vector<std::vector<int32_
   return absl::OkStatus();
 }
 
-// Picks the next token of every row; returns {token [N], logprob [N]}.
-std::pair<at::Tensor, at::Tensor> Choose(const at::Tensor& logits, const SamplingOptions& o,
-                                         at::Generator& gen) {
-  const int64_t vocab = logits.size(-1);
-  const double neg_inf = -std::numeric_limits<double>::infinity();
-  const bool limit = o.sample_vocab > 0 && o.sample_vocab < vocab;
-  auto within_vocab = [&](const at::Tensor& x) {
-    if (!limit) return x;
-    at::Tensor out = x.clone();
-    out.narrow(-1, o.sample_vocab, vocab - o.sample_vocab).fill_(neg_inf);
-    return out;
-  };
-  if (o.temperature == 0) {
-    at::Tensor next = within_vocab(logits).argmax(-1, /*keepdim=*/true);
-    return {next.squeeze(1), at::log_softmax(logits, -1).gather(1, next).squeeze(1)};
-  }
-  at::Tensor scaled = o.temperature == 1.0f ? logits : logits / o.temperature;
-  at::Tensor logp = at::log_softmax(scaled, -1);
-  if (o.top_k == 0 && o.top_p >= 1.0f && !limit) {
-    at::Tensor next = at::multinomial(logp.exp(), 1, false, gen);
-    return {next.squeeze(1), logp.gather(1, next).squeeze(1)};
-  }
-  at::Tensor filtered = within_vocab(scaled);
-  if (o.top_k > 0 && o.top_k < vocab) {
-    // Of what sample_vocab left: k candidates among the ids that may be drawn.
-    at::Tensor kth = std::get<0>(filtered.topk(o.top_k, -1)).narrow(-1, o.top_k - 1, 1);
-    filtered = filtered.masked_fill(filtered < kth, neg_inf);
-  }
-  if (o.top_p < 1.0f) {
-    auto [sorted, order] = filtered.sort(-1, /*descending=*/true);
-    at::Tensor probs = at::softmax(sorted, -1);
-    // Drop a token when the mass before it already reaches top_p; the first always stays.
-    at::Tensor drop_sorted = (probs.cumsum(-1) - probs) >= o.top_p;
-    at::Tensor drop = at::zeros_like(drop_sorted).scatter_(-1, order, drop_sorted);
-    filtered = filtered.masked_fill(drop, neg_inf);
-  }
-  at::Tensor next = at::multinomial(at::softmax(filtered, -1), 1, false, gen);
-  return {next.squeeze(1), logp.gather(1, next).squeeze(1)};
-}
-
 }  // namespace
+
+absl::StatusOr<SamplingOptions::Decode> ParseDecode(const std::string& name) {
+  if (name == "auto") return SamplingOptions::Decode::kAuto;
+  if (name == "eager") return SamplingOptions::Decode::kEager;
+  if (name == "static") return SamplingOptions::Decode::kStatic;
+  return absl::InvalidArgumentError(
+      absl::StrCat("decode \"", name, "\": auto, eager or static"));
+}
 
 std::vector<int32_t> SampleResult::Completion(int64_t row) const {
   at::Tensor mask = completion_mask[row].to(at::kBool);
@@ -121,6 +94,60 @@ absl::StatusOr<PromptBatch> MakePromptBatch(const std::vector<std::vector<int32_
   return batch;
 }
 
+namespace {
+
+// The eager decode loop: one Forward per token (the fused CPU kernels on a CPU float32
+// model), the draw and the bookkeeping on the host each step. `rows`: the original row of
+// each batch row. A finished row stays in the batch, fed padding, until it is compacted
+// away (or, without compaction, until every row is done). Returns the columns used.
+int64_t DecodeEager(const Transformer& model, KvCache* cache, at::Tensor logits,
+                    const SamplingOptions& o, at::Generator& gen, SampleResult* r) {
+  const int64_t n = r->tokens.size(0), p = r->prompt_length, m = o.max_new_tokens;
+  const c10::Device device = model.tensor_options().device();
+  const TokenDraw multinomial = [&gen](const at::Tensor& probs) {
+    return at::multinomial(probs, 1, false, gen);
+  };
+  at::Tensor rows = at::arange(n, at::kLong);
+  at::Tensor finished = at::zeros({n}, at::kBool);  // of the batch rows
+  int64_t used = 0;
+  for (int64_t step = 0; step < m; ++step) {
+    auto [next_on_device, logprob_on_device] = ChooseTokens(logits, o, multinomial);
+    const at::Tensor next = next_on_device.to(at::kCPU);
+    const at::Tensor logprob = logprob_on_device.to(at::kCPU);
+    const at::Tensor active = finished.logical_not();
+    const at::Tensor column = at::full({rows.size(0)}, step, at::kLong);
+    r->tokens.index_put_({rows, column + p}, at::where(active, next, o.pad_token));
+    r->is_pad.index_put_({rows, column + p}, finished);
+    r->logprobs.index_put_({rows, column}, at::where(active, logprob, 0.0f));
+    r->completion_mask.index_put_({rows, column}, active.to(at::kFloat));
+    finished = finished | (next == o.stop_token);
+    used = step + 1;
+    if (step + 1 == m || finished.all().item<bool>()) break;
+    at::Tensor fed = at::where(finished, o.pad_token, next);
+    // Compacting copies the whole cache, so it waits until a quarter of the batch is
+    // done: the copies then cost at most a few decode steps' worth of cache reads.
+    const int64_t done = finished.sum().item<int64_t>();
+    if (o.compact_finished && done > 0 && 4 * done >= finished.size(0)) {
+      const at::Tensor keep = finished.logical_not().nonzero().squeeze(1);
+      rows = rows.index_select(0, keep);
+      fed = fed.index_select(0, keep);
+      finished = finished.index_select(0, keep);
+      cache->SelectRows(keep.to(device));
+    }
+    at::Tensor hidden = model.Forward(fed.view({-1, 1}).to(device),
+                                      finished.view({-1, 1}).to(device), cache);
+    logits = model.Logits(hidden.select(1, 0)).to(at::kFloat);
+  }
+  return used;
+}
+
+bool DecodesStatically(const SamplingOptions& o, const c10::Device& device) {
+  return o.decode == SamplingOptions::Decode::kStatic ||
+         (o.decode == SamplingOptions::Decode::kAuto && !device.is_cpu());
+}
+
+}  // namespace
+
 absl::StatusOr<SampleResult> Sample(const Transformer& model,
                                     const std::vector<std::vector<int32_t>>& prompts,
                                     const SamplingOptions& o) {
@@ -143,9 +170,8 @@ absl::StatusOr<SampleResult> Sample(const Transformer& model,
     const int64_t m = o.max_new_tokens;
     // Bookkeeping stays on the CPU; the model's inputs go to its device, and the draw is
     // made there (float32 logits) with a generator of that device seeded from o.seed, so
-    // only the chosen ids and their log-probs come back each step.
-    const at::TensorOptions on_model = model.tensor_options();
-    const c10::Device device = on_model.device();
+    // only the chosen ids and their log-probs come back.
+    const c10::Device device = model.tensor_options().device();
     r.tokens = at::full({n, p + m}, o.pad_token, at::kLong);
     r.tokens.narrow(1, 0, p).copy_(batch->tokens);
     r.is_pad = at::ones({n, p + m}, at::kBool);
@@ -182,7 +208,9 @@ absl::StatusOr<SampleResult> Sample(const Transformer& model,
       prefill_tokens = prefill_tokens.index_select(0, pick);
       prefill_pad = prefill_pad.index_select(0, pick);
     }
-    KvCache cache(model.config(), prefill_tokens.size(0), p + m, model.cache_options());
+    const bool static_decode = DecodesStatically(o, device);
+    KvCache cache(model.config(), prefill_tokens.size(0), p + m, model.cache_options(),
+                  /*zeroed=*/static_decode);
     at::Tensor hidden = model.Forward(prefill_tokens.to(device), prefill_pad.to(device), &cache);
     at::Tensor logits = model.Logits(hidden.select(1, p - 1)).to(at::kFloat);
     if (shared) {
@@ -191,40 +219,9 @@ absl::StatusOr<SampleResult> Sample(const Transformer& model,
       logits = logits.index_select(0, expand);
     }
 
-    // --- Decode. `rows`: the original row of each batch row (CPU). A finished row stays
-    // in the batch, fed padding, until it is compacted away (or, without compaction,
-    // until every row is done).
-    at::Tensor rows = at::arange(n, at::kLong);
-    at::Tensor finished = at::zeros({n}, at::kBool);  // of the batch rows
-    int64_t used = 0;
-    for (int64_t step = 0; step < m; ++step) {
-      auto [next_on_device, logprob_on_device] = Choose(logits, o, gen);
-      const at::Tensor next = next_on_device.to(at::kCPU);
-      const at::Tensor logprob = logprob_on_device.to(at::kCPU);
-      const at::Tensor active = finished.logical_not();
-      const at::Tensor column = at::full({rows.size(0)}, step, at::kLong);
-      r.tokens.index_put_({rows, column + p}, at::where(active, next, o.pad_token));
-      r.is_pad.index_put_({rows, column + p}, finished);
-      r.logprobs.index_put_({rows, column}, at::where(active, logprob, 0.0f));
-      r.completion_mask.index_put_({rows, column}, active.to(at::kFloat));
-      finished = finished | (next == o.stop_token);
-      used = step + 1;
-      if (step + 1 == m || finished.all().item<bool>()) break;
-      at::Tensor fed = at::where(finished, o.pad_token, next);
-      // Compacting copies the whole cache, so it waits until a quarter of the batch is
-      // done: the copies then cost at most a few decode steps' worth of cache reads.
-      const int64_t done = finished.sum().item<int64_t>();
-      if (o.compact_finished && done > 0 && 4 * done >= finished.size(0)) {
-        const at::Tensor keep = finished.logical_not().nonzero().squeeze(1);
-        rows = rows.index_select(0, keep);
-        fed = fed.index_select(0, keep);
-        finished = finished.index_select(0, keep);
-        cache.SelectRows(keep.to(device));
-      }
-      hidden = model.Forward(fed.view({-1, 1}).to(device), finished.view({-1, 1}).to(device),
-                             &cache);
-      logits = model.Logits(hidden.select(1, 0)).to(at::kFloat);
-    }
+    // --- Decode.
+    const int64_t used = static_decode ? DecodeStatic(model, &cache, logits, o, gen, &r)
+                                       : DecodeEager(model, &cache, logits, o, gen, &r);
     // Drop the columns no row reached.
     r.tokens = r.tokens.narrow(1, 0, p + used).clone();
     r.is_pad = r.is_pad.narrow(1, 0, p + used).clone();

@@ -1,7 +1,8 @@
 // Sampler: batched autoregressive sampling from a Transformer with a preallocated KV cache
-// (docs/design.md §4). All N = B x G sequences decode together; a sequence that emits the stop
-// token keeps its slot but is masked from then on, and decoding ends early once every
-// sequence has stopped. Reproducible: the same model, prompts and seed give the same
+// (docs/design.md §4). All N = B x G sequences decode together, each distinct prompt
+// prefilled once; a sequence that emits the stop token is masked from then on and leaves
+// the batch once a quarter of it is done, and decoding ends early once every sequence
+// has stopped. Reproducible: the same model, prompts and seed give the same
 // tokens. The caller keeps ownership of the model; Sample does not modify it.
 #ifndef GRPO_MODEL_SAMPLER_H_
 #define GRPO_MODEL_SAMPLER_H_
@@ -9,6 +10,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -41,7 +43,22 @@ struct SamplingOptions {
   // compaction copies the KV cache), so a long tail does not decode the finished rows too. The draws then come in another order than the plain path's; every
   // token's log-prob is still the model's for that sequence.
   bool compact_finished = true;
+  // How the tokens after the prompt are decoded. kEager: one Forward per token, the draw
+  // and bookkeeping on the host (the fused CPU kernels; what a CPU samples with).
+  // kStatic (model/static_decode.h): every shape fixed, no value read back to the host
+  // but every sync_every tokens, the draw an exponential race over noise drawn each step;
+  // on a GPU each batch size's step is captured once as a CUDA graph (cuda_graphs) and
+  // replayed. kAuto: kStatic on a GPU, kEager on a CPU. kStatic runs on a CPU too (the
+  // tests of what a GPU runs); its draws differ from kEager's, its log-probs do not.
+  enum class Decode { kAuto, kEager, kStatic };
+  Decode decode = Decode::kAuto;
+  bool cuda_graphs = true;
+  int sync_every = 8;  // kStatic: tokens between looks at which rows finished
 };
+
+// The flag value of SamplingOptions::decode: "auto", "eager" or "static". INVALID_ARGUMENT
+// naming a bad value.
+absl::StatusOr<SamplingOptions::Decode> ParseDecode(const std::string& name);
 
 struct SampleResult {
   // int64 [N, P + M]: left-padded prompts, then completions right-padded with pad_token.

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "grpo/v1/weights.pb.h"
 #include "rewards/rewards.h"
 
 namespace grpo {
@@ -28,6 +29,9 @@ struct ScoredGroup {
   std::string prompt_id;  // unique per prompt of a job; never shared by two groups
   std::vector<int32_t> prompt;
   std::vector<ScoredSample> samples;
+  // What the sampler computed the log-probs in (Transformer::sampling_precision);
+  // UNSPECIFIED when not reported.
+  v1::ComputePrecision sampling_precision = v1::COMPUTE_PRECISION_UNSPECIFIED;
 };
 
 }  // namespace grpo

@@ -11,6 +11,7 @@ v1::ScoredGroupProto ToProto(const ScoredGroup& group, const std::string& job_id
   out.set_job_id(job_id);
   out.set_prompt_id(group.prompt_id);
   out.mutable_prompt()->Add(group.prompt.begin(), group.prompt.end());
+  out.set_sampling_precision(group.sampling_precision);
   for (const ScoredSample& s : group.samples) {
     v1::ScoredSampleProto* p = out.add_samples();
     p->mutable_completion()->Add(s.completion.begin(), s.completion.end());
@@ -35,8 +36,12 @@ absl::StatusOr<ScoredGroup> FromProto(const v1::ScoredGroupProto& proto) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": prompt has no tokens"));
   if (proto.samples().empty())
     return absl::InvalidArgumentError(absl::StrCat(where, ": no samples"));
+  if (!v1::ComputePrecision_IsValid(proto.sampling_precision()))
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": sampling_precision ", proto.sampling_precision(), " is not a known precision"));
   ScoredGroup group;
   group.prompt_id = proto.prompt_id();
+  group.sampling_precision = proto.sampling_precision();
   group.prompt.assign(proto.prompt().begin(), proto.prompt().end());
   for (int i = 0; i < proto.samples_size(); ++i) {
     const v1::ScoredSampleProto& p = proto.samples(i);

@@ -30,8 +30,14 @@ ABSL_FLAG(std::string, dtype, "",
           "CPU, bfloat16 on a GPU");
 ABSL_FLAG(std::string, matmul_dtype, "float32",
           "float32, or bfloat16: a CPU float32 policy samples with bfloat16 matmuls and KV "
-          "cache (faster on CPUs with AVX-512 BF16; log-probs at bfloat16's precision, so "
-          "set the job's training.old_logprobs to RECOMPUTE)");
+          "cache (faster on CPUs with AVX-512 BF16; log-probs at bfloat16's precision: "
+          "the groups say so, and a float32 learner recomputes their pi_old under the "
+          "default training.old_logprobs, AUTO)");
+ABSL_FLAG(std::string, decode, "auto",
+          "auto (on a GPU the static decode step replayed as CUDA graphs, on a CPU the "
+          "eager fused kernels), eager, or static");
+ABSL_FLAG(bool, cuda_graphs, true,
+          "static decode on a GPU: capture each batch size's step once and replay it");
 ABSL_FLAG(int, weight_streams, 1,
           "parallel streams per weight pull (1 to 64): more for hosts with cores to spare");
 
@@ -83,6 +89,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.bfloat16_matmuls = bfloat16_matmuls;
+  absl::StatusOr<grpo::SamplingOptions::Decode> decode =
+      grpo::ParseDecode(absl::GetFlag(FLAGS_decode));
+  if (!decode.ok()) {
+    std::cerr << "error: --decode: " << decode.status().message() << "\n";
+    return 2;
+  }
+  options.decode = *decode;
+  options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   absl::StatusOr<grpo::Security> security = grpo::Security::Load(grpo::SecurityOptionsFromFlags());
   if (!security.ok()) {
     std::cerr << "error: " << security.status().message() << "\n";

@@ -54,6 +54,7 @@ absl::StatusOr<RolloutBatch> Rollout::Generate(const Transformer& policy,
     ScoredGroup group;
     group.prompt_id = prompt_ids[i];
     group.prompt = prompts[i * group_size];
+    group.sampling_precision = policy.sampling_precision();
     std::vector<std::string> texts;
     for (int g = 0; g < group_size; ++g) {
       const int64_t row = static_cast<int64_t>(i) * group_size + g;

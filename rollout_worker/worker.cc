@@ -320,6 +320,8 @@ struct RolloutWorker::State {
     if (absl::Status s = EnsureVersion(need, stop); !s.ok()) return s;
     const auto start = Clock::now();
     SamplingOptions sampling = SamplingOptionsFromSpec(spec, *tokenizer);
+    sampling.decode = options.decode;
+    sampling.cuda_graphs = options.cuda_graphs;
     // A function of the job, the prompts and the weights alone, so that a run restarted
     // from a checkpoint samples what the uninterrupted run would have sampled.
     sampling.seed = std::hash<std::string>()(

@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/notification.h"
 #include "metrics/registry.h"
+#include "model/sampler.h"
 #include "rpc/security.h"
 
 namespace grpo {
@@ -47,6 +48,10 @@ struct RolloutWorkerOptions {
   // A CPU float32 policy decodes with bfloat16 matmuls (Transformer::SetInferenceMatmulDtype):
   // about twice the tokens/s on CPUs with AVX-512 BF16, at bfloat16's precision.
   bool bfloat16_matmuls = false;
+  // How tokens are decoded (SamplingOptions::decode, cuda_graphs): by default CUDA-graph
+  // replays of the static decode step on a GPU, the eager fused kernels on a CPU.
+  SamplingOptions::Decode decode = SamplingOptions::Decode::kAuto;
+  bool cuda_graphs = true;
 };
 
 struct RolloutWorkerCounters {

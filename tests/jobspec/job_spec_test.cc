@@ -29,7 +29,8 @@ TEST(JobSpecTest, DefaultsResolveAndValidate) {
 }
 
 // π_old defaults to the learner's own log-probs exactly where the sampler's stop being
-// the pre-step policy's (μ > 1) or match no learner's (bfloat16); TIS needs them.
+// the pre-step policy's (μ > 1) or match no learner's (bfloat16), else to AUTO (each
+// group's stamped sampling precision decides); TIS needs recomputed ones.
 TEST(JobSpecTest, OldLogprobsDefaultFollowsInnerIterationsAndPrecision) {
   auto old_logprobs = [](const std::string& json) {
     auto parsed = ParseJobSpec(json);
@@ -38,7 +39,7 @@ TEST(JobSpecTest, OldLogprobsDefaultFollowsInnerIterationsAndPrecision) {
     EXPECT_TRUE(resolved.ok()) << resolved.status();
     return resolved.ok() ? resolved->training().old_logprobs() : v1::OLD_LOGPROBS_UNSPECIFIED;
   };
-  EXPECT_EQ(old_logprobs("{}"), v1::OLD_LOGPROBS_SAMPLER);
+  EXPECT_EQ(old_logprobs("{}"), v1::OLD_LOGPROBS_AUTO);
   EXPECT_EQ(old_logprobs(R"({"grpo": {"inner_iterations": 2}})"), v1::OLD_LOGPROBS_RECOMPUTE);
   EXPECT_EQ(old_logprobs(R"({"training": {"precision": "TRAINING_PRECISION_BF16_MIXED"}})"),
             v1::OLD_LOGPROBS_RECOMPUTE);
@@ -47,7 +48,9 @@ TEST(JobSpecTest, OldLogprobsDefaultFollowsInnerIterationsAndPrecision) {
             v1::OLD_LOGPROBS_SAMPLER);  // an explicit choice is kept
   EXPECT_EQ(ErrorOf(R"({"training": {"old_logprobs": "OLD_LOGPROBS_RECOMPUTE",
                                      "tis_cap": 2}})"), "");
-  EXPECT_THAT(ErrorOf(R"({"training": {"tis_cap": 2}})"), HasSubstr("training.tis_cap"));
+  EXPECT_EQ(ErrorOf(R"({"training": {"tis_cap": 2}})"), "");  // AUTO: the recomputed groups
+  EXPECT_THAT(ErrorOf(R"({"training": {"old_logprobs": "OLD_LOGPROBS_SAMPLER",
+                                       "tis_cap": 2}})"), HasSubstr("training.tis_cap"));
   EXPECT_THAT(ErrorOf(R"({"training": {"old_logprobs": "OLD_LOGPROBS_RECOMPUTE",
                                        "tis_cap": -1}})"), HasSubstr("training.tis_cap"));
   EXPECT_THAT(ErrorOf(R"({"training": {"precision": 7}})"), HasSubstr("training.precision"));

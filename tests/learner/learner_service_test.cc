@@ -52,8 +52,19 @@ TEST(ScoredGroupProtoTest, RoundTripsAndRejectsWhatMustNotBeTrained) {
   EXPECT_EQ(back->samples[1].reward, 1);
   EXPECT_EQ(back->samples[2].policy_version, 4);
   EXPECT_EQ(back->samples[0].steps[0].end_offset, 1);
+  EXPECT_EQ(back->sampling_precision, v1::COMPUTE_PRECISION_UNSPECIFIED);  // none reported
+  v1::ScoredGroupProto stamped = proto;
+  stamped.set_sampling_precision(v1::COMPUTE_PRECISION_FLOAT32_BF16_MATMULS);
+  back = FromProto(stamped);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->sampling_precision, v1::COMPUTE_PRECISION_FLOAT32_BF16_MATMULS);
+  EXPECT_EQ(ToProto(*back, "job-1").sampling_precision(),
+            v1::COMPUTE_PRECISION_FLOAT32_BF16_MATMULS);
 
   v1::ScoredGroupProto bad = proto;
+  bad.set_sampling_precision(static_cast<v1::ComputePrecision>(77));  // a newer worker's
+  EXPECT_THAT(FromProto(bad).status().message(), HasSubstr("train-7: sampling_precision 77"));
+  bad = proto;
   bad.mutable_samples(1)->set_reward(std::nan(""));
   EXPECT_THAT(FromProto(bad).status().message(), HasSubstr("train-7 sample 1: reward"));
   bad = proto;

@@ -157,6 +157,7 @@ std::vector<ScoredGroup> Sampled(const Transformer& sampler) {
   for (int g = 0; g < 2; ++g) {
     groups[g].prompt_id = std::to_string(g);
     groups[g].prompt = prompts[4 * g];
+    groups[g].sampling_precision = sampler.sampling_precision();
     for (int i = 0; i < 4; ++i) {
       ScoredSample s;
       s.completion = result->Completion(4 * g + i);
@@ -198,6 +199,114 @@ TEST(MismatchTest, RecomputedLogprobsSeeTheSamplersPrecision) {
   EXPECT_GT(mixed->sampler_kl, 1e-9) << mixed->sampler_kl;
   EXPECT_GT(mixed->tis_truncated_fraction, 0);
   EXPECT_LT(mixed->tis_truncated_fraction, 1);
+}
+
+// The stamp a sampler gives its groups names what its log-probs were computed in.
+TEST(MismatchTest, ASamplerStampsItsPrecision) {
+  Transformer model(Config(), 11);
+  EXPECT_EQ(model.sampling_precision(), v1::COMPUTE_PRECISION_FLOAT32);
+  ASSERT_TRUE(model.SetInferenceMatmulDtype(at::kBFloat16).ok());
+  EXPECT_EQ(model.sampling_precision(), v1::COMPUTE_PRECISION_FLOAT32_BF16_MATMULS);
+  EXPECT_EQ(model.training_precision(), v1::COMPUTE_PRECISION_FLOAT32);  // autograd: float32
+  ASSERT_TRUE(model.SetInferenceMatmulDtype(at::kFloat).ok());
+  ASSERT_TRUE(model.SetComputeDtype(at::kBFloat16).ok());  // a bfloat16-mixed learner
+  EXPECT_EQ(model.training_precision(), v1::COMPUTE_PRECISION_BFLOAT16);
+  ASSERT_TRUE(model.SetComputeDtype(at::ScalarType::Undefined).ok());
+  ASSERT_TRUE(model.To(at::kCPU, at::kBFloat16).ok());
+  EXPECT_EQ(model.sampling_precision(), v1::COMPUTE_PRECISION_BFLOAT16);
+  EXPECT_EQ(Sampled(model)[0].sampling_precision, v1::COMPUTE_PRECISION_BFLOAT16);
+}
+
+// The parameters' change after one step from the same float32 learner. AdamW in its linear
+// regime (ε far above every |g|), so the change is proportional to the gradient and small
+// differences in π_old show in it rather than vanishing in Adam's sign-like first update.
+struct AutoStep {
+  at::Tensor update;  // float64, all parameters flattened
+  StepMetrics metrics;
+};
+AutoStep StepWith(const std::vector<ScoredGroup>& groups, bool recompute, bool automatic,
+                  double tis_cap = 0) {
+  Transformer learner(Config(), 11);
+  const std::vector<at::Tensor> before = Snapshot(learner);
+  TrainerOptions options;
+  options.recompute_old_logprobs = recompute;
+  options.recompute_on_precision_mismatch = automatic;
+  options.tis_cap = tis_cap;
+  options.optimizer.learning_rate = 1e-2;
+  options.optimizer.epsilon = 1e3;
+  options.loss.beta = 0;
+  auto trainer = GrpoTrainer::Create(&learner, options);
+  EXPECT_TRUE(trainer.ok()) << trainer.status();
+  auto m = (*trainer)->Step(groups);
+  EXPECT_TRUE(m.ok()) << m.status();
+  std::vector<at::Tensor> moved;
+  const std::vector<at::Tensor> after = Snapshot(learner);
+  for (size_t i = 0; i < after.size(); ++i)
+    moved.push_back((after[i] - before[i]).to(at::kDouble).reshape({-1}));
+  return {at::cat(moved), m.ok() ? *m : StepMetrics()};
+}
+
+double RelativeDistance(const at::Tensor& a, const at::Tensor& b) {
+  return ((a - b).norm() / b.norm()).item<double>();
+}
+
+// OLD_LOGPROBS_AUTO: a float32 learner keeps the sampler's log-probs for a float32 worker's
+// groups and takes its own for groups stamped with another precision, group by group.
+// Here the second group is stamped bfloat16 and its sampler log-probs are 0.3 nats off (a
+// sampler far from the learner), so using them or not changes the update by O(10%), while
+// the reference (the learner's own log-probs written into that group beforehand, then
+// SAMPLER) differs from AUTO only by float32 rounding of another batch order (~1e-6).
+TEST(MismatchTest, AutoRecomputesExactlyTheGroupsOfAnotherPrecision) {
+  const Transformer sampler(Config(), 11);
+  std::vector<ScoredGroup> groups = Sampled(sampler);
+  ASSERT_EQ(groups[0].sampling_precision, v1::COMPUTE_PRECISION_FLOAT32);
+  groups[1].sampling_precision = v1::COMPUTE_PRECISION_BFLOAT16;
+  for (ScoredSample& s : groups[1].samples)
+    for (float& lp : s.logprobs) lp -= 0.3f;
+
+  // Unstamped and same-precision groups keep the sampler's: AUTO is then SAMPLER exactly.
+  std::vector<ScoredGroup> float32_only{groups[0]};
+  const AutoStep kept = StepWith(float32_only, false, true);
+  EXPECT_EQ(kept.metrics.recomputed_old_fraction, 0);
+  EXPECT_TRUE(at::equal(kept.update, StepWith(float32_only, false, false).update));
+  std::vector<ScoredGroup> unstamped{groups[1]};
+  unstamped[0].sampling_precision = v1::COMPUTE_PRECISION_UNSPECIFIED;
+  EXPECT_EQ(StepWith(unstamped, false, true).metrics.recomputed_old_fraction, 0);
+  // Groups all of another precision: AUTO is RECOMPUTE exactly.
+  std::vector<ScoredGroup> bf16_only{groups[1]};
+  const AutoStep all = StepWith(bf16_only, false, true);
+  EXPECT_EQ(all.metrics.recomputed_old_fraction, 1);
+  EXPECT_TRUE(at::equal(all.update, StepWith(bf16_only, true, false).update));
+
+  // Both: only the second group's π_old is the learner's.
+  const AutoStep mixed = StepWith(groups, false, true);
+  EXPECT_EQ(mixed.metrics.recomputed_old_fraction, 0.5);
+  std::vector<ScoredGroup> reference = groups;
+  {
+    Transformer learner(Config(), 11);
+    at::NoGradGuard no_grad;
+    std::vector<std::vector<int32_t>> prompts, completions;
+    for (const ScoredSample& s : groups[1].samples) {
+      prompts.push_back(groups[1].prompt);
+      completions.push_back(s.completion);
+    }
+    auto batch = PackBatch(prompts, completions, 0, learner.config().vocab_size);
+    ASSERT_TRUE(batch.ok());
+    const at::Tensor own = CompletionLogprobs(learner, *batch, 1.0).contiguous();
+    for (size_t i = 0; i < reference[1].samples.size(); ++i) {
+      std::vector<float>& lp = reference[1].samples[i].logprobs;
+      for (size_t t = 0; t < lp.size(); ++t) lp[t] = own[i][t].item<float>();
+    }
+  }
+  const at::Tensor expected = StepWith(reference, false, false).update;
+  const at::Tensor sampler_only = StepWith(groups, false, false).update;
+  EXPECT_LT(RelativeDistance(mixed.update, expected), 1e-4);
+  EXPECT_GT(RelativeDistance(sampler_only, expected), 1e-2);  // the test can tell them apart
+
+  // TIS weighs the recomputed group only: its every token has π_old / π_sampler = e^0.3 > 1
+  // and is truncated at 1, the float32 group's (ratio 1 ± rounding) never counted.
+  EXPECT_EQ(StepWith(groups, false, true, /*tis_cap=*/1.0).metrics.tis_truncated_fraction,
+            0.5);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "model/token_choice.h"
 #include "tests/testing/small_model.h"
 
 namespace grpo {
@@ -182,6 +183,144 @@ TEST(SamplerTest, TopKOneIsGreedy) {
   EXPECT_TRUE(at::equal(p0->tokens, greedy->tokens));
 }
 
+// --- The static decoder (model/static_decode.h), what a GPU runs: fixed shapes, the slot a
+// device tensor, the draw an exponential race. Run here eagerly on the CPU.
+
+// Twelve prompts of 3 to 8 tokens (left padding differs from row to row), all holding 5, 6
+// before their last token, so that their greedy continuations share tokens at different
+// distances from the prompt.
+std::vector<std::vector<int32_t>> RaggedPrompts() {
+  std::vector<std::vector<int32_t>> rows;
+  for (int i = 0; i < 12; ++i) {
+    std::vector<int32_t> prompt;
+    for (int j = 0; j < i % 6; ++j) prompt.push_back(1 + (7 * i + 3 * j) % 22);
+    prompt.push_back(5);
+    prompt.push_back(6);
+    prompt.push_back(1 + (5 * i) % 22);
+    rows.push_back(prompt);
+  }
+  return rows;
+}
+
+SampleResult Decoded(const Transformer& model, const std::vector<std::vector<int32_t>>& prompts,
+                     SamplingOptions o, SamplingOptions::Decode decode) {
+  o.decode = decode;
+  absl::StatusOr<SampleResult> r = Sample(model, prompts, o);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? *std::move(r) : SampleResult();
+}
+
+// Greedy decoding has no draw, so the static path must give the eager path's tokens
+// exactly, stop tokens and compaction included, at every spacing of the host's looks. In
+// float64, where attending over the whole (masked, zeroed) capacity instead of the filled
+// prefix moves a logit by ~1e-16 and cannot flip an argmax.
+TEST(StaticDecodeTest, GreedyGivesTheEagerPathsTokens) {
+  // Untied: a tied random model's greedy continuation mostly repeats its input token.
+  ModelConfig config = SmallConfig();
+  config.tie_embeddings = false;
+  Transformer model(config, 6);
+  ASSERT_TRUE(model.To(at::kCPU, at::kDouble).ok());
+  SamplingOptions o;
+  o.temperature = 0;
+  o.max_new_tokens = 16;
+  o.stop_token = -1;
+  const SampleResult open = Decoded(model, RaggedPrompts(), o, SamplingOptions::Decode::kEager);
+  // A stop token that ends rows early, after one token at least and at different lengths:
+  // of the tokens, the one whose first occurrence in a completion is past its first
+  // column in the most rows.
+  const at::Tensor completions = open.tokens.narrow(1, open.prompt_length, o.max_new_tokens);
+  int64_t most_rows = 0;
+  for (int v = 1; v < SmallConfig().vocab_size; ++v) {
+    const at::Tensor hits = completions == v;
+    const int64_t rows =
+        (hits.any(1) & hits.select(1, 0).logical_not()).sum().item<int64_t>();
+    if (rows > most_rows) {
+      most_rows = rows;
+      o.stop_token = v;
+    }
+  }
+  const SampleResult eager = Decoded(model, RaggedPrompts(), o, SamplingOptions::Decode::kEager);
+  int early = 0;
+  for (int64_t row = 0; row < 12; ++row)
+    early += eager.completion_mask[row].sum().item<int64_t>() < o.max_new_tokens;
+  ASSERT_GE(early, 3) << "too few rows stop early for compaction to happen";
+  for (int sync_every : {1, 3, 8}) {
+    o.sync_every = sync_every;
+    const SampleResult fixed = Decoded(model, RaggedPrompts(), o, SamplingOptions::Decode::kStatic);
+    EXPECT_TRUE(at::equal(fixed.tokens, eager.tokens)) << "sync_every " << sync_every;
+    EXPECT_TRUE(at::equal(fixed.is_pad, eager.is_pad)) << "sync_every " << sync_every;
+    EXPECT_TRUE(at::equal(fixed.completion_mask, eager.completion_mask));
+    EXPECT_LE((fixed.logprobs - eager.logprobs).abs().max().item<double>(), 1e-12);
+    EXPECT_EQ(fixed.generated_tokens, eager.generated_tokens);
+  }
+}
+
+// Sampling: the draws differ from the eager path's (another draw), but the same seed
+// gives the same tokens, every token's log-prob is the model's for its row (a fresh
+// forward pass), completions end at their first stop token, and rows leave the batch.
+TEST(StaticDecodeTest, SampledTokensCarryTheModelsLogprobs) {
+  Transformer model(SmallConfig(), 2);
+  SamplingOptions o;
+  o.max_new_tokens = 16;
+  o.stop_token = 23;
+  o.seed = 8;
+  o.sync_every = 2;
+  const SampleResult r = Decoded(model, Lease(), o, SamplingOptions::Decode::kStatic);
+  EXPECT_TRUE(at::equal(r.tokens, Decoded(model, Lease(), o,
+                                          SamplingOptions::Decode::kStatic).tokens));
+  std::set<size_t> lengths;
+  int early = 0;
+  for (int64_t row = 0; row < 24; ++row) {
+    const std::vector<int32_t> completion = r.Completion(row);
+    const std::vector<float> sampler_lp = r.CompletionLogprobs(row);
+    ASSERT_EQ(completion.size(), sampler_lp.size());
+    lengths.insert(completion.size());
+    early += static_cast<int64_t>(completion.size()) < r.completion_mask.size(1);
+    for (size_t j = 0; j + 1 < completion.size(); ++j) EXPECT_NE(completion[j], 23);
+    const std::vector<double> fresh = FreshLogprobs(model, Lease()[row], completion);
+    for (size_t j = 0; j < completion.size(); ++j)
+      EXPECT_NEAR(sampler_lp[j], fresh[j], 1e-4) << "row " << row << " token " << j;
+  }
+  EXPECT_GE(lengths.size(), 3u) << "every completion as long as the others";
+  EXPECT_GE(early, 6);  // a quarter done before the longest ends: compacted
+  EXPECT_EQ(r.generated_tokens, r.completion_mask.sum().item<int64_t>());
+}
+
+// The exponential race draws each id with its probability: 40,000 draws from one row of
+// known probabilities land within 0.01 of them (4 standard deviations at p = 0.5), with
+// top-k and sample_vocab leaving the excluded ids never drawn.
+TEST(StaticDecodeTest, TheExponentialRaceDrawsByProbability) {
+  const int64_t n = 40000;
+  const at::Tensor probs = at::tensor({0.5, 0.3, 0.15, 0.05}, at::kFloat);
+  const at::Tensor logits = probs.log().view({1, 4}).expand({n, 4}).contiguous();
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(17);
+  const at::Tensor noise = at::empty({n, 4}).exponential_(1.0, gen);
+  const TokenDraw race = [&](const at::Tensor& p) { return (p / noise).argmax(-1, true); };
+  SamplingOptions o;
+  const at::Tensor drawn = ChooseTokens(logits, o, race).first;
+  const at::Tensor freq = at::bincount(drawn, {}, 4).to(at::kDouble) / n;
+  EXPECT_LE((freq - probs.to(at::kDouble)).abs().max().item<double>(), 0.01) << freq;
+  o.top_k = 2;
+  EXPECT_LE(ChooseTokens(logits, o, race).first.max().item<int64_t>(), 1);
+  o.top_k = 0;
+  o.sample_vocab = 3;
+  EXPECT_LE(ChooseTokens(logits, o, race).first.max().item<int64_t>(), 2);
+}
+
+TEST(StaticDecodeTest, TopKOneIsGreedy) {
+  Transformer model(SmallConfig(), 4);
+  SamplingOptions o;
+  o.max_new_tokens = 8;
+  o.stop_token = 23;
+  o.top_k = 1;
+  o.seed = 3;
+  const SampleResult k1 = Decoded(model, Prompts(), o, SamplingOptions::Decode::kStatic);
+  o.top_k = 0;
+  o.temperature = 0;
+  const SampleResult greedy = Decoded(model, Prompts(), o, SamplingOptions::Decode::kEager);
+  EXPECT_TRUE(at::equal(k1.tokens, greedy.tokens));
+}
+
 TEST(SamplerTest, BadOptionsAreRejectedByName) {
   Transformer model(SmallConfig(), 1);
   SamplingOptions o;
@@ -196,6 +335,13 @@ TEST(SamplerTest, BadOptionsAreRejectedByName) {
   o.max_new_tokens = 4;
   EXPECT_THAT(std::string(Sample(model, {{1, 99}}, o).status().message()),
               testing::HasSubstr("token id 99"));
+  o.sync_every = 0;
+  EXPECT_THAT(std::string(Sample(model, Prompts(), o).status().message()),
+              testing::HasSubstr("sync_every"));
+  o.sync_every = 8;
+  EXPECT_THAT(std::string(ParseDecode("graphs").status().message()),
+              testing::HasSubstr("decode \"graphs\""));
+  EXPECT_EQ(*ParseDecode("static"), SamplingOptions::Decode::kStatic);
   EXPECT_FALSE(Sample(model, {}, o).ok());
   EXPECT_FALSE(Sample(model, {{}}, o).ok());
 }

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <memory>
+#include <set>
 #include <string>
 #include <functional>
 #include <thread>
@@ -66,8 +67,10 @@ class FaultyLearner final : public v1::LearnerService::Service {
     v1::ScoredGroupProto group;
     int n = 0, tokens = 0;
     bool logprobs_ok = true;
+    std::set<int> precisions;
     while (reader->Read(&group)) {
       ++n;
+      precisions.insert(group.sampling_precision());
       for (const v1::ScoredSampleProto& sample : group.samples()) {
         logprobs_ok &= sample.logprobs_size() == sample.completion_size();
         for (float lp : sample.logprobs()) logprobs_ok &= std::isfinite(lp) && lp <= 0;
@@ -78,6 +81,7 @@ class FaultyLearner final : public v1::LearnerService::Service {
     groups_ += n;
     tokens_ += tokens;
     logprobs_ok_ &= logprobs_ok;
+    precisions_.insert(precisions.begin(), precisions.end());
     response->set_accepted(n);
     return grpc::Status::OK;
   }
@@ -90,6 +94,11 @@ class FaultyLearner final : public v1::LearnerService::Service {
   bool logprobs_ok() {
     absl::MutexLock lock(&mu_);
     return logprobs_ok_;
+  }
+  // The sampling precisions the submitted groups were stamped with.
+  std::set<int> precisions() {
+    absl::MutexLock lock(&mu_);
+    return precisions_;
   }
   int tokens() {
     absl::MutexLock lock(&mu_);
@@ -111,6 +120,7 @@ class FaultyLearner final : public v1::LearnerService::Service {
   int groups_ ABSL_GUARDED_BY(mu_) = 0;
   int tokens_ ABSL_GUARDED_BY(mu_) = 0;
   bool logprobs_ok_ ABSL_GUARDED_BY(mu_) = true;
+  std::set<int> precisions_ ABSL_GUARDED_BY(mu_);
 };
 
 GrpcServerOptions Loopback() {
@@ -247,6 +257,7 @@ TEST_F(WorkerTest, CorruptOrCutTransfersAreRefusedAndFetchedAgain) {
   EXPECT_EQ(counters.batches_failed, 0);  // retried inside the batch, not dropped
   EXPECT_EQ(learner_->streams(), 3);
   EXPECT_EQ(counters.groups_submitted, 2);
+  EXPECT_EQ(learner_->precisions(), std::set<int>{v1::COMPUTE_PRECISION_FLOAT32});
 }
 
 // --matmul_dtype bfloat16: the worker samples with bfloat16 matmuls and KV cache on its
@@ -264,6 +275,8 @@ TEST_F(WorkerTest, ABfloat16MatmulWorkerSubmitsWholeGroups) {
   EXPECT_EQ(counters.groups_submitted, 2);
   EXPECT_GT(learner_->tokens(), 0);
   EXPECT_TRUE(learner_->logprobs_ok());
+  // Stamped, so that a float32 learner recomputes π_old for them (OLD_LOGPROBS_AUTO).
+  EXPECT_EQ(learner_->precisions(), std::set<int>{v1::COMPUTE_PRECISION_FLOAT32_BF16_MATMULS});
 }
 
 // grpo.reward_failure = SKIP: prompts that cannot be scored are reported as failed and

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """The GPU check's scripts compile explicit source lists (a GPU machine has no CMake
-build of ours), so a source the model library gains must be added to each list, or the
-link fails there, on a machine lent for minutes. This checks, on any machine, that every
-list holding model/model.cc also holds every source CMake builds into the model
-libraries, and the generated weights.pb.cc their flat weights need."""
+build of ours), so a source the model library gains must be added to torch_env.sh's
+MODEL_SOURCES, and every list that compiles the model must take that list, or the link
+fails there, on a machine lent for minutes. This checks, on any machine, that every list
+holding model/model.cc or $MODEL_SOURCES holds (once expanded) every source CMake builds
+into the model libraries, and the generated weights.pb.cc their flat weights need."""
 import pathlib
 import re
 import sys
@@ -23,13 +24,19 @@ def model_sources():
 
 
 def source_lists():
-    """Each quoted source list in the scripts that compiles model/model.cc: name -> words."""
-    lists = {}
+    """Each quoted source list in the scripts that compiles the model (model/model.cc, or
+    $MODEL_SOURCES expanded from torch_env.sh): name -> words."""
+    assignments = {}
     for script in sorted(CHECK.glob("*.sh")):
         for var, body in re.findall(r'(\w+)="([^"]*)"', script.read_text()):
-            words = body.split()
-            if "model/model.cc" in words:
-                lists[f"{script.name}:{var}"] = set(words)
+            assignments[f"{script.name}:{var}"] = body.split()
+    model = assignments.get("torch_env.sh:MODEL_SOURCES", [])
+    lists = {}
+    for name, words in assignments.items():
+        if "$MODEL_SOURCES" in words:
+            words = [w for w in words if w != "$MODEL_SOURCES"] + model
+        if "model/model.cc" in words:
+            lists[name] = set(words)
     return lists
 
 
@@ -41,8 +48,8 @@ class CudaCheckSourcesTest(unittest.TestCase):
 
     def test_every_list_has_every_model_source(self):
         lists = source_lists()
-        # torch_env.sh (the trainer's list), hf_bench.sh, rollout_bench.sh at least.
-        self.assertGreaterEqual(len(lists), 3, sorted(lists))
+        # torch_env.sh (the model's and the trainer's lists), hf_bench.sh, rollout_bench.sh.
+        self.assertGreaterEqual(len(lists), 4, sorted(lists))
         # weight_transfer.cc is the learner/worker framing; the model itself does not use it.
         required = model_sources() - {"model/weight_transfer.cc"}
         for name, words in lists.items():

@@ -8,9 +8,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 source tools/cuda_check/torch_env.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-sources="bench/hf_bench.cc base/durable_file.cc model/model.cc model/model_config.cc model/sampler.cc model/runtime.cc
-         model/decode_kernels.cc model/decode_attention.cc model/matmul_copies.cc model/flat_weights.cc
-         hf/hf_checkpoint.cc hf/safetensors.cc hf/hf_config.cc $DEPS/src/weights.pb.cc"
+sources="bench/hf_bench.cc base/durable_file.cc $MODEL_SOURCES hf/hf_checkpoint.cc hf/safetensors.cc
+         hf/hf_config.cc"
 build_sources hf_bench "$sources" || exit 1
 export LD_LIBRARY_PATH="$(pwd)/$DEPS/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 for dtype in bfloat16 float16 float32; do

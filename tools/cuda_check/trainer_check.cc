@@ -5,7 +5,11 @@
 //   3. bfloat16 mixed precision trains with float32 master weights and a bfloat16
 //      reference, and sees a sampler mismatch (the samples' log-probs are the float32 CPU
 //      model's);
-//   4. PPO (a critic on the device) in micro-batches equals its one-shot step.
+//   4. PPO (a critic on the device) in micro-batches equals its one-shot step;
+//   5. the sampler's static decode (model/static_decode.h) replayed as CUDA graphs gives
+//      the tokens and log-probs of the same steps run eagerly, every token's log-prob is
+//      a fresh forward pass's, and rows stop at different lengths (compaction ran); in
+//      float32 and in bfloat16.
 // Prints "trainer_check: <check>: ok" or "FAILED (...)" per check; exits 1 if any failed.
 // Builds and runs on the CPU as well (--device cpu), where it checks the same things
 // against itself: how it is kept compiling (tools/cuda_check/README.md).
@@ -14,6 +18,7 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -21,6 +26,7 @@
 #include "learner/grpo_trainer.h"
 #include "learner/learner_device.h"
 #include "model/model.h"
+#include "model/sampler.h"
 
 namespace grpo {
 namespace {
@@ -144,6 +150,66 @@ void Compare(const std::string& check, const Outcome& got, const Outcome& want, 
   Report(check, d <= tolerance, detail);
 }
 
+// 5. Sixteen rows (four prompts of 3 to 9 tokens, four samples each) decoded statically
+// on `device` in `dtype`, with graphs and without; the stop token is the one the model
+// finds likeliest after the prompts, so lengths vary.
+void CheckStaticDecode(const c10::Device& device, at::ScalarType dtype) {
+  const std::string check = std::string("static decode in ") + c10::toString(dtype);
+  Transformer model(Config(), 9);
+  if (absl::Status s = model.To(device, dtype); !s.ok()) return Report(check, false, s.ToString());
+  std::vector<std::vector<int32_t>> rows;
+  for (int p = 0; p < 4; ++p)
+    for (int g = 0; g < 4; ++g) {
+      rows.emplace_back();
+      for (int t = 0; t < 3 + 2 * p; ++t) rows.back().push_back(3 + (t * 13 + p * 5) % 90);
+    }
+  SamplingOptions o;
+  o.max_new_tokens = 32;
+  o.seed = 3;
+  o.decode = SamplingOptions::Decode::kStatic;
+  o.sync_every = 4;
+  {
+    at::NoGradGuard no_grad;
+    auto prompts = *MakePromptBatch(rows, 0);
+    const at::Tensor hidden = model.Forward(prompts.tokens.to(device), prompts.is_pad.to(device));
+    const at::Tensor last = model.Logits(hidden.select(1, -1)).to(at::kFloat);
+    o.stop_token = static_cast<int>(at::softmax(last, -1).mean(0).argmax().item<int64_t>());
+  }
+  absl::StatusOr<SampleResult> graphs = Sample(model, rows, o);
+  o.cuda_graphs = false;
+  absl::StatusOr<SampleResult> eager = Sample(model, rows, o);
+  if (!graphs.ok() || !eager.ok())
+    return Report(check, false, graphs.status().ToString() + " " + eager.status().ToString());
+  const bool same = at::equal(graphs->tokens, eager->tokens) &&
+                    at::equal(graphs->completion_mask, eager->completion_mask) &&
+                    at::equal(graphs->logprobs, eager->logprobs);
+  Report(check + ": graphs replay the eager steps", same,
+         same ? "tokens and log-probs identical" : "they differ");
+  // Against a fresh forward pass of each row (padding and all), on the device.
+  std::vector<std::vector<int32_t>> completions;
+  for (int64_t i = 0; i < static_cast<int64_t>(rows.size()); ++i)
+    completions.push_back(graphs->Completion(i));
+  TokenBatch b = *PackBatch(rows, completions, 0, model.config().vocab_size);
+  b.tokens = b.tokens.to(device);
+  b.is_pad = b.is_pad.to(device);
+  at::NoGradGuard no_grad;
+  const at::Tensor fresh = CompletionLogprobs(model, b, 1.0).to(at::kCPU, at::kFloat);
+  double worst = 0;
+  std::set<size_t> lengths;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const std::vector<float> lp = graphs->CompletionLogprobs(i);
+    lengths.insert(lp.size());
+    for (size_t t = 0; t < lp.size(); ++t)
+      worst = std::max(worst, std::abs(lp[t] - fresh[i][t].item<double>()));
+  }
+  // bfloat16: the sampler's logits and a batched forward pass round differently.
+  const double tolerance = dtype == at::kFloat ? 1e-3 : 0.25;
+  char detail[160];
+  std::snprintf(detail, sizeof(detail), "max |log-prob - fresh| %.2e, tolerance %.0e; %zu lengths",
+                worst, tolerance, lengths.size());
+  Report(check + ": log-probs are the model's", worst <= tolerance && lengths.size() >= 3, detail);
+}
+
 }  // namespace
 }  // namespace grpo
 
@@ -202,6 +268,9 @@ int main(int argc, char** argv) {
            one_shot.error.empty() ? "value loss " + std::to_string(one_shot.metrics.value_loss)
                                   : one_shot.error);
   }
+  // 5. The sampler's static decode, CUDA graphs on a GPU.
+  CheckStaticDecode(*device, at::kFloat);
+  CheckStaticDecode(*device, at::kBFloat16);
   std::printf("trainer_check: %d failed\n", failures);
   return failures ? 1 : 0;
 }
