@@ -2,7 +2,8 @@
 # Every GPU check in one go, for a lent GPU machine's few minutes (README.md there):
 #   1. run.sh            every source compiles against the CUDA LibTorch; the NCCL join;
 #   2. trainer_check.sh  the trainer's checks on cuda (its step equals the CPU's, memory
-#                        settings, bfloat16 mixed precision, PPO's critic);
+#                        settings, bfloat16 mixed precision, PPO's critic), the static
+#                        decode as CUDA graphs, a short GRPO loop sampling and training there;
 #   3. learner_bench.sh  GrpoTrainer steps on cuda (float32 and bfloat16 mixed, the memory
 #                        settings, the 0.5B and 1.5B shapes) beside the eager baseline;
 #   4. hf_bench.sh       Hugging Face checkpoint load and decode on the GPU;

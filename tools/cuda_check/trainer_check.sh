@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The trainer's checks on the GPU (trainer_check.cc: a step on cuda equals the CPU's, the
-# memory settings give the one-shot step there, bfloat16 mixed precision, PPO's critic on
-# the device), built against the machine's CUDA LibTorch from the trainer's sources, as
-# learner_bench.sh builds the bench. Prints its lines; logs in OUT.
+# The trainer's and the sampler's checks on the GPU (trainer_check.cc: a step on cuda
+# equals the CPU's, the memory settings give the one-shot step there, bfloat16 mixed
+# precision, PPO's critic on the device, the static decode replayed as CUDA graphs, a short
+# sample-reward-train loop on the device), built against the machine's CUDA LibTorch from
+# the trainer's sources, as learner_bench.sh builds the bench. Prints its lines; logs in OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source tools/cuda_check/torch_env.sh
