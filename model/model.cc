@@ -437,8 +437,10 @@ at::Tensor DecoderLayer(const Layer& l, const LayerInputs& in, const at::Tensor&
   key = Rope(key, in.cos, in.sin);
   if (keys) {
     if (in.slot.defined()) {
-      keys->index_copy_(2, in.slot, key);
-      values->index_copy_(2, in.slot, value);
+      // index_copy_ does not convert: a bfloat16 cache under float32 compute (matmul
+      // copies), a float32 one under bfloat16 compute (a mixed-precision learner sampling).
+      keys->index_copy_(2, in.slot, key.to(keys->scalar_type()));
+      values->index_copy_(2, in.slot, value.to(values->scalar_type()));
     } else {
       keys->narrow(2, in.start, t).copy_(key);
       values->narrow(2, in.start, t).copy_(value);

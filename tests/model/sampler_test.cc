@@ -307,6 +307,34 @@ TEST(StaticDecodeTest, TheExponentialRaceDrawsByProbability) {
   EXPECT_LE(ChooseTokens(logits, o, race).first.max().item<int64_t>(), 2);
 }
 
+// Every precision a sampler runs in: bfloat16 matmul copies with a bfloat16 cache (CPU
+// workers), bfloat16 compute over float32 weights and cache (a mixed-precision learner
+// sampling in grpo_local), a bfloat16 model (GPU workers). Each token's log-prob is the
+// model's, to bfloat16's rounding of a differently batched pass (measured < 0.05 nats;
+// a wrong slot or mask is off by nats).
+TEST(StaticDecodeTest, RunsInEveryPrecisionASamplerUses) {
+  SamplingOptions o;
+  o.max_new_tokens = 10;
+  o.stop_token = 23;
+  o.seed = 5;
+  for (int setting = 0; setting < 3; ++setting) {
+    Transformer model(SmallConfig(), 2);
+    const absl::Status set = setting == 0   ? model.SetInferenceMatmulDtype(at::kBFloat16)
+                             : setting == 1 ? model.SetComputeDtype(at::kBFloat16)
+                                            : model.To(at::kCPU, at::kBFloat16);
+    ASSERT_TRUE(set.ok()) << set;
+    const SampleResult r = Decoded(model, Lease(), o, SamplingOptions::Decode::kStatic);
+    ASSERT_GT(r.generated_tokens, 0) << "setting " << setting;
+    for (int64_t row = 0; row < 24; row += 5) {
+      const std::vector<int32_t> completion = r.Completion(row);
+      const std::vector<float> sampler_lp = r.CompletionLogprobs(row);
+      const std::vector<double> fresh = FreshLogprobs(model, Lease()[row], completion);
+      for (size_t j = 0; j < completion.size(); ++j)
+        EXPECT_NEAR(sampler_lp[j], fresh[j], 0.25) << "setting " << setting << " row " << row;
+    }
+  }
+}
+
 TEST(StaticDecodeTest, TopKOneIsGreedy) {
   Transformer model(SmallConfig(), 4);
   SamplingOptions o;
