@@ -40,8 +40,9 @@ struct SamplingOptions {
   // cache copied to each row: the same tokens for the same seed.
   bool share_prefixes = true;
   // Rows that emitted the stop token leave the batch (once a quarter of it is done: each
-  // compaction copies the KV cache), so a long tail does not decode the finished rows too. The draws then come in another order than the plain path's; every
-  // token's log-prob is still the model's for that sequence.
+  // compaction copies the KV cache), so a long tail does not decode the finished rows too.
+  // The draws then come in another order than the plain path's; every token's log-prob is
+  // still the model's for that sequence.
   bool compact_finished = true;
   // How the tokens after the prompt are decoded. kEager: one Forward per token, the draw
   // and bookkeeping on the host (the fused CPU kernels; what a CPU samples with).
