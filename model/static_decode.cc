@@ -134,7 +134,8 @@ class StaticLoop {
     auto [next, logprob] = ChooseTokens(logits, o_, race);
     at::Tensor finished = Rows(s_.finished, b);
     const at::Tensor active = finished.logical_not();
-    Rows(s_.tokens, b).index_copy_(1, s_.column, at::where(active, next, o_.pad_token).view({b, 1}));
+    Rows(s_.tokens, b)
+        .index_copy_(1, s_.column, at::where(active, next, o_.pad_token).view({b, 1}));
     Rows(s_.logprobs, b).index_copy_(1, s_.column, at::where(active, logprob, 0.0).view({b, 1}));
     Rows(s_.active, b).index_copy_(1, s_.column, active.view({b, 1}));
     finished.logical_or_(next == o_.stop_token);

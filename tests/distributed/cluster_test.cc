@@ -175,10 +175,12 @@ class ClusterTest : public ::testing::Test {
                   {"WORLD_SIZE", absl::StrCat(ranks)}, {"RANK", absl::StrCat(rank)}});
   }
 
-  ChildProcess* StartWorker(const std::string& name) {
-    return Start(name, {GRPO_ROLLOUT_WORKER_BINARY, "--coordinator=" + coordinator_,
-                        "--reward_server=" + reward_, "--threads=1", "--max_prompts=2",
-                        "--name=" + name});
+  ChildProcess* StartWorker(const std::string& name, std::vector<std::string> flags = {}) {
+    std::vector<std::string> argv{GRPO_ROLLOUT_WORKER_BINARY, "--coordinator=" + coordinator_,
+                                  "--reward_server=" + reward_, "--threads=1",
+                                  "--max_prompts=2", "--name=" + name};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    return Start(name, argv);
   }
 
   std::string PortFlag(const std::string& name) {
@@ -700,6 +702,30 @@ TEST_F(ClusterTest, ACodeTaskFromJsonlRunsItsTestsOnTheRewardServer) {
   EXPECT_EQ(runs % 2, 0) << exposition;
   EXPECT_THAT(ReadFile(dir_ / job / "metrics.jsonl"), HasSubstr("\"reward/code_tests\""));
   EXPECT_THAT(ReadFile(dir_ / job / "eval.json"), HasSubstr("\"num_prompts\":6"));
+}
+
+// A worker sampling with bfloat16 matmuls stamps its groups so, and the float32 learner
+// under the default training.old_logprobs (AUTO) takes its own pre-step log-probs as π_old
+// for every one of them, through the services: recomputed_old_fraction is 1 at every step,
+// and the mismatch it reports is bfloat16's (~1e-4), far above float32's (~1e-6).
+TEST_F(ClusterTest, ABfloat16WorkersGroupsGetTheLearnersOwnOldLogprobs) {
+  StartServices(1);
+  StartWorker("worker-0", {"--matmul_dtype=bfloat16"});
+  const int steps = 2;
+  const std::string job = Submit(WriteSpec("bf16-worker", steps));
+  ASSERT_EQ(WatchUntil(job, Ended).state(), v1::JOB_STATE_SUCCEEDED) << Logs();
+  const std::vector<std::string> lines =
+      absl::StrSplit(ReadFile(dir_ / job / "metrics.jsonl"), '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), static_cast<size_t>(steps));
+  for (const std::string& line : lines) {
+    auto field = [&line](const std::string& name) {
+      std::smatch m;
+      const bool found = std::regex_search(line, m, std::regex("\"" + name + "\":([0-9.e+-]+)"));
+      return found ? std::stod(m[1].str()) : -1.0;
+    };
+    EXPECT_EQ(field("recomputed_old_fraction"), 1.0) << line;
+    EXPECT_GT(field("logprob_mismatch"), 1e-5) << line;
+  }
 }
 
 TEST_F(ClusterTest, ACrashBeforeTheLatestPointerResumesFromThePreviousCheckpoint) {
