@@ -266,8 +266,8 @@ std::vector<ScoredGroup> GrpoTrainer::SelectGroups(const std::vector<ScoredGroup
 }
 
 // π_old is the learner's own log-prob where asked, or (AUTO) where the group was sampled in
-// another precision than the learner trains in: a bfloat16 sampler's log-probs differ from
-// a float32 learner's by more than any policy change of one step.
+// another precision than the learner trains in: a bfloat16 sampler's log-probs carry its
+// rounding, which would otherwise enter every ratio (docs/design.md §3).
 bool GrpoTrainer::RecomputesOldLogprobs(const ScoredGroup& group) const {
   if (options_.recompute_old_logprobs) return true;
   return options_.recompute_on_precision_mismatch &&
