@@ -125,6 +125,15 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "rollout_bench: %s, %.0fM parameters, on %s in %s\n", name.c_str(),
                config->NumParameters() / 1e6, absl::GetFlag(FLAGS_device).c_str(),
                absl::GetFlag(FLAGS_dtype).c_str());
+  // --decode checked before the model is built (seconds at the Qwen shapes).
+  const std::string decode_name = absl::GetFlag(FLAGS_decode);
+  absl::StatusOr<grpo::SamplingOptions::Decode> parsed_decode = grpo::ParseDecode(decode_name);
+  if (!parsed_decode.ok()) {
+    std::fprintf(stderr, "rollout_bench: --decode: %s\n",
+                 std::string(parsed_decode.status().message()).c_str());
+    return 2;
+  }
+  const grpo::SamplingOptions::Decode decode = *parsed_decode;
   grpo::Transformer model(*config, 0);
   if (absl::Status s = model.To(absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_dtype));
       !s.ok()) {
@@ -143,14 +152,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "rollout_bench: %s\n", std::string(s.message()).c_str());
     return 2;
   }
-  const std::string decode_name = absl::GetFlag(FLAGS_decode);
-  absl::StatusOr<grpo::SamplingOptions::Decode> parsed_decode = grpo::ParseDecode(decode_name);
-  if (!parsed_decode.ok()) {
-    std::fprintf(stderr, "rollout_bench: --decode: %s\n",
-                 std::string(parsed_decode.status().message()).c_str());
-    return 2;
-  }
-  const grpo::SamplingOptions::Decode decode = *parsed_decode;
   const int p = absl::GetFlag(FLAGS_prompts), g = absl::GetFlag(FLAGS_group);
   const int repeats = std::max(1, absl::GetFlag(FLAGS_repeats));
   for (absl::string_view length_text : absl::StrSplit(absl::GetFlag(FLAGS_prompt_tokens), ',')) {

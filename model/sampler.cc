@@ -2,7 +2,6 @@
 
 #include <torch/torch.h>
 
-#include <limits>
 #include <map>
 #include <mutex>
 

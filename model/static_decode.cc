@@ -111,7 +111,7 @@ class StaticLoop {
       const int64_t b = batch_;
       runner_.Run(b, [this, b] { Advance(b); });
     }
-    Flush();
+    Flush(at::arange(batch_, at::kLong));
     const at::Tensor reached = r_->completion_mask.sum(0).nonzero();
     return reached.size(0) == 0 ? 0 : reached.max().item<int64_t>() + 1;
   }
@@ -160,14 +160,17 @@ class StaticLoop {
     if (done == batch_) return false;
     if (!o_.compact_finished || done == 0 || 4 * done < batch_) return true;
     at::Tensor keep = finished.logical_not().nonzero().squeeze(1);
+    const at::Tensor done_rows = finished.nonzero().squeeze(1);
+    int64_t filler = 0;
     if (graphs_) {
       // Rounded up to a multiple of 8 with finished rows: fewer sizes to capture.
       const int64_t target = std::min(batch_, (keep.size(0) + 7) / 8 * 8);
       if (target == batch_) return true;  // no smaller size to move to
-      const at::Tensor filler = finished.nonzero().squeeze(1).narrow(0, 0, target - keep.size(0));
-      keep = at::cat({keep, filler});
+      filler = target - keep.size(0);
+      keep = at::cat({keep, done_rows.narrow(0, 0, filler)});
     }
-    Flush();  // every row's columns so far; the kept ones carry theirs along
+    // The rows that leave, with their columns; the kept ones carry theirs along.
+    Flush(done_rows.narrow(0, filler, done - filler));
     const at::Tensor on_device = keep.to(device_);
     const int64_t kept = keep.size(0);
     for (at::Tensor* t : {&s_.tokens, &s_.logprobs, &s_.active, &s_.finished, &s_.fed,
@@ -179,14 +182,17 @@ class StaticLoop {
     return true;
   }
 
-  // The batch rows' columns into r, at their original rows.
-  void Flush() {
+  // The columns of `batch_rows` (int64, CPU) into r, at their original rows.
+  void Flush(const at::Tensor& batch_rows) {
     const int64_t p = r_->prompt_length, m = o_.max_new_tokens;
-    const at::Tensor active = Rows(s_.active, batch_).to(at::kCPU);
-    r_->tokens.narrow(1, p, m).index_copy_(0, rows_, Rows(s_.tokens, batch_).to(at::kCPU));
-    r_->is_pad.narrow(1, p, m).index_copy_(0, rows_, active.logical_not());
-    r_->logprobs.index_copy_(0, rows_, Rows(s_.logprobs, batch_).to(at::kCPU));
-    r_->completion_mask.index_copy_(0, rows_, active.to(at::kFloat));
+    const at::Tensor on_device = batch_rows.to(device_);
+    const at::Tensor original = rows_.index_select(0, batch_rows);
+    auto take = [&](const at::Tensor& t) { return t.index_select(0, on_device).to(at::kCPU); };
+    const at::Tensor active = take(s_.active);
+    r_->tokens.narrow(1, p, m).index_copy_(0, original, take(s_.tokens));
+    r_->is_pad.narrow(1, p, m).index_copy_(0, original, active.logical_not());
+    r_->logprobs.index_copy_(0, original, take(s_.logprobs));
+    r_->completion_mask.index_copy_(0, original, active.to(at::kFloat));
   }
 
   const Transformer& model_;

@@ -35,6 +35,18 @@ std::vector<double> FreshLogprobs(const Transformer& model, const std::vector<in
   return out;
 }
 
+// Row `row` of `r`: each completion token's sampler log-prob equals FreshLogprobs, within
+// `tolerance`.
+void ExpectFreshLogprobs(const Transformer& model, const std::vector<int32_t>& prompt,
+                         const SampleResult& r, int64_t row, double tolerance) {
+  const std::vector<int32_t> completion = r.Completion(row);
+  const std::vector<float> sampler_lp = r.CompletionLogprobs(row);
+  ASSERT_EQ(completion.size(), sampler_lp.size()) << "row " << row;
+  const std::vector<double> fresh = FreshLogprobs(model, prompt, completion);
+  for (size_t j = 0; j < completion.size(); ++j)
+    EXPECT_NEAR(sampler_lp[j], fresh[j], tolerance) << "row " << row << " token " << j;
+}
+
 TEST(SamplerTest, GreedyIsDeterministic) {
   Transformer model(SmallConfig(), 1);
   SamplingOptions o;
@@ -73,14 +85,7 @@ TEST(SamplerTest, LogprobsEqualAFreshForwardPassAtTemperatureOne) {
   o.seed = 5;
   auto r = Sample(model, Prompts(), o);
   ASSERT_TRUE(r.ok());
-  for (int64_t row = 0; row < 3; ++row) {
-    std::vector<int32_t> completion = r->Completion(row);
-    std::vector<float> sampler_lp = r->CompletionLogprobs(row);
-    ASSERT_EQ(completion.size(), sampler_lp.size());
-    const std::vector<double> fresh = FreshLogprobs(model, Prompts()[row], completion);
-    for (size_t j = 0; j < completion.size(); ++j)
-      EXPECT_NEAR(sampler_lp[j], fresh[j], 1e-4) << "row " << row << " token " << j;
-  }
+  for (int64_t row = 0; row < 3; ++row) ExpectFreshLogprobs(model, Prompts()[row], *r, row, 1e-4);
 }
 
 TEST(SamplerTest, StopTokenEndsTheCompletionAndMasksTheRest) {
@@ -147,13 +152,9 @@ TEST(SamplerTest, CompactedSamplingKeepsEveryTokensLogprob) {
   std::set<size_t> lengths;
   for (int64_t row = 0; row < 24; ++row) {
     const std::vector<int32_t> completion = r->Completion(row);
-    const std::vector<float> sampler_lp = r->CompletionLogprobs(row);
-    ASSERT_EQ(completion.size(), sampler_lp.size());
     lengths.insert(completion.size());
     for (size_t j = 0; j + 1 < completion.size(); ++j) EXPECT_NE(completion[j], 23);
-    const std::vector<double> fresh = FreshLogprobs(model, Lease()[row], completion);
-    for (size_t j = 0; j < completion.size(); ++j)
-      EXPECT_NEAR(sampler_lp[j], fresh[j], 1e-4) << "row " << row << " token " << j;
+    ExpectFreshLogprobs(model, Lease()[row], *r, row, 1e-4);
   }
   EXPECT_GE(lengths.size(), 3u) << "every completion as long as the others";
   // A quarter of the rows done before the longest ends: the batch was compacted.
@@ -272,14 +273,10 @@ TEST(StaticDecodeTest, SampledTokensCarryTheModelsLogprobs) {
   int early = 0;
   for (int64_t row = 0; row < 24; ++row) {
     const std::vector<int32_t> completion = r.Completion(row);
-    const std::vector<float> sampler_lp = r.CompletionLogprobs(row);
-    ASSERT_EQ(completion.size(), sampler_lp.size());
     lengths.insert(completion.size());
     early += static_cast<int64_t>(completion.size()) < r.completion_mask.size(1);
     for (size_t j = 0; j + 1 < completion.size(); ++j) EXPECT_NE(completion[j], 23);
-    const std::vector<double> fresh = FreshLogprobs(model, Lease()[row], completion);
-    for (size_t j = 0; j < completion.size(); ++j)
-      EXPECT_NEAR(sampler_lp[j], fresh[j], 1e-4) << "row " << row << " token " << j;
+    ExpectFreshLogprobs(model, Lease()[row], r, row, 1e-4);
   }
   EXPECT_GE(lengths.size(), 3u) << "every completion as long as the others";
   EXPECT_GE(early, 6);  // a quarter done before the longest ends: compacted
@@ -326,11 +323,8 @@ TEST(StaticDecodeTest, RunsInEveryPrecisionASamplerUses) {
     const SampleResult r = Decoded(model, Lease(), o, SamplingOptions::Decode::kStatic);
     ASSERT_GT(r.generated_tokens, 0) << "setting " << setting;
     for (int64_t row = 0; row < 24; row += 5) {
-      const std::vector<int32_t> completion = r.Completion(row);
-      const std::vector<float> sampler_lp = r.CompletionLogprobs(row);
-      const std::vector<double> fresh = FreshLogprobs(model, Lease()[row], completion);
-      for (size_t j = 0; j < completion.size(); ++j)
-        EXPECT_NEAR(sampler_lp[j], fresh[j], 0.25) << "setting " << setting << " row " << row;
+      SCOPED_TRACE(testing::Message() << "setting " << setting);
+      ExpectFreshLogprobs(model, Lease()[row], r, row, 0.25);
     }
   }
 }
