@@ -29,6 +29,9 @@ ABSL_FLAG(std::string, matmul_dtype, "float32",
           "float32 or bfloat16: the sampler's matmuls (Transformer::SetInferenceMatmulDtype); "
           "bfloat16 also lets OpenMP threads spin briefly (runtime.h), which slows the float32 "
           "learner steps: time those with float32");
+ABSL_FLAG(bool, packed_matmuls, true,
+          "float32: the sampler multiplies by prepacked weight copies (packed_matmul.h) where "
+          "the CPU has AVX2/FMA; false = LibTorch's linear");
 ABSL_FLAG(int, repeats, 3, "timed learner steps (after one warm-up); 0 = decode only");
 ABSL_FLAG(int64_t, micro_batch_tokens, 0,
           "learner micro-batches of at most this many tokens (job spec training.*); 0 = one shot");
@@ -83,16 +86,12 @@ int Run(const std::string& preset, double peak) {
   sampling.stop_token = -1;  // every sequence decodes all 64 tokens
   sampling.seed = 1;
   const std::string matmuls = absl::GetFlag(FLAGS_matmul_dtype);
-  absl::StatusOr<at::ScalarType> matmul_dtype = grpo::ParseMatmulDtype(matmuls);
-  if (!matmul_dtype.ok()) {
-    std::fprintf(stderr, "--matmul_dtype: %s\n",
-                 std::string(matmul_dtype.status().message()).c_str());
-    return 1;
-  }
-  if (absl::Status s = policy.SetInferenceMatmulDtype(*matmul_dtype); !s.ok()) {
+  if (absl::Status s = grpo::SetSamplerMatmuls(policy, matmuls, absl::GetFlag(FLAGS_packed_matmuls));
+      !s.ok()) {
     std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
     return 1;
   }
+  const bool packed = policy.packed_matmuls();
   if (!grpo::Sample(policy, prompts, sampling).ok()) return 1;  // warm-up
   auto start = Clock::now();
   auto sampled = grpo::Sample(policy, prompts, sampling);
@@ -149,11 +148,11 @@ int Run(const std::string& preset, double peak) {
   }
   std::printf(
       "{\"model\":\"%s\",\"params\":%.0f,\"threads\":%d,\"peak_gflops\":%.1f,%s"
-      "\"matmul_dtype\":\"%s\","
+      "\"matmul_dtype\":\"%s\",\"packed_matmuls\":%s,"
       "\"decode_tokens_per_s\":%.1f,\"decode_gflops\":%.1f,\"decode_frac_peak\":%.3f,"
       "\"peak_rss_mb\":%.0f}\n",
       preset.c_str(), params, at::get_num_threads(), peak, train_fields.c_str(),
-      matmuls.c_str(), decode_tokens_per_s, decode_gflops, decode_gflops / peak, PeakRssMb());
+      matmuls.c_str(), packed ? "true" : "false", decode_tokens_per_s, decode_gflops, decode_gflops / peak, PeakRssMb());
   std::fflush(stdout);
   return 0;
 }
@@ -163,7 +162,8 @@ int Run(const std::string& preset, double peak) {
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   // As the rollout worker does: bfloat16 matmuls run on the OpenMP threads (runtime.h).
-  grpo::EnsureThreadEnvironment(argv, grpo::MatmulThreadsFor(absl::GetFlag(FLAGS_matmul_dtype)));
+  grpo::EnsureThreadEnvironment(argv, grpo::MatmulThreadsFor(absl::GetFlag(FLAGS_matmul_dtype),
+                                                          absl::GetFlag(FLAGS_packed_matmuls)));
   grpo::ConfigureRuntime(absl::GetFlag(FLAGS_threads));
   const double peak = MatmulPeak();
   for (absl::string_view preset : absl::StrSplit(absl::GetFlag(FLAGS_models), ',')) {

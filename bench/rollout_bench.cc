@@ -50,6 +50,9 @@ ABSL_FLAG(std::string, decode, "auto",
 ABSL_FLAG(bool, cuda_graphs, true, "static decode on a GPU: replay each step as a CUDA graph");
 ABSL_FLAG(std::string, matmul_dtype, "float32",
           "float32 or bfloat16: the sampler's matmuls (Transformer::SetInferenceMatmulDtype)");
+ABSL_FLAG(bool, packed_matmuls, true,
+          "float32 on the CPU: multiply by prepacked weight copies (model/packed_matmul.h) "
+          "where the CPU has AVX2/FMA; false = LibTorch's linear");
 
 namespace {
 
@@ -106,7 +109,8 @@ double DecodeBoundTokensPerSecond(const grpo::ModelConfig& c, int64_t element_by
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   // As the rollout worker does: bfloat16 matmuls run on the OpenMP threads (runtime.h).
-  grpo::EnsureThreadEnvironment(argv, grpo::MatmulThreadsFor(absl::GetFlag(FLAGS_matmul_dtype)));
+  grpo::EnsureThreadEnvironment(argv, grpo::MatmulThreadsFor(absl::GetFlag(FLAGS_matmul_dtype),
+                                                          absl::GetFlag(FLAGS_packed_matmuls)));
   grpo::ConfigureRuntime(absl::GetFlag(FLAGS_threads));
   const std::string name = absl::GetFlag(FLAGS_model);
   int longest_prompt = 0;
@@ -142,13 +146,8 @@ int main(int argc, char** argv) {
   }
   const c10::Device device = model.tensor_options().device();
   const std::string matmuls = absl::GetFlag(FLAGS_matmul_dtype);
-  absl::StatusOr<at::ScalarType> matmul_dtype = grpo::ParseMatmulDtype(matmuls);
-  if (!matmul_dtype.ok()) {
-    std::fprintf(stderr, "rollout_bench: --matmul_dtype: %s\n",
-                 std::string(matmul_dtype.status().message()).c_str());
-    return 2;
-  }
-  if (absl::Status s = model.SetInferenceMatmulDtype(*matmul_dtype); !s.ok()) {
+  if (absl::Status s = grpo::SetSamplerMatmuls(model, matmuls, absl::GetFlag(FLAGS_packed_matmuls));
+      !s.ok()) {
     std::fprintf(stderr, "rollout_bench: %s\n", std::string(s.message()).c_str());
     return 2;
   }
@@ -217,7 +216,7 @@ int main(int argc, char** argv) {
     }
     std::printf(
         "{\"bench\":\"rollout\",\"model\":\"%s\",\"device\":\"%s\",\"dtype\":\"%s\","
-        "\"matmul_dtype\":\"%s\",\"peak_memory_mb\":%.0f,%s"
+        "\"matmul_dtype\":\"%s\",\"packed_matmuls\":%s,\"peak_memory_mb\":%.0f,%s"
         "\"threads\":%d,\"prompts\":%d,\"group\":%d,"
         "\"prompt_tokens\":%d,\"max_new_tokens\":%d,\"stop_token\":%d,"
         "\"mean_completion\":%.1f,\"longest_completion\":%.0f,\"generated_tokens\":%lld,"
@@ -225,7 +224,7 @@ int main(int argc, char** argv) {
         "\"seconds\":%.3f,\"tokens_per_s\":%.1f,\"plain_seconds\":%.3f,"
         "\"plain_tokens_per_s\":%.1f,\"speedup\":%.2f}\n",
         name.c_str(), device.str().c_str(), absl::GetFlag(FLAGS_dtype).c_str(), matmuls.c_str(),
-        PeakMemoryMb(device), bound.c_str(), at::get_num_threads(), p, g, length,
+        model.packed_matmuls() ? "true" : "false", PeakMemoryMb(device), bound.c_str(), at::get_num_threads(), p, g, length,
         o.max_new_tokens, o.stop_token, mean_len, max_len,
         static_cast<long long>(engine.result.generated_tokens), decode_name.c_str(),
         o.cuda_graphs && device.is_cuda() ? "true" : "false", prefill_seconds, engine.seconds,

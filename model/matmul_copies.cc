@@ -4,6 +4,8 @@
 
 #include <utility>
 
+#include "model/packed_matmul.h"
+
 namespace grpo {
 
 void MatmulCopies::Reset(std::vector<at::Tensor> sources, at::ScalarType dtype) {
@@ -20,7 +22,8 @@ void MatmulCopies::Refresh() {
     const void* data = e.source.data_ptr();
     const int64_t version = static_cast<int64_t>(e.source._version());
     if (e.copy.defined() && data == e.data && version == e.version) continue;
-    e.copy = e.source.detach().to(dtype_).contiguous();
+    e.copy = dtype_ == at::kFloat ? PackForMatmul(e.source.detach())
+                                  : e.source.detach().to(dtype_).contiguous();
     e.data = data;
     e.version = version;
     ++copies_made_;

@@ -1,8 +1,9 @@
-// MatmulCopies: low-precision copies of the weights a CPU sampler multiplies by
-// (Transformer::SetInferenceMatmulDtype). At sampling shapes a float32 matmul on the CPU is
-// compute-bound, and where the CPU has AVX-512 BF16 LibTorch's bfloat16 matmul (oneDNN)
-// does about twice the arithmetic per cycle; the copies let every prefill and decode step
-// use it without casting the weights again.
+// MatmulCopies: copies of the weights a CPU sampler multiplies by, in the form its products
+// run fastest in (Transformer::SetInferenceMatmulDtype). At sampling shapes a float32
+// matmul on the CPU is compute-bound: with a bfloat16 copy (where the CPU has AVX-512 BF16)
+// LibTorch's bfloat16 matmul (oneDNN) does about twice the arithmetic per cycle; a float32
+// copy is kept prepacked (packed_matmul.h) so that no product repacks its weight. Either
+// way every prefill and decode step uses the copies without converting the weights again.
 //
 // A copy is made on first use and made again whenever its source changed since: its data
 // moved (Transformer::To) or an in-place write bumped its version counter (ImportFlat,
@@ -22,12 +23,14 @@ namespace grpo {
 
 class MatmulCopies {
  public:
-  // Copies of `sources` in `dtype` from now on; Undefined turns them off (and frees them).
+  // Copies of `sources` in `dtype` from now on (float32: packed by PackForMatmul);
+  // Undefined turns them off (and frees them).
   void Reset(std::vector<at::Tensor> sources, at::ScalarType dtype);
   bool enabled() const { return dtype_ != at::ScalarType::Undefined; }
   at::ScalarType dtype() const { return dtype_; }
 
-  // Remakes the copies whose source changed; then Get(i) is the i-th source in dtype().
+  // Remakes the copies whose source changed; then Get(i) is the i-th source in dtype()
+  // (packed, for float32).
   void Refresh();
   const at::Tensor& Get(size_t i) const { return entries_[i].copy; }
 

@@ -11,6 +11,7 @@
 #include "model/flat_weights.h"
 #include "model/decode_kernels.h"
 #include "model/matmul_copies.h"
+#include "model/packed_matmul.h"
 #include "model/torch_status.h"
 
 namespace grpo {
@@ -151,12 +152,14 @@ LayerCopies CopiesOf(const MatmulCopies& low, size_t layer) {
 }
 
 // y = x·Wᵀ (+ bias) for float32 rows x. With a low-precision copy of W the product runs in
-// its dtype (float32 accumulation inside oneDNN) and comes back to float32; the bias is
-// added in float32.
+// its dtype (float32 accumulation inside oneDNN) and comes back to float32; with a float32
+// copy it is W prepacked (packed_matmul.h). The bias is added in float32.
 at::Tensor LinearVia(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& copy,
                      const at::Tensor& bias) {
   if (!copy.defined()) return at::linear(x, weight, bias);
-  at::Tensor y = at::linear(x.to(copy.scalar_type()), copy).to(at::kFloat);
+  at::Tensor y = copy.scalar_type() == at::kFloat
+                     ? PackedLinear(x, copy, weight.size(0))
+                     : at::linear(x.to(copy.scalar_type()), copy).to(at::kFloat);
   return bias.defined() ? y.add_(bias) : y;
 }
 
@@ -274,6 +277,27 @@ absl::StatusOr<at::ScalarType> ParseMatmulDtype(const std::string& name) {
       absl::StrCat("matmul dtype \"", name, "\": float32 or bfloat16"));
 }
 
+absl::Status CheckSamplerMatmuls(const std::string& matmul_dtype, const Placement& placement) {
+  absl::StatusOr<at::ScalarType> dtype = ParseMatmulDtype(matmul_dtype);
+  if (!dtype.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--matmul_dtype: ", dtype.status().message()));
+  if (*dtype == at::kBFloat16 && !(placement.device.is_cpu() && placement.dtype == at::kFloat))
+    return absl::InvalidArgumentError(
+        "--matmul_dtype bfloat16 is for a float32 policy on the CPU (on a GPU use --dtype "
+        "bfloat16)");
+  return absl::OkStatus();
+}
+
+absl::Status SetSamplerMatmuls(Transformer& model, const std::string& matmul_dtype,
+                               bool packed_matmuls) {
+  const at::TensorOptions placed = model.tensor_options();
+  const Placement placement{placed.device(), c10::typeMetaToScalarType(placed.dtype())};
+  if (absl::Status s = CheckSamplerMatmuls(matmul_dtype, placement); !s.ok()) return s;
+  const bool cpu_float32 = placement.device.is_cpu() && placement.dtype == at::kFloat;
+  return model.SetInferenceMatmulDtype(*ParseMatmulDtype(matmul_dtype),
+                                       packed_matmuls && cpu_float32);
+}
+
 absl::Status Transformer::To(const std::string& device, const std::string& dtype) {
   absl::StatusOr<Placement> placement = ParsePlacement(device, dtype);
   if (!placement.ok()) return placement.status();
@@ -304,19 +328,23 @@ bool Transformer::UsesMatmulCopies(const at::Tensor& activations) const {
          impl_->embedding.scalar_type() == at::kFloat;
 }
 
-absl::Status Transformer::SetInferenceMatmulDtype(at::ScalarType dtype) {
+absl::Status Transformer::SetInferenceMatmulDtype(at::ScalarType dtype, bool packed) {
   if (dtype != at::kFloat && dtype != at::kBFloat16)
     return absl::InvalidArgumentError(absl::StrCat(
         "inference matmul dtype ", c10::toString(dtype), ": float32 or bfloat16 only"));
+  const bool copies = dtype != at::kFloat || (packed && PackedMatmulSupported());
   std::vector<at::Tensor> sources;
-  if (dtype != at::kFloat) {
+  if (copies) {
     for (const Layer& l : impl_->layers)
       for (const at::Tensor* w : {&l.wqkv, &l.wo, &l.w_gate_up, &l.w_down}) sources.push_back(*w);
     sources.push_back(LmHeadWeight());
   }
-  impl_->matmul_copies.Reset(std::move(sources),
-                             dtype == at::kFloat ? at::ScalarType::Undefined : dtype);
+  impl_->matmul_copies.Reset(std::move(sources), copies ? dtype : at::ScalarType::Undefined);
   return absl::OkStatus();
+}
+
+bool Transformer::packed_matmuls() const {
+  return impl_->matmul_copies.enabled() && impl_->matmul_copies.dtype() == at::kFloat;
 }
 
 at::TensorOptions Transformer::cache_options() const {

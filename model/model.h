@@ -49,6 +49,17 @@ absl::StatusOr<Placement> ParsePlacement(const std::string& device, const std::s
 // INVALID_ARGUMENT naming a bad value.
 absl::StatusOr<at::ScalarType> ParseMatmulDtype(const std::string& name);
 
+// A sampler's --matmul_dtype flag for a policy placed at `placement`: INVALID_ARGUMENT
+// naming --matmul_dtype for a bad value, or for bfloat16 on a policy that is not float32 on
+// the CPU (a GPU samples in its --dtype).
+absl::Status CheckSamplerMatmuls(const std::string& matmul_dtype, const Placement& placement);
+
+// The --matmul_dtype and --packed_matmuls flags applied to a placed `model`
+// (SetInferenceMatmulDtype), after CheckSamplerMatmuls. Packing is for a CPU float32 model
+// and is ignored elsewhere.
+absl::Status SetSamplerMatmuls(Transformer& model, const std::string& matmul_dtype,
+                               bool packed_matmuls);
+
 // Preallocated key/value cache for batched decoding: [N, n_kv_heads, capacity, head_dim]
 // per layer, plus which slots hold padding. Forward appends to it. `options`: the
 // model's device and dtype (Transformer::tensor_options()); float32 on the CPU by default.
@@ -122,10 +133,14 @@ class Transformer {
   // parameter. The sampler's log-probs are then those of this mixed computation, not of
   // the float32 model (what the learner's recomputed old log-probs and mismatch metrics
   // are for). With autograd on (a learner) the float32 weights are used. The copies are
-  // remade whenever the weights change (matmul_copies.h). float32 (the default) turns it
-  // off and frees them; other dtypes are INVALID_ARGUMENT.
-  absl::Status SetInferenceMatmulDtype(at::ScalarType dtype);
+  // remade whenever the weights change (matmul_copies.h). float32 (the default) turns them
+  // off and frees them, or with `packed` keeps float32 copies prepacked for the CPU's
+  // products instead (packed_matmul.h: the same precision, ~1.25x faster products at
+  // decode shapes, one more float32 copy of the matmul weights; only where
+  // PackedMatmulSupported(), else off). Other dtypes are INVALID_ARGUMENT.
+  absl::Status SetInferenceMatmulDtype(at::ScalarType dtype, bool packed = false);
   at::ScalarType inference_matmul_dtype() const;
+  bool packed_matmuls() const;  // float32 products with prepacked copies
   int64_t matmul_copies_made() const;  // how many weight copies were (re)made so far
 
   // What the log-probs are computed in: sampling (no autograd) takes the bfloat16 copies

@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "model/packed_matmul.h"
+
 namespace grpo {
 namespace {
 
@@ -47,8 +49,10 @@ void EnsureThreadEnvironment(char** argv, MatmulThreads matmuls) {
                std::strerror(errno));
 }
 
-MatmulThreads MatmulThreadsFor(const std::string& matmul_dtype) {
-  return matmul_dtype == "bfloat16" ? MatmulThreads::kOpenMp : MatmulThreads::kOpenBlas;
+MatmulThreads MatmulThreadsFor(const std::string& matmul_dtype, bool packed_matmuls) {
+  const bool on_openmp = matmul_dtype == "bfloat16" ||
+                         (matmul_dtype == "float32" && packed_matmuls && PackedMatmulSupported());
+  return on_openmp ? MatmulThreads::kOpenMp : MatmulThreads::kOpenBlas;
 }
 
 int ConfigureRuntime(int threads) {

@@ -14,11 +14,14 @@ enum class MatmulThreads {
   // float32 matmuls in OpenBLAS's own threads: idle OpenMP threads sleep at once, so they
   // do not hold the cores OpenBLAS needs.
   kOpenBlas,
-  // bfloat16 matmuls (Transformer::SetInferenceMatmulDtype) in oneDNN, on the OpenMP
-  // threads themselves: those spin briefly (GOMP_SPINCOUNT=30000) before sleeping, since a
+  // A sampler's matmuls on the OpenMP threads themselves (Transformer::
+  // SetInferenceMatmulDtype: bfloat16 in oneDNN, or float32 with packed weights in
+  // packed_matmul.cc): those spin briefly (GOMP_SPINCOUNT=30000) before sleeping, since a
   // decode step is hundreds of short parallel regions and waking a sleeping thread for
-  // each costs more than the work (bench-26m rollout: ~2,150 -> ~2,900 tokens/s on 2
-  // cores; the same spin slows the float32 path ~15%, hence not the default).
+  // each costs more than the work (bench-26m rollout in bfloat16: ~2,150 -> ~2,900
+  // tokens/s on 2 cores; packed float32 decode ~1,890 -> ~1,975). The same spin slows
+  // OpenBLAS's float32 decode ~20% (its threads need the cores), hence not the default;
+  // a learner step was not measurably slower with it (bench-26m, 9.0 s either way).
   kOpenMp,
 };
 
@@ -29,8 +32,9 @@ enum class MatmulThreads {
 // (or re-exec failed: reported on stderr).
 void EnsureThreadEnvironment(char** argv, MatmulThreads matmuls = MatmulThreads::kOpenBlas);
 
-// Where the matmuls run for a --matmul_dtype flag value: kOpenMp for "bfloat16".
-MatmulThreads MatmulThreadsFor(const std::string& matmul_dtype);
+// Where the sampler's matmuls run for the --matmul_dtype and --packed_matmuls flags:
+// kOpenMp for "bfloat16", and for "float32" packed where the CPU runs the packed kernel.
+MatmulThreads MatmulThreadsFor(const std::string& matmul_dtype, bool packed_matmuls);
 
 // threads <= 0 means all online cores. Sets the compute threads (our kernels, LibTorch's
 // intra-op pool). Returns the number in use.

@@ -128,8 +128,10 @@ struct RolloutWorker::State {
     if (options.device != "cpu" || options.dtype != "float32") {
       if (absl::Status s = job_policy->To(options.device, options.dtype); !s.ok()) return s;
     }
-    if (options.bfloat16_matmuls) {
-      if (absl::Status s = job_policy->SetInferenceMatmulDtype(at::kBFloat16); !s.ok()) return s;
+    if (absl::Status s =
+            SetSamplerMatmuls(*job_policy, options.matmul_dtype, options.packed_matmuls);
+        !s.ok()) {
+      return s;
     }
     job_id = lease.job_id();
     spec = lease.spec();

@@ -7,6 +7,7 @@
 #include "gtest/gtest.h"
 #include "model/decode_attention.h"
 #include "model/decode_kernels.h"
+#include "model/packed_matmul.h"
 #include "model/sampler.h"
 #include "tests/testing/small_model.h"
 
@@ -223,6 +224,67 @@ TEST(ModelTest, Bfloat16InferenceMatmulsFollowTheWeights) {
   ASSERT_TRUE(model.SetInferenceMatmulDtype(at::kFloat).ok());
   other.named_parameters()[2].second.mul_(0.5);
   EXPECT_TRUE(at::allclose(CachedLogits(model, ids, 5), CachedLogits(other, ids, 5), 1e-5, 1e-6));
+}
+
+// A CPU sampler's packed float32 matmuls (prefill, decode and the LM head): the float32
+// logits up to summation order, the same float32 cache and precision stamp, the copies
+// remade when the weights change, and off again with plain float32.
+TEST(ModelTest, PackedInferenceMatmulsFollowTheWeights) {
+  if (!PackedMatmulSupported()) GTEST_SKIP() << "this CPU lacks AVX2/FMA";
+  ModelConfig c = SmallConfig();  // vocabulary 40: the LM head's last panel is padded
+  c.qkv_bias = true;
+  Transformer model(c, 9), other(c, 10);
+  for (Transformer* m : {&model, &other}) {
+    for (const auto& [name, p] : m->named_parameters()) {
+      at::NoGradGuard no_grad;
+      if (absl::StrContains(name, "bqkv")) p.uniform_(-0.5, 0.5);
+    }
+  }
+  const int64_t copies = 4 * c.n_layers + 1;
+  at::Tensor ids = at::randint(4, 40, {3, 12}, at::kLong);
+  at::NoGradGuard no_grad;
+  const at::Tensor reference = CachedLogits(model, ids, 5);
+  const at::Tensor other_reference = CachedLogits(other, ids, 5);
+  const at::Tensor full = model.Logits(model.Forward(ids, at::Tensor()));
+
+  ASSERT_TRUE(model.SetInferenceMatmulDtype(at::kFloat, /*packed=*/true).ok());
+  EXPECT_TRUE(model.packed_matmuls());
+  EXPECT_EQ(model.inference_matmul_dtype(), at::kFloat);
+  EXPECT_EQ(model.cache_options().dtype(), at::kFloat);
+  EXPECT_EQ(model.sampling_precision(), v1::COMPUTE_PRECISION_FLOAT32);
+  EXPECT_TRUE(at::allclose(CachedLogits(model, ids, 5), reference, 1e-4, 1e-5));
+  EXPECT_EQ(model.matmul_copies_made(), copies) << "every product took its packed copy";
+  EXPECT_TRUE(at::allclose(model.Logits(model.Forward(ids, at::Tensor())), full, 1e-4, 1e-5));
+  EXPECT_EQ(model.matmul_copies_made(), copies) << "unchanged weights, no new copies";
+  absl::StatusOr<std::string> flat = other.ExportFlat(v1::WEIGHT_DTYPE_FLOAT32);
+  ASSERT_TRUE(flat.ok());
+  ASSERT_TRUE(model.ImportFlat(*flat).ok());
+  EXPECT_TRUE(at::allclose(CachedLogits(model, ids, 5), other_reference, 1e-4, 1e-5));
+  EXPECT_EQ(model.matmul_copies_made(), 2 * copies);
+
+  ASSERT_TRUE(model.SetInferenceMatmulDtype(at::kFloat).ok());
+  EXPECT_FALSE(model.packed_matmuls());
+  EXPECT_TRUE(at::equal(CachedLogits(model, ids, 5), other_reference)) << "the plain path";
+  EXPECT_EQ(model.matmul_copies_made(), 2 * copies);
+}
+
+// The sampler flags: bad values and bfloat16 off a CPU float32 policy are refused naming
+// the flag; packing is ignored where it does not apply.
+TEST(ModelTest, SamplerMatmulFlagsAreChecked) {
+  Transformer model(SmallConfig(), 3);
+  EXPECT_THAT(std::string(SetSamplerMatmuls(model, "half", true).message()),
+              testing::AllOf(testing::HasSubstr("--matmul_dtype"), testing::HasSubstr("half")));
+  EXPECT_THAT(std::string(CheckSamplerMatmuls("bfloat16", {at::kCPU, at::kBFloat16}).message()),
+              testing::HasSubstr("float32 policy on the CPU"));
+  EXPECT_TRUE(CheckSamplerMatmuls("bfloat16", {at::kCPU, at::kFloat}).ok());
+  ASSERT_TRUE(SetSamplerMatmuls(model, "float32", true).ok());
+  EXPECT_EQ(model.packed_matmuls(), PackedMatmulSupported());
+  ASSERT_TRUE(SetSamplerMatmuls(model, "bfloat16", true).ok());
+  EXPECT_FALSE(model.packed_matmuls());
+  EXPECT_EQ(model.inference_matmul_dtype(), at::kBFloat16);
+  ASSERT_TRUE(model.To(at::kCPU, at::kDouble).ok());
+  ASSERT_TRUE(SetSamplerMatmuls(model, "float32", true).ok());
+  EXPECT_FALSE(model.packed_matmuls()) << "a float64 model multiplies as it is";
 }
 
 // A bfloat16 KV cache (cache_options with bfloat16 matmuls): the fused decode kernels store

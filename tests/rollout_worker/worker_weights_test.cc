@@ -205,9 +205,9 @@ class WorkerTest : public ::testing::Test {
 
   // Runs a worker until `done` returns; its counters and Run's status.
   RolloutWorkerCounters RunWorkerUntil(const std::function<bool()>& done, absl::Status* run,
-                                       bool bfloat16_matmuls = false) {
+                                       const std::string& matmul_dtype = "float32") {
     RolloutWorkerOptions options;
-    options.bfloat16_matmuls = bfloat16_matmuls;
+    options.matmul_dtype = matmul_dtype;
     options.coordinator_address = absl::StrCat("127.0.0.1:", coordinator_server_->port());
     options.reward_server_address = absl::StrCat("127.0.0.1:", reward_server_->port());
     options.max_prompts_per_lease = 2;
@@ -267,7 +267,7 @@ TEST_F(WorkerTest, ABfloat16MatmulWorkerSubmitsWholeGroups) {
   Start(&reward, /*corrupt_streams=*/0);
   absl::Status run;
   const RolloutWorkerCounters counters = RunWorkerUntil(
-      [&] { return learner_->AwaitGroups(2); }, &run, /*bfloat16_matmuls=*/true);
+      [&] { return learner_->AwaitGroups(2); }, &run, "bfloat16");
   ASSERT_TRUE(finished_) << "no groups reached the learner";
   EXPECT_TRUE(run.ok()) << run;
   EXPECT_EQ(counters.weight_pulls, 1);

@@ -1,0 +1,170 @@
+#include "model/packed_matmul.h"
+
+#include <ATen/ATen.h>
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "model/runtime.h"
+
+namespace grpo {
+namespace {
+
+constexpr int64_t kPanel = 16;  // output columns per panel: two 8-float AVX registers
+constexpr int64_t kTileRows = 6;  // 12 accumulators + 2 weight rows + 1 broadcast of 16
+// Input rows per chunk: a chunk of x stays in a core's L2 while every panel of that
+// thread's share passes over it.
+constexpr int64_t kChunkBytes = 384 << 10;
+
+// Stores one tile row's 16 results, or its first `cols` where the panel runs past N.
+__attribute__((target("avx2,fma"))) inline void StoreRow(float* c, __m256 lo, __m256 hi,
+                                                          int64_t cols) {
+  if (cols == kPanel) {
+    _mm256_storeu_ps(c, lo);
+    _mm256_storeu_ps(c + 8, hi);
+    return;
+  }
+  alignas(32) float row[kPanel];
+  _mm256_store_ps(row, lo);
+  _mm256_store_ps(row + 8, hi);
+  std::memcpy(c, row, cols * sizeof(float));
+}
+
+// c[r][0..cols) = Σ_k a[r][k] · panel[k][·] for the R (≤ 6) rows of a at stride lda. The
+// accumulators are named registers: an array of them gets spilled to the stack by GCC.
+#define GRPO_TILE_ROW(i)                                        \
+  if constexpr (R > i) {                                        \
+    const __m256 v = _mm256_broadcast_ss(a##i + k);             \
+    c##i##0 = _mm256_fmadd_ps(v, b0, c##i##0);                  \
+    c##i##1 = _mm256_fmadd_ps(v, b1, c##i##1);                  \
+  }
+#define GRPO_STORE_ROW(i) \
+  if constexpr (R > i) StoreRow(c + i * ldc, c##i##0, c##i##1, cols);
+
+template <int R>
+__attribute__((target("avx2,fma"))) void Tile(const float* a, int64_t lda,
+                                              const float* panel, int64_t depth, float* c,
+                                              int64_t ldc, int64_t cols) {
+  const __m256 zero = _mm256_setzero_ps();
+  [[maybe_unused]] __m256 c00 = zero, c01 = zero, c10 = zero, c11 = zero, c20 = zero,
+                          c21 = zero, c30 = zero, c31 = zero, c40 = zero, c41 = zero,
+                          c50 = zero, c51 = zero;
+  // Rows past R alias row 0 (never read): no pointer past the input is formed.
+  [[maybe_unused]] const float *a0 = a, *a1 = R > 1 ? a + lda : a,
+                               *a2 = R > 2 ? a + 2 * lda : a, *a3 = R > 3 ? a + 3 * lda : a,
+                               *a4 = R > 4 ? a + 4 * lda : a, *a5 = R > 5 ? a + 5 * lda : a;
+  for (int64_t k = 0; k < depth; ++k) {
+    const __m256 b0 = _mm256_loadu_ps(panel + k * kPanel);
+    const __m256 b1 = _mm256_loadu_ps(panel + k * kPanel + 8);
+    GRPO_TILE_ROW(0)
+    GRPO_TILE_ROW(1)
+    GRPO_TILE_ROW(2)
+    GRPO_TILE_ROW(3)
+    GRPO_TILE_ROW(4)
+    GRPO_TILE_ROW(5)
+  }
+  GRPO_STORE_ROW(0)
+  GRPO_STORE_ROW(1)
+  GRPO_STORE_ROW(2)
+  GRPO_STORE_ROW(3)
+  GRPO_STORE_ROW(4)
+  GRPO_STORE_ROW(5)
+}
+#undef GRPO_TILE_ROW
+#undef GRPO_STORE_ROW
+
+// Rows [begin, end) of y against one panel: whole tiles of 6 rows, then the rest.
+void PanelRows(const float* x, int64_t begin, int64_t end, int64_t depth, const float* panel,
+               float* y, int64_t ldy, int64_t cols) {
+  int64_t i = begin;
+  for (; i + kTileRows <= end; i += kTileRows)
+    Tile<6>(x + i * depth, depth, panel, depth, y + i * ldy, ldy, cols);
+  const float* a = x + i * depth;
+  float* c = y + i * ldy;
+  switch (end - i) {
+    case 5: Tile<5>(a, depth, panel, depth, c, ldy, cols); break;
+    case 4: Tile<4>(a, depth, panel, depth, c, ldy, cols); break;
+    case 3: Tile<3>(a, depth, panel, depth, c, ldy, cols); break;
+    case 2: Tile<2>(a, depth, panel, depth, c, ldy, cols); break;
+    case 1: Tile<1>(a, depth, panel, depth, c, ldy, cols); break;
+    default: break;
+  }
+}
+
+// y [m, n] = x [m, depth] · packed panels. Each thread owns a contiguous range of panels
+// (so no two threads write one output element) and walks the rows chunk by chunk.
+void PackedMatmul(const float* x, int64_t m, int64_t depth, const float* packed, int64_t n,
+                  float* y) {
+  const int64_t panels = (n + kPanel - 1) / kPanel;
+  const int64_t max_rows = std::max<int64_t>(
+      kTileRows, kChunkBytes / static_cast<int64_t>(sizeof(float) * std::max<int64_t>(depth, 1)));
+  const int64_t chunks = (m + max_rows - 1) / max_rows;
+  // Equal chunks, whole tiles each, so that no chunk is a short tail.
+  const int64_t per_chunk = ((m + chunks - 1) / chunks + kTileRows - 1) / kTileRows * kTileRows;
+  const int threads = static_cast<int>(std::min<int64_t>(ComputeThreads(), panels));
+  auto run = [&](int64_t first, int64_t last) {
+    for (int64_t r = 0; r < m; r += per_chunk) {
+      const int64_t rows_end = std::min(m, r + per_chunk);
+      for (int64_t p = first; p < last; ++p) {
+        PanelRows(x, r, rows_end, depth, packed + p * depth * kPanel, y + p * kPanel, n,
+                  std::min(kPanel, n - p * kPanel));
+      }
+    }
+  };
+  if (threads <= 1) {
+    run(0, panels);
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t t = omp_get_thread_num(), count = omp_get_num_threads();
+    run(panels * t / count, panels * (t + 1) / count);
+  }
+}
+
+}  // namespace
+
+bool PackedMatmulSupported() {
+  static const bool supported =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return supported;
+}
+
+at::Tensor PackForMatmul(const at::Tensor& weight) {
+  TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == at::kFloat && weight.device().is_cpu(),
+              "PackForMatmul: weight must be float32 [N, K] on the CPU");
+  const int64_t n = weight.size(0), depth = weight.size(1);
+  const int64_t panels = (n + kPanel - 1) / kPanel;
+  at::Tensor padded = weight;
+  if (panels * kPanel != n) {
+    padded = at::zeros({panels * kPanel, depth}, weight.options());
+    padded.narrow(0, 0, n).copy_(weight);
+  }
+  return padded.view({panels, kPanel, depth}).transpose(1, 2).contiguous();
+}
+
+at::Tensor PackedLinear(const at::Tensor& x, const at::Tensor& packed, int64_t out_features) {
+  TORCH_CHECK(PackedMatmulSupported(), "PackedLinear: this CPU lacks AVX2/FMA");
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.device().is_cpu() && x.dim() >= 1,
+              "PackedLinear: x must be float32 on the CPU");
+  const int64_t depth = x.size(-1);
+  TORCH_CHECK(packed.dim() == 3 && packed.size(1) == depth && packed.size(2) == kPanel &&
+                  packed.is_contiguous() && packed.scalar_type() == at::kFloat &&
+                  (out_features + kPanel - 1) / kPanel == packed.size(0),
+              "PackedLinear: packed weight ", packed.sizes(), " does not fit x ", x.sizes(),
+              " and ", out_features, " outputs");
+  const at::Tensor rows = x.reshape({-1, depth}).contiguous();
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = out_features;
+  at::Tensor y = at::empty({rows.size(0), out_features}, x.options());
+  if (rows.size(0) > 0 && out_features > 0) {
+    PackedMatmul(rows.data_ptr<float>(), rows.size(0), depth, packed.data_ptr<float>(),
+                 out_features, y.data_ptr<float>());
+  }
+  return y.view(shape);
+}
+
+}  // namespace grpo

@@ -1,0 +1,86 @@
+#include "model/packed_matmul.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "model/runtime.h"
+
+namespace grpo {
+namespace {
+
+// |y - x·Wᵀ| within the float32 rounding any summation order allows: k · 2⁻²³ · (|x|·|W|ᵀ),
+// against the float64 product. A wrong element (a missed row, a stale panel, a column
+// from the padding) is off by O(1) and fails it.
+void ExpectProduct(const at::Tensor& y, const at::Tensor& x, const at::Tensor& w,
+                   const std::string& what) {
+  const at::Tensor x64 = x.to(at::kDouble), w64 = w.to(at::kDouble);
+  const at::Tensor exact = at::matmul(x64, w64.t());
+  const at::Tensor bound =
+      at::matmul(x64.abs(), w64.abs().t()) * (x.size(-1) * std::ldexp(1.0, -23)) + 1e-30;
+  ASSERT_EQ(y.sizes(), exact.sizes()) << what;
+  const at::Tensor excess = (y.to(at::kDouble) - exact).abs() - bound;
+  EXPECT_LE(excess.max().item<double>(), 0) << what;
+}
+
+class PackedMatmulTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    if (!PackedMatmulSupported()) GTEST_SKIP() << "this CPU lacks AVX2/FMA";
+  }
+};
+
+// Rows fewer than a tile, a tile and one, many chunks; outputs short of a panel, a panel
+// and a half, many panels; depths of 1 and odd.
+TEST_F(PackedMatmulTest, EqualsTheProductWithinFloat32Rounding) {
+  const int64_t shapes[][3] = {{1, 7, 16},    {5, 1, 24},   {6, 33, 40},  {7, 64, 1},
+                               {13, 48, 96},  {64, 512, 1536}, {400, 512, 40}};
+  for (const auto& [m, k, n] : shapes) {
+    const at::Tensor x = at::randn({m, k}), w = at::randn({n, k});
+    const at::Tensor packed = PackForMatmul(w);
+    EXPECT_EQ(packed.sizes(), (at::IntArrayRef{(n + 15) / 16, k, 16}));
+    ExpectProduct(PackedLinear(x, packed, n), x, w,
+                  "m=" + std::to_string(m) + " k=" + std::to_string(k) + " n=" + std::to_string(n));
+  }
+}
+
+// Batched and strided inputs; every element computed by one thread in one order, so the
+// thread count does not change a bit.
+TEST_F(PackedMatmulTest, TakesAnyLayoutAndThreadCount) {
+  const at::Tensor w = at::randn({40, 24}), packed = PackForMatmul(w);
+  const at::Tensor x = at::randn({2, 9, 24});
+  const at::Tensor y = PackedLinear(x, packed, 40);
+  EXPECT_EQ(y.sizes(), (at::IntArrayRef{2, 9, 40}));
+  ExpectProduct(y.view({18, 40}), x.view({18, 24}), w, "batched");
+  const at::Tensor strided = at::randn({24, 18}).t();  // [18, 24], not contiguous
+  ExpectProduct(PackedLinear(strided, packed, 40), strided, w, "strided");
+  // A strided weight packs as its contiguous copy does.
+  EXPECT_TRUE(at::equal(PackForMatmul(w.t().contiguous().t()), packed));
+
+  const int threads = ComputeThreads();
+  const at::Tensor rows = at::randn({70, 24});
+  ConfigureRuntime(1);
+  const at::Tensor one = PackedLinear(rows, packed, 40);
+  ConfigureRuntime(2);
+  const at::Tensor two = PackedLinear(rows, packed, 40);
+  ConfigureRuntime(threads);
+  EXPECT_TRUE(at::equal(one, two));
+}
+
+TEST_F(PackedMatmulTest, RefusesWhatDoesNotFit) {
+  const at::Tensor packed = PackForMatmul(at::randn({40, 24}));
+  EXPECT_THAT([&] { PackedLinear(at::randn({3, 25}), packed, 40); },
+              testing::ThrowsMessage<c10::Error>(testing::HasSubstr("does not fit")));
+  EXPECT_THAT([&] { PackedLinear(at::randn({3, 24}), packed, 60); },
+              testing::ThrowsMessage<c10::Error>(testing::HasSubstr("does not fit")));
+  EXPECT_THAT([&] { PackedLinear(at::randn({3, 24}, at::kDouble), packed, 40); },
+              testing::ThrowsMessage<c10::Error>(testing::HasSubstr("float32")));
+  EXPECT_THAT([&] { PackForMatmul(at::randn({4, 4, 4})); },
+              testing::ThrowsMessage<c10::Error>(testing::HasSubstr("[N, K]")));
+}
+
+}  // namespace
+}  // namespace grpo
