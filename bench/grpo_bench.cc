@@ -86,7 +86,8 @@ int Run(const std::string& preset, double peak) {
   sampling.stop_token = -1;  // every sequence decodes all 64 tokens
   sampling.seed = 1;
   const std::string matmuls = absl::GetFlag(FLAGS_matmul_dtype);
-  if (absl::Status s = grpo::SetSamplerMatmuls(policy, matmuls, absl::GetFlag(FLAGS_packed_matmuls));
+  if (absl::Status s =
+          grpo::SetSamplerMatmuls(policy, matmuls, absl::GetFlag(FLAGS_packed_matmuls));
       !s.ok()) {
     std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
     return 1;
@@ -152,7 +153,8 @@ int Run(const std::string& preset, double peak) {
       "\"decode_tokens_per_s\":%.1f,\"decode_gflops\":%.1f,\"decode_frac_peak\":%.3f,"
       "\"peak_rss_mb\":%.0f}\n",
       preset.c_str(), params, at::get_num_threads(), peak, train_fields.c_str(),
-      matmuls.c_str(), packed ? "true" : "false", decode_tokens_per_s, decode_gflops, decode_gflops / peak, PeakRssMb());
+      matmuls.c_str(), packed ? "true" : "false", decode_tokens_per_s, decode_gflops,
+      decode_gflops / peak, PeakRssMb());
   std::fflush(stdout);
   return 0;
 }

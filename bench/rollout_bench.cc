@@ -146,7 +146,8 @@ int main(int argc, char** argv) {
   }
   const c10::Device device = model.tensor_options().device();
   const std::string matmuls = absl::GetFlag(FLAGS_matmul_dtype);
-  if (absl::Status s = grpo::SetSamplerMatmuls(model, matmuls, absl::GetFlag(FLAGS_packed_matmuls));
+  if (absl::Status s =
+          grpo::SetSamplerMatmuls(model, matmuls, absl::GetFlag(FLAGS_packed_matmuls));
       !s.ok()) {
     std::fprintf(stderr, "rollout_bench: %s\n", std::string(s.message()).c_str());
     return 2;
@@ -224,7 +225,8 @@ int main(int argc, char** argv) {
         "\"seconds\":%.3f,\"tokens_per_s\":%.1f,\"plain_seconds\":%.3f,"
         "\"plain_tokens_per_s\":%.1f,\"speedup\":%.2f}\n",
         name.c_str(), device.str().c_str(), absl::GetFlag(FLAGS_dtype).c_str(), matmuls.c_str(),
-        model.packed_matmuls() ? "true" : "false", PeakMemoryMb(device), bound.c_str(), at::get_num_threads(), p, g, length,
+        model.packed_matmuls() ? "true" : "false", PeakMemoryMb(device), bound.c_str(),
+        at::get_num_threads(), p, g, length,
         o.max_new_tokens, o.stop_token, mean_len, max_len,
         static_cast<long long>(engine.result.generated_tokens), decode_name.c_str(),
         o.cuda_graphs && device.is_cuda() ? "true" : "false", prefill_seconds, engine.seconds,

@@ -2,7 +2,9 @@
 
 #include <ATen/ATen.h>
 #include <immintrin.h>
+#ifdef _OPENMP
 #include <omp.h>
+#endif
 
 #include <algorithm>
 #include <cstring>
@@ -104,7 +106,6 @@ void PackedMatmul(const float* x, int64_t m, int64_t depth, const float* packed,
   const int64_t chunks = (m + max_rows - 1) / max_rows;
   // Equal chunks, whole tiles each, so that no chunk is a short tail.
   const int64_t per_chunk = ((m + chunks - 1) / chunks + kTileRows - 1) / kTileRows * kTileRows;
-  const int threads = static_cast<int>(std::min<int64_t>(ComputeThreads(), panels));
   auto run = [&](int64_t first, int64_t last) {
     for (int64_t r = 0; r < m; r += per_chunk) {
       const int64_t rows_end = std::min(m, r + per_chunk);
@@ -114,15 +115,18 @@ void PackedMatmul(const float* x, int64_t m, int64_t depth, const float* packed,
       }
     }
   };
-  if (threads <= 1) {
-    run(0, panels);
+#ifdef _OPENMP  // model/CMakeLists.txt compiles this file with OpenMP
+  const int threads = static_cast<int>(std::min<int64_t>(ComputeThreads(), panels));
+  if (threads > 1) {
+#pragma omp parallel num_threads(threads)
+    {
+      const int64_t t = omp_get_thread_num(), count = omp_get_num_threads();
+      run(panels * t / count, panels * (t + 1) / count);
+    }
     return;
   }
-#pragma omp parallel num_threads(threads)
-  {
-    const int64_t t = omp_get_thread_num(), count = omp_get_num_threads();
-    run(panels * t / count, panels * (t + 1) / count);
-  }
+#endif
+  run(0, panels);
 }
 
 }  // namespace

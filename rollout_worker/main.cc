@@ -78,15 +78,14 @@ int main(int argc, char** argv) {
   options.dtype = absl::GetFlag(FLAGS_dtype);
   if (options.dtype.empty()) options.dtype = options.device == "cpu" ? "float32" : "bfloat16";
   // Checked now rather than at the first job.
-  if (auto placement = grpo::ParsePlacement(options.device, options.dtype); !placement.ok()) {
+  absl::StatusOr<grpo::Placement> placement = grpo::ParsePlacement(options.device, options.dtype);
+  if (!placement.ok()) {
     std::cerr << "error: --device/--dtype: " << placement.status().message() << "\n";
     return 2;
   }
   options.matmul_dtype = absl::GetFlag(FLAGS_matmul_dtype);
   options.packed_matmuls = absl::GetFlag(FLAGS_packed_matmuls);
-  if (absl::Status s = grpo::CheckSamplerMatmuls(options.matmul_dtype,
-                                                 *grpo::ParsePlacement(options.device, options.dtype));
-      !s.ok()) {
+  if (absl::Status s = grpo::CheckSamplerMatmuls(options.matmul_dtype, *placement); !s.ok()) {
     std::cerr << "error: " << s.message() << "\n";
     return 2;
   }

@@ -12,8 +12,8 @@
 namespace grpo {
 namespace {
 
-// |y - x·Wᵀ| within the float32 rounding any summation order allows: k · 2⁻²³ · (|x|·|W|ᵀ),
-// against the float64 product. A wrong element (a missed row, a stale panel, a column
+// |y - x·Wᵀ| within the float32 rounding any summation order allows,
+// k · 2⁻²³ · (|x|·|W|ᵀ), against the float64 product. A wrong element (a missed row, a stale panel, a column
 // from the padding) is off by O(1) and fails it.
 void ExpectProduct(const at::Tensor& y, const at::Tensor& x, const at::Tensor& w,
                    const std::string& what) {

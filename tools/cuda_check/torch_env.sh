@@ -17,7 +17,7 @@ absl_libs=$(for f in "$DEPS"/lib/libabsl_*.so; do printf -- '-l:%s ' "$(basename
 # model takes this list (tests/tools/cuda_check_sources_test.py checks it stays whole).
 MODEL_SOURCES="model/model.cc model/model_config.cc model/runtime.cc model/decode_kernels.cc
   model/decode_attention.cc model/matmul_copies.cc model/flat_weights.cc model/sampler.cc
-  model/static_decode.cc model/token_choice.cc $DEPS/src/weights.pb.cc"
+  model/static_decode.cc model/token_choice.cc model/packed_matmul.cc $DEPS/src/weights.pb.cc"
 # The trainer and what it needs (PPO's critic and reward-model start included), for the
 # scripts that link it: learner_bench.sh, trainer_check.sh.
 TRAINER_SOURCES="learner/grpo_trainer.cc learner/optimizer.cc learner/batch.cc
