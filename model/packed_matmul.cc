@@ -16,7 +16,7 @@ namespace grpo {
 namespace {
 
 constexpr int64_t kPanel = 16;  // output columns per panel: two 8-float AVX registers
-constexpr int64_t kTileRows = 6;  // 12 accumulators + 2 weight rows + 1 broadcast of 16
+constexpr int64_t kTileRows = 6;  // 12 accumulators, 2 weight rows, 1 broadcast: 15 of 16 registers
 // Input rows per chunk: a chunk of x stays in a core's L2 while every panel of that
 // thread's share passes over it.
 constexpr int64_t kChunkBytes = 384 << 10;
@@ -147,7 +147,7 @@ at::Tensor PackForMatmul(const at::Tensor& weight) {
     padded = at::zeros({panels * kPanel, depth}, weight.options());
     padded.narrow(0, 0, n).copy_(weight);
   }
-  return padded.view({panels, kPanel, depth}).transpose(1, 2).contiguous();
+  return padded.reshape({panels, kPanel, depth}).transpose(1, 2).contiguous();
 }
 
 at::Tensor PackedLinear(const at::Tensor& x, const at::Tensor& packed, int64_t out_features) {

@@ -13,8 +13,8 @@ namespace grpo {
 namespace {
 
 // |y - x·Wᵀ| within the float32 rounding any summation order allows,
-// k · 2⁻²³ · (|x|·|W|ᵀ), against the float64 product. A wrong element (a missed row, a stale panel, a column
-// from the padding) is off by O(1) and fails it.
+// k · 2⁻²³ · (|x|·|W|ᵀ), against the float64 product. A wrong element (a missed row, a
+// stale panel, a column from the padding) is off by O(1) and fails it.
 void ExpectProduct(const at::Tensor& y, const at::Tensor& x, const at::Tensor& w,
                    const std::string& what) {
   const at::Tensor x64 = x.to(at::kDouble), w64 = w.to(at::kDouble);
@@ -57,8 +57,10 @@ TEST_F(PackedMatmulTest, TakesAnyLayoutAndThreadCount) {
   ExpectProduct(y.view({18, 40}), x.view({18, 24}), w, "batched");
   const at::Tensor strided = at::randn({24, 18}).t();  // [18, 24], not contiguous
   ExpectProduct(PackedLinear(strided, packed, 40), strided, w, "strided");
-  // A strided weight packs as its contiguous copy does.
+  // A strided weight packs as its contiguous copy does (padded to whole panels or not).
   EXPECT_TRUE(at::equal(PackForMatmul(w.t().contiguous().t()), packed));
+  const at::Tensor whole = at::randn({32, 24});
+  EXPECT_TRUE(at::equal(PackForMatmul(whole.t().contiguous().t()), PackForMatmul(whole)));
 
   const int threads = ComputeThreads();
   const at::Tensor rows = at::randn({70, 24});
