@@ -109,8 +109,10 @@ double DecodeBoundTokensPerSecond(const grpo::ModelConfig& c, int64_t element_by
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   // As the rollout worker does: bfloat16 matmuls run on the OpenMP threads (runtime.h).
-  grpo::EnsureThreadEnvironment(argv, grpo::MatmulThreadsFor(absl::GetFlag(FLAGS_matmul_dtype),
-                                                          absl::GetFlag(FLAGS_packed_matmuls)));
+  grpo::EnsureThreadEnvironment(
+      argv, grpo::MatmulThreadsFor(absl::GetFlag(FLAGS_matmul_dtype),
+                                   absl::GetFlag(FLAGS_packed_matmuls), absl::GetFlag(FLAGS_device),
+                                   absl::GetFlag(FLAGS_dtype)));
   grpo::ConfigureRuntime(absl::GetFlag(FLAGS_threads));
   const std::string name = absl::GetFlag(FLAGS_model);
   int longest_prompt = 0;

@@ -33,9 +33,8 @@ class LearnerMetrics {
  private:
   metrics::Gauge &step_, &version_, &reward_mean_, &reward_std_, &kl_, &entropy_, &grad_norm_,
       &logprob_mismatch_, &sampler_kl_, &recomputed_old_, &value_loss_, &explained_variance_,
-      &value_mean_,
-      &clip_low_, &clip_high_, &completion_length_, &zero_variance_, &policy_lag_,
-      &learning_rate_, &tokens_per_second_;
+      &value_mean_, &clip_low_, &clip_high_, &completion_length_, &zero_variance_,
+      &policy_lag_, &learning_rate_, &tokens_per_second_;
   metrics::Family<metrics::Gauge>& reward_function_;
   metrics::Histogram& step_seconds_;
   metrics::Family<metrics::Histogram>& phase_seconds_;

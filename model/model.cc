@@ -277,7 +277,8 @@ absl::StatusOr<at::ScalarType> ParseMatmulDtype(const std::string& name) {
       absl::StrCat("matmul dtype \"", name, "\": float32 or bfloat16"));
 }
 
-absl::Status CheckSamplerMatmuls(const std::string& matmul_dtype, const Placement& placement) {
+absl::StatusOr<at::ScalarType> CheckSamplerMatmuls(const std::string& matmul_dtype,
+                                                   const Placement& placement) {
   absl::StatusOr<at::ScalarType> dtype = ParseMatmulDtype(matmul_dtype);
   if (!dtype.ok())
     return absl::InvalidArgumentError(absl::StrCat("--matmul_dtype: ", dtype.status().message()));
@@ -285,17 +286,17 @@ absl::Status CheckSamplerMatmuls(const std::string& matmul_dtype, const Placemen
     return absl::InvalidArgumentError(
         "--matmul_dtype bfloat16 is for a float32 policy on the CPU (on a GPU use --dtype "
         "bfloat16)");
-  return absl::OkStatus();
+  return *dtype;
 }
 
 absl::Status SetSamplerMatmuls(Transformer& model, const std::string& matmul_dtype,
                                bool packed_matmuls) {
   const at::TensorOptions placed = model.tensor_options();
   const Placement placement{placed.device(), c10::typeMetaToScalarType(placed.dtype())};
-  if (absl::Status s = CheckSamplerMatmuls(matmul_dtype, placement); !s.ok()) return s;
+  absl::StatusOr<at::ScalarType> dtype = CheckSamplerMatmuls(matmul_dtype, placement);
+  if (!dtype.ok()) return dtype.status();
   const bool cpu_float32 = placement.device.is_cpu() && placement.dtype == at::kFloat;
-  return model.SetInferenceMatmulDtype(*ParseMatmulDtype(matmul_dtype),
-                                       packed_matmuls && cpu_float32);
+  return model.SetInferenceMatmulDtype(*dtype, packed_matmuls && cpu_float32);
 }
 
 absl::Status Transformer::To(const std::string& device, const std::string& dtype) {

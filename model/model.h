@@ -49,10 +49,11 @@ absl::StatusOr<Placement> ParsePlacement(const std::string& device, const std::s
 // INVALID_ARGUMENT naming a bad value.
 absl::StatusOr<at::ScalarType> ParseMatmulDtype(const std::string& name);
 
-// A sampler's --matmul_dtype flag for a policy placed at `placement`: INVALID_ARGUMENT
-// naming --matmul_dtype for a bad value, or for bfloat16 on a policy that is not float32 on
-// the CPU (a GPU samples in its --dtype).
-absl::Status CheckSamplerMatmuls(const std::string& matmul_dtype, const Placement& placement);
+// A sampler's --matmul_dtype flag for a policy placed at `placement`: its dtype, or
+// INVALID_ARGUMENT naming --matmul_dtype for a bad value, or for bfloat16 on a policy that
+// is not float32 on the CPU (a GPU samples in its --dtype).
+absl::StatusOr<at::ScalarType> CheckSamplerMatmuls(const std::string& matmul_dtype,
+                                                   const Placement& placement);
 
 // The --matmul_dtype and --packed_matmuls flags applied to a placed `model`
 // (SetInferenceMatmulDtype), after CheckSamplerMatmuls. Packing is for a CPU float32 model

@@ -49,9 +49,12 @@ void EnsureThreadEnvironment(char** argv, MatmulThreads matmuls) {
                std::strerror(errno));
 }
 
-MatmulThreads MatmulThreadsFor(const std::string& matmul_dtype, bool packed_matmuls) {
+MatmulThreads MatmulThreadsFor(const std::string& matmul_dtype, bool packed_matmuls,
+                               const std::string& device, const std::string& dtype) {
+  const bool cpu_float32 = device == "cpu" && (dtype.empty() || dtype == "float32");
   const bool on_openmp = matmul_dtype == "bfloat16" ||
-                         (matmul_dtype == "float32" && packed_matmuls && PackedMatmulSupported());
+                         (matmul_dtype == "float32" && packed_matmuls && cpu_float32 &&
+                          PackedMatmulSupported());
   return on_openmp ? MatmulThreads::kOpenMp : MatmulThreads::kOpenBlas;
 }
 

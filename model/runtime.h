@@ -32,9 +32,13 @@ enum class MatmulThreads {
 // (or re-exec failed: reported on stderr).
 void EnsureThreadEnvironment(char** argv, MatmulThreads matmuls = MatmulThreads::kOpenBlas);
 
-// Where the sampler's matmuls run for the --matmul_dtype and --packed_matmuls flags:
-// kOpenMp for "bfloat16", and for "float32" packed where the CPU runs the packed kernel.
-MatmulThreads MatmulThreadsFor(const std::string& matmul_dtype, bool packed_matmuls);
+// Where the sampler's matmuls run for the --matmul_dtype and --packed_matmuls flags and a
+// policy on `device` in `dtype` (empty: the device's default, float32 on the CPU): kOpenMp
+// for "bfloat16", and for a packed float32 policy on a CPU that runs the packed kernel
+// (the condition under which SetSamplerMatmuls packs).
+MatmulThreads MatmulThreadsFor(const std::string& matmul_dtype, bool packed_matmuls,
+                               const std::string& device = "cpu",
+                               const std::string& dtype = "float32");
 
 // threads <= 0 means all online cores. Sets the compute threads (our kernels, LibTorch's
 // intra-op pool). Returns the number in use.

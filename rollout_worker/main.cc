@@ -51,8 +51,10 @@ int main(int argc, char** argv) {
       "grpo_rollout_worker --coordinator HOST:PORT --reward_server HOST:PORT");
   absl::ParseCommandLine(argc, argv);
   // May re-execute this binary (model/runtime.h); bfloat16 matmuls run on OpenMP threads.
-  grpo::EnsureThreadEnvironment(argv, grpo::MatmulThreadsFor(absl::GetFlag(FLAGS_matmul_dtype),
-                                                          absl::GetFlag(FLAGS_packed_matmuls)));
+  grpo::EnsureThreadEnvironment(
+      argv, grpo::MatmulThreadsFor(absl::GetFlag(FLAGS_matmul_dtype),
+                                   absl::GetFlag(FLAGS_packed_matmuls), absl::GetFlag(FLAGS_device),
+                                   absl::GetFlag(FLAGS_dtype)));
   grpo::CatchStopSignals();
   if (absl::Status log = grpo::InstallStructuredLogFromFlags("grpo_rollout_worker"); !log.ok()) {
     std::cerr << "error: " << log.message() << "\n";
@@ -85,8 +87,9 @@ int main(int argc, char** argv) {
   }
   options.matmul_dtype = absl::GetFlag(FLAGS_matmul_dtype);
   options.packed_matmuls = absl::GetFlag(FLAGS_packed_matmuls);
-  if (absl::Status s = grpo::CheckSamplerMatmuls(options.matmul_dtype, *placement); !s.ok()) {
-    std::cerr << "error: " << s.message() << "\n";
+  if (auto matmuls = grpo::CheckSamplerMatmuls(options.matmul_dtype, *placement);
+      !matmuls.ok()) {
+    std::cerr << "error: " << matmuls.status().message() << "\n";
     return 2;
   }
   absl::StatusOr<grpo::SamplingOptions::Decode> decode =

@@ -274,7 +274,7 @@ TEST(ModelTest, SamplerMatmulFlagsAreChecked) {
   Transformer model(SmallConfig(), 3);
   EXPECT_THAT(std::string(SetSamplerMatmuls(model, "half", true).message()),
               testing::AllOf(testing::HasSubstr("--matmul_dtype"), testing::HasSubstr("half")));
-  EXPECT_THAT(std::string(CheckSamplerMatmuls("bfloat16", {at::kCPU, at::kBFloat16}).message()),
+  EXPECT_THAT(std::string(CheckSamplerMatmuls("bfloat16", {at::kCPU, at::kBFloat16}).status().message()),
               testing::HasSubstr("float32 policy on the CPU"));
   EXPECT_TRUE(CheckSamplerMatmuls("bfloat16", {at::kCPU, at::kFloat}).ok());
   ASSERT_TRUE(SetSamplerMatmuls(model, "float32", true).ok());
