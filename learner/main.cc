@@ -136,6 +136,8 @@ int main(int argc, char** argv) {
     std::cerr << "error: " << device.status().message() << "\n";
     return 2;
   }
+  std::cout << "grpo_learner: rank " << group_options->rank << " trains on " << device->str()
+            << std::endl;
 
   grpo::metrics::Registry registry;
   grpo::DistributedLearnerOptions options;

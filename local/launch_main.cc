@@ -22,6 +22,14 @@ ABSL_FLAG(int, reward_servers, 1, "reward servers");
 ABSL_FLAG(int, worker_threads, 0, "threads per rollout worker; 0 = cores / workers");
 ABSL_FLAG(int, learner_threads, 0, "threads per learner rank; 0 = cores / ranks");
 ABSL_FLAG(int, max_prompts, 4, "prompts per lease");
+ABSL_FLAG(std::string, device, "cpu",
+          "where the learner ranks train and the rollout workers sample: cpu, cuda or cuda:N "
+          "(a learner rank takes its own GPU on cuda; the workers share cuda:0)");
+ABSL_FLAG(std::string, learner_device, "", "overrides --device for the learner ranks");
+ABSL_FLAG(std::string, worker_device, "", "overrides --device for the rollout workers");
+ABSL_FLAG(std::string, worker_dtype, "",
+          "the workers' model dtype: float32, bfloat16 or float16; empty = float32 on a CPU, "
+          "bfloat16 on a GPU");
 ABSL_FLAG(int64_t, seed, -1, "overrides the spec's seed when >= 0");
 ABSL_FLAG(int, steps, -1, "overrides the spec's GRPO steps when >= 0");
 ABSL_FLAG(bool, resume, false,
@@ -34,7 +42,8 @@ ABSL_FLAG(int, restart_window_s, 600, "the window --max_restarts counts restarts
 int main(int argc, char** argv) {
   grpo::CatchStopSignals();
   absl::SetProgramUsageMessage(
-      "grpo_launch [--spec job.json] [--workers N] [--learners R] [--run_dir DIR [--resume]]");
+      "grpo_launch [--spec job.json] [--workers N] [--learners R] [--device cpu|cuda] "
+      "[--run_dir DIR [--resume]]");
   absl::ParseCommandLine(argc, argv);
   grpo::v1::JobSpec spec;
   if (absl::GetFlag(FLAGS_resume) &&
@@ -63,6 +72,13 @@ int main(int argc, char** argv) {
   options.worker_threads = absl::GetFlag(FLAGS_worker_threads);
   options.learner_threads = absl::GetFlag(FLAGS_learner_threads);
   options.max_prompts_per_lease = absl::GetFlag(FLAGS_max_prompts);
+  options.learner_device = absl::GetFlag(FLAGS_learner_device).empty()
+                               ? absl::GetFlag(FLAGS_device)
+                               : absl::GetFlag(FLAGS_learner_device);
+  options.worker_device = absl::GetFlag(FLAGS_worker_device).empty()
+                              ? absl::GetFlag(FLAGS_device)
+                              : absl::GetFlag(FLAGS_worker_device);
+  options.worker_dtype = absl::GetFlag(FLAGS_worker_dtype);
   options.resume = absl::GetFlag(FLAGS_resume);
   options.restart.max_restarts = absl::GetFlag(FLAGS_max_restarts);
   options.restart.window = std::chrono::seconds(absl::GetFlag(FLAGS_restart_window_s));

@@ -11,6 +11,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "base/clock.h"
@@ -45,6 +47,27 @@ std::string PortFile(const LaunchOptions& options, const std::string& name) {
 }
 
 std::string Loopback(int port) { return absl::StrCat("127.0.0.1:", port); }
+
+// The launcher links no LibTorch, so it checks the device's form only; a GPU that is not
+// there is the service's error, in its log. A bad value fails here, before any process.
+absl::Status CheckDevice(const char* flag, const std::string& device) {
+  int index = 0;
+  if (device == "cpu" || device == "cuda" ||
+      (absl::StartsWith(device, "cuda:") && absl::SimpleAtoi(device.substr(5), &index) &&
+       index >= 0))
+    return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(flag, " = \"", device, "\": must be cpu, cuda or cuda:N"));
+}
+
+absl::Status CheckPlacements(const LaunchOptions& o) {
+  if (absl::Status s = CheckDevice("learner_device", o.learner_device); !s.ok()) return s;
+  if (absl::Status s = CheckDevice("worker_device", o.worker_device); !s.ok()) return s;
+  for (const char* dtype : {"", "float32", "bfloat16", "float16"})
+    if (o.worker_dtype == dtype) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "worker_dtype = \"", o.worker_dtype, "\": must be float32, bfloat16 or float16"));
+}
 
 void PrintSummary(const v1::Job& job, std::ostream& out) {
   google::protobuf::Struct result;
@@ -231,7 +254,8 @@ absl::StatusOr<Addresses> StartServices(const LaunchOptions& o, int worker_threa
          absl::StrCat("--coordinator=", a.coordinator), "--listen=127.0.0.1:0",
          absl::StrCat("--port_file=", PortFile(o, name)), absl::StrCat("--run_root=", o.run_dir),
          absl::StrCat("--threads=", learner_threads),
-         absl::StrCat("--master_port_file=", store_file)},
+         absl::StrCat("--master_port_file=", store_file),
+         absl::StrCat("--device=", o.learner_device)},
         {{"MASTER_ADDR", "127.0.0.1"},
          {"MASTER_PORT", "0"},
          {"WORLD_SIZE", absl::StrCat(o.learner_ranks)},
@@ -249,7 +273,8 @@ absl::StatusOr<Addresses> StartServices(const LaunchOptions& o, int worker_threa
                absl::StrCat("--reward_server=", a.reward_servers[i % a.reward_servers.size()]),
                absl::StrCat("--threads=", worker_threads),
                absl::StrCat("--max_prompts=", o.max_prompts_per_lease),
-               absl::StrCat("--name=", name)});
+               absl::StrCat("--name=", name), absl::StrCat("--device=", o.worker_device),
+               absl::StrCat("--dtype=", o.worker_dtype)});
     if (!child.ok()) return child.status();
   }
   return a;
@@ -319,6 +344,7 @@ absl::StatusOr<LaunchOutcome> LaunchLocalCluster(const v1::JobSpec& user_spec,
         "learner ranks, rollout workers and reward servers: at least one of each");
   if (options.restart.max_restarts < 0)
     return absl::InvalidArgumentError("max_restarts must be >= 0");
+  if (absl::Status s = CheckPlacements(options); !s.ok()) return s;
   // Reject a bad spec before any process starts.
   if (!options.resume) {
     if (absl::StatusOr<v1::JobSpec> resolved = ResolveJobSpec(user_spec); !resolved.ok())
@@ -359,11 +385,12 @@ absl::StatusOr<LaunchOutcome> LaunchLocalCluster(const v1::JobSpec& user_spec,
   if (options.progress)
     *options.progress << absl::StrFormat(
                              "grpo_launch: coordinator %s, %d reward server(s), %d learner "
-                             "rank(s) x %d threads, %d rollout worker(s) x %d threads; logs in "
-                             "%s/logs, metrics ports in %s/ports/*.metrics",
+                             "rank(s) x %d threads on %s, %d rollout worker(s) x %d threads on "
+                             "%s; logs in %s/logs, metrics ports in %s/ports/*.metrics",
                              addresses->coordinator, options.reward_servers,
-                             options.learner_ranks, learner_threads, options.rollout_workers,
-                             worker_threads, options.run_dir, options.run_dir)
+                             options.learner_ranks, learner_threads, options.learner_device,
+                             options.rollout_workers, worker_threads, options.worker_device,
+                             options.run_dir, options.run_dir)
                       << std::endl;
 
   // --- Submit, or take up the recorded job again.

@@ -34,6 +34,14 @@ struct LaunchOptions {
   int worker_threads = 0;   // per rollout worker; 0 = cores / workers
   int learner_threads = 0;  // per learner rank; 0 = cores / ranks
   int max_prompts_per_lease = 4;
+  // Where the learner ranks train and the rollout workers sample: "cpu", "cuda" (a learner
+  // rank's own GPU, LOCAL_RANK else its rank mod the device count; a worker's current
+  // device, cuda:0) or "cuda:N". Checked for form here; each service checks the device.
+  std::string learner_device = "cpu";
+  std::string worker_device = "cpu";
+  // The workers' model dtype (float32, bfloat16, float16); empty = theirs by default,
+  // float32 on a CPU and bfloat16 on a GPU.
+  std::string worker_dtype;
   // Continue the run in run_dir (its coordinator state and checkpoints) instead of
   // submitting `user_spec`.
   bool resume = false;

@@ -99,6 +99,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.decode = *decode;
+  std::cout << "grpo_rollout_worker: sampling on " << options.device << " in " << options.dtype;
+  if (placement->device.is_cpu())
+    std::cout << ", " << options.matmul_dtype
+              << (options.packed_matmuls && options.matmul_dtype == "float32" ? " packed" : "")
+              << " matmuls";
+  std::cout << std::endl;
   options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   absl::StatusOr<grpo::Security> security = grpo::Security::Load(grpo::SecurityOptionsFromFlags());
   if (!security.ok()) {

@@ -961,8 +961,14 @@ TEST(LaunchTest, RunsAJobEndToEndAndStopsEverything) {
          "grpo { group_size: 4 prompts_per_step: 4 }\neval { num_prompts: 4 k: 2 }\n";
   auto [exit, output] = RunCommand(absl::StrCat(
       GRPO_LAUNCH_BINARY, " --spec ", (dir / "job.textproto").string(), " --run_dir ",
-      dir.string(), " --workers 2"));
+      dir.string(), " --workers 2 --device cpu --worker_dtype float32"));
   EXPECT_EQ(exit, 0) << output;
+  EXPECT_THAT(output, HasSubstr("learner rank(s) x"));
+  EXPECT_THAT(output, HasSubstr("rollout worker(s) x"));
+  // The placement flags reach the services (a GPU machine runs the same with cuda).
+  EXPECT_THAT(ReadFile(dir / "logs" / "learner-0.log"), HasSubstr("rank 0 trains on cpu"));
+  EXPECT_THAT(ReadFile(dir / "logs" / "rollout_worker-0.log"),
+              HasSubstr("sampling on cpu in float32"));
   EXPECT_THAT(output, HasSubstr("step    3/3"));
   EXPECT_THAT(output, HasSubstr("GRPO (after)"));
   EXPECT_THAT(output, HasSubstr("JOB_STATE_SUCCEEDED"));
@@ -977,6 +983,16 @@ TEST(LaunchTest, RunsAJobEndToEndAndStopsEverything) {
   EXPECT_EQ(bad_exit, 2);
   EXPECT_THAT(bad_output, HasSubstr("grpo.group_size = 1"));
   EXPECT_FALSE(fs::exists(dir / "bad" / "logs" / "coordinator.log"));
+  for (const auto& [flag, message] :
+       {std::pair{"--device gpu", "learner_device = \"gpu\""},
+        std::pair{"--worker_device cuda:x", "worker_device = \"cuda:x\""},
+        std::pair{"--worker_dtype int8", "worker_dtype = \"int8\""}}) {
+    auto [placement_exit, placement_output] = RunCommand(absl::StrCat(
+        GRPO_LAUNCH_BINARY, " ", flag, " --run_dir ", (dir / "bad").string()));
+    EXPECT_EQ(placement_exit, 2) << flag;
+    EXPECT_THAT(placement_output, HasSubstr(message));
+    EXPECT_FALSE(fs::exists(dir / "bad" / "logs" / "coordinator.log")) << flag;
+  }
 }
 
 // grpo_launch as its user runs it, with the supervision the services get from it: every
