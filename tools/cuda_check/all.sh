@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # Every GPU check in one go, for a lent GPU machine's few minutes (README.md there):
-#   1. run.sh            every source compiles against the CUDA LibTorch; the NCCL join;
+#   1. run.sh            every source compiled against the CUDA LibTorch into the library
+#                        archive the others link; the NCCL join;
 #   2. trainer_check.sh  the trainer's checks on cuda (its step equals the CPU's, memory
 #                        settings, bfloat16 mixed precision, PPO's critic), the static
 #                        decode as CUDA graphs, a short GRPO loop sampling and training there;
-#   3. learner_bench.sh  GrpoTrainer steps on cuda (float32 and bfloat16 mixed, the memory
-#                        settings, the 0.5B and 1.5B shapes) beside the eager baseline;
-#   4. hf_bench.sh       Hugging Face checkpoint load and decode on the GPU;
-#   5. rollout_bench.sh  GRPO leases sampled on cuda in bfloat16 (bench-26m, the 0.5B shape
+#   3. e2e_job.sh        one short job through the five services, the learner and a rollout
+#                        worker on the GPU (grpo_launch --device cuda);
+#   4. rollout_bench.sh  GRPO leases sampled on cuda in bfloat16 (bench-26m, the 0.5B shape
 #                        at 1 and 256 rows, 1.5B, 7B) beside the decode bound and the eager
-#                        baseline.
-# Each part prints its own lines; all logs go to OUT. Prepare .gpucheck first (README.md).
+#                        baseline;
+#   5. learner_bench.sh  GrpoTrainer steps on cuda (float32 and bfloat16 mixed, the memory
+#                        settings, the 0.5B and 1.5B shapes) beside the eager baseline;
+#   6. hf_bench.sh       Hugging Face checkpoint load and decode on the GPU.
+# Each part prints its own lines; all logs go to OUT. Carry .gpucheck.tar.xz (prepare.sh).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export OUT=${OUT:-/tmp/cuda_check}
 mkdir -p "$OUT"
 date -u
-for part in run trainer_check learner_bench hf_bench rollout_bench; do
+for part in run trainer_check e2e_job rollout_bench learner_bench hf_bench; do
   echo "=== $part"
   start=$SECONDS
   bash "tools/cuda_check/$part.sh"

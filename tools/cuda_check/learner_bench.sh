@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
 # The GPU learner on a GPU machine, against its CUDA build of PyTorch's LibTorch: builds
-# bench/learner_bench from the trainer, model and RL sources (the same flags as run.sh,
-# NCCL on) and runs GrpoTrainer steps on `cuda`: bench-26m in float32 and bfloat16 mixed
+# bench/learner_bench with the project's library archive (build_main, torch_env.sh; NCCL
+# on) and runs GrpoTrainer steps on `cuda`: bench-26m in float32 and bfloat16 mixed
 # (the trainer path the CPU tests run, now on the device), the Qwen2.5-0.5B shape with the
 # memory settings off and on, the 1.5B shape with 1k-token rows (the MFU target), and the
-# PyTorch eager baseline on the same shapes for the side-by-side ratio. DEPS as in run.sh,
-# plus lib/libprotobuf.so.32 and src/{job,code_tests,weights}.pb.cc (build/proto's generated sources: the
-# trainer reads its options from the job spec). Prints the JSON lines; logs in OUT.
+# PyTorch eager baseline on the same shapes for the side-by-side ratio. Prints the JSON
+# lines; logs in OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source tools/cuda_check/torch_env.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-build_with_trainer learner_bench bench/learner_bench.cc || exit 1
+build_main learner_bench "bench/learner_bench.cc bench/bench_shapes.cc" || exit 1
 export LD_LIBRARY_PATH="$(pwd)/$DEPS/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 B="$OUT/learner_bench --device cuda"
 run() { echo "+ $*" >&2; timeout 150 "$@" 2>>"$OUT/learner_bench.log"; }

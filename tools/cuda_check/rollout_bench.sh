@@ -1,20 +1,18 @@
 #!/usr/bin/env bash
 # The sampler on a GPU machine, against its CUDA build of PyTorch's LibTorch: builds
-# bench/rollout_bench from the model and sampler sources (build_sources, torch_env.sh) and
+# bench/rollout_bench with the project's library archive (build_main, torch_env.sh) and
 # samples GRPO leases on `cuda` in bfloat16: bench-26m 8 x 8, the Qwen2.5-0.5B shape with
 # one sequence and with 32 prompts x 8 (256 rows), the 1.5B and 7B shapes with 32 x 8, each
 # beside the decode bound at the H200's 4.8 TB/s, then the PyTorch eager baseline on the
 # same shapes. The engine decodes with the static step replayed as CUDA graphs (the
 # default on a GPU); the 0.5B shape runs once more without graphs, to show what they add.
-# Each line's plain_* fields are the eager op-by-op path without prefix sharing. DEPS as
-# in run.sh, plus lib/libprotobuf.so.32 and src/weights.pb.cc (the flat weights' header).
-# Prints the JSON lines; logs in OUT.
+# Each line's plain_* fields are the eager op-by-op path without prefix sharing. Prints the
+# JSON lines; logs in OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source tools/cuda_check/torch_env.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-sources="bench/rollout_bench.cc bench/bench_shapes.cc $MODEL_SOURCES"
-build_sources rollout_bench "$sources" || exit 1
+build_main rollout_bench "bench/rollout_bench.cc bench/bench_shapes.cc" || exit 1
 export LD_LIBRARY_PATH="$(pwd)/$DEPS/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 R="$OUT/rollout_bench --device cuda --dtype bfloat16 --memory_gbps 4800 --repeats 2"
 run() { echo "+ $*" >&2; timeout 120 "$@" 2>>"$OUT/rollout_bench.log"; }

@@ -1,50 +1,118 @@
 # Sourced by the cuda_check scripts, from the repository root: where the CUDA build of
-# PyTorch keeps its LibTorch and how to compile against it. Sets DEPS (default .gpucheck),
-# OUT (default /tmp/cuda_check, created), TORCH, ABI, STD (-std=c++17, or c++20 when that
-# LibTorch needs it), absl_libs (link flags for DEPS/lib's Abseil libraries) and
-# MODEL_SOURCES and TRAINER_SOURCES.
+# PyTorch keeps its LibTorch and how to compile against it. Sets DEPS (default .gpucheck,
+# unpacked from DEPS.tar.xz, prepare.sh's archive, where only that was carried), OUT
+# (default /tmp/cuda_check, created), TORCH, ABI, STD (-std=c++17, or c++20 when that
+# LibTorch needs it), FLAGS (every compile's flags), dep_libs (link flags for DEPS/lib),
+# CUDA (1 when that LibTorch has CUDA) and ALL_SOURCES; defines build_main.
+# TORCH_INCLUDE and TORCH_LIB default to TORCH's include/ and lib/ (pip's layout); set them,
+# with ABI, to build against another LibTorch (Debian's: /usr/include and the multiarch
+# lib/ with ABI=1), which is how these scripts are tried on a machine without a GPU.
 DEPS=${DEPS:-.gpucheck}
 OUT=${OUT:-/tmp/cuda_check}
 mkdir -p "$OUT"
-TORCH=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))')
-ABI=$(python3 -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')
+if [[ ! -d $DEPS && -f $DEPS.tar.xz ]]; then
+  mkdir -p "$DEPS" && tar xJf "$DEPS.tar.xz" -C "$DEPS"
+fi
+TORCH=${TORCH:-$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))')}
+TORCH_INCLUDE=${TORCH_INCLUDE:-$TORCH/include}
+TORCH_LIB=${TORCH_LIB:-$TORCH/lib}
+ABI=${ABI:-$(python3 -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')}
+# -isystem /usr/include would reorder the system headers (libstdc++'s include_next breaks).
+TORCH_INCLUDES=(-isystem "$TORCH_INCLUDE/torch/csrc/api/include")
+[[ $TORCH_INCLUDE != /usr/include ]] && TORCH_INCLUDES=(-isystem "$TORCH_INCLUDE" "${TORCH_INCLUDES[@]}")
 STD=-std=c++17
-echo '#include <torch/torch.h>' | g++ $STD -x c++ -fsyntax-only -isystem "$TORCH/include" \
-    -isystem "$TORCH/include/torch/csrc/api/include" - 2>/dev/null || STD=-std=c++20
-absl_libs=$(for f in "$DEPS"/lib/libabsl_*.so; do printf -- '-l:%s ' "$(basename "$f")"; done)
-# The model libraries (model/CMakeLists.txt less weight_transfer.cc, which the model does
-# not use) and the flat weights' generated header source: every script that compiles the
-# model takes this list (tests/tools/cuda_check_sources_test.py checks it stays whole).
-MODEL_SOURCES="model/model.cc model/model_config.cc model/runtime.cc model/decode_kernels.cc
-  model/decode_attention.cc model/matmul_copies.cc model/flat_weights.cc model/sampler.cc
-  model/static_decode.cc model/token_choice.cc model/packed_matmul.cc $DEPS/src/weights.pb.cc"
-# The trainer and what it needs (PPO's critic and reward-model start included), for the
-# scripts that link it: learner_bench.sh, trainer_check.sh.
-TRAINER_SOURCES="learner/grpo_trainer.cc learner/optimizer.cc learner/batch.cc
-  learner/chunked_logprobs.cc learner/learner_group.cc learner/learner_device.cc
-  learner/value_model.cc rewards/reward_model.cc tools/cuda_check/reward_model_no_hf.cc
-  data/step_split.cc tokenizer/tokenizer.cc $MODEL_SOURCES rl/grpo.cc rl/ppo.cc
-  $DEPS/src/job.pb.cc $DEPS/src/code_tests.pb.cc"
+echo '#include <torch/torch.h>' | g++ $STD -x c++ -fsyntax-only "${TORCH_INCLUDES[@]}" - \
+    2>/dev/null || STD=-std=c++20
+TORCH_LIBS="-ltorch -ltorch_cpu -lc10"
+CUDA=0
+[[ -e $TORCH_LIB/libtorch_cuda.so ]] && CUDA=1 && TORCH_LIBS+=" -ltorch_cuda -lc10_cuda"
+# The -D flags are those the Torch CMake package gives its consumers (USE_C10D_GLOO guards
+# ProcessGroupGloo.hpp) and, with CUDA, ours for the NCCL and CUDA-graph code. The
+# launcher finds the binaries beside itself (GRPO_*_BINARY empty).
+FLAGS=($STD -O2 -D_GLIBCXX_USE_CXX11_ABI=$ABI -DUSE_C10D_GLOO -DUSE_DISTRIBUTED -I.
+       -I"$DEPS/include" "${TORCH_INCLUDES[@]}" -idirafter "$DEPS/fallback" -w
+       -DGRPO_COORDINATOR_BINARY='""' -DGRPO_REWARD_SERVER_BINARY='""'
+       -DGRPO_LEARNER_BINARY='""' -DGRPO_ROLLOUT_WORKER_BINARY='""')
+if (( CUDA )); then
+  FLAGS+=(-DGRPO_WITH_NCCL -DUSE_C10D_NCCL -DGRPO_WITH_CUDA)
+  # CUDA's runtime headers (ATen/cuda includes them): the toolkit's, or pip's nvidia ones.
+  NVCC=$(command -v nvcc || true)
+  CUDA_RUNTIME_H=$(find ${NVCC:+"$(dirname "$(dirname "$NVCC")")/include"} /usr/local/cuda/include \
+                     "$TORCH/../nvidia" -name cuda_runtime.h 2>/dev/null | head -1)
+  [[ -n $CUDA_RUNTIME_H ]] && FLAGS+=(-isystem "$(dirname "$CUDA_RUNTIME_H")")
+  # cuda_runtime.h includes crt/host_config.h, which pip's runtime package may not ship.
+  if [[ -n $CUDA_RUNTIME_H && ! -e $(dirname "$CUDA_RUNTIME_H")/crt/host_config.h ]]; then
+    HOST_CONFIG=$(find / -path /proc -prune -o -path '*/crt/host_config.h' -print 2>/dev/null | head -1)
+    [[ -n $HOST_CONFIG ]] && FLAGS+=(-idirafter "$(dirname "$(dirname "$HOST_CONFIG")")")
+  fi
+fi
+# Every carried library by the name the loader looks for; --as-needed keeps what is used.
+dep_libs=$(for f in "$DEPS"/lib/*.so*; do printf -- '-l:%s ' "$(basename "$f")"; done)
+# Every source of the services (their mains and grpoctl's included) and the generated
+# ones: what run.sh compiles and e2e_job.sh links the services from.
+ALL_SOURCES="$(ls base/*.cc tokenizer/*.cc data/*.cc model/*.cc rewards/*.cc rl/*.cc \
+  jobspec/*.cc evaluation/*.cc learner/*.cc rollout_worker/*.cc reward_server/*.cc local/*.cc \
+  coordinator/*.cc rpc/*.cc hf/*.cc metrics/*.cc sandbox/*.cc grpoctl/*.cc) $(ls "$DEPS"/src/*.cc 2>/dev/null)"
 
-# build_sources NAME "SOURCES": SOURCES compiled in parallel (the flags of run.sh, NCCL and
-# CUDA on) and linked into $OUT/NAME; the log in $OUT/NAME_build.log.
-build_sources() {
-  local name=$1 objects="$OUT/${1}_obj" s
-  mkdir -p "$objects"
-  for s in $2; do
-    g++ $STD -O2 -D_GLIBCXX_USE_CXX11_ABI=$ABI -DGRPO_WITH_NCCL -DUSE_C10D_NCCL -DUSE_C10D_GLOO \
-        -DUSE_DISTRIBUTED -DGRPO_WITH_CUDA -I. -I"$DEPS/include" -isystem "$TORCH/include" \
-        -isystem "$TORCH/include/torch/csrc/api/include" -idirafter "$DEPS/fallback" -w -c "$s" \
-        -o "$objects/$(echo "$s" | tr / _).o" &
-  done > "$OUT/${name}_build.log" 2>&1
-  wait
-  if ! g++ "$objects"/*.o -o "$OUT/$name" -L"$TORCH/lib" -Wl,-rpath,"$TORCH/lib" \
-       -ltorch -ltorch_cpu -ltorch_cuda -lc10 -lc10_cuda -L"$DEPS/lib" \
-       -Wl,-rpath,"$(pwd)/$DEPS/lib" -l:libprotobuf.so.32 $absl_libs >> "$OUT/${name}_build.log" 2>&1; then
-    echo "$name: build failed"; grep -m20 -E "error|undefined" "$OUT/${name}_build.log"
+# compile_objects "SOURCES": each source compiled once into $OUT/obj (FLAGS; the scripts
+# share the objects, so a source the run has compiled is not compiled again), all cores;
+# its log in $OUT/obj/NAME.log. Sources that include LibTorch take <torch/torch.h>
+# precompiled (as CMake's precompiled headers do), most of each one's compile time.
+# Fails naming the sources that did not compile.
+compile_objects() {
+  mkdir -p "$OUT/obj" "$OUT/pch"
+  local s failed=""
+  if [[ ! -e $OUT/pch/torch.h.gch ]]; then
+    echo '#include <torch/torch.h>' > "$OUT/pch/torch.h"
+    g++ "${FLAGS[@]}" -x c++-header "$OUT/pch/torch.h" -o "$OUT/pch/torch.h.gch" \
+        > "$OUT/pch/torch.log" 2>&1 || echo "precompiled header failed: $OUT/pch/torch.log"
+  fi
+  printf '%s\n' $1 | xargs -P "$(nproc)" -I{} sh -c \
+    'o="$0/obj/$(echo {} | tr / _).o"; pch=""
+     grep -qE "^#include [<\"](torch|ATen|c10)/" {} && [ -e "$0/pch/torch.h.gch" ] &&
+       pch="-include $0/pch/torch.h"
+     [ -e "$o" ] || g++ "$@" $pch -c {} -o "$o" > "${o%.o}.log" 2>&1' "$OUT" "${FLAGS[@]}"
+  for s in $1; do
+    [[ -e $(object_of "$s") ]] || failed+=" $s"
+  done
+  [[ -z $failed ]] && return 0
+  echo "did not compile:$failed"
+  for s in $failed; do grep -m5 error "$OUT/obj/$(echo "$s" | tr / _).log"; done
+  return 1
+}
+
+# object_of SOURCE: where compile_objects put it.
+object_of() { echo "$OUT/obj/$(echo "$1" | tr / _).o"; }
+
+# link NAME "OBJECTS AND ARCHIVES": linked into $OUT/NAME against LibTorch and DEPS/lib.
+link() {
+  if ! g++ $2 -o "$OUT/$1" -Wl,--as-needed -L"$TORCH_LIB" -Wl,-rpath,"$TORCH_LIB" $TORCH_LIBS \
+       -L"$DEPS/lib" -Wl,-rpath,"$(pwd)/$DEPS/lib" $dep_libs -lpthread \
+       > "$OUT/${1}_link.log" 2>&1; then
+    echo "$1: link failed"; grep -m20 -E "error|undefined" "$OUT/${1}_link.log"
     return 1
   fi
 }
 
-# build_with_trainer NAME MAIN: MAIN with TRAINER_SOURCES (build_sources).
-build_with_trainer() { build_sources "$1" "$2 $TRAINER_SOURCES"; }
+# library_archive: every source compiled (compile_objects, its failures printed, not fatal:
+# a link that needs one fails naming it) and all but the mains archived in $OUT/libgrpo.a,
+# once a run. Each script links its program against it, so no script keeps a source list.
+library_archive() {
+  [[ -e $OUT/libgrpo.a ]] && return 0
+  compile_objects "$ALL_SOURCES"
+  local s objects=()
+  for s in $ALL_SOURCES; do
+    grep -q '^int main(' "$s" || [[ ! -e $(object_of "$s") ]] || objects+=("$(object_of "$s")")
+  done
+  ar rcs "$OUT/libgrpo.a" "${objects[@]}"
+}
+
+# build_main NAME "SOURCES": SOURCES (a main and what only it uses) compiled and linked with
+# the library archive into $OUT/NAME.
+build_main() {
+  library_archive
+  compile_objects "$2" || return 1
+  local s objects=""
+  for s in $2; do objects+=" $(object_of "$s")"; done
+  link "$1" "$objects $OUT/libgrpo.a"
+}
