@@ -19,9 +19,15 @@ cd "$(dirname "$0")/../.."
 export OUT=${OUT:-/tmp/cuda_check}
 mkdir -p "$OUT"
 date -u
+# A lent machine's minutes are few: the parts run in this order of importance within
+# BUDGET_S seconds in all (default 480, leaving a device call's 600 room to start), each
+# cut off when the budget is spent and the rest skipped; their logs stay in OUT.
+deadline=$((SECONDS + ${BUDGET_S:-480}))
 for part in run trainer_check e2e_job rollout_bench learner_bench hf_bench; do
+  left=$((deadline - SECONDS))
+  if (( left < 20 )); then echo "=== $part: skipped, the budget is spent"; continue; fi
   echo "=== $part"
   start=$SECONDS
-  bash "tools/cuda_check/$part.sh"
+  timeout "$left" bash "tools/cuda_check/$part.sh"
   echo "=== $part: exit $?, $((SECONDS - start)) s"
 done
