@@ -19,12 +19,21 @@
 // optimizer state (counted from the tensors; all float32 master copies here), the
 // process's memory before the model existed (CPU: libraries and runtime), and the rest,
 // activations and workspace: peak − all of those.
+//
+// A shape too big for one device (7B with float32 AdamW: 16 bytes a parameter) is measured
+// on --layers of its layers: a second line ("learner_projection") scales each measured
+// component to the whole shape (parameters, gradients, optimizer and reference by the
+// parameter count, activations by the layer count: an over-estimate, since the LM head's
+// share does not grow) and shows one rank's bytes without and with the optimizer state
+// sharded over --project_ranks ranks (ZeRO stage 1: every rank keeps the parameters and
+// gradients, 1/R of the AdamW moments).
 #include <sys/resource.h>
 #include <torch/torch.h>
 #if defined(GRPO_WITH_CUDA)
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <random>
@@ -32,6 +41,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/bench_shapes.h"
 #include "learner/grpo_trainer.h"
@@ -52,6 +62,10 @@ ABSL_FLAG(int, warmup, 1, "untimed steps first");
 ABSL_FLAG(int, repeats, 1, "timed steps");
 ABSL_FLAG(int, threads, 0, "intra-op threads; 0 = all cores");
 ABSL_FLAG(std::string, algorithm, "grpo", "grpo, or ppo (a critic of the policy's shape)");
+ABSL_FLAG(int, layers, 0,
+          "decoder layers to build, fewer than the shape's to measure a shape too big for the "
+          "device (a projection line then scales it to all layers); 0 = the shape's own");
+ABSL_FLAG(int, project_ranks, 8, "ranks the projection shards the optimizer state over");
 
 namespace {
 
@@ -153,6 +167,15 @@ int main(int argc, char** argv) {
   absl::StatusOr<grpo::ModelConfig> shape = grpo::BenchShape(shape_name, prompt + completion);
   if (!shape.ok()) return Fail("--shape", shape.status());
   grpo::ModelConfig config = *shape;
+  const int full_layers = config.n_layers;
+  const double full_params = config.NumParameters();
+  const int layers = absl::GetFlag(FLAGS_layers);
+  if (layers < 0 || layers > full_layers)
+    return Fail("--layers", absl::InvalidArgumentError(absl::StrCat(
+                                layers, ": must be in [0, ", full_layers, "] for ", shape_name)));
+  if (layers > 0) config.n_layers = layers;
+  const int ranks = absl::GetFlag(FLAGS_project_ranks);
+  if (ranks < 1) return Fail("--project_ranks", absl::InvalidArgumentError("must be >= 1"));
   const double params = config.NumParameters();
   const double peak = MatmulPeakTflops(*device);
   std::fprintf(stderr, "learner_bench: %s, %.0fM parameters, %s %s, %d x %d tokens; "
@@ -231,5 +254,20 @@ int main(int argc, char** argv) {
       best, tokens / step_seconds, tflops, peak, tflops / peak, peak_mb, algorithm.c_str(),
       policy_mb, critic_mb, reference_mb, gradients_mb, optimizer_mb,
       device->is_cuda() ? 0.0 : base_mb, rest_mb);
+  if (config.n_layers < full_layers) {
+    const double by_params = full_params / params;
+    const double by_layers = static_cast<double>(full_layers) / config.n_layers;
+    const double p = policy_mb * by_params, g = gradients_mb * by_params;
+    const double o = optimizer_mb * by_params, r = reference_mb * by_params;
+    const double a = std::max(0.0, rest_mb) * by_layers;
+    const double gb = 1024.0;
+    std::printf(
+        "{\"bench\":\"learner_projection\",\"shape\":\"%s\",\"measured_layers\":%d,"
+        "\"layers\":%d,\"params\":%.0f,\"parameters_gb\":%.2f,\"gradients_gb\":%.2f,"
+        "\"optimizer_gb\":%.2f,\"reference_gb\":%.2f,\"activations_gb\":%.2f,"
+        "\"one_rank_gb\":%.2f,\"ranks\":%d,\"zero1_per_rank_gb\":%.2f}\n",
+        shape_name.c_str(), config.n_layers, full_layers, full_params, p / gb, g / gb, o / gb,
+        r / gb, a / gb, (p + g + o + r + a) / gb, ranks, (p + g + o / ranks + r + a) / gb);
+  }
   return 0;
 }

@@ -21,13 +21,16 @@ mkdir -p "$OUT"
 date -u
 # A lent machine's minutes are few: the parts run in this order of importance within
 # BUDGET_S seconds in all (default 480, leaving a device call's 600 room to start), each
-# cut off when the budget is spent and the rest skipped; their logs stay in OUT.
+# cut off at its own cap (seconds, after the colon) or when the budget is spent, the rest
+# then skipped; their logs stay in OUT.
 deadline=$((SECONDS + ${BUDGET_S:-480}))
-for part in run trainer_check e2e_job rollout_bench learner_bench hf_bench; do
+for part in run:240 trainer_check:90 e2e_job:120 rollout_bench:150 learner_bench:150 \
+            hf_bench:60; do
+  cap=${part#*:} part=${part%%:*}
   left=$((deadline - SECONDS))
   if (( left < 20 )); then echo "=== $part: skipped, the budget is spent"; continue; fi
   echo "=== $part"
   start=$SECONDS
-  timeout "$left" bash "tools/cuda_check/$part.sh"
+  timeout "$(( left < cap ? left : cap ))" bash "tools/cuda_check/$part.sh"
   echo "=== $part: exit $?, $((SECONDS - start)) s"
 done

@@ -3,7 +3,7 @@
 # bench/rollout_bench with the project's library archive (build_main, torch_env.sh) and
 # samples GRPO leases on `cuda` in bfloat16: bench-26m 8 x 8, the Qwen2.5-0.5B shape with
 # one sequence and with 32 prompts x 8 (256 rows), the 1.5B and 7B shapes with 32 x 8, each
-# beside the decode bound at the H200's 4.8 TB/s, then the PyTorch eager baseline on the
+# beside the decode bound at the GPU's HBM bandwidth (H100 3.35 TB/s, H200 4.8), then the PyTorch eager baseline on the
 # same shapes. The engine decodes with the static step replayed as CUDA graphs (the
 # default on a GPU); the 0.5B shape runs once more without graphs, to show what they add.
 # Each line's plain_* fields are the eager op-by-op path without prefix sharing. Prints the
@@ -11,23 +11,27 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source tools/cuda_check/torch_env.sh
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+gpu=$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1)
+echo "$gpu"
+# HBM bandwidth for the decode bound: H100 SXM 3.35 TB/s, H200 4.8 TB/s.
+gbps=4800
+[[ $gpu == *H100* ]] && gbps=3350
 build_main rollout_bench "bench/rollout_bench.cc bench/bench_shapes.cc" || exit 1
 export LD_LIBRARY_PATH="$(pwd)/$DEPS/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-R="$OUT/rollout_bench --device cuda --dtype bfloat16 --memory_gbps 4800 --repeats 2"
+R="$OUT/rollout_bench --device cuda --dtype bfloat16 --memory_gbps $gbps --repeats 2"
 run() { echo "+ $*" >&2; timeout 120 "$@" 2>>"$OUT/rollout_bench.log"; }
-run $R --model bench-26m --prompts 8 --group 8
-run $R --model qwen2.5-0.5b --prompts 1 --group 1 --prompt_tokens 32 --max_new_tokens 256 --no_stop
-run $R --model qwen2.5-0.5b --prompts 1 --group 1 --prompt_tokens 32 --max_new_tokens 256 --no_stop \
-    --cuda_graphs=false
-run $R --model qwen2.5-0.5b --prompts 32 --group 8 --prompt_tokens 32,256 --max_new_tokens 256
-run $R --model qwen2.5-1.5b --prompts 32 --group 8 --prompt_tokens 256 --max_new_tokens 256
-run $R --model qwen2.5-7b --prompts 32 --group 8 --prompt_tokens 256 --max_new_tokens 128 --repeats 1
 BASE=../shared/bench/pytorch_eager_baseline.py
 [[ -f $BASE ]] || BASE=shared/bench/pytorch_eager_baseline.py
-if [[ -f $BASE ]]; then
-  run python3 "$BASE" --shape qwen2.5-0.5b --device cuda --dtype bfloat16 --prompts 1 --group 1 \
-      --prompt-len 32 --gen 256 --skip-train
-  run python3 "$BASE" --shape qwen2.5-0.5b --device cuda --dtype bfloat16 --prompts 32 --group 8 \
-      --prompt-len 32 --gen 256 --skip-train
-fi
+base() { [[ -f $BASE ]] && run python3 "$BASE" --shape qwen2.5-0.5b --device cuda --dtype bfloat16 \
+           --prompt-len 32 --gen 256 --skip-train "$@"; }
+# The issue's two targets first, each beside the eager baseline, then the rest.
+run $R --model qwen2.5-0.5b --prompts 1 --group 1 --prompt_tokens 32 --max_new_tokens 256 --no_stop
+base --prompts 1 --group 1
+run $R --model qwen2.5-0.5b --prompts 32 --group 8 --prompt_tokens 32 --max_new_tokens 256
+base --prompts 32 --group 8
+run $R --model qwen2.5-0.5b --prompts 1 --group 1 --prompt_tokens 32 --max_new_tokens 256 --no_stop \
+    --cuda_graphs=false
+run $R --model bench-26m --prompts 8 --group 8
+run $R --model qwen2.5-0.5b --prompts 32 --group 8 --prompt_tokens 256 --max_new_tokens 256
+run $R --model qwen2.5-1.5b --prompts 32 --group 8 --prompt_tokens 256 --max_new_tokens 256
+run $R --model qwen2.5-7b --prompts 32 --group 8 --prompt_tokens 256 --max_new_tokens 128 --repeats 1

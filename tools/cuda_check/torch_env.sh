@@ -11,7 +11,9 @@ DEPS=${DEPS:-.gpucheck}
 OUT=${OUT:-/tmp/cuda_check}
 mkdir -p "$OUT"
 if [[ ! -d $DEPS && -f $DEPS.tar.xz ]]; then
-  mkdir -p "$DEPS" && tar xJf "$DEPS.tar.xz" -C "$DEPS"
+  # Python's tarfile: PyTorch's machine has Python, not necessarily xz.
+  python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+      "$DEPS.tar.xz" "$DEPS"
 fi
 TORCH=${TORCH:-$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))')}
 TORCH_INCLUDE=${TORCH_INCLUDE:-$TORCH/include}
