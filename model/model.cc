@@ -1,6 +1,7 @@
 #include "model/model.h"
 
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include <atomic>
 #include <cmath>
@@ -132,6 +133,7 @@ struct Transformer::Impl {
   at::Tensor cos, sin;  // [max_seq_len, hd]
   at::ScalarType compute_dtype = at::ScalarType::Undefined;  // = the parameters'
   bool checkpoint_layers = false;
+  bool fused_attention = Transformer::FusedAttentionByDefault();
   // SetInferenceMatmulDtype: per layer wqkv, wo, w_gate_up, w_down, then the LM head.
   MatmulCopies matmul_copies;
 };
@@ -392,6 +394,12 @@ v1::ComputePrecision Transformer::training_precision() const {
 
 int64_t Transformer::matmul_copies_made() const { return impl_->matmul_copies.copies_made(); }
 
+bool Transformer::FusedAttentionByDefault() { return TORCH_VERSION_MAJOR >= 2; }
+
+void Transformer::SetFusedAttention(bool enabled) { impl_->fused_attention = enabled; }
+
+bool Transformer::fused_attention() const { return impl_->fused_attention; }
+
 void Transformer::SetActivationCheckpointing(bool enabled) {
   impl_->checkpoint_layers = enabled;
 }
@@ -444,7 +452,54 @@ struct LayerInputs {
   // DecodeAt: int64 [1] on the device, the slot the one new token goes to (T = 1); the
   // attention then spans the cache's whole capacity, `bias` masking the slots past it.
   at::Tensor slot;
+  bool fused = false;  // Transformer::SetFusedAttention
 };
+
+// softmax(q·kᵀ / √hd + bias)·v for q [N, H, T, hd] and keys and values [N, K, S, hd]; query
+// head j reads kv head j / (H / K). Returns [N, H, T, hd].
+at::Tensor ExplicitAttention(const at::Tensor& query, const at::Tensor& key,
+                             const at::Tensor& value, const at::Tensor& bias) {
+  const int64_t n = query.size(0), h = query.size(1), t = query.size(2), hd = query.size(3);
+  const int64_t k = key.size(1), s = key.size(2), rep = h / k;
+  const at::Tensor q = query * (1.0 / std::sqrt(static_cast<double>(hd)));
+  // Grouped-query attention without repeating keys: the `rep` query heads sharing a kv
+  // head become rows of one [rep * T, hd] matrix against that head's [S, hd] keys.
+  at::Tensor scores =
+      at::bmm(q.reshape({n * k, rep * t, hd}), key.reshape({n * k, s, hd}).transpose(1, 2));
+  if (bias.defined()) {
+    scores = (scores.view({n, k, rep, t, s}) + bias.view({bias.size(0), 1, 1, t, s}))
+                 .view({n * k, rep * t, s});
+  }
+  // Half-precision models take the softmax in float32 (as their reference code does):
+  // -1e9 does not fit float16, and the sums lose too much in bfloat16.
+  at::Tensor probs = at::softmax(IsHalfPrecision(scores) ? scores.to(at::kFloat) : scores, -1);
+  if (probs.scalar_type() != value.scalar_type()) probs = probs.to(value.scalar_type());
+  return at::bmm(probs, value.reshape({n * k, s, hd})).view({n, h, t, hd});
+}
+
+// The same through the fused operator. Its kernels want as many kv heads as query heads
+// (enable_gqa is newer than 2.0), so grouped keys are repeated, and a floating mask in the
+// query's dtype: -1e9 stays finite in bfloat16; float16 takes -3e4 (finite after adding
+// any score), so a fully masked padding row still gets finite weights, as above.
+at::Tensor FusedAttention(const at::Tensor& query, const at::Tensor& key,
+                          const at::Tensor& value, const at::Tensor& bias) {
+  const int64_t rep = query.size(1) / key.size(1);
+  auto widen = [&](const at::Tensor& kv) {
+    if (rep == 1) return kv;
+    const int64_t n = kv.size(0), k = kv.size(1), s = kv.size(2), hd = kv.size(3);
+    return kv.unsqueeze(2).expand({n, k, rep, s, hd}).reshape({n, k * rep, s, hd});
+  };
+  c10::optional<at::Tensor> mask;
+  if (bias.defined()) {
+    const at::ScalarType dt = query.scalar_type();
+    mask = (dt == at::kHalf ? bias.clamp_min(-3e4) : bias).to(dt);
+  }
+#if TORCH_VERSION_MAJOR >= 2
+  return at::scaled_dot_product_attention(query, widen(key), widen(value), mask);
+#else
+  return std::get<0>(at::_scaled_dot_product_attention(query, widen(key), widen(value), mask));
+#endif
+}
 
 // One pre-norm decoder layer: x + attention, then + MLP. With `keys`/`values` (the
 // layer's cache) the new keys go at slots start .. start + T and attention sees them all.
@@ -462,7 +517,7 @@ at::Tensor DecoderLayer(const Layer& l, const LayerInputs& in, const at::Tensor&
   at::Tensor q = qkv.narrow(-1, 0, h * hd).view({n, t, h, hd}).transpose(1, 2);
   at::Tensor key = qkv.narrow(-1, h * hd, k * hd).view({n, t, k, hd}).transpose(1, 2);
   at::Tensor value = qkv.narrow(-1, (h + k) * hd, k * hd).view({n, t, k, hd}).transpose(1, 2);
-  q = Rope(q, in.cos, in.sin) * (1.0 / std::sqrt(static_cast<double>(hd)));
+  q = Rope(q, in.cos, in.sin);
   key = Rope(key, in.cos, in.sin);
   if (keys) {
     if (in.slot.defined()) {
@@ -477,20 +532,8 @@ at::Tensor DecoderLayer(const Layer& l, const LayerInputs& in, const at::Tensor&
     key = Cast(keys->narrow(2, 0, s), dt);  // a bfloat16 cache (cache_options) is widened
     value = Cast(values->narrow(2, 0, s), dt);
   }
-  // Grouped-query attention without repeating keys: the `rep` query heads sharing a kv
-  // head become rows of one [rep * T, hd] matrix against that head's [S, hd] keys.
-  const int64_t rep = h / k;
-  at::Tensor scores =
-      at::bmm(q.reshape({n * k, rep * t, hd}), key.reshape({n * k, s, hd}).transpose(1, 2));
-  if (in.bias.defined()) {
-    scores = (scores.view({n, k, rep, t, s}) + in.bias.view({in.bias.size(0), 1, 1, t, s}))
-                 .view({n * k, rep * t, s});
-  }
-  // Half-precision models take the softmax in float32 (as their reference code does):
-  // -1e9 does not fit float16, and the sums lose too much in bfloat16.
-  at::Tensor probs = at::softmax(IsHalfPrecision(scores) ? scores.to(at::kFloat) : scores, -1);
-  if (probs.scalar_type() != value.scalar_type()) probs = probs.to(value.scalar_type());
-  at::Tensor attended = at::bmm(probs, value.reshape({n * k, s, hd})).view({n, h, t, hd});
+  const at::Tensor attended = in.fused ? FusedAttention(q, key, value, in.bias)
+                                       : ExplicitAttention(q, key, value, in.bias);
   x = x + LinearVia(attended.transpose(1, 2).reshape({n, t, h * hd}), Cast(l.wo, dt), low.wo,
                     at::Tensor());
 
@@ -578,7 +621,8 @@ at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
               " exceeded");
 
   LayerInputs in{&c, compute, Cast(impl_->cos.narrow(0, start, t), compute),
-                 Cast(impl_->sin.narrow(0, start, t), compute), at::Tensor(), start, at::Tensor()};
+                 Cast(impl_->sin.narrow(0, start, t), compute), at::Tensor(), start, at::Tensor(),
+                 impl_->fused_attention};
 
   // Additive attention bias [N or 1, 1, T, S]: -1e9 on future and padded keys. Finite so a
   // padded query row (all keys masked) stays finite; its output never reaches a loss.
@@ -644,7 +688,7 @@ at::Tensor Transformer::DecodeAt(const at::Tensor& ids, const at::Tensor& is_pad
                  Cast(impl_->sin.index_select(0, slot), compute),
                  at::zeros({n, 1, 1, capacity}, tensor_options().dtype(at::kFloat))
                      .masked_fill_((key_is_pad | later).view({n, 1, 1, capacity}), -1e9),
-                 0, slot};
+                 0, slot, impl_->fused_attention};
   at::Tensor x = Cast(at::embedding(impl_->embedding, ids), compute);  // [N, 1, d]
   const bool use_copies = UsesMatmulCopies(x);
   if (use_copies) impl_->matmul_copies.Refresh();

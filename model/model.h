@@ -155,6 +155,16 @@ class Transformer {
   // its input and is run again in the backward pass (the gradients are the same).
   void SetActivationCheckpointing(bool enabled);
 
+  // Attention through LibTorch's fused scaled_dot_product_attention (flash or memory-
+  // efficient kernels on a GPU: no [N, heads, T, S] scores tensor is held) instead of the
+  // explicit scores, softmax and product. The same function of the inputs, up to rounding.
+  // On by default where LibTorch has the public operator (2.0 and later); LibTorch 1.13's
+  // private one (a composite of the same explicit ops) serves the CPU tests. The CPU's
+  // eager decode step keeps its own kernel (decode_attention.h) either way.
+  void SetFusedAttention(bool enabled);
+  bool fused_attention() const;
+  static bool FusedAttentionByDefault();
+
   // ids: int64 [N, T]; is_pad: bool [N, T] or undefined (no padding). With a cache the
   // tokens go at slots cache->length() .. +T and the cache grows by T. Returns the final
   // hidden states [N, T, d_model] (before the final norm); see Logits.

@@ -1,7 +1,8 @@
 // trainer_check: the trainer's device checks without gtest (a GPU machine lacks it), the
 // same GrpoTrainer code the CPU tests run, with the device a flag. On --device cuda:
 //   1. a GRPO step there equals the same step on the CPU (float32, same weights and batch);
-//   2. micro-batches, chunked log-probs and checkpointed layers give the one-shot step;
+//   2. micro-batches, chunked log-probs and checkpointed layers give the one-shot step, and
+//      the fused attention (scaled_dot_product_attention) the explicit one's;
 //   3. bfloat16 mixed precision trains with float32 master weights and a bfloat16
 //      reference, and sees a sampler mismatch (the samples' log-probs are the float32 CPU
 //      model's);
@@ -88,13 +89,15 @@ struct Outcome {
   std::string error;
 };
 
-// One step of a fresh policy (seed 7) on `device`; its gradients (left in place by the
-// optimizer: no clipping here).
+// One step of a fresh policy (seed 7) on `device`, its attention fused or explicit; its
+// gradients (left in place by the optimizer: no clipping here).
 Outcome Step(const c10::Device& device, TrainerOptions options,
              const std::vector<ScoredGroup>& batch,
-             const std::function<void(const GrpoTrainer&, const Transformer&, Outcome*)>& inspect = {}) {
+             const std::function<void(const GrpoTrainer&, const Transformer&, Outcome*)>& inspect = {},
+             bool fused_attention = Transformer::FusedAttentionByDefault()) {
   Outcome out;
   Transformer policy(Config(), 7);
+  policy.SetFusedAttention(fused_attention);
   if (absl::Status s = policy.To(device, at::kFloat); !s.ok()) return {{}, {}, s.ToString()};
   auto trainer = GrpoTrainer::Create(&policy, options);
   if (!trainer.ok()) return {{}, {}, trainer.status().ToString()};
@@ -338,6 +341,10 @@ int main(int argc, char** argv) {
            one_shot.error.empty() ? "value loss " + std::to_string(one_shot.metrics.value_loss)
                                   : one_shot.error);
   }
+  // 2b. LibTorch's fused attention (flash or memory-efficient kernels on a GPU) against
+  // the explicit scores and softmax, in a whole step with padding, forward and backward.
+  Compare("grpo step, fused attention = explicit", Step(*device, Base(), batch, {}, true),
+          Step(*device, Base(), batch, {}, false), 1e-3);
   // 5. The sampler's static decode, CUDA graphs on a GPU.
   CheckStaticDecode(*device, at::kFloat);
   CheckStaticDecode(*device, at::kBFloat16);
