@@ -65,7 +65,8 @@ ABSL_FLAG(std::string, algorithm, "grpo", "grpo, or ppo (a critic of the policy'
 ABSL_FLAG(int, layers, 0,
           "decoder layers to build, fewer than the shape's to measure a shape too big for the "
           "device (a projection line then scales it to all layers); 0 = the shape's own");
-ABSL_FLAG(int, project_ranks, 8, "ranks the projection shards the optimizer state over");
+ABSL_FLAG(int, project_ranks, 8,
+          "ranks the projection shards the optimizer state over");
 
 namespace {
 
@@ -257,7 +258,7 @@ int main(int argc, char** argv) {
   if (config.n_layers < full_layers) {
     const double by_params = full_params / params;
     const double by_layers = static_cast<double>(full_layers) / config.n_layers;
-    const double p = policy_mb * by_params, g = gradients_mb * by_params;
+    const double p = (policy_mb + critic_mb) * by_params, g = gradients_mb * by_params;
     const double o = optimizer_mb * by_params, r = reference_mb * by_params;
     const double a = std::max(0.0, rest_mb) * by_layers;
     const double gb = 1024.0;

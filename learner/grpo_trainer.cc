@@ -119,6 +119,7 @@ absl::StatusOr<std::unique_ptr<GrpoTrainer>> GrpoTrainer::Create(
   if (absl::Status s = t->reference_->To(placement.device(), policy->compute_dtype()); !s.ok())
     return s;
   if (absl::Status s = t->reference_->CopyFrom(*policy); !s.ok()) return s;
+  t->reference_->SetFusedAttention(policy->fused_attention());
   for (at::Tensor p : t->reference_->parameters()) p.requires_grad_(false);
   t->optimizer_ = std::make_unique<Optimizer>(policy->parameters(), options.optimizer,
                                               options.shard_optimizer ? options.group : nullptr);

@@ -25,6 +25,7 @@ absl::StatusOr<std::unique_ptr<ValueModel>> ValueModel::Placed(const Transformer
           compute == placement.dtype().toScalarType() ? at::ScalarType::Undefined : compute);
       !s.ok())
     return s;
+  v->backbone_->SetFusedAttention(policy.fused_attention());
   absl::Status s = CatchTorch("the critic's head", [&] {
     v->head_weight_ = at::zeros({policy.config().d_model}, placement).requires_grad_(true);
     v->head_bias_ = at::zeros({1}, placement).requires_grad_(true);

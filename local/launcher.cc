@@ -10,9 +10,9 @@
 #include <optional>
 #include <thread>
 
-#include "absl/strings/str_cat.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "base/clock.h"
@@ -51,10 +51,10 @@ std::string Loopback(int port) { return absl::StrCat("127.0.0.1:", port); }
 // The launcher links no LibTorch, so it checks the device's form only; a GPU that is not
 // there is the service's error, in its log. A bad value fails here, before any process.
 absl::Status CheckDevice(const char* flag, const std::string& device) {
-  int index = 0;
+  const std::string index = absl::StartsWith(device, "cuda:") ? device.substr(5) : "";
   if (device == "cpu" || device == "cuda" ||
-      (absl::StartsWith(device, "cuda:") && absl::SimpleAtoi(device.substr(5), &index) &&
-       index >= 0))
+      (!index.empty() && index.size() <= 4 &&
+       std::all_of(index.begin(), index.end(), absl::ascii_isdigit)))
     return absl::OkStatus();
   return absl::InvalidArgumentError(
       absl::StrCat(flag, " = \"", device, "\": must be cpu, cuda or cuda:N"));
@@ -63,6 +63,11 @@ absl::Status CheckDevice(const char* flag, const std::string& device) {
 absl::Status CheckPlacements(const LaunchOptions& o) {
   if (absl::Status s = CheckDevice("learner_device", o.learner_device); !s.ok()) return s;
   if (absl::Status s = CheckDevice("worker_device", o.worker_device); !s.ok()) return s;
+  // NCCL refuses two ranks on one GPU; "cuda" gives each rank its own.
+  if (o.learner_ranks > 1 && absl::StartsWith(o.learner_device, "cuda:"))
+    return absl::InvalidArgumentError(absl::StrCat(
+        "learner_device = \"", o.learner_device, "\" would put all ", o.learner_ranks,
+        " learner ranks on one GPU; use cuda (rank r on its own GPU)"));
   for (const char* dtype : {"", "float32", "bfloat16", "float16"})
     if (o.worker_dtype == dtype) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(

@@ -477,28 +477,46 @@ at::Tensor ExplicitAttention(const at::Tensor& query, const at::Tensor& key,
   return at::bmm(probs, value.reshape({n * k, s, hd})).view({n, h, t, hd});
 }
 
-// The same through the fused operator. Its kernels want as many kv heads as query heads
-// (enable_gqa is newer than 2.0), so grouped keys are repeated, and a floating mask in the
-// query's dtype: -1e9 stays finite in bfloat16; float16 takes -3e4 (finite after adding
-// any score), so a fully masked padding row still gets finite weights, as above.
+// The same through the fused operator, whose kernels (2.0-2.4 have no enable_gqa) want a
+// kv head per query head. Two ways to give it that, whichever copies less: the `rep` query
+// heads sharing a kv head as rows of one [rep * T, hd] query against that head (the mask
+// repeated rep times along the rows; free when there is none, a view when T = 1, as in
+// decode), or the kv heads repeated (2 copies of [N, H, S, hd]; less for long queries, as in
+// training). The mask goes in the query's dtype: -1e9 stays finite in bfloat16, float16
+// takes -3e4 (finite after adding any score), so a fully masked padding row still gets
+// finite weights, as above.
 at::Tensor FusedAttention(const at::Tensor& query, const at::Tensor& key,
                           const at::Tensor& value, const at::Tensor& bias) {
-  const int64_t rep = query.size(1) / key.size(1);
-  auto widen = [&](const at::Tensor& kv) {
-    if (rep == 1) return kv;
-    const int64_t n = kv.size(0), k = kv.size(1), s = kv.size(2), hd = kv.size(3);
-    return kv.unsqueeze(2).expand({n, k, rep, s, hd}).reshape({n, k * rep, s, hd});
-  };
-  c10::optional<at::Tensor> mask;
-  if (bias.defined()) {
-    const at::ScalarType dt = query.scalar_type();
-    mask = (dt == at::kHalf ? bias.clamp_min(-3e4) : bias).to(dt);
-  }
+  const int64_t n = query.size(0), h = query.size(1), t = query.size(2), hd = query.size(3);
+  const int64_t k = key.size(1), s = key.size(2), rep = h / k;
+  const at::ScalarType dt = query.scalar_type();
+  const at::Tensor mask =
+      !bias.defined() ? bias : (dt == at::kHalf ? bias.clamp_min(-3e4) : bias).to(dt);
+  auto sdpa = [](const at::Tensor& q, const at::Tensor& kk, const at::Tensor& v,
+                 const at::Tensor& m) {
+    const c10::optional<at::Tensor> opt = m.defined() ? c10::optional<at::Tensor>(m)
+                                                      : c10::nullopt;
 #if TORCH_VERSION_MAJOR >= 2
-  return at::scaled_dot_product_attention(query, widen(key), widen(value), mask);
+    return at::scaled_dot_product_attention(q, kk, v, opt);
 #else
-  return std::get<0>(at::_scaled_dot_product_attention(query, widen(key), widen(value), mask));
+    return std::get<0>(at::_scaled_dot_product_attention(q, kk, v, opt));
 #endif
+  };
+  const int64_t mask_rows = mask.defined() ? mask.size(0) : 0;
+  if (rep == 1) return sdpa(query, key, value, mask);
+  if (!mask.defined() || t == 1 || mask_rows * rep * t <= 2 * n * h * hd) {
+    at::Tensor grouped_mask;
+    if (mask.defined())
+      grouped_mask = mask.view({mask_rows, 1, 1, t, s})
+                         .expand({mask_rows, 1, rep, t, s})
+                         .reshape({mask_rows, 1, rep * t, s});
+    return sdpa(query.reshape({n, k, rep * t, hd}), key, value, grouped_mask)
+        .view({n, h, t, hd});
+  }
+  auto widen = [&](const at::Tensor& kv) {
+    return kv.unsqueeze(2).expand({n, k, rep, s, hd}).reshape({n, h, s, hd});
+  };
+  return sdpa(query, widen(key), widen(value), mask);
 }
 
 // One pre-norm decoder layer: x + attention, then + MLP. With `keys`/`values` (the

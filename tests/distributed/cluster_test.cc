@@ -963,8 +963,8 @@ TEST(LaunchTest, RunsAJobEndToEndAndStopsEverything) {
       GRPO_LAUNCH_BINARY, " --spec ", (dir / "job.textproto").string(), " --run_dir ",
       dir.string(), " --workers 2 --device cpu --worker_dtype float32"));
   EXPECT_EQ(exit, 0) << output;
-  EXPECT_THAT(output, HasSubstr("learner rank(s) x"));
-  EXPECT_THAT(output, HasSubstr("rollout worker(s) x"));
+  EXPECT_THAT(output, HasSubstr("threads on cpu, 2 rollout worker(s)"));
+  EXPECT_THAT(output, HasSubstr("threads on cpu; logs in"));
   // The placement flags reach the services (a GPU machine runs the same with cuda).
   EXPECT_THAT(ReadFile(dir / "logs" / "learner-0.log"), HasSubstr("rank 0 trains on cpu"));
   EXPECT_THAT(ReadFile(dir / "logs" / "rollout_worker-0.log"),
@@ -986,6 +986,8 @@ TEST(LaunchTest, RunsAJobEndToEndAndStopsEverything) {
   for (const auto& [flag, message] :
        {std::pair{"--device gpu", "learner_device = \"gpu\""},
         std::pair{"--worker_device cuda:x", "worker_device = \"cuda:x\""},
+        std::pair{"--worker_device cuda:+1", "worker_device = \"cuda:+1\""},
+        std::pair{"--learners 2 --device cuda:0", "all 2 learner ranks on one GPU"},
         std::pair{"--worker_dtype int8", "worker_dtype = \"int8\""}}) {
     auto [placement_exit, placement_output] = RunCommand(absl::StrCat(
         GRPO_LAUNCH_BINARY, " ", flag, " --run_dir ", (dir / "bad").string()));

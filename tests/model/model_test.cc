@@ -373,39 +373,44 @@ double MaxRelative(const at::Tensor& a, const at::Tensor& b) {
 }
 
 // The fused scaled_dot_product_attention against the explicit scores-softmax-product, with
-// grouped-query heads (4 over 2), left padding down to a row of one real token: in float64
-// the same logits, gradients, cached decode and static step to 1e-10; in bfloat16 (the GPU
-// sampler's dtype, whose mask the fused path converts) within its rounding.
+// grouped-query heads (4 over 2), left padding down to a row of one real token, and both
+// ways the fused path groups heads (9 positions: query heads as rows; 40: kv heads
+// repeated): in float64 the same logits, gradients, cached decode and static step to
+// 1e-10; in bfloat16 (the GPU sampler's dtype, whose mask the fused path converts) within
+// its rounding.
 TEST(ModelTest, FusedAttentionComputesTheExplicitOne) {
-  Transformer model(SmallConfig(), 8);
-  const int64_t n = 3, t = 9;
-  const at::Tensor ids = at::randint(4, 40, {n, t}, at::kLong);
-  at::Tensor is_pad = at::zeros({n, t}, at::kBool);
-  is_pad[1].narrow(0, 0, 4).fill_(true);
-  is_pad[2].narrow(0, 0, 8).fill_(true);
-  ASSERT_TRUE(model.To(at::kCPU, at::kDouble).ok());
-  const AttentionRun exp64 = RunAttention(model, false, ids, is_pad);
-  const AttentionRun fused64 = RunAttention(model, true, ids, is_pad);
-  EXPECT_LT(MaxRelative(fused64.logits, exp64.logits), 1e-10);
-  EXPECT_LT(MaxRelative(fused64.cached, exp64.cached), 1e-10);
-  EXPECT_LT(MaxRelative(fused64.static_step, exp64.static_step), 1e-10);
-  // The cache serves the same function: its last position is the full forward's.
-  EXPECT_LT(MaxRelative(model.Logits(fused64.cached).narrow(1, t - 1, 1),
-                        exp64.logits.narrow(1, t - 1, 1)), 1e-10);
-  ASSERT_EQ(fused64.grads.size(), exp64.grads.size());
-  for (size_t i = 0; i < exp64.grads.size(); ++i)
-    EXPECT_LT(MaxRelative(fused64.grads[i], exp64.grads[i]), 1e-9) << "parameter " << i;
+  for (const int64_t t : {9, 40}) {
+    SCOPED_TRACE(t);
+    Transformer model(SmallConfig(), 8);
+    const int64_t n = 3;
+    const at::Tensor ids = at::randint(4, 40, {n, t}, at::kLong);
+    at::Tensor is_pad = at::zeros({n, t}, at::kBool);
+    is_pad[1].narrow(0, 0, 4).fill_(true);
+    is_pad[2].narrow(0, 0, t - 1).fill_(true);
+    ASSERT_TRUE(model.To(at::kCPU, at::kDouble).ok());
+    const AttentionRun exp64 = RunAttention(model, false, ids, is_pad);
+    const AttentionRun fused64 = RunAttention(model, true, ids, is_pad);
+    EXPECT_LT(MaxRelative(fused64.logits, exp64.logits), 1e-10);
+    EXPECT_LT(MaxRelative(fused64.cached, exp64.cached), 1e-10);
+    EXPECT_LT(MaxRelative(fused64.static_step, exp64.static_step), 1e-10);
+    // The cache serves the same function: its last position is the full forward's.
+    EXPECT_LT(MaxRelative(model.Logits(fused64.cached).narrow(1, t - 1, 1),
+                          exp64.logits.narrow(1, t - 1, 1)), 1e-10);
+    ASSERT_EQ(fused64.grads.size(), exp64.grads.size());
+    for (size_t i = 0; i < exp64.grads.size(); ++i)
+      EXPECT_LT(MaxRelative(fused64.grads[i], exp64.grads[i]), 1e-9) << "parameter " << i;
 
-  ASSERT_TRUE(model.To(at::kCPU, at::kBFloat16).ok());
-  const AttentionRun exp16 = RunAttention(model, false, ids, is_pad);
-  const AttentionRun fused16 = RunAttention(model, true, ids, is_pad);
-  for (const auto* run : {&exp16, &fused16}) {
-    EXPECT_TRUE(at::isfinite(run->logits).all().item<bool>());
-    EXPECT_LT(MaxRelative(run->logits, exp64.logits), 0.1);
+    ASSERT_TRUE(model.To(at::kCPU, at::kBFloat16).ok());
+    const AttentionRun exp16 = RunAttention(model, false, ids, is_pad);
+    const AttentionRun fused16 = RunAttention(model, true, ids, is_pad);
+    for (const auto* run : {&exp16, &fused16}) {
+      EXPECT_TRUE(at::isfinite(run->logits).all().item<bool>());
+      EXPECT_LT(MaxRelative(run->logits, exp64.logits), 0.1);
+    }
+    EXPECT_LT(MaxRelative(fused16.logits, exp16.logits), 0.05);
+    EXPECT_LT(MaxRelative(fused16.cached, exp16.cached), 0.05);
+    EXPECT_LT(MaxRelative(fused16.static_step, exp16.static_step), 0.05);
   }
-  EXPECT_LT(MaxRelative(fused16.logits, exp16.logits), 0.05);
-  EXPECT_LT(MaxRelative(fused16.cached, exp16.cached), 0.05);
-  EXPECT_LT(MaxRelative(fused16.static_step, exp16.static_step), 0.05);
   // A fresh model takes the fused path where LibTorch has the public operator.
   EXPECT_EQ(Transformer(SmallConfig(), 1).fused_attention(),
             Transformer::FusedAttentionByDefault());

@@ -24,13 +24,15 @@ date -u
 # cut off at its own cap (seconds, after the colon) or when the budget is spent, the rest
 # then skipped; their logs stay in OUT.
 deadline=$((SECONDS + ${BUDGET_S:-480}))
-for part in run:240 trainer_check:90 e2e_job:120 rollout_bench:150 learner_bench:150 \
+# The parts' own time-outs run in the foreground (timeout --foreground) so that this one's
+# reaches their programs too: a part cut off leaves nothing on the GPU for the next.
+for part in run:240 trainer_check:130 e2e_job:180 rollout_bench:150 learner_bench:150 \
             hf_bench:60; do
   cap=${part#*:} part=${part%%:*}
   left=$((deadline - SECONDS))
   if (( left < 20 )); then echo "=== $part: skipped, the budget is spent"; continue; fi
   echo "=== $part"
   start=$SECONDS
-  timeout "$(( left < cap ? left : cap ))" bash "tools/cuda_check/$part.sh"
+  timeout -k 10 "$(( left < cap ? left : cap ))" bash "tools/cuda_check/$part.sh"
   echo "=== $part: exit $?, $((SECONDS - start)) s"
 done

@@ -22,7 +22,7 @@ export LD_LIBRARY_PATH="$(pwd)/$DEPS/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 run_dir="$OUT/e2e_run"
 rm -rf "$run_dir"
 start=$SECONDS
-timeout 300 "$OUT/e2e/grpo_launch" --spec tools/cuda_check/e2e_job.textproto \
+timeout --foreground -k 15 150 "$OUT/e2e/grpo_launch" --spec tools/cuda_check/e2e_job.textproto \
     --run_dir "$run_dir" --workers 1 --device "$DEVICE" > "$OUT/e2e_launch.log" 2>&1
 status=$?
 echo "e2e: grpo_launch --device $DEVICE exited $status after $((SECONDS - start)) s"

@@ -13,7 +13,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 build_main learner_bench "bench/learner_bench.cc bench/bench_shapes.cc" || exit 1
 export LD_LIBRARY_PATH="$(pwd)/$DEPS/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 B="$OUT/learner_bench --device cuda"
-run() { echo "+ $*" >&2; timeout 150 "$@" 2>>"$OUT/learner_bench.log"; }
+run() { echo "+ $*" >&2; timeout --foreground -k 10 140 "$@" 2>>"$OUT/learner_bench.log"; }
 BASE=../shared/bench/pytorch_eager_baseline.py
 [[ -f $BASE ]] || BASE=shared/bench/pytorch_eager_baseline.py
 base() { [[ -f $BASE ]] && run python3 "$BASE" --shape "$1" --device cuda --dtype bfloat16 \

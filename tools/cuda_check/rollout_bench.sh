@@ -19,7 +19,7 @@ gbps=4800
 build_main rollout_bench "bench/rollout_bench.cc bench/bench_shapes.cc" || exit 1
 export LD_LIBRARY_PATH="$(pwd)/$DEPS/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 R="$OUT/rollout_bench --device cuda --dtype bfloat16 --memory_gbps $gbps --repeats 2"
-run() { echo "+ $*" >&2; timeout 120 "$@" 2>>"$OUT/rollout_bench.log"; }
+run() { echo "+ $*" >&2; timeout --foreground -k 10 120 "$@" 2>>"$OUT/rollout_bench.log"; }
 BASE=../shared/bench/pytorch_eager_baseline.py
 [[ -f $BASE ]] || BASE=shared/bench/pytorch_eager_baseline.py
 base() { [[ -f $BASE ]] && run python3 "$BASE" --shape qwen2.5-0.5b --device cuda --dtype bfloat16 \

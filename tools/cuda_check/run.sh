@@ -33,7 +33,7 @@ if build_main nccl_join_check tools/cuda_check/nccl_join_check.cc; then
   # refuse them (two ranks on one device), which still shows our calls reach NCCL.
   for rank in 0 1; do
     WORLD_SIZE=2 RANK=$rank MASTER_ADDR=127.0.0.1 MASTER_PORT=29533 NCCL_DEBUG=WARN \
-      timeout 120 "$OUT/nccl_join_check" > "$OUT/nccl_two_ranks.$rank.log" 2>&1 &
+      timeout --foreground -k 10 60 "$OUT/nccl_join_check" > "$OUT/nccl_two_ranks.$rank.log" 2>&1 &
   done
   wait
   for rank in 0 1; do

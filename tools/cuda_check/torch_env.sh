@@ -43,8 +43,11 @@ if (( CUDA )); then
                      "$TORCH/../nvidia" -name cuda_runtime.h 2>/dev/null | head -1)
   [[ -n $CUDA_RUNTIME_H ]] && FLAGS+=(-isystem "$(dirname "$CUDA_RUNTIME_H")")
   # cuda_runtime.h includes crt/host_config.h, which pip's runtime package may not ship.
+  # The whole-disk search runs once a run: every script sources this file.
   if [[ -n $CUDA_RUNTIME_H && ! -e $(dirname "$CUDA_RUNTIME_H")/crt/host_config.h ]]; then
-    HOST_CONFIG=$(find / -path /proc -prune -o -path '*/crt/host_config.h' -print 2>/dev/null | head -1)
+    [[ -f $OUT/host_config.txt ]] || find / -path /proc -prune -o -path '*/crt/host_config.h' \
+        -print 2>/dev/null | head -1 > "$OUT/host_config.txt"
+    HOST_CONFIG=$(cat "$OUT/host_config.txt")
     [[ -n $HOST_CONFIG ]] && FLAGS+=(-idirafter "$(dirname "$(dirname "$HOST_CONFIG")")")
   fi
 fi
@@ -88,8 +91,10 @@ object_of() { echo "$OUT/obj/$(echo "$1" | tr / _).o"; }
 
 # link NAME "OBJECTS AND ARCHIVES": linked into $OUT/NAME against LibTorch and DEPS/lib.
 link() {
-  if ! g++ $2 -o "$OUT/$1" -Wl,--as-needed -L"$TORCH_LIB" -Wl,-rpath,"$TORCH_LIB" $TORCH_LIBS \
-       -L"$DEPS/lib" -Wl,-rpath,"$(pwd)/$DEPS/lib" $dep_libs -lpthread \
+  # LibTorch's CUDA library registers its kernels when loaded, not through symbols we use:
+  # linked as needed it would be dropped, as Torch's own CMake config knows.
+  if ! g++ $2 -o "$OUT/$1" -L"$TORCH_LIB" -Wl,-rpath,"$TORCH_LIB" -Wl,--no-as-needed \
+       $TORCH_LIBS -Wl,--as-needed -L"$DEPS/lib" -Wl,-rpath,"$(pwd)/$DEPS/lib" $dep_libs -lpthread \
        > "$OUT/${1}_link.log" 2>&1; then
     echo "$1: link failed"; grep -m20 -E "error|undefined" "$OUT/${1}_link.log"
     return 1

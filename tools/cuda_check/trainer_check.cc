@@ -93,7 +93,8 @@ struct Outcome {
 // gradients (left in place by the optimizer: no clipping here).
 Outcome Step(const c10::Device& device, TrainerOptions options,
              const std::vector<ScoredGroup>& batch,
-             const std::function<void(const GrpoTrainer&, const Transformer&, Outcome*)>& inspect = {},
+             const std::function<void(const GrpoTrainer&, const Transformer&, Outcome*)>&
+                 inspect = {},
              bool fused_attention = Transformer::FusedAttentionByDefault()) {
   Outcome out;
   Transformer policy(Config(), 7);

@@ -9,4 +9,4 @@ cd "$(dirname "$0")/../.."
 source tools/cuda_check/torch_env.sh
 build_main trainer_check tools/cuda_check/trainer_check.cc || exit 1
 export LD_LIBRARY_PATH="$(pwd)/$DEPS/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-timeout 120 "$OUT/trainer_check" --device=cuda
+timeout --foreground -k 10 120 "$OUT/trainer_check" --device=cuda
