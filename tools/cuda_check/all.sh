@@ -13,16 +13,28 @@
 #   5. learner_bench.sh  GrpoTrainer steps on cuda (float32 and bfloat16 mixed, the memory
 #                        settings, the 0.5B and 1.5B shapes) beside the eager baseline;
 #   6. hf_bench.sh       Hugging Face checkpoint load and decode on the GPU.
-# Each part prints its own lines; all logs go to OUT. Carry .gpucheck.tar.xz (prepare.sh).
+# Each part prints its own lines. Objects and programs go to CUDA_CHECK_DIR (default
+# /tmp/cuda_check, the parts' OUT); their logs, metrics and JSON are copied after each part
+# to the OUT this was started with (the device tool's folder that comes back), if any.
+# Carry .gpucheck.tar.xz (prepare.sh).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-export OUT=${OUT:-/tmp/cuda_check}
+RESULTS=${OUT:-}
+export OUT=${CUDA_CHECK_DIR:-/tmp/cuda_check}
 mkdir -p "$OUT"
+save_logs() {
+  [[ -n $RESULTS && $RESULTS != "$OUT" ]] || return 0
+  mkdir -p "$RESULTS/cuda_check"
+  (cd "$OUT" && find . -maxdepth 3 \( -name '*.log' -o -name '*.txt' -o -name '*.json*' \) \
+     -size -4M -print0 | xargs -0 -r cp --parents -t "$RESULTS/cuda_check")
+}
+# Everything printed, kept whole: the device tool returns only the output's tail.
+[[ -n $RESULTS ]] && exec > >(tee "$RESULTS/all.txt") 2>&1
 date -u
 # A lent machine's minutes are few: the parts run in this order of importance within
 # BUDGET_S seconds in all (default 480, leaving a device call's 600 room to start), each
 # cut off at its own cap (seconds, after the colon) or when the budget is spent, the rest
-# then skipped; their logs stay in OUT.
+# then skipped.
 deadline=$((SECONDS + ${BUDGET_S:-480}))
 # The parts' own time-outs run in the foreground (timeout --foreground) so that this one's
 # reaches their programs too: a part cut off leaves nothing on the GPU for the next.
@@ -35,4 +47,5 @@ for part in run:240 trainer_check:130 e2e_job:180 rollout_bench:150 learner_benc
   start=$SECONDS
   timeout -k 10 "$(( left < cap ? left : cap ))" bash "tools/cuda_check/$part.sh"
   echo "=== $part: exit $?, $((SECONDS - start)) s"
+  save_logs
 done
