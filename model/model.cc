@@ -447,7 +447,7 @@ struct LayerInputs {
   const ModelConfig* config;
   at::ScalarType compute;
   at::Tensor cos, sin;  // [T, hd] in the compute dtype
-  at::Tensor bias;      // float32 [N or 1, 1, T, S], or undefined
+  at::Tensor bias;      // [N or 1, 1, T, S] (AttentionBias), or undefined
   int64_t start = 0;    // cache slots filled before this call
   // DecodeAt: int64 [1] on the device, the slot the one new token goes to (T = 1); the
   // attention then spans the cache's whole capacity, `bias` masking the slots past it.
@@ -482,16 +482,11 @@ at::Tensor ExplicitAttention(const at::Tensor& query, const at::Tensor& key,
 // heads sharing a kv head as rows of one [rep * T, hd] query against that head (the mask
 // repeated rep times along the rows; free when there is none, a view when T = 1, as in
 // decode), or the kv heads repeated (2 copies of [N, H, S, hd]; less for long queries, as in
-// training). The mask goes in the query's dtype: -1e9 stays finite in bfloat16, float16
-// takes -3e4 (finite after adding any score), so a fully masked padding row still gets
-// finite weights, as above.
+// training). `mask` is AttentionBias's, in the query's dtype.
 at::Tensor FusedAttention(const at::Tensor& query, const at::Tensor& key,
-                          const at::Tensor& value, const at::Tensor& bias) {
+                          const at::Tensor& value, const at::Tensor& mask) {
   const int64_t n = query.size(0), h = query.size(1), t = query.size(2), hd = query.size(3);
   const int64_t k = key.size(1), s = key.size(2), rep = h / k;
-  const at::ScalarType dt = query.scalar_type();
-  const at::Tensor mask =
-      !bias.defined() ? bias : (dt == at::kHalf ? bias.clamp_min(-3e4) : bias).to(dt);
   auto sdpa = [](const at::Tensor& q, const at::Tensor& kk, const at::Tensor& v,
                  const at::Tensor& m) {
     const c10::optional<at::Tensor> opt = m.defined() ? c10::optional<at::Tensor>(m)
@@ -517,6 +512,17 @@ at::Tensor FusedAttention(const at::Tensor& query, const at::Tensor& key,
     return kv.unsqueeze(2).expand({n, k, rep, s, hd}).reshape({n, h, s, hd});
   };
   return sdpa(query, widen(key), widen(value), mask);
+}
+
+// The additive bias every layer's attention adds, made once a forward from `masked` [N or 1,
+// 1, T, S] (true: a future or padded key): -1e9, finite so that a padded query row (all
+// keys masked) stays finite; its output never reaches a loss. Float32 for the explicit
+// attention (its scores are added and softmaxed in float32), the compute dtype for the
+// fused one, where float16 takes -3e4 (finite after adding any score).
+at::Tensor AttentionBias(const at::Tensor& masked, bool fused, at::ScalarType compute) {
+  const at::ScalarType dt = fused ? compute : at::kFloat;
+  const double masked_value = dt == at::kHalf ? -3e4 : -1e9;
+  return at::zeros(masked.sizes(), masked.options().dtype(dt)).masked_fill_(masked, masked_value);
 }
 
 // One pre-norm decoder layer: x + attention, then + MLP. With `keys`/`values` (the
@@ -642,8 +648,7 @@ at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
                  Cast(impl_->sin.narrow(0, start, t), compute), at::Tensor(), start, at::Tensor(),
                  impl_->fused_attention};
 
-  // Additive attention bias [N or 1, 1, T, S]: -1e9 on future and padded keys. Finite so a
-  // padded query row (all keys masked) stays finite; its output never reaches a loss.
+  // Which keys each query may not see, future or padded: the attention bias (AttentionBias).
   at::Tensor key_is_pad;
   if (cache) {
     if (is_pad.defined()) cache->is_pad_.narrow(1, start, t).copy_(is_pad);
@@ -658,9 +663,7 @@ at::Tensor Transformer::Forward(const at::Tensor& ids, const at::Tensor& is_pad,
       masked = at::ones({t, s}, flags).triu(start + 1).view({1, 1, t, s});
     }
     if (key_is_pad.defined()) masked = masked | key_is_pad.view({n, 1, 1, s});
-    // float32 whatever the model's dtype: the scores are added and softmaxed in float32.
-    in.bias = at::zeros(masked.sizes(), tensor_options().dtype(at::kFloat))
-                  .masked_fill_(masked, -1e9);
+    in.bias = AttentionBias(masked, in.fused, compute);
   }
 
   // The embedding rows gathered, then cast: the table itself stays in the master dtype.
@@ -704,8 +707,8 @@ at::Tensor Transformer::DecodeAt(const at::Tensor& ids, const at::Tensor& is_pad
       at::arange(capacity, slot.options()).view({1, capacity}) > slot.view({1, 1});
   LayerInputs in{&c, compute, Cast(impl_->cos.index_select(0, slot), compute),
                  Cast(impl_->sin.index_select(0, slot), compute),
-                 at::zeros({n, 1, 1, capacity}, tensor_options().dtype(at::kFloat))
-                     .masked_fill_((key_is_pad | later).view({n, 1, 1, capacity}), -1e9),
+                 AttentionBias((key_is_pad | later).view({n, 1, 1, capacity}),
+                               impl_->fused_attention, compute),
                  0, slot, impl_->fused_attention};
   at::Tensor x = Cast(at::embedding(impl_->embedding, ids), compute);  // [N, 1, d]
   const bool use_copies = UsesMatmulCopies(x);

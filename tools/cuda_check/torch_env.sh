@@ -57,7 +57,8 @@ dep_libs=$(for f in "$DEPS"/lib/*.so*; do printf -- '-l:%s ' "$(basename "$f")";
 # ones: what run.sh compiles and e2e_job.sh links the services from.
 ALL_SOURCES="$(ls base/*.cc tokenizer/*.cc data/*.cc model/*.cc rewards/*.cc rl/*.cc \
   jobspec/*.cc evaluation/*.cc learner/*.cc rollout_worker/*.cc reward_server/*.cc local/*.cc \
-  coordinator/*.cc rpc/*.cc hf/*.cc metrics/*.cc sandbox/*.cc grpoctl/*.cc) $(ls "$DEPS"/src/*.cc 2>/dev/null)"
+  coordinator/*.cc rpc/*.cc hf/*.cc metrics/*.cc sandbox/*.cc grpoctl/*.cc)
+  $(ls "$DEPS"/src/*.cc 2>/dev/null)"
 
 # compile_objects "SOURCES": each source compiled once into $OUT/obj (FLAGS; the scripts
 # share the objects, so a source the run has compiled is not compiled again), all cores;
@@ -82,7 +83,7 @@ compile_objects() {
   done
   [[ -z $failed ]] && return 0
   echo "did not compile:$failed"
-  for s in $failed; do grep -m5 error "$OUT/obj/$(echo "$s" | tr / _).log"; done
+  for s in $failed; do grep -m5 error "$(object_of "$s" | sed 's/\.o$/.log/')"; done
   return 1
 }
 
