@@ -4,10 +4,21 @@
 
 #include <c10/util/BFloat16.h>
 
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 
+#include "model/runtime.h"
+
 namespace grpo {
+namespace {
+
+// A few rows are not worth waking a thread for.
+int ThreadsFor(int64_t rows) {
+  return static_cast<int>(std::clamp<int64_t>(rows / 4, 1, ComputeThreads()));
+}
+
+}  // namespace
 
 at::Tensor RmsNormRows(const at::Tensor& x, const at::Tensor& weight, float eps) {
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && weight.is_contiguous(),
@@ -17,6 +28,9 @@ at::Tensor RmsNormRows(const at::Tensor& x, const at::Tensor& weight, float eps)
   const float* in = x.data_ptr<float>();
   const float* w = weight.data_ptr<float>();
   float* o = out.data_ptr<float>();
+  // Rows split over the compute threads: run on one, the other waits out this and every
+  // other small step of a decode layer (~15% of a bench-26m decode step on 2 cores).
+#pragma omp parallel for num_threads(ThreadsFor(rows)) schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = in + r * d;
     float sum = 0;
@@ -52,6 +66,7 @@ void RotateAndCacheAs(const at::Tensor& qkv, const at::Tensor& cos, const at::Te
     }
   };
   const int64_t width = (n_heads + 2 * kv_heads) * hd;
+#pragma omp parallel for num_threads(ThreadsFor(n)) schedule(static)
   for (int64_t row = 0; row < n; ++row) {
     const float* r = src + row * width;
     // q heads are kv-major (head = kv * rep + j), which is [N * K, rep, hd] row order.

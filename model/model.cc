@@ -3,8 +3,10 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <map>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -112,6 +114,10 @@ void KvCache::SelectRows(const at::Tensor& rows) {
     values_[i] = values_[i].index_select(0, rows);
   }
   is_pad_ = is_pad_.index_select(0, rows);
+  if (prefix_groups_.defined()) {
+    prefix_groups_ = prefix_groups_.index_select(0, rows.to(at::kCPU));
+    FindPrefixRows();
+  }
 }
 
 void KvCache::CompactRows(const at::Tensor& rows) {
@@ -121,6 +127,30 @@ void KvCache::CompactRows(const at::Tensor& rows) {
     values_[i].narrow(0, 0, n).copy_(values_[i].index_select(0, rows));
   }
   is_pad_.narrow(0, 0, n).copy_(is_pad_.index_select(0, rows));
+  if (prefix_groups_.defined()) {
+    prefix_groups_.narrow(0, 0, n).copy_(prefix_groups_.index_select(0, rows.to(at::kCPU)));
+    FindPrefixRows();
+  }
+}
+
+void KvCache::SharePrefix(const at::Tensor& groups, int64_t length) {
+  TORCH_CHECK(groups.dim() == 1 && groups.size(0) == is_pad_.size(0),
+              "KvCache::SharePrefix: groups must be [", is_pad_.size(0), "], got ",
+              groups.sizes());
+  TORCH_CHECK(length >= 0 && length <= capacity_, "KvCache::SharePrefix: length ", length,
+              " outside [0, ", capacity_, "]");
+  prefix_groups_ = groups.to(at::kCPU, at::kLong).contiguous().clone();
+  prefix_length_ = length;
+  FindPrefixRows();
+}
+
+void KvCache::FindPrefixRows() {
+  const int64_t n = prefix_groups_.size(0);
+  const int64_t* group = prefix_groups_.data_ptr<int64_t>();
+  prefix_rows_ = at::empty({n}, at::kLong);
+  int64_t* first = prefix_rows_.data_ptr<int64_t>();
+  std::map<int64_t, int64_t> first_of;
+  for (int64_t i = 0; i < n; ++i) first[i] = first_of.emplace(group[i], i).first->second;
 }
 
 struct Transformer::Impl {
@@ -163,6 +193,15 @@ at::Tensor LinearVia(const at::Tensor& x, const at::Tensor& weight, const at::Te
                      ? PackedLinear(x, copy, weight.size(0))
                      : at::linear(x.to(copy.scalar_type()), copy).to(at::kFloat);
   return bias.defined() ? y.add_(bias) : y;
+}
+
+// residual + x·Wᵀ (a skip connection), the sum made as the packed product stores its
+// results where there is one.
+at::Tensor AddLinear(const at::Tensor& residual, const at::Tensor& x, const at::Tensor& weight,
+                     const at::Tensor& copy) {
+  if (copy.defined() && copy.scalar_type() == at::kFloat)
+    return PackedLinear(x, copy, weight.size(0), residual);
+  return residual + LinearVia(x, weight, copy, at::Tensor());
 }
 
 }  // namespace
@@ -428,13 +467,14 @@ at::Tensor Transformer::DecodeStep(const at::Tensor& ids, const at::Tensor& is_p
     at::Tensor q = RotateAndCache(qkv, cos, sin, scale, pos, c.n_heads, cache->keys_[i],
                                   cache->values_[i]);
     at::Tensor attended =
-        DecodeAttention(q, cache->keys_[i], cache->values_[i], cache->is_pad_, pos + 1);
-    x = x + LinearVia(attended.view({n, -1}), l.wo, low.wo, at::Tensor());
+        DecodeAttention(q, cache->keys_[i], cache->values_[i], cache->is_pad_, pos + 1,
+                        cache->prefix_rows_, std::min(cache->prefix_length_, pos + 1));
+    x = AddLinear(x, attended.view({n, -1}), l.wo, low.wo);
     at::Tensor gate_up =
         LinearVia(RmsNormRows(x, l.mlp_norm, eps), l.w_gate_up, low.w_gate_up, at::Tensor());
     const int64_t f = c.ffn_hidden;
-    x = x + LinearVia(at::silu(gate_up.narrow(-1, 0, f)) * gate_up.narrow(-1, f, f), l.w_down,
-                      low.w_down, at::Tensor());
+    x = AddLinear(x, at::silu(gate_up.narrow(-1, 0, f)) * gate_up.narrow(-1, f, f), l.w_down,
+                  low.w_down);
   }
   cache->length_ = pos + 1;
   return x.view({n, 1, -1});
@@ -558,14 +598,13 @@ at::Tensor DecoderLayer(const Layer& l, const LayerInputs& in, const at::Tensor&
   }
   const at::Tensor attended = in.fused ? FusedAttention(q, key, value, in.bias)
                                        : ExplicitAttention(q, key, value, in.bias);
-  x = x + LinearVia(attended.transpose(1, 2).reshape({n, t, h * hd}), Cast(l.wo, dt), low.wo,
-                    at::Tensor());
+  x = AddLinear(x, attended.transpose(1, 2).reshape({n, t, h * hd}), Cast(l.wo, dt), low.wo);
 
   at::Tensor gate_up =
       LinearVia(RmsNorm(x, l.mlp_norm, c.norm_eps), Cast(l.w_gate_up, dt), low.w_gate_up,
                 at::Tensor());
-  return x + LinearVia(at::silu(gate_up.narrow(-1, 0, f)) * gate_up.narrow(-1, f, f),
-                       Cast(l.w_down, dt), low.w_down, at::Tensor());
+  return AddLinear(x, at::silu(gate_up.narrow(-1, 0, f)) * gate_up.narrow(-1, f, f),
+                   Cast(l.w_down, dt), low.w_down);
 }
 
 // Activation checkpointing (LibTorch C++ has no torch.utils.checkpoint): forward runs the

@@ -80,11 +80,24 @@ class KvCache {
   // becomes row j for j < R, rows past R are left as they were, and every tensor keeps its
   // storage (a captured CUDA graph reads these addresses).
   void CompactRows(const at::Tensor& rows);
+  // Rows with equal `groups` (int64 [N], any device) hold the same keys, values and
+  // padding in slots [0, length): a prompt prefilled once and copied to its samples by
+  // SelectRows. The CPU decode step then reads those slots from one row of each group
+  // (DecodeAttention's prefix_rows), so a long prompt is read once per step, not once per
+  // sample. SelectRows and CompactRows carry the groups along; decoding writes only past
+  // them. Throws c10::Error on a size mismatch or a length past the capacity.
+  void SharePrefix(const at::Tensor& groups, int64_t length);
 
  private:
   friend class Transformer;
+  // prefix_rows_ from prefix_groups_: each row's first row of its group.
+  void FindPrefixRows();
+
   std::vector<at::Tensor> keys_, values_;
   at::Tensor is_pad_;  // bool [N, capacity]
+  // SharePrefix: int64 [N] on the CPU (undefined: nothing shared).
+  at::Tensor prefix_groups_, prefix_rows_;
+  int64_t prefix_length_ = 0;
   int64_t length_ = 0;
   int64_t capacity_ = 0;
 };

@@ -21,10 +21,15 @@ constexpr int64_t kTileRows = 6;  // 12 accumulators, 2 weight rows, 1 broadcast
 // thread's share passes over it.
 constexpr int64_t kChunkBytes = 384 << 10;
 
-// Stores one tile row's 16 results, or its first `cols` where the panel runs past N.
-__attribute__((target("avx2,fma"))) inline void StoreRow(float* c, __m256 lo, __m256 hi,
-                                                          int64_t cols) {
+// Stores one tile row's 16 results, or its first `cols` where the panel runs past N, each
+// plus the residual's element when there is one (r: that row of the residual, or null).
+__attribute__((target("avx2,fma"))) inline void StoreRow(float* c, const float* r, __m256 lo,
+                                                          __m256 hi, int64_t cols) {
   if (cols == kPanel) {
+    if (r != nullptr) {
+      lo = _mm256_add_ps(lo, _mm256_loadu_ps(r));
+      hi = _mm256_add_ps(hi, _mm256_loadu_ps(r + 8));
+    }
     _mm256_storeu_ps(c, lo);
     _mm256_storeu_ps(c + 8, hi);
     return;
@@ -32,10 +37,14 @@ __attribute__((target("avx2,fma"))) inline void StoreRow(float* c, __m256 lo, __
   alignas(32) float row[kPanel];
   _mm256_store_ps(row, lo);
   _mm256_store_ps(row + 8, hi);
+  if (r != nullptr) {
+    for (int64_t j = 0; j < cols; ++j) row[j] += r[j];
+  }
   std::memcpy(c, row, cols * sizeof(float));
 }
 
-// c[r][0..cols) = Σ_k a[r][k] · panel[k][·] for the R (≤ 6) rows of a at stride lda. The
+// c[r][0..cols) = res[r][·] + Σ_k a[r][k] · panel[k][·] for the R (≤ 6) rows of a at
+// stride lda (res, at c's stride ldc, may be null: no residual). The
 // accumulators are named registers: an array of them gets spilled to the stack by GCC.
 #define GRPO_TILE_ROW(i)                                        \
   if constexpr (R > i) {                                        \
@@ -44,12 +53,13 @@ __attribute__((target("avx2,fma"))) inline void StoreRow(float* c, __m256 lo, __
     c##i##1 = _mm256_fmadd_ps(v, b1, c##i##1);                  \
   }
 #define GRPO_STORE_ROW(i) \
-  if constexpr (R > i) StoreRow(c + i * ldc, c##i##0, c##i##1, cols);
+  if constexpr (R > i)     \
+    StoreRow(c + i * ldc, res ? res + i * ldc : nullptr, c##i##0, c##i##1, cols);
 
 template <int R>
 __attribute__((target("avx2,fma"))) void Tile(const float* a, int64_t lda,
                                               const float* panel, int64_t depth, float* c,
-                                              int64_t ldc, int64_t cols) {
+                                              const float* res, int64_t ldc, int64_t cols) {
   const __m256 zero = _mm256_setzero_ps();
   [[maybe_unused]] __m256 c00 = zero, c01 = zero, c10 = zero, c11 = zero, c20 = zero,
                           c21 = zero, c30 = zero, c31 = zero, c40 = zero, c41 = zero,
@@ -80,26 +90,29 @@ __attribute__((target("avx2,fma"))) void Tile(const float* a, int64_t lda,
 
 // Rows [begin, end) of y against one panel: whole tiles of 6 rows, then the rest.
 void PanelRows(const float* x, int64_t begin, int64_t end, int64_t depth, const float* panel,
-               float* y, int64_t ldy, int64_t cols) {
+               float* y, const float* res, int64_t ldy, int64_t cols) {
   int64_t i = begin;
   for (; i + kTileRows <= end; i += kTileRows)
-    Tile<6>(x + i * depth, depth, panel, depth, y + i * ldy, ldy, cols);
+    Tile<6>(x + i * depth, depth, panel, depth, y + i * ldy, res ? res + i * ldy : nullptr,
+            ldy, cols);
   const float* a = x + i * depth;
   float* c = y + i * ldy;
+  const float* r = res ? res + i * ldy : nullptr;
   switch (end - i) {
-    case 5: Tile<5>(a, depth, panel, depth, c, ldy, cols); break;
-    case 4: Tile<4>(a, depth, panel, depth, c, ldy, cols); break;
-    case 3: Tile<3>(a, depth, panel, depth, c, ldy, cols); break;
-    case 2: Tile<2>(a, depth, panel, depth, c, ldy, cols); break;
-    case 1: Tile<1>(a, depth, panel, depth, c, ldy, cols); break;
+    case 5: Tile<5>(a, depth, panel, depth, c, r, ldy, cols); break;
+    case 4: Tile<4>(a, depth, panel, depth, c, r, ldy, cols); break;
+    case 3: Tile<3>(a, depth, panel, depth, c, r, ldy, cols); break;
+    case 2: Tile<2>(a, depth, panel, depth, c, r, ldy, cols); break;
+    case 1: Tile<1>(a, depth, panel, depth, c, r, ldy, cols); break;
     default: break;
   }
 }
 
-// y [m, n] = x [m, depth] · packed panels. Each thread owns a contiguous range of panels
-// (so no two threads write one output element) and walks the rows chunk by chunk.
+// y [m, n] = res [m, n] (or 0 where null) + x [m, depth] · packed panels. Each thread owns
+// a contiguous range of panels (so no two threads write one output element) and walks
+// the rows chunk by chunk.
 void PackedMatmul(const float* x, int64_t m, int64_t depth, const float* packed, int64_t n,
-                  float* y) {
+                  const float* res, float* y) {
   const int64_t panels = (n + kPanel - 1) / kPanel;
   const int64_t max_rows = std::max<int64_t>(
       kTileRows, kChunkBytes / static_cast<int64_t>(sizeof(float) * std::max<int64_t>(depth, 1)));
@@ -110,8 +123,8 @@ void PackedMatmul(const float* x, int64_t m, int64_t depth, const float* packed,
     for (int64_t r = 0; r < m; r += per_chunk) {
       const int64_t rows_end = std::min(m, r + per_chunk);
       for (int64_t p = first; p < last; ++p) {
-        PanelRows(x, r, rows_end, depth, packed + p * depth * kPanel, y + p * kPanel, n,
-                  std::min(kPanel, n - p * kPanel));
+        PanelRows(x, r, rows_end, depth, packed + p * depth * kPanel, y + p * kPanel,
+                  res ? res + p * kPanel : nullptr, n, std::min(kPanel, n - p * kPanel));
       }
     }
   };
@@ -150,7 +163,8 @@ at::Tensor PackForMatmul(const at::Tensor& weight) {
   return padded.reshape({panels, kPanel, depth}).transpose(1, 2).contiguous();
 }
 
-at::Tensor PackedLinear(const at::Tensor& x, const at::Tensor& packed, int64_t out_features) {
+at::Tensor PackedLinear(const at::Tensor& x, const at::Tensor& packed, int64_t out_features,
+                        const at::Tensor& residual) {
   TORCH_CHECK(PackedMatmulSupported(), "PackedLinear: this CPU lacks AVX2/FMA");
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.device().is_cpu() && x.dim() >= 1,
               "PackedLinear: x must be float32 on the CPU");
@@ -163,10 +177,19 @@ at::Tensor PackedLinear(const at::Tensor& x, const at::Tensor& packed, int64_t o
   const at::Tensor rows = x.reshape({-1, depth}).contiguous();
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = out_features;
+  at::Tensor res;
+  if (residual.defined()) {
+    TORCH_CHECK(residual.scalar_type() == at::kFloat && residual.device().is_cpu() &&
+                    residual.sizes() == at::IntArrayRef(shape),
+                "PackedLinear: residual ", residual.sizes(), " must be float32 ",
+                at::IntArrayRef(shape), " on the CPU");
+    res = residual.reshape({-1, out_features}).contiguous();
+  }
   at::Tensor y = at::empty({rows.size(0), out_features}, x.options());
   if (rows.size(0) > 0 && out_features > 0) {
     PackedMatmul(rows.data_ptr<float>(), rows.size(0), depth, packed.data_ptr<float>(),
-                 out_features, y.data_ptr<float>());
+                 out_features, res.defined() ? res.data_ptr<float>() : nullptr,
+                 y.data_ptr<float>());
   }
   return y.view(shape);
 }

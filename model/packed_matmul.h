@@ -27,9 +27,12 @@ bool PackedMatmulSupported();
 at::Tensor PackForMatmul(const at::Tensor& weight);
 
 // x: float32 [..., K] on the CPU; packed: PackForMatmul of a [N, K] weight, whose N is
-// `out_features`. Returns x·Wᵀ as float32 [..., N]. Checks shapes (c10::Error on a
-// mismatch); needs PackedMatmulSupported().
-at::Tensor PackedLinear(const at::Tensor& x, const at::Tensor& packed, int64_t out_features);
+// `out_features`. Returns x·Wᵀ as float32 [..., N], plus `residual` ([..., N] float32;
+// undefined: none) added as each result is stored, rounded as residual + x·Wᵀ would be
+// (a decoder layer's skip connection without another pass over the rows). Checks shapes
+// (c10::Error on a mismatch); needs PackedMatmulSupported().
+at::Tensor PackedLinear(const at::Tensor& x, const at::Tensor& packed, int64_t out_features,
+                        const at::Tensor& residual = at::Tensor());
 
 }  // namespace grpo
 

@@ -215,6 +215,7 @@ absl::StatusOr<SampleResult> Sample(const Transformer& model,
     if (shared) {
       const at::Tensor expand = at::tensor(row_of, at::kLong).to(device);
       cache.SelectRows(expand);
+      cache.SharePrefix(at::tensor(row_of, at::kLong), p);
       logits = logits.index_select(0, expand);
     }
 

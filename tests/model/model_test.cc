@@ -372,6 +372,87 @@ double MaxRelative(const at::Tensor& a, const at::Tensor& b) {
       .item<double>();
 }
 
+// Samples of one prompt read its cached prefix from one row (prefix_rows): the same result
+// bit for bit when the rows hold the same prefix, and provably read from that row (changing
+// another row's prefix changes nothing). Groups interleaved, so the work order regroups
+// them; head_dim 64 (AVX2) and 12 (portable); padding inside the prefix.
+TEST(ModelTest, DecodeAttentionReadsASharedPrefixOnce) {
+  at::NoGradGuard no_grad;
+  for (int64_t hd : {64, 12}) {
+    const int64_t n = 6, kv = 2, rep = 2, capacity = 20, length = 17, prefix = 9;
+    at::Tensor q = at::randn({n * kv, rep, hd});
+    at::Tensor keys = at::randn({n, kv, capacity, hd}), values = at::randn_like(keys);
+    at::Tensor is_pad = at::zeros({n, capacity}, at::kBool);
+    is_pad.narrow(1, 0, 2).fill_(true);  // left padding of the prompt
+    is_pad[4][12] = true;
+    const at::Tensor source = at::tensor({0, 1, 0, 1, 0, 1}, at::kLong);
+    for (int64_t row = 0; row < n; ++row) {
+      const int64_t from = source[row].item<int64_t>();
+      keys[row].narrow(1, 0, prefix).copy_(keys[from].narrow(1, 0, prefix));
+      values[row].narrow(1, 0, prefix).copy_(values[from].narrow(1, 0, prefix));
+    }
+    const at::Tensor own = DecodeAttention(q, keys, values, is_pad, length);
+    const at::Tensor shared = DecodeAttention(q, keys, values, is_pad, length, source, prefix);
+    EXPECT_TRUE(at::equal(shared, own)) << hd;
+
+    // Another row's prefix is not read: only the rows it belongs to see a change.
+    keys[2].narrow(1, 3, 4).mul_(3);
+    values[5].narrow(1, 0, prefix).add_(1);
+    EXPECT_TRUE(at::equal(DecodeAttention(q, keys, values, is_pad, length, source, prefix),
+                          shared)) << hd;
+    const at::Tensor moved = DecodeAttention(q, keys, values, is_pad, length);
+    EXPECT_FALSE(at::equal(moved[2 * kv], own[2 * kv])) << hd;
+    EXPECT_FALSE(at::equal(moved[5 * kv + 1], own[5 * kv + 1])) << hd;
+    // The rows' own positions are still their own.
+    keys[2].narrow(1, prefix, 3).mul_(3);
+    EXPECT_FALSE(at::equal(DecodeAttention(q, keys, values, is_pad, length, source, prefix),
+                           shared)) << hd;
+
+    // Bad sharing is refused, naming what is wrong.
+    EXPECT_THROW(DecodeAttention(q, keys, values, is_pad, length,
+                                 at::tensor({0, 1, 0, 1, 0, 6}, at::kLong), prefix),
+                 c10::Error);
+    EXPECT_THROW(DecodeAttention(q, keys, values, is_pad, length, source, length + 1),
+                 c10::Error);
+    EXPECT_THROW(DecodeAttention(q, keys, values, is_pad, length, source.narrow(0, 0, 5),
+                                 prefix),
+                 c10::Error);
+  }
+}
+
+// A prompt prefilled once, copied to its samples and marked shared (KvCache::SharePrefix):
+// the CPU decode step gives what the unshared cache gives, bit for bit, through decoding
+// and finished rows leaving (SelectRows carries the groups).
+TEST(ModelTest, ASharedPrefixDecodesLikeCopiedOnes) {
+  at::NoGradGuard no_grad;
+  Transformer model(SmallConfig(), 5);
+  const int64_t prompt = 7, steps = 6;
+  const at::Tensor prompts = at::randint(4, 40, {2, prompt}, at::kLong);
+  const at::Tensor expand = at::tensor({0, 0, 0, 1, 1, 1}, at::kLong);
+  KvCache plain(model.config(), 2, prompt + steps, model.cache_options());
+  KvCache shared(model.config(), 2, prompt + steps, model.cache_options());
+  model.Forward(prompts, at::Tensor(), &plain);
+  model.Forward(prompts, at::Tensor(), &shared);
+  plain.SelectRows(expand);
+  shared.SelectRows(expand);
+  EXPECT_THROW(shared.SharePrefix(at::tensor({0, 0, 1}, at::kLong), prompt), c10::Error);
+  EXPECT_THROW(shared.SharePrefix(expand, prompt + steps + 1), c10::Error);
+  shared.SharePrefix(expand, prompt);
+  at::Tensor ids = at::randint(4, 40, {6, 1}, at::kLong);
+  for (int64_t step = 0; step < steps; ++step) {
+    if (step == 3) {  // rows 0 and 4 finish: the first row of each group leaves
+      const at::Tensor keep = at::tensor({1, 2, 3, 5}, at::kLong);
+      plain.SelectRows(keep);
+      shared.SelectRows(keep);
+      ids = ids.index_select(0, keep);
+    }
+    const at::Tensor a = model.Forward(ids, at::Tensor(), &plain);
+    const at::Tensor b = model.Forward(ids, at::Tensor(), &shared);
+    ASSERT_TRUE(at::equal(a, b)) << "step " << step;
+    ids = model.Logits(a.select(1, 0)).argmax(-1, true);
+  }
+}
+
 // The fused scaled_dot_product_attention against the explicit scores-softmax-product, with
 // grouped-query heads (4 over 2), left padding down to a row of one real token, and both
 // ways the fused path groups heads (9 positions: query heads as rows; 40: kv heads

@@ -72,6 +72,26 @@ TEST_F(PackedMatmulTest, TakesAnyLayoutAndThreadCount) {
   EXPECT_TRUE(at::equal(one, two));
 }
 
+// A residual is added as each result is stored: exactly residual + x·Wᵀ, bit for bit,
+// full panels and the last partial one, whole tiles and a short one, any residual layout.
+TEST_F(PackedMatmulTest, AddsAResidualAsTheSumWouldRoundIt) {
+  for (int64_t n : {40, 48}) {
+    const at::Tensor w = at::randn({n, 24}), packed = PackForMatmul(w);
+    const at::Tensor x = at::randn({2, 7, 24});
+    const at::Tensor residual = at::randn({2, 7, n});
+    const at::Tensor product = PackedLinear(x, packed, n);
+    EXPECT_TRUE(at::equal(PackedLinear(x, packed, n, residual), residual + product)) << n;
+    const at::Tensor strided = at::randn({n, 2, 7}).permute({1, 2, 0});
+    EXPECT_TRUE(at::equal(PackedLinear(x, packed, n, strided), strided + product)) << n;
+  }
+  const at::Tensor packed = PackForMatmul(at::randn({40, 24}));
+  EXPECT_THAT([&] { PackedLinear(at::randn({3, 24}), packed, 40, at::randn({3, 41})); },
+              testing::ThrowsMessage<c10::Error>(testing::HasSubstr("residual")));
+  EXPECT_THAT(
+      [&] { PackedLinear(at::randn({3, 24}), packed, 40, at::randn({3, 40}, at::kDouble)); },
+      testing::ThrowsMessage<c10::Error>(testing::HasSubstr("residual")));
+}
+
 TEST_F(PackedMatmulTest, RefusesWhatDoesNotFit) {
   const at::Tensor packed = PackForMatmul(at::randn({40, 24}));
   EXPECT_THAT([&] { PackedLinear(at::randn({3, 25}), packed, 40); },
