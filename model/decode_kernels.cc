@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <c10/util/BFloat16.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
@@ -44,6 +45,53 @@ at::Tensor RmsNormRows(const at::Tensor& x, const at::Tensor& weight, float eps)
 
 namespace {
 
+bool HasAvx2Fma() {
+  static const bool supported =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return supported;
+}
+
+// e^x for eight floats: x = n ln2 + r with |r| <= ln2 / 2 (ln2 in two parts, so r is exact
+// to float precision), e^r by its degree-7 Taylor polynomial (truncation < 6e-9, under
+// float32's rounding), times 2^n built in the exponent bits. x is clamped to [-87, 88],
+// where 2^n stays a normal float; silu needs nothing outside it.
+__attribute__((target("avx2,fma"))) inline __m256 Exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 5040);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  const __m256i bits =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
+// out[j] = silu(gate[j]) * up[j] = gate / (1 + e^-gate) * up for j < f.
+__attribute__((target("avx2,fma"))) void SwiGluAvx2(const float* gate, const float* up,
+                                                     int64_t f, float* out) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  int64_t j = 0;
+  for (; j + 8 <= f; j += 8) {
+    const __m256 g = _mm256_loadu_ps(gate + j);
+    const __m256 e = Exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+    _mm256_storeu_ps(out + j,
+                     _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + j)));
+  }
+  for (; j < f; ++j) out[j] = gate[j] / (1.0f + std::exp(-gate[j])) * up[j];
+}
+
+void SwiGluPortable(const float* gate, const float* up, int64_t f, float* out) {
+  for (int64_t j = 0; j < f; ++j) out[j] = gate[j] / (1.0f + std::exp(-gate[j])) * up[j];
+}
+
 // RotateAndCache with caches of element type T (float, or bfloat16 rounded to nearest even).
 template <typename T>
 void RotateAndCacheAs(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
@@ -81,6 +129,20 @@ void RotateAndCacheAs(const at::Tensor& qkv, const at::Tensor& cos, const at::Te
 }
 
 }  // namespace
+
+at::Tensor SwiGluRows(const at::Tensor& gate_up) {
+  TORCH_CHECK(gate_up.dim() == 2 && gate_up.is_contiguous() &&
+                  gate_up.scalar_type() == at::kFloat && gate_up.size(1) % 2 == 0,
+              "SwiGluRows: contiguous float [N, 2f] input expected, got ", gate_up.sizes());
+  const int64_t rows = gate_up.size(0), f = gate_up.size(1) / 2;
+  at::Tensor out = at::empty({rows, f}, gate_up.options());
+  const float* in = gate_up.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  const auto kernel = HasAvx2Fma() ? &SwiGluAvx2 : &SwiGluPortable;
+#pragma omp parallel for num_threads(ThreadsFor(rows)) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) kernel(in + r * 2 * f, in + r * 2 * f + f, f, o + r * f);
+  return out;
+}
 
 at::Tensor RotateAndCache(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
                           float q_scale, int64_t pos, int64_t n_heads, at::Tensor& keys,

@@ -14,6 +14,11 @@ namespace grpo {
 // x: float [N, d] contiguous; weight [d]. x * rsqrt(mean(x²) + eps) * weight.
 at::Tensor RmsNormRows(const at::Tensor& x, const at::Tensor& weight, float eps);
 
+// gate_up: float [N, 2f] contiguous, the fused gate and up projections. Returns
+// silu(gate) * up as [N, f], e^x within float32 rounding of the exact value (a vectorised
+// polynomial where the CPU has AVX2/FMA), rows split over the compute threads.
+at::Tensor SwiGluRows(const at::Tensor& gate_up);
+
 // qkv: float [N, (H + 2K) * hd] contiguous, the fused projection of one token per row.
 // Rotates q and k by the rotary angles of position `pos` (cos/sin: [hd] rows of the
 // tables), writes k and v into slot `pos` of the caches ([N, K, capacity, hd], float32, or

@@ -472,9 +472,7 @@ at::Tensor Transformer::DecodeStep(const at::Tensor& ids, const at::Tensor& is_p
     x = AddLinear(x, attended.view({n, -1}), l.wo, low.wo);
     at::Tensor gate_up =
         LinearVia(RmsNormRows(x, l.mlp_norm, eps), l.w_gate_up, low.w_gate_up, at::Tensor());
-    const int64_t f = c.ffn_hidden;
-    x = AddLinear(x, at::silu(gate_up.narrow(-1, 0, f)) * gate_up.narrow(-1, f, f), l.w_down,
-                  low.w_down);
+    x = AddLinear(x, SwiGluRows(gate_up.contiguous()), l.w_down, low.w_down);
   }
   cache->length_ = pos + 1;
   return x.view({n, 1, -1});

@@ -372,6 +372,26 @@ double MaxRelative(const at::Tensor& a, const at::Tensor& b) {
       .item<double>();
 }
 
+// silu(gate) * up within float32 rounding of the float64 value, over the range a
+// pre-activation takes and past it (exp's clamp), on the vectorised lanes and the tail.
+TEST(ModelTest, SwiGluRowsIsSiluTimesUp) {
+  at::NoGradGuard no_grad;
+  for (int64_t f : {48, 13}) {
+    at::Tensor gate_up = at::randn({5, 2 * f}) * 4;
+    gate_up[0].narrow(0, 0, 6).copy_(at::tensor({0.0f, -90.0f, 95.0f, 1e-30f, -1e-3f, 30.0f}));
+    const at::Tensor out = SwiGluRows(gate_up);
+    const at::Tensor g = gate_up.narrow(1, 0, f).to(at::kDouble);
+    const at::Tensor u = gate_up.narrow(1, f, f).to(at::kDouble);
+    const at::Tensor exact = g * at::sigmoid(g) * u;
+    const at::Tensor error = (out.to(at::kDouble) - exact).abs();
+    // Past the clamp (gate -90: e^-90 taken as e^-87) only the absolute floor holds.
+    const at::Tensor bound = exact.abs() * 4e-7 + 1e-30;
+    EXPECT_LE((error - bound).max().item<double>(), 0)
+        << f << ": " << (error / (exact.abs() + 1e-30)).max().item<double>();
+  }
+  EXPECT_THROW(SwiGluRows(at::randn({3, 7})), c10::Error);
+}
+
 // Samples of one prompt read its cached prefix from one row (prefix_rows): the same result
 // bit for bit when the rows hold the same prefix, and provably read from that row (changing
 // another row's prefix changes nothing). Groups interleaved, so the work order regroups
