@@ -209,19 +209,13 @@ void AttendAvx2(const float* __restrict query, const Spans<T>& spans, int64_t re
   }
 }
 
-bool HasAvx2() {
-  static const bool supported =
-      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return supported;
-}
-
 // One (sequence, kv head) pair's kernel for this head size; null: the portable one.
 template <typename T>
 using AttendFn = void (*)(const float*, const Spans<T>&, int64_t, int64_t, float*, float*);
 
 template <typename T>
 AttendFn<T> PickAvx2(int64_t hd) {
-  if (!HasAvx2()) return nullptr;
+  if (!HasAvx2Fma()) return nullptr;
   switch (hd) {
     case 16: return &AttendAvx2<T, 2>;
     case 32: return &AttendAvx2<T, 4>;

@@ -15,7 +15,7 @@ namespace grpo {
 at::Tensor RmsNormRows(const at::Tensor& x, const at::Tensor& weight, float eps);
 
 // gate_up: float [N, 2f] contiguous, the fused gate and up projections. Returns
-// silu(gate) * up as [N, f], e^x within float32 rounding of the exact value (a vectorised
+// silu(gate) * up as [N, f], within a few float32 ulp of the exact value (e^x a vectorised
 // polynomial where the CPU has AVX2/FMA), rows split over the compute threads.
 at::Tensor SwiGluRows(const at::Tensor& gate_up);
 

@@ -137,9 +137,10 @@ void KvCache::SharePrefix(const at::Tensor& groups, int64_t length) {
   TORCH_CHECK(groups.dim() == 1 && groups.size(0) == is_pad_.size(0),
               "KvCache::SharePrefix: groups must be [", is_pad_.size(0), "], got ",
               groups.sizes());
-  TORCH_CHECK(length >= 0 && length <= capacity_, "KvCache::SharePrefix: length ", length,
-              " outside [0, ", capacity_, "]");
-  prefix_groups_ = groups.to(at::kCPU, at::kLong).contiguous().clone();
+  // Only filled slots: decoding writes each row's own slot at length_ and later.
+  TORCH_CHECK(length >= 0 && length <= length_, "KvCache::SharePrefix: length ", length,
+              " outside the filled slots [0, ", length_, "]");
+  prefix_groups_ = groups.to(at::kCPU, at::kLong, /*non_blocking=*/false, /*copy=*/true);
   prefix_length_ = length;
   FindPrefixRows();
 }
@@ -468,7 +469,7 @@ at::Tensor Transformer::DecodeStep(const at::Tensor& ids, const at::Tensor& is_p
                                   cache->values_[i]);
     at::Tensor attended =
         DecodeAttention(q, cache->keys_[i], cache->values_[i], cache->is_pad_, pos + 1,
-                        cache->prefix_rows_, std::min(cache->prefix_length_, pos + 1));
+                        cache->prefix_rows_, cache->prefix_length_);
     x = AddLinear(x, attended.view({n, -1}), l.wo, low.wo);
     at::Tensor gate_up =
         LinearVia(RmsNormRows(x, l.mlp_norm, eps), l.w_gate_up, low.w_gate_up, at::Tensor());

@@ -85,7 +85,7 @@ class KvCache {
   // SelectRows. The CPU decode step then reads those slots from one row of each group
   // (DecodeAttention's prefix_rows), so a long prompt is read once per step, not once per
   // sample. SelectRows and CompactRows carry the groups along; decoding writes only past
-  // them. Throws c10::Error on a size mismatch or a length past the capacity.
+  // them. Throws c10::Error on a size mismatch or a length past the filled slots.
   void SharePrefix(const at::Tensor& groups, int64_t length);
 
  private:

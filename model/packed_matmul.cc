@@ -144,11 +144,7 @@ void PackedMatmul(const float* x, int64_t m, int64_t depth, const float* packed,
 
 }  // namespace
 
-bool PackedMatmulSupported() {
-  static const bool supported =
-      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return supported;
-}
+bool PackedMatmulSupported() { return HasAvx2Fma(); }
 
 at::Tensor PackForMatmul(const at::Tensor& weight) {
   TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == at::kFloat && weight.device().is_cpu(),

@@ -69,6 +69,12 @@ int ConfigureRuntime(int threads) {
   return threads;
 }
 
+bool HasAvx2Fma() {
+  static const bool supported =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return supported;
+}
+
 int ComputeThreads() {
   const int threads = compute_threads;
   return threads > 0 ? threads : OnlineCores();

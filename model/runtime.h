@@ -40,6 +40,10 @@ MatmulThreads MatmulThreadsFor(const std::string& matmul_dtype, bool packed_matm
                                const std::string& device = "cpu",
                                const std::string& dtype = "float32");
 
+// Whether this CPU has AVX2 and FMA, which the hand-written decode kernels and the packed
+// matmul need (checked at run time: Debian builds for baseline x86-64).
+bool HasAvx2Fma();
+
 // threads <= 0 means all online cores. Sets the compute threads (our kernels, LibTorch's
 // intra-op pool). Returns the number in use.
 int ConfigureRuntime(int threads);

@@ -215,7 +215,8 @@ absl::StatusOr<SampleResult> Sample(const Transformer& model,
     if (shared) {
       const at::Tensor expand = at::tensor(row_of, at::kLong).to(device);
       cache.SelectRows(expand);
-      cache.SharePrefix(at::tensor(row_of, at::kLong), p);
+      // Read by the CPU's eager decode step only (DecodeAttention).
+      if (device.is_cpu() && !static_decode) cache.SharePrefix(at::tensor(row_of, at::kLong), p);
       logits = logits.index_select(0, expand);
     }
 

@@ -384,7 +384,7 @@ TEST(ModelTest, SwiGluRowsIsSiluTimesUp) {
     const at::Tensor u = gate_up.narrow(1, f, f).to(at::kDouble);
     const at::Tensor exact = g * at::sigmoid(g) * u;
     const at::Tensor error = (out.to(at::kDouble) - exact).abs();
-    // Past the clamp (gate -90: e^-90 taken as e^-87) only the absolute floor holds.
+    // Past the clamp (gate -90: e^90 taken as e^88) only the absolute floor holds.
     const at::Tensor bound = exact.abs() * 4e-7 + 1e-30;
     EXPECT_LE((error - bound).max().item<double>(), 0)
         << f << ": " << (error / (exact.abs() + 1e-30)).max().item<double>();
@@ -428,7 +428,28 @@ TEST(ModelTest, DecodeAttentionReadsASharedPrefixOnce) {
     EXPECT_FALSE(at::equal(DecodeAttention(q, keys, values, is_pad, length, source, prefix),
                            shared)) << hd;
 
+    // Nothing shared, or every position: the same again.
+    EXPECT_TRUE(at::equal(DecodeAttention(q, keys, values, is_pad, length, source, 0),
+                          DecodeAttention(q, keys, values, is_pad, length))) << hd;
+    at::Tensor all_keys = keys.clone(), all_values = values.clone();
+    for (int64_t row = 0; row < n; ++row) {
+      all_keys[row].copy_(keys[source[row].item<int64_t>()]);
+      all_values[row].copy_(values[source[row].item<int64_t>()]);
+    }
+    const at::Tensor all_pad = is_pad.index_select(0, source);
+    EXPECT_TRUE(at::equal(
+        DecodeAttention(q, all_keys, all_values, all_pad, length, source, length),
+        DecodeAttention(q, all_keys, all_values, all_pad, length))) << hd;
+    // A bfloat16 cache reads its shared prefix the same way.
+    const at::Tensor low_keys = all_keys.to(at::kBFloat16);
+    const at::Tensor low_values = all_values.to(at::kBFloat16);
+    EXPECT_TRUE(at::equal(
+        DecodeAttention(q, low_keys, low_values, is_pad, length, source, prefix),
+        DecodeAttention(q, low_keys, low_values, is_pad, length))) << hd;
+
     // Bad sharing is refused, naming what is wrong.
+    EXPECT_THROW(DecodeAttention(q, keys, values, is_pad, length, source.to(at::kInt), prefix),
+                 c10::Error);
     EXPECT_THROW(DecodeAttention(q, keys, values, is_pad, length,
                                  at::tensor({0, 1, 0, 1, 0, 6}, at::kLong), prefix),
                  c10::Error);
@@ -441,35 +462,52 @@ TEST(ModelTest, DecodeAttentionReadsASharedPrefixOnce) {
 }
 
 // A prompt prefilled once, copied to its samples and marked shared (KvCache::SharePrefix):
-// the CPU decode step gives what the unshared cache gives, bit for bit, through decoding
-// and finished rows leaving (SelectRows carries the groups).
+// the CPU decode step gives what the unshared cache gives, bit for bit, through decoding,
+// finished rows leaving (SelectRows, each group's first row among them) and an in-place
+// compaction (CompactRows). On the portable attention kernel (head_dim 8) and on the AVX2
+// one with packed products (head_dim 16).
 TEST(ModelTest, ASharedPrefixDecodesLikeCopiedOnes) {
   at::NoGradGuard no_grad;
-  Transformer model(SmallConfig(), 5);
-  const int64_t prompt = 7, steps = 6;
-  const at::Tensor prompts = at::randint(4, 40, {2, prompt}, at::kLong);
-  const at::Tensor expand = at::tensor({0, 0, 0, 1, 1, 1}, at::kLong);
-  KvCache plain(model.config(), 2, prompt + steps, model.cache_options());
-  KvCache shared(model.config(), 2, prompt + steps, model.cache_options());
-  model.Forward(prompts, at::Tensor(), &plain);
-  model.Forward(prompts, at::Tensor(), &shared);
-  plain.SelectRows(expand);
-  shared.SelectRows(expand);
-  EXPECT_THROW(shared.SharePrefix(at::tensor({0, 0, 1}, at::kLong), prompt), c10::Error);
-  EXPECT_THROW(shared.SharePrefix(expand, prompt + steps + 1), c10::Error);
-  shared.SharePrefix(expand, prompt);
-  at::Tensor ids = at::randint(4, 40, {6, 1}, at::kLong);
-  for (int64_t step = 0; step < steps; ++step) {
-    if (step == 3) {  // rows 0 and 4 finish: the first row of each group leaves
-      const at::Tensor keep = at::tensor({1, 2, 3, 5}, at::kLong);
-      plain.SelectRows(keep);
-      shared.SelectRows(keep);
-      ids = ids.index_select(0, keep);
+  ModelConfig wide = SmallConfig();
+  wide.d_model = 64;  // 4 heads of 16
+  for (const ModelConfig& config : {SmallConfig(), wide}) {
+    SCOPED_TRACE(config.head_dim());
+    Transformer model(config, 5);
+    if (config.head_dim() == 16 && PackedMatmulSupported()) {
+      ASSERT_TRUE(model.SetInferenceMatmulDtype(at::kFloat, /*packed=*/true).ok());
+      ASSERT_TRUE(model.packed_matmuls());
     }
-    const at::Tensor a = model.Forward(ids, at::Tensor(), &plain);
-    const at::Tensor b = model.Forward(ids, at::Tensor(), &shared);
-    ASSERT_TRUE(at::equal(a, b)) << "step " << step;
-    ids = model.Logits(a.select(1, 0)).argmax(-1, true);
+    const int64_t prompt = 7, steps = 7;
+    const at::Tensor prompts = at::randint(4, 40, {2, prompt}, at::kLong);
+    const at::Tensor expand = at::tensor({0, 0, 0, 1, 1, 1}, at::kLong);
+    KvCache plain(model.config(), 2, prompt + steps, model.cache_options());
+    KvCache shared(model.config(), 2, prompt + steps, model.cache_options());
+    model.Forward(prompts, at::Tensor(), &plain);
+    model.Forward(prompts, at::Tensor(), &shared);
+    plain.SelectRows(expand);
+    shared.SelectRows(expand);
+    EXPECT_THROW(shared.SharePrefix(at::tensor({0, 0, 1}, at::kLong), prompt), c10::Error);
+    EXPECT_THROW(shared.SharePrefix(expand, prompt + 1), c10::Error) << "past the filled slots";
+    shared.SharePrefix(expand, prompt);
+    at::Tensor ids = at::randint(4, 40, {6, 1}, at::kLong);
+    for (int64_t step = 0; step < steps; ++step) {
+      if (step == 3) {  // rows 0 and 3 finish: each group's first row leaves
+        const at::Tensor keep = at::tensor({1, 2, 4, 5}, at::kLong);
+        plain.SelectRows(keep);
+        shared.SelectRows(keep);
+        ids = ids.index_select(0, keep);
+      }
+      if (step == 5) {  // in place: rows 3 and 1 move to the front, rows 2 and 3 stay
+        const at::Tensor front = at::tensor({3, 1}, at::kLong);
+        plain.CompactRows(front);
+        shared.CompactRows(front);
+        ids.narrow(0, 0, 2).copy_(ids.index_select(0, front));
+      }
+      const at::Tensor a = model.Forward(ids, at::Tensor(), &plain);
+      const at::Tensor b = model.Forward(ids, at::Tensor(), &shared);
+      ASSERT_TRUE(at::equal(a, b)) << "step " << step;
+      ids = model.Logits(a.select(1, 0)).argmax(-1, true);
+    }
   }
 }
 
