@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "model/runtime.h"
+#include "model/simd_exp.h"
 
 namespace grpo {
 namespace {
@@ -80,24 +81,6 @@ void AttendGeneric(const float* __restrict query, const Spans<T>& spans, int64_t
     const float inv = 1.0f / total;
     for (int64_t d = 0; d < hd; ++d) o[d] *= inv;
   }
-}
-
-// exp(x) for x <= 0 (softmax after subtracting the max): 2^(x log2 e) by range reduction
-// and a degree-5 polynomial for 2^f on [0, 1); relative error < 4e-6.
-__attribute__((target("avx2,fma"))) static inline __m256 Exp256(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-  const __m256 t = _mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f));
-  const __m256 fi = _mm256_floor_ps(t);
-  const __m256 f = _mm256_sub_ps(t, fi);  // [0, 1)
-  // 2^f on [0,1): minimax polynomial
-  __m256 p = _mm256_set1_ps(1.8775767e-3f);
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(8.9893397e-3f));
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5826318e-2f));
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4015361e-1f));
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9315308e-1f));
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.9999994e-1f));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fi), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
 // Eight cached values as float32: bfloat16 is the high half of a float32.
@@ -178,7 +161,7 @@ void AttendAvx2(const float* __restrict query, const Spans<T>& spans, int64_t re
     __m256 total8 = _mm256_setzero_ps();
     const __m256 mx = _mm256_set1_ps(max_score);
     for (; j + 8 <= length; j += 8) {
-      __m256 w = Exp256(_mm256_sub_ps(_mm256_loadu_ps(weights + j), mx));
+      __m256 w = Exp8(_mm256_sub_ps(_mm256_loadu_ps(weights + j), mx));
       _mm256_storeu_ps(weights + j, w);
       total8 = _mm256_add_ps(total8, w);
     }

@@ -114,10 +114,8 @@ void KvCache::SelectRows(const at::Tensor& rows) {
     values_[i] = values_[i].index_select(0, rows);
   }
   is_pad_ = is_pad_.index_select(0, rows);
-  if (prefix_groups_.defined()) {
-    prefix_groups_ = prefix_groups_.index_select(0, rows.to(at::kCPU));
-    FindPrefixRows();
-  }
+  // A row's source row names its group: the groups the kept rows carry over.
+  if (prefix_rows_.defined()) FirstRowOfEachGroup(prefix_rows_.index_select(0, rows.to(at::kCPU)));
 }
 
 void KvCache::CompactRows(const at::Tensor& rows) {
@@ -127,9 +125,10 @@ void KvCache::CompactRows(const at::Tensor& rows) {
     values_[i].narrow(0, 0, n).copy_(values_[i].index_select(0, rows));
   }
   is_pad_.narrow(0, 0, n).copy_(is_pad_.index_select(0, rows));
-  if (prefix_groups_.defined()) {
-    prefix_groups_.narrow(0, 0, n).copy_(prefix_groups_.index_select(0, rows.to(at::kCPU)));
-    FindPrefixRows();
+  if (prefix_rows_.defined()) {
+    at::Tensor groups = prefix_rows_.clone();
+    groups.narrow(0, 0, n).copy_(prefix_rows_.index_select(0, rows.to(at::kCPU)));
+    FirstRowOfEachGroup(groups);
   }
 }
 
@@ -140,18 +139,18 @@ void KvCache::SharePrefix(const at::Tensor& groups, int64_t length) {
   // Only filled slots: decoding writes each row's own slot at length_ and later.
   TORCH_CHECK(length >= 0 && length <= length_, "KvCache::SharePrefix: length ", length,
               " outside the filled slots [0, ", length_, "]");
-  prefix_groups_ = groups.to(at::kCPU, at::kLong, /*non_blocking=*/false, /*copy=*/true);
   prefix_length_ = length;
-  FindPrefixRows();
+  FirstRowOfEachGroup(groups.to(at::kCPU, at::kLong).contiguous());
 }
 
-void KvCache::FindPrefixRows() {
-  const int64_t n = prefix_groups_.size(0);
-  const int64_t* group = prefix_groups_.data_ptr<int64_t>();
-  prefix_rows_ = at::empty({n}, at::kLong);
-  int64_t* first = prefix_rows_.data_ptr<int64_t>();
+void KvCache::FirstRowOfEachGroup(const at::Tensor& groups) {
+  const int64_t n = groups.size(0);
+  const int64_t* group = groups.data_ptr<int64_t>();
+  at::Tensor rows = at::empty({n}, at::kLong);
+  int64_t* first = rows.data_ptr<int64_t>();
   std::map<int64_t, int64_t> first_of;
   for (int64_t i = 0; i < n; ++i) first[i] = first_of.emplace(group[i], i).first->second;
+  prefix_rows_ = rows;
 }
 
 struct Transformer::Impl {

@@ -90,13 +90,14 @@ class KvCache {
 
  private:
   friend class Transformer;
-  // prefix_rows_ from prefix_groups_: each row's first row of its group.
-  void FindPrefixRows();
+  // prefix_rows_ = each row's first row among those with its group id (int64 [N], CPU).
+  void FirstRowOfEachGroup(const at::Tensor& groups);
 
   std::vector<at::Tensor> keys_, values_;
   at::Tensor is_pad_;  // bool [N, capacity]
-  // SharePrefix: int64 [N] on the CPU (undefined: nothing shared).
-  at::Tensor prefix_groups_, prefix_rows_;
+  // SharePrefix: the row each row reads its prefix from, int64 [N] on the CPU (undefined:
+  // nothing shared); it also names the row's group.
+  at::Tensor prefix_rows_;
   int64_t prefix_length_ = 0;
   int64_t length_ = 0;
   int64_t capacity_ = 0;

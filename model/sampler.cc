@@ -213,10 +213,11 @@ absl::StatusOr<SampleResult> Sample(const Transformer& model,
     at::Tensor hidden = model.Forward(prefill_tokens.to(device), prefill_pad.to(device), &cache);
     at::Tensor logits = model.Logits(hidden.select(1, p - 1)).to(at::kFloat);
     if (shared) {
-      const at::Tensor expand = at::tensor(row_of, at::kLong).to(device);
+      const at::Tensor groups = at::tensor(row_of, at::kLong);
+      const at::Tensor expand = groups.to(device);
       cache.SelectRows(expand);
       // Read by the CPU's eager decode step only (DecodeAttention).
-      if (device.is_cpu() && !static_decode) cache.SharePrefix(at::tensor(row_of, at::kLong), p);
+      if (device.is_cpu() && !static_decode) cache.SharePrefix(groups, p);
       logits = logits.index_select(0, expand);
     }
 
