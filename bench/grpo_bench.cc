@@ -20,6 +20,7 @@
 #include "absl/strings/str_split.h"
 #include "learner/grpo_trainer.h"
 #include "model/model.h"
+#include "model/packed_matmul.h"
 #include "model/runtime.h"
 #include "model/sampler.h"
 
@@ -149,11 +150,12 @@ int Run(const std::string& preset, double peak) {
   }
   std::printf(
       "{\"model\":\"%s\",\"params\":%.0f,\"threads\":%d,\"peak_gflops\":%.1f,%s"
-      "\"matmul_dtype\":\"%s\",\"packed_matmuls\":%s,"
+      "\"matmul_dtype\":\"%s\",\"packed_matmuls\":%s,\"packed_kernel\":\"%s\","
       "\"decode_tokens_per_s\":%.1f,\"decode_gflops\":%.1f,\"decode_frac_peak\":%.3f,"
       "\"peak_rss_mb\":%.0f}\n",
       preset.c_str(), params, at::get_num_threads(), peak, train_fields.c_str(),
-      matmuls.c_str(), packed ? "true" : "false", decode_tokens_per_s, decode_gflops,
+      matmuls.c_str(), packed ? "true" : "false",
+      packed ? grpo::PackedKernelName(grpo::PackedKernel::kWidest) : "none", decode_tokens_per_s, decode_gflops,
       decode_gflops / peak, PeakRssMb());
   std::fflush(stdout);
   return 0;

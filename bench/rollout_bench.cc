@@ -27,6 +27,7 @@
 #include "absl/strings/str_split.h"
 #include "bench/bench_shapes.h"
 #include "model/model.h"
+#include "model/packed_matmul.h"
 #include "model/runtime.h"
 #include "model/sampler.h"
 
@@ -219,7 +220,8 @@ int main(int argc, char** argv) {
     }
     std::printf(
         "{\"bench\":\"rollout\",\"model\":\"%s\",\"device\":\"%s\",\"dtype\":\"%s\","
-        "\"matmul_dtype\":\"%s\",\"packed_matmuls\":%s,\"peak_memory_mb\":%.0f,%s"
+        "\"matmul_dtype\":\"%s\",\"packed_matmuls\":%s,\"packed_kernel\":\"%s\","
+        "\"peak_memory_mb\":%.0f,%s"
         "\"threads\":%d,\"prompts\":%d,\"group\":%d,"
         "\"prompt_tokens\":%d,\"max_new_tokens\":%d,\"stop_token\":%d,"
         "\"mean_completion\":%.1f,\"longest_completion\":%.0f,\"generated_tokens\":%lld,"
@@ -227,7 +229,9 @@ int main(int argc, char** argv) {
         "\"seconds\":%.3f,\"tokens_per_s\":%.1f,\"plain_seconds\":%.3f,"
         "\"plain_tokens_per_s\":%.1f,\"speedup\":%.2f}\n",
         name.c_str(), device.str().c_str(), absl::GetFlag(FLAGS_dtype).c_str(), matmuls.c_str(),
-        model.packed_matmuls() ? "true" : "false", PeakMemoryMb(device), bound.c_str(),
+        model.packed_matmuls() ? "true" : "false",
+        model.packed_matmuls() ? grpo::PackedKernelName(grpo::PackedKernel::kWidest) : "none",
+        PeakMemoryMb(device), bound.c_str(),
         at::get_num_threads(), p, g, length,
         o.max_new_tokens, o.stop_token, mean_len, max_len,
         static_cast<long long>(engine.result.generated_tokens), decode_name.c_str(),

@@ -75,6 +75,12 @@ bool HasAvx2Fma() {
   return supported;
 }
 
+bool HasAvx512() {
+  // libgcc's check includes the OS saving the 512-bit registers (XCR0).
+  static const bool supported = HasAvx2Fma() && __builtin_cpu_supports("avx512f");
+  return supported;
+}
+
 int ComputeThreads() {
   const int threads = compute_threads;
   return threads > 0 ? threads : OnlineCores();

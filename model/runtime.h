@@ -44,6 +44,9 @@ MatmulThreads MatmulThreadsFor(const std::string& matmul_dtype, bool packed_matm
 // matmul need (checked at run time: Debian builds for baseline x86-64).
 bool HasAvx2Fma();
 
+// Whether this CPU (and its OS) runs AVX-512F, which the wide packed matmul kernel needs.
+bool HasAvx512();
+
 // threads <= 0 means all online cores. Sets the compute threads (our kernels, LibTorch's
 // intra-op pool). Returns the number in use.
 int ConfigureRuntime(int threads);

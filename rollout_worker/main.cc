@@ -6,9 +6,11 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "metrics/registry.h"
 #include "model/model.h"
+#include "model/packed_matmul.h"
 #include "model/runtime.h"
 #include "rollout_worker/worker.h"
 #include "rpc/process.h"
@@ -100,10 +102,15 @@ int main(int argc, char** argv) {
   }
   options.decode = *decode;
   std::cout << "grpo_rollout_worker: sampling on " << options.device << " in " << options.dtype;
-  if (placement->device.is_cpu())
+  if (placement->device.is_cpu()) {
+    const bool packed = options.packed_matmuls && options.matmul_dtype == "float32" &&
+                        grpo::PackedMatmulSupported();
     std::cout << ", " << options.matmul_dtype
-              << (options.packed_matmuls && options.matmul_dtype == "float32" ? " packed" : "")
+              << (packed ? absl::StrCat(" packed (",
+                                        grpo::PackedKernelName(grpo::PackedKernel::kWidest), ")")
+                         : "")
               << " matmuls";
+  }
   std::cout << std::endl;
   options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   absl::StatusOr<grpo::Security> security = grpo::Security::Load(grpo::SecurityOptionsFromFlags());
