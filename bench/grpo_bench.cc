@@ -155,8 +155,8 @@ int Run(const std::string& preset, double peak) {
       "\"peak_rss_mb\":%.0f}\n",
       preset.c_str(), params, at::get_num_threads(), peak, train_fields.c_str(),
       matmuls.c_str(), packed ? "true" : "false",
-      packed ? grpo::PackedKernelName(grpo::PackedKernel::kWidest) : "none", decode_tokens_per_s, decode_gflops,
-      decode_gflops / peak, PeakRssMb());
+      packed ? grpo::PackedKernelName(grpo::PackedKernel::kWidest) : "none",
+      decode_tokens_per_s, decode_gflops, decode_gflops / peak, PeakRssMb());
   std::fflush(stdout);
   return 0;
 }
