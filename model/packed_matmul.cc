@@ -88,26 +88,6 @@ __attribute__((target("avx2,fma"))) void Tile(const float* a, int64_t lda,
 #undef GRPO_TILE_ROW
 #undef GRPO_STORE_ROW
 
-// Rows [begin, end) of y against one panel: whole tiles of 6 rows, then the rest.
-void PanelRows(const float* x, int64_t begin, int64_t end, int64_t depth, const float* panel,
-               float* y, const float* res, int64_t ldy, int64_t cols) {
-  int64_t i = begin;
-  for (; i + kTileRows <= end; i += kTileRows)
-    Tile<6>(x + i * depth, depth, panel, depth, y + i * ldy, res ? res + i * ldy : nullptr,
-            ldy, cols);
-  const float* a = x + i * depth;
-  float* c = y + i * ldy;
-  const float* r = res ? res + i * ldy : nullptr;
-  switch (end - i) {
-    case 5: Tile<5>(a, depth, panel, depth, c, r, ldy, cols); break;
-    case 4: Tile<4>(a, depth, panel, depth, c, r, ldy, cols); break;
-    case 3: Tile<3>(a, depth, panel, depth, c, r, ldy, cols); break;
-    case 2: Tile<2>(a, depth, panel, depth, c, r, ldy, cols); break;
-    case 1: Tile<1>(a, depth, panel, depth, c, r, ldy, cols); break;
-    default: break;
-  }
-}
-
 // The AVX-512 kernel: 8 rows × NP (≤ 2) panels, a panel's 16 columns one register, so 16
 // accumulators of 32 registers. Where a core has full-width 512-bit FMA units (AMD Zen 5,
 // Intel server cores) it does twice the AVX2 kernel's work per cycle. Each lane runs the
@@ -150,27 +130,24 @@ __attribute__((target("avx512f"))) void WideTile(const float* a, int64_t lda,
   }
 }
 
-// Rows [begin, end) of y against NP adjacent panels (their first `cols` columns).
+// A kernel for R rows against the panels a tile covers (its first `cols` columns), indexed
+// by R: tiles[R] for R in [1, tile rows].
+using TileFn = void (*)(const float* a, int64_t lda, const float* panels, int64_t depth,
+                        float* c, const float* res, int64_t ldc, int64_t cols);
+constexpr TileFn kAvx2Tiles[kTileRows + 1] = {nullptr, Tile<1>, Tile<2>, Tile<3>,
+                                              Tile<4>, Tile<5>, Tile<6>};
 template <int NP>
-void WidePanelRows(const float* x, int64_t begin, int64_t end, int64_t depth,
-                   const float* panels, float* y, const float* res, int64_t ldy,
-                   int64_t cols) {
-  int64_t i = begin;
-  for (; i + kWideRows <= end; i += kWideRows)
-    WideTile<8, NP>(x + i * depth, depth, panels, depth, y + i * ldy,
-                    res ? res + i * ldy : nullptr, ldy, cols);
-  const float* a = x + i * depth;
-  float* c = y + i * ldy;
-  const float* r = res ? res + i * ldy : nullptr;
-  switch (end - i) {
-    case 7: WideTile<7, NP>(a, depth, panels, depth, c, r, ldy, cols); break;
-    case 6: WideTile<6, NP>(a, depth, panels, depth, c, r, ldy, cols); break;
-    case 5: WideTile<5, NP>(a, depth, panels, depth, c, r, ldy, cols); break;
-    case 4: WideTile<4, NP>(a, depth, panels, depth, c, r, ldy, cols); break;
-    case 3: WideTile<3, NP>(a, depth, panels, depth, c, r, ldy, cols); break;
-    case 2: WideTile<2, NP>(a, depth, panels, depth, c, r, ldy, cols); break;
-    case 1: WideTile<1, NP>(a, depth, panels, depth, c, r, ldy, cols); break;
-    default: break;
+constexpr TileFn kWideTiles[kWideRows + 1] = {nullptr,         WideTile<1, NP>, WideTile<2, NP>,
+                                              WideTile<3, NP>, WideTile<4, NP>, WideTile<5, NP>,
+                                              WideTile<6, NP>, WideTile<7, NP>, WideTile<8, NP>};
+
+// Rows [begin, end) of y: whole tiles of tile_rows rows, then one of the rest.
+void TileRows(const TileFn* tiles, int64_t tile_rows, const float* x, int64_t begin,
+              int64_t end, int64_t depth, const float* panels, float* y, const float* res,
+              int64_t ldy, int64_t cols) {
+  for (int64_t i = begin; i < end; i += tile_rows) {
+    tiles[std::min(tile_rows, end - i)](x + i * depth, depth, panels, depth, y + i * ldy,
+                                        res ? res + i * ldy : nullptr, ldy, cols);
   }
 }
 
@@ -197,13 +174,8 @@ void PackedMatmul(const float* x, int64_t m, int64_t depth, const float* packed,
         float* out = y + p * kPanel;
         const float* in = res ? res + p * kPanel : nullptr;
         const int64_t cols = std::min(step * kPanel, n - p * kPanel);
-        if (!wide) {
-          PanelRows(x, r, rows_end, depth, panel, out, in, n, cols);
-        } else if (last - p >= 2) {
-          WidePanelRows<2>(x, r, rows_end, depth, panel, out, in, n, cols);
-        } else {
-          WidePanelRows<1>(x, r, rows_end, depth, panel, out, in, n, cols);
-        }
+        const TileFn* tiles = !wide ? kAvx2Tiles : last - p >= 2 ? kWideTiles<2> : kWideTiles<1>;
+        TileRows(tiles, tile_rows, x, r, rows_end, depth, panel, out, in, n, cols);
       }
     }
   };
