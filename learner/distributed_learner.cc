@@ -72,7 +72,8 @@ absl::Status BroadcastParameters(LearnerGroup* group, Transformer* policy) {
 std::string ParameterDigest(const Transformer& policy) {
   std::string bytes;
   for (const auto& [name, tensor] : policy.named_parameters()) {
-    at::Tensor t = tensor.detach().contiguous();
+    // Through the host: a GPU learner's parameters are not readable from here.
+    at::Tensor t = tensor.detach().to(at::kCPU).contiguous();
     bytes.append(name);
     bytes.append(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
   }

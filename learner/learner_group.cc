@@ -106,8 +106,10 @@ absl::StatusOr<std::unique_ptr<LearnerGroup>> LearnerGroup::Join(
             g->impl_->store, o.rank, o.world_size, options);
 #if defined(GRPO_WITH_NCCL)
         if (torch::cuda::is_available()) {
-          c10::cuda::set_device(static_cast<c10::DeviceIndex>(
-              o.rank % static_cast<int>(torch::cuda::device_count())));
+          const int device = o.cuda_device >= 0
+                                 ? o.cuda_device
+                                 : o.rank % static_cast<int>(torch::cuda::device_count());
+          c10::cuda::set_device(static_cast<c10::DeviceIndex>(device));
           auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
           nccl_options->timeout = o.timeout;
           // Its own key space in the shared store, so its rendezvous keys never meet Gloo's.

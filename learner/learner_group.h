@@ -30,6 +30,10 @@ struct LearnerGroupOptions {
   int world_size = 1;
   int rank = 0;
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};
+  // With NCCL: the GPU this rank trains on (ResolveLearnerDevice), made current before
+  // the NCCL group is built so that its set-up and barriers use that device; -1: rank
+  // modulo the device count.
+  int cuda_device = -1;
   // Rank 0: called with the store's port once it listens, before Join waits for the other
   // ranks (how a launcher that asked for port 0 tells them where to connect).
   std::function<void(int port)> on_listening;

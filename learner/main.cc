@@ -119,6 +119,16 @@ int main(int argc, char** argv) {
     group_options->master_port = *port;
   }
 
+  absl::StatusOr<c10::Device> device =
+      grpo::ResolveLearnerDevice(absl::GetFlag(FLAGS_device), group_options->rank);
+  if (!device.ok()) {
+    std::cerr << "error: " << device.status().message() << "\n";
+    return 2;
+  }
+  std::cout << "grpo_learner: rank " << group_options->rank << " trains on " << device->str()
+            << std::endl;
+  if (device->is_cuda()) group_options->cuda_device = device->index();
+
   std::unique_ptr<grpo::LearnerGroup> group;
   if (group_options->world_size > 1) {
     std::cout << "grpo_learner: rank " << group_options->rank << " of "
@@ -129,15 +139,6 @@ int main(int argc, char** argv) {
     if (!joined.ok()) return Fail(joined.status());
     group = std::move(*joined);
   }
-
-  absl::StatusOr<c10::Device> device =
-      grpo::ResolveLearnerDevice(absl::GetFlag(FLAGS_device), group_options->rank);
-  if (!device.ok()) {
-    std::cerr << "error: " << device.status().message() << "\n";
-    return 2;
-  }
-  std::cout << "grpo_learner: rank " << group_options->rank << " trains on " << device->str()
-            << std::endl;
 
   grpo::metrics::Registry registry;
   grpo::DistributedLearnerOptions options;

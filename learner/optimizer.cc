@@ -240,7 +240,9 @@ absl::Status Optimizer::Save(const std::string& path) {
 absl::Status Optimizer::Load(const std::string& path) {
   return CatchTorch("loading optimizer from " + path, [&] {
     torch::serialize::InputArchive archive;
-    archive.load_from(path);
+    // Onto the CPU whatever device wrote it: a GPU's file resumes on a CPU host, and the
+    // ranks of a sharded optimizer do not all put the whole file on the first GPU.
+    archive.load_from(path, at::Device(at::kCPU));
     at::Tensor updates;
     archive.read("updates", updates);
     if (!impl_->shard) {
@@ -256,7 +258,7 @@ absl::Status Optimizer::Load(const std::string& path) {
       }
       impl_->adamw = std::move(loaded);
     }
-    // Archives load on the CPU; the moments belong beside their parameters.
+    // The moments belong beside their parameters.
     for (const at::Tensor& p : impl_->owned) {
       if (auto* st = StateOf(*impl_->adamw, p); st && st->exp_avg().device() != p.device()) {
         st->exp_avg(st->exp_avg().to(p.device()));

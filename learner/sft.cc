@@ -70,6 +70,9 @@ absl::StatusOr<double> RunSft(Transformer* policy, const TextTokenizer& tokenize
     }
     if (on_step) on_step(progress);
   }
+  // The gradients go with the optimizer: a model's worth of memory the RL phase (which
+  // may first move the policy to a GPU, gradients and all) has no use for.
+  for (at::Tensor& p : policy->parameters()) p.mutable_grad().reset();
   return tail_steps > 0 ? tail_loss / tail_steps : 0.0;
 }
 

@@ -277,11 +277,21 @@ absl::Status Transformer::To(c10::Device device, at::ScalarType dtype) {
   return CatchTorch(absl::StrCat("moving the model to ", device.str()), [&] {
     at::NoGradGuard no_grad;
     // Every copy first, so that running out of device memory leaves the model as it was;
-    // then set_data swaps the storage under every handle, as nn.Module.to does.
-    std::vector<at::Tensor> moved;
-    for (const auto& [name, tensor] : impl_->named) moved.push_back(tensor.to(device, dtype));
+    // then set_data swaps the storage under every handle, as nn.Module.to does. A gradient
+    // moves with its parameter (as nn.Module.to moves it): left behind, the next backward
+    // would accumulate into a tensor on the old device or in the old dtype.
+    std::vector<at::Tensor> moved, moved_grads;
+    for (const auto& [name, tensor] : impl_->named) {
+      moved.push_back(tensor.to(device, dtype));
+      const at::Tensor& grad = tensor.grad();
+      moved_grads.push_back(grad.defined() ? grad.to(device, dtype) : at::Tensor());
+    }
     at::Tensor cos = impl_->cos.to(device, dtype), sin = impl_->sin.to(device, dtype);
-    for (size_t i = 0; i < moved.size(); ++i) impl_->named[i].second.set_data(moved[i]);
+    for (size_t i = 0; i < moved.size(); ++i) {
+      at::Tensor& parameter = impl_->named[i].second;
+      parameter.set_data(moved[i]);
+      if (moved_grads[i].defined()) parameter.mutable_grad() = moved_grads[i];
+    }
     impl_->cos = cos;
     impl_->sin = sin;
   });

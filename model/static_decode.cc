@@ -5,6 +5,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 
 #include "model/token_choice.h"
 
@@ -33,7 +34,7 @@ struct StepState {
 // replayed one at a time.
 class StepRunner {
  public:
-  explicit StepRunner(bool graphs) : graphs_(graphs) {}
+  StepRunner(bool graphs, c10::Device device) : graphs_(graphs), device_(device) {}
   StepRunner(const StepRunner&) = delete;
   StepRunner& operator=(const StepRunner&) = delete;
 
@@ -56,12 +57,15 @@ class StepRunner {
 #ifdef GRPO_WITH_CUDA
   // The first step of a size runs eagerly on a side stream (lazy set-up such as cuBLAS
   // workspaces must not happen inside a capture) and is this token's real step; the
-  // capture after it records the same operations without running them.
+  // capture after it records the same operations without running them. Stream and
+  // capture on the model's own GPU (DecodeStatic makes it current): on another, the
+  // model's operations would run rather than be recorded, and the graph stay empty.
   void Capture(int64_t rows, const std::function<void()>& step) {
     auto graph = std::make_unique<at::cuda::CUDAGraph>();
     c10::cuda::device_synchronize();
     {
-      c10::cuda::CUDAStreamGuard side(c10::cuda::getStreamFromPool());
+      c10::cuda::CUDAStreamGuard side(
+          c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device_.index()));
       step();
       c10::cuda::getCurrentCUDAStream().synchronize();
       if (graphs_by_rows_.empty()) {
@@ -69,7 +73,17 @@ class StepRunner {
       } else {
         graph->capture_begin(graphs_by_rows_.begin()->second->pool());
       }
-      step();
+      try {
+        step();
+      } catch (...) {
+        // The capture ends whatever happens: left open, it would hold the stream in
+        // capture mode and the allocator on the graph's pool, failing every later step.
+        try {
+          graph->capture_end();
+        } catch (...) {
+        }
+        throw;
+      }
       graph->capture_end();
     }
     graphs_by_rows_.emplace(rows, std::move(graph));
@@ -77,6 +91,7 @@ class StepRunner {
   std::map<int64_t, std::unique_ptr<at::cuda::CUDAGraph>> graphs_by_rows_;
 #endif
   const bool graphs_;
+  [[maybe_unused]] const c10::Device device_;
 };
 
 class StaticLoop {
@@ -86,7 +101,7 @@ class StaticLoop {
       : model_(model), cache_(cache), o_(o), gen_(gen), r_(r),
         device_(model.tensor_options().device()),
         graphs_(o.cuda_graphs && device_.is_cuda()),
-        runner_(graphs_) {
+        runner_(graphs_, device_) {
     const int64_t n = r->tokens.size(0), m = o.max_new_tokens;
     const at::TensorOptions on = at::TensorOptions().device(device_);
     s_.tokens = at::full({n, m}, o.pad_token, on.dtype(at::kLong));
@@ -212,6 +227,12 @@ class StaticLoop {
 
 int64_t DecodeStatic(const Transformer& model, KvCache* cache, const at::Tensor& logits,
                      const SamplingOptions& options, at::Generator& gen, SampleResult* r) {
+#ifdef GRPO_WITH_CUDA
+  // The model's GPU current for the whole loop (streams, syncs and graph captures take
+  // the current device; a worker on cuda:1 would otherwise capture on cuda:0).
+  std::optional<c10::cuda::CUDAGuard> on_model_device;
+  if (logits.is_cuda()) on_model_device.emplace(logits.device().index());
+#endif
   StaticLoop loop(model, cache, options, gen, r, logits.size(-1));
   return loop.Run(logits);
 }

@@ -153,6 +153,31 @@ TEST(ModelTest, ABfloat16ModelDecodesLikeTheFloat32One) {
   EXPECT_EQ(model.named_parameters()[0].second.scalar_type(), at::kFloat);
 }
 
+// A gradient moves with its parameter, as nn.Module.to moves it: a model that trained
+// (SFT) and then moves (to the learner's device or dtype) accumulates its next backward
+// into gradients beside the new weights, not into the old ones (on a GPU, a device error).
+TEST(ModelTest, GradientsMoveWithTheParameters) {
+  Transformer model(SmallConfig(), 9);
+  const at::Tensor ids = at::randint(4, 40, {2, 6}, at::kLong);
+  auto loss = [&] { return model.Logits(model.Forward(ids, at::Tensor())).square().mean(); };
+  loss().backward();
+  std::vector<at::Tensor> first;
+  for (const auto& [name, p] : model.named_parameters()) {
+    ASSERT_TRUE(p.grad().defined()) << name;
+    first.push_back(p.grad().to(at::kDouble));
+  }
+  ASSERT_TRUE(model.To(at::kCPU, at::kDouble).ok());
+  size_t i = 0;
+  for (const auto& [name, p] : model.named_parameters()) {
+    ASSERT_TRUE(p.grad().defined()) << name;
+    EXPECT_EQ(p.grad().scalar_type(), at::kDouble) << name;
+    EXPECT_TRUE(at::equal(p.grad(), first[i++])) << name << ": the values move unchanged";
+  }
+  loss().backward();
+  for (const auto& [name, p] : model.named_parameters())
+    EXPECT_EQ(p.grad().scalar_type(), at::kDouble) << name << ": accumulated in float64";
+}
+
 // A CPU sampler's bfloat16 matmuls (prefill and decode): logits within bfloat16's rounding
 // of the float32 ones, every copy remade when the weights change (a new version imported,
 // an in-place update), autograd's path untouched, and float32 back to the exact path.

@@ -13,7 +13,11 @@
 //      float32 and in bfloat16;
 //   6. a short GRPO loop on the device: the policy samples (the static decode, CUDA graphs
 //      on a GPU), a rule rewards one token, the trainer steps on the stamped groups, and the
-//      policy's probability of that token grows several-fold.
+//      policy's probability of that token grows several-fold;
+//   7. a job's order of events: a policy that trained on the CPU first (as SFT leaves it,
+//      gradients and all) moves to the device and steps there; the trainer's checkpoint,
+//      written from the device, resumes a trainer on the CPU whose next step has the
+//      device's loss.
 // Prints "trainer_check: <check>: ok" or "FAILED (...)" per check; exits 1 if any failed.
 // Builds and runs on the CPU as well (--device cpu), where it checks the same things
 // against itself: how it is kept compiling (tools/cuda_check/README.md).
@@ -22,6 +26,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <set>
 #include <string>
@@ -284,6 +290,61 @@ void CheckTrainingLoop(const c10::Device& device) {
   Report(check, after > 5 * before, detail);
 }
 
+// 7. See the header. The loss compared is the next step's, on the same batch: its
+// reference term reads the restored reference model.
+void CheckMoveAndResume(const c10::Device& device, const std::vector<ScoredGroup>& batch) {
+  const std::string check = "cpu-trained policy steps on " + device.str() + ", resumes on cpu";
+  Transformer policy(Config(), 7);
+  policy.Logits(policy.Forward(at::arange(3, 15, at::kLong).view({2, 6}), at::Tensor()))
+      .square()
+      .mean()
+      .backward();
+  if (absl::Status s = policy.To(device, at::kFloat); !s.ok())
+    return Report(check, false, s.ToString());
+  auto trainer = GrpoTrainer::Create(&policy, Base());
+  if (!trainer.ok()) return Report(check, false, trainer.status().ToString());
+  if (absl::StatusOr<StepMetrics> m = (*trainer)->Step(batch); !m.ok())
+    return Report(check, false, "the step on the device: " + m.status().ToString());
+  char dir_template[] = "/tmp/trainer_check.XXXXXX";
+  const char* dir = mkdtemp(dir_template);
+  if (dir == nullptr) return Report(check, false, "mkdtemp failed");
+  if (absl::Status s = (*trainer)->Save(dir); !s.ok()) return Report(check, false, s.ToString());
+  Transformer cpu_policy(Config(), 8);
+  if (absl::Status s = cpu_policy.CopyFrom(policy); !s.ok())
+    return Report(check, false, s.ToString());
+  auto resumed = GrpoTrainer::Create(&cpu_policy, Base());
+  if (!resumed.ok()) return Report(check, false, resumed.status().ToString());
+  absl::Status loaded = (*resumed)->Load(dir);
+  std::filesystem::remove_all(dir);
+  if (!loaded.ok()) return Report(check, false, "loading on the cpu: " + loaded.ToString());
+  // Stamped with the version the device's trainer is at, which the resumed one must share.
+  std::vector<ScoredGroup> next = batch;
+  for (ScoredGroup& group : next)
+    for (ScoredSample& sample : group.samples) sample.policy_version = (*trainer)->policy_version();
+  absl::StatusOr<StepMetrics> there = (*trainer)->Step(next);
+  absl::StatusOr<StepMetrics> here = (*resumed)->Step(next);
+  if (!there.ok() || !here.ok())
+    return Report(check, false, there.status().ToString() + " " + here.status().ToString());
+  auto gradients = [](const Transformer& model) {
+    Outcome out;
+    for (const at::Tensor& p : model.parameters())
+      out.updates.push_back(p.grad().defined() ? p.grad().to(at::kCPU, at::kDouble)
+                                               : at::zeros(p.sizes(), at::kDouble));
+    return out;
+  };
+  const Outcome a = gradients(policy), b = gradients(cpu_policy);
+  const double d = RelativeDifference(a, b);
+  const bool same_step = (*trainer)->step() == (*resumed)->step();
+  char detail[200];
+  std::snprintf(detail, sizeof(detail),
+                "next step's gradients: relative difference %.2e, tolerance 1e-03; kl %.3e there, "
+                "%.3e resumed; step %lld there, %lld resumed",
+                d, there->kl, here->kl, static_cast<long long>((*trainer)->step()),
+                static_cast<long long>((*resumed)->step()));
+  Report(check, d <= 1e-3 && here->kl > 0 && same_step && here->dropped_stale_samples == 0,
+         detail);
+}
+
 }  // namespace
 }  // namespace grpo
 
@@ -351,6 +412,8 @@ int main(int argc, char** argv) {
   CheckStaticDecode(*device, at::kBFloat16);
   // 6. Sampling and training in one loop on the device.
   CheckTrainingLoop(*device);
+  // 7. Trained on the CPU, moved, checkpointed there and resumed here.
+  CheckMoveAndResume(*device, batch);
   std::printf("trainer_check: %d failed\n", failures);
   return failures ? 1 : 0;
 }
