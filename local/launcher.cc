@@ -261,10 +261,13 @@ absl::StatusOr<Addresses> StartServices(const LaunchOptions& o, int worker_threa
          absl::StrCat("--threads=", learner_threads),
          absl::StrCat("--master_port_file=", store_file),
          absl::StrCat("--device=", o.learner_device)},
+        // Every rank is on this host, so its local rank is its rank: with --device=cuda
+        // the learner takes that GPU and refuses, at start-up, one that does not exist.
         {{"MASTER_ADDR", "127.0.0.1"},
          {"MASTER_PORT", "0"},
          {"WORLD_SIZE", absl::StrCat(o.learner_ranks)},
-         {"RANK", absl::StrCat(rank)}});
+         {"RANK", absl::StrCat(rank)},
+         {"LOCAL_RANK", absl::StrCat(rank)}});
     if (!child.ok()) return child.status();
   }
 

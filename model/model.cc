@@ -318,6 +318,12 @@ absl::StatusOr<Placement> ParsePlacement(const std::string& device_name,
   if (device->is_cuda() && !torch::cuda::is_available())
     return absl::FailedPreconditionError(absl::StrCat(
         "device ", device_name, ": no CUDA device visible, or this LibTorch is CPU-only"));
+  // Here rather than at the first tensor moved there, which may be a job or a step later.
+  if (device->is_cuda() && device->has_index() &&
+      device->index() >= static_cast<int>(torch::cuda::device_count()))
+    return absl::FailedPreconditionError(absl::StrCat("device ", device_name, ": only ",
+                                                      torch::cuda::device_count(),
+                                                      " CUDA device(s) visible"));
   return Placement{*device, dtype};
 }
 

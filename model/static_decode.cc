@@ -237,4 +237,12 @@ int64_t DecodeStatic(const Transformer& model, KvCache* cache, const at::Tensor&
   return loop.Run(logits);
 }
 
+bool CudaGraphsCompiledIn() {
+#ifdef GRPO_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
 }  // namespace grpo

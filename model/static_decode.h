@@ -31,6 +31,10 @@ namespace grpo {
 int64_t DecodeStatic(const Transformer& model, KvCache* cache, const at::Tensor& logits,
                      const SamplingOptions& options, at::Generator& gen, SampleResult* r);
 
+// Whether this build can capture CUDA graphs (built with GRPO_WITH_CUDA: a CUDA LibTorch).
+// Without, cuda_graphs is ignored and a GPU runs the static steps eagerly.
+bool CudaGraphsCompiledIn();
+
 }  // namespace grpo
 
 #endif  // GRPO_MODEL_STATIC_DECODE_H_

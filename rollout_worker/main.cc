@@ -12,6 +12,7 @@
 #include "model/model.h"
 #include "model/packed_matmul.h"
 #include "model/runtime.h"
+#include "model/static_decode.h"
 #include "rollout_worker/worker.h"
 #include "rpc/process.h"
 #include "rpc/security.h"
@@ -112,8 +113,15 @@ int main(int argc, char** argv) {
                          : "")
               << " matmuls";
   }
-  std::cout << std::endl;
   options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  if (placement->device.is_cuda()) {
+    // Said here because a build without them still samples, only slower.
+    std::cout << ", CUDA graphs "
+              << (!options.cuda_graphs                   ? "off"
+                  : grpo::CudaGraphsCompiledIn()         ? "on"
+                                                          : "off (not in this build)");
+  }
+  std::cout << std::endl;
   absl::StatusOr<grpo::Security> security = grpo::Security::Load(grpo::SecurityOptionsFromFlags());
   if (!security.ok()) {
     std::cerr << "error: " << security.status().message() << "\n";

@@ -207,7 +207,12 @@ struct RolloutWorker::State {
           pull.version = latest.version();
           absl::StatusOr<PulledWeights> pulled = weights.Pull(learner.get(), job_id, pull);
           if (pulled.ok() && pulled->version > version) {
-            if (absl::Status s = policy->ImportFlat(pulled->payload); !s.ok()) return s;
+            if (absl::Status s = policy->ImportFlat(pulled->payload); !s.ok()) {
+              // A failure part-way (the device out of memory) may leave some tensors new:
+              // the weights are no version's until a pull lands whole.
+              version = -1;
+              return s;
+            }
             version = pulled->version;
             registration->set_policy_version(version);
             ++counters.weight_pulls;

@@ -665,6 +665,15 @@ class RenderTest(unittest.TestCase):
         for w in of_kind(docs, "Deployment", "StatefulSet", "Job"):
             for c in containers(w):
                 self.assertEqual("grpo:cuda", c["image"])
+        # The learner and the workers use the GPU they are given; base's args stay.
+        for component in ("learner", "rollout-worker"):
+            [args] = [pod_spec(w)["containers"][0]["args"]
+                      for w in of_kind(docs, "Deployment", "StatefulSet")
+                      if w["metadata"]["labels"]["app.kubernetes.io/component"] == component]
+            self.assertIn("--device=cuda", args, component)
+            self.assertTrue(any(a.startswith("--coordinator=") for a in args), component)
+        cpu = kustomize(K8S / "overlays" / "cpu")
+        self.assertNotIn("--device=cuda", yaml.safe_dump_all(cpu))
 
     def test_components(self):
         # What deploy/README.md describes: monitoring, TLS + token, and two learner ranks
