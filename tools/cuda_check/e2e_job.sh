@@ -12,19 +12,26 @@ cd "$(dirname "$0")/../.."
 source tools/cuda_check/torch_env.sh
 DEVICE=${E2E_DEVICE:-cuda}
 mkdir -p "$OUT/e2e"
+library_archive
+# The five links at once (their objects are run.sh's).
+pids=()
 for main in coordinator/main.cc:grpo_coordinator reward_server/main.cc:grpo_reward_server \
             learner/main.cc:grpo_learner rollout_worker/main.cc:grpo_rollout_worker \
             local/launch_main.cc:grpo_launch; do
-  build_main "e2e/${main#*:}" "${main%%:*}" || exit 1
+  build_main "e2e/${main#*:}" "${main%%:*}" &
+  pids+=($!)
 done
+for pid in "${pids[@]}"; do wait "$pid" || exit 1; done
 echo "e2e: built the five services in $OUT/e2e"
 export LD_LIBRARY_PATH="$(pwd)/$DEPS/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 run_dir="$OUT/e2e_run"
 rm -rf "$run_dir"
 start=$SECONDS
-timeout --foreground -k 15 150 "$OUT/e2e/grpo_launch" --spec tools/cuda_check/e2e_job.textproto \
+timeout --foreground -k 10 110 "$OUT/e2e/grpo_launch" --spec tools/cuda_check/e2e_job.textproto \
     --run_dir "$run_dir" --workers 1 --device "$DEVICE" > "$OUT/e2e_launch.log" 2>&1
 status=$?
+# The services run in process groups of their own: none may hold the GPU for what follows.
+pkill -KILL -f "$OUT/e2e/grpo_" 2>/dev/null
 echo "e2e: grpo_launch --device $DEVICE exited $status after $((SECONDS - start)) s"
 grep -E "JOB_STATE|pass@1|SFT \(before\)|GRPO \(after\)|error" "$OUT/e2e_launch.log" | tail -6
 grep -h -E "trains on|sampling on" "$run_dir"/logs/learner-0.log \

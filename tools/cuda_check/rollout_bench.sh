@@ -7,7 +7,9 @@
 # same shapes. The engine decodes with the static step replayed as CUDA graphs (the
 # default on a GPU); the 0.5B shape runs once more without graphs, to show what they add.
 # Each line's plain_* fields are the eager op-by-op path without prefix sharing. Prints the
-# JSON lines; logs in OUT.
+# JSON lines; logs in OUT. `rollout_bench.sh targets` runs the issue's two targets beside
+# the baseline, `rollout_bench.sh rest` the other lines, no argument both (all.sh runs the
+# targets of both benches before either's rest).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source tools/cuda_check/torch_env.sh
@@ -20,18 +22,24 @@ build_main rollout_bench "bench/rollout_bench.cc bench/bench_shapes.cc" || exit 
 export LD_LIBRARY_PATH="$(pwd)/$DEPS/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 R="$OUT/rollout_bench --device cuda --dtype bfloat16 --memory_gbps $gbps --repeats 2"
 run() { echo "+ $*" >&2; timeout --foreground -k 10 120 "$@" 2>>"$OUT/rollout_bench.log"; }
-BASE=../shared/bench/pytorch_eager_baseline.py
-[[ -f $BASE ]] || BASE=shared/bench/pytorch_eager_baseline.py
-base() { [[ -f $BASE ]] && run python3 "$BASE" --shape qwen2.5-0.5b --device cuda --dtype bfloat16 \
-           --prompt-len 32 --gen 256 --skip-train "$@"; }
-# The issue's two targets first, each beside the eager baseline, then the rest.
-run $R --model qwen2.5-0.5b --prompts 1 --group 1 --prompt_tokens 32 --max_new_tokens 256 --no_stop
-base --prompts 1 --group 1
-run $R --model qwen2.5-0.5b --prompts 32 --group 8 --prompt_tokens 32 --max_new_tokens 256
-base --prompts 32 --group 8
-run $R --model qwen2.5-0.5b --prompts 1 --group 1 --prompt_tokens 32 --max_new_tokens 256 --no_stop \
-    --cuda_graphs=false
-run $R --model bench-26m --prompts 8 --group 8
-run $R --model qwen2.5-0.5b --prompts 32 --group 8 --prompt_tokens 256 --max_new_tokens 256
-run $R --model qwen2.5-1.5b --prompts 32 --group 8 --prompt_tokens 256 --max_new_tokens 256
-run $R --model qwen2.5-7b --prompts 32 --group 8 --prompt_tokens 256 --max_new_tokens 128 --repeats 1
+source tools/cuda_check/baseline.sh
+base() { baseline --shape qwen2.5-0.5b --device cuda --dtype bfloat16 --prompt-len 32 --gen 256 \
+           --skip-train "$@"; }
+PHASE=${1:-all}
+if [[ $PHASE != rest ]]; then
+  # The issue's two targets, each beside the eager baseline; every row decodes all 256
+  # tokens (--no_stop), as the baseline's do.
+  run $R --model qwen2.5-0.5b --prompts 1 --group 1 --prompt_tokens 32 --max_new_tokens 256 --no_stop
+  base --prompts 1 --group 1
+  run $R --model qwen2.5-0.5b --prompts 32 --group 8 --prompt_tokens 32 --max_new_tokens 256 --no_stop
+  base --prompts 32 --group 8
+fi
+if [[ $PHASE != targets ]]; then
+  run $R --model qwen2.5-0.5b --prompts 1 --group 1 --prompt_tokens 32 --max_new_tokens 256 --no_stop \
+      --cuda_graphs=false
+  run $R --model qwen2.5-0.5b --prompts 32 --group 8 --prompt_tokens 32 --max_new_tokens 256
+  run $R --model bench-26m --prompts 8 --group 8
+  run $R --model qwen2.5-0.5b --prompts 32 --group 8 --prompt_tokens 256 --max_new_tokens 256
+  run $R --model qwen2.5-1.5b --prompts 32 --group 8 --prompt_tokens 256 --max_new_tokens 256
+  run $R --model qwen2.5-7b --prompts 32 --group 8 --prompt_tokens 256 --max_new_tokens 128 --repeats 1
+fi

@@ -14,7 +14,8 @@ python3 -c 'import torch; print("torch", torch.__version__, "CUDA", torch.versio
 g++ --version | head -1
 echo "flags: ${FLAGS[*]}"
 
-# 1. Every source, compiled in parallel, and the library archive the other scripts link.
+# 1. Every source, compiled in parallel (the checks' and benches' mains with them), and the
+# library archive the other scripts link.
 library_archive > "$OUT/compile_failures.txt"
 ok=0
 for s in $ALL_SOURCES; do [[ -e $(object_of "$s") ]] && ok=$((ok + 1)); done
@@ -26,14 +27,14 @@ if build_main nccl_join_check tools/cuda_check/nccl_join_check.cc; then
   # RUNPATH covers direct dependencies only; Abseil libraries load one another.
   export LD_LIBRARY_PATH="$(pwd)/$DEPS/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   WORLD_SIZE=1 RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=0 NCCL_DEBUG=INFO \
-    "$OUT/nccl_join_check" > "$OUT/nccl_join.log" 2>&1
+    timeout --foreground -k 5 60 "$OUT/nccl_join_check" > "$OUT/nccl_join.log" 2>&1
   echo "nccl_join_check, 1 rank: exit $?"
   grep -E "^rank|NCCL version|error" "$OUT/nccl_join.log" | head -10
   # 3. Two ranks: one per GPU when there are two; on a single GPU NCCL is expected to
   # refuse them (two ranks on one device), which still shows our calls reach NCCL.
   for rank in 0 1; do
     WORLD_SIZE=2 RANK=$rank MASTER_ADDR=127.0.0.1 MASTER_PORT=29533 NCCL_DEBUG=WARN \
-      timeout --foreground -k 10 60 "$OUT/nccl_join_check" > "$OUT/nccl_two_ranks.$rank.log" 2>&1 &
+      timeout --foreground -k 5 30 "$OUT/nccl_join_check" > "$OUT/nccl_two_ranks.$rank.log" 2>&1 &
   done
   wait
   for rank in 0 1; do

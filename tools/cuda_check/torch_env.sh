@@ -3,7 +3,7 @@
 # unpacked from DEPS.tar.xz, prepare.sh's archive, where only that was carried), OUT
 # (default /tmp/cuda_check, created), TORCH, ABI, STD (-std=c++17, or c++20 when that
 # LibTorch needs it), FLAGS (every compile's flags), dep_libs (link flags for DEPS/lib),
-# CUDA (1 when that LibTorch has CUDA) and ALL_SOURCES; defines build_main.
+# CUDA (1 when that LibTorch has CUDA), ALL_SOURCES and CHECK_SOURCES; defines build_main.
 # TORCH_INCLUDE and TORCH_LIB default to TORCH's include/ and lib/ (pip's layout); set them,
 # with ABI, to build against another LibTorch (Debian's: /usr/include and the multiarch
 # lib/ with ABI=1), which is how these scripts are tried on a machine without a GPU.
@@ -15,6 +15,11 @@ if [[ ! -d $DEPS && -f $DEPS.tar.xz ]]; then
   python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
       "$DEPS.tar.xz" "$DEPS"
 fi
+# What takes Python and a compile to learn (~10 s) is learnt once a run: the first script
+# to source this writes it to OUT/torch_env.cache, the others read it (all.sh starts afresh).
+if [[ -z ${TORCH:-}${ABI:-}${STD:-} && -f $OUT/torch_env.cache ]]; then
+  source "$OUT/torch_env.cache"
+fi
 TORCH=${TORCH:-$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))')}
 TORCH_INCLUDE=${TORCH_INCLUDE:-$TORCH/include}
 TORCH_LIB=${TORCH_LIB:-$TORCH/lib}
@@ -22,9 +27,12 @@ ABI=${ABI:-$(python3 -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI
 # -isystem /usr/include would reorder the system headers (libstdc++'s include_next breaks).
 TORCH_INCLUDES=(-isystem "$TORCH_INCLUDE/torch/csrc/api/include")
 [[ $TORCH_INCLUDE != /usr/include ]] && TORCH_INCLUDES=(-isystem "$TORCH_INCLUDE" "${TORCH_INCLUDES[@]}")
-STD=-std=c++17
-echo '#include <torch/torch.h>' | g++ $STD -x c++ -fsyntax-only "${TORCH_INCLUDES[@]}" - \
-    2>/dev/null || STD=-std=c++20
+if [[ -z ${STD:-} ]]; then
+  STD=-std=c++17
+  echo '#include <torch/torch.h>' | g++ $STD -x c++ -fsyntax-only "${TORCH_INCLUDES[@]}" - \
+      2>/dev/null || STD=-std=c++20
+fi
+printf 'TORCH=%q\nABI=%q\nSTD=%q\n' "$TORCH" "$ABI" "$STD" > "$OUT/torch_env.cache"
 TORCH_LIBS="-ltorch -ltorch_cpu -lc10"
 CUDA=0
 [[ -e $TORCH_LIB/libtorch_cuda.so ]] && CUDA=1 && TORCH_LIBS+=" -ltorch_cuda -lc10_cuda"
@@ -59,6 +67,10 @@ ALL_SOURCES="$(ls base/*.cc tokenizer/*.cc data/*.cc model/*.cc rewards/*.cc rl/
   jobspec/*.cc evaluation/*.cc learner/*.cc rollout_worker/*.cc reward_server/*.cc local/*.cc \
   coordinator/*.cc rpc/*.cc hf/*.cc metrics/*.cc sandbox/*.cc grpoctl/*.cc)
   $(ls "$DEPS"/src/*.cc 2>/dev/null)"
+# The checks' and benches' own sources: compiled in the same parallel batch as the library
+# (library_archive), not one at a time in the part that links them, but not archived.
+CHECK_SOURCES="tools/cuda_check/nccl_join_check.cc tools/cuda_check/trainer_check.cc
+  bench/rollout_bench.cc bench/learner_bench.cc bench/hf_bench.cc bench/bench_shapes.cc"
 
 # compile_objects "SOURCES": each source compiled once into $OUT/obj (FLAGS; the scripts
 # share the objects, so a source the run has compiled is not compiled again), all cores;
@@ -102,12 +114,12 @@ link() {
   fi
 }
 
-# library_archive: every source compiled (compile_objects, its failures printed, not fatal:
-# a link that needs one fails naming it) and all but the mains archived in $OUT/libgrpo.a,
-# once a run. Each script links its program against it, so no script keeps a source list.
+# library_archive: every source compiled, CHECK_SOURCES too (compile_objects, its failures
+# printed, not fatal: a link that needs one fails naming it) and all of ALL_SOURCES but the
+# mains archived in $OUT/libgrpo.a, once a run. Each script links its program against it, so no script keeps a source list.
 library_archive() {
   [[ -e $OUT/libgrpo.a ]] && return 0
-  compile_objects "$ALL_SOURCES"
+  compile_objects "$ALL_SOURCES $CHECK_SOURCES"
   local s objects=()
   for s in $ALL_SOURCES; do
     grep -q '^int main(' "$s" || [[ ! -e $(object_of "$s") ]] || objects+=("$(object_of "$s")")
