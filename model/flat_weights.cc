@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/parallel.h"
 
 namespace grpo {
 namespace {
@@ -142,28 +143,39 @@ absl::StatusOr<std::string> ConvertFlatWeights(std::string_view payload, v1::Wei
   for (const FlatTensorView& t : from->tensors) specs.emplace_back(t.name, t.shape);
   std::vector<size_t> offsets;
   std::string out = LayOutFlatWeights(to, specs, &offsets, std::move(reuse));
-  for (size_t i = 0; i < offsets.size(); ++i) {
-    const FlatTensorView& t = from->tensors[i];
+  // Elements [b, e) of tensor i, converted into their place in `out`.
+  const size_t in_bytes = WeightDtypeBytes(from->dtype), out_bytes = WeightDtypeBytes(to);
+  auto convert = [&](size_t i, size_t b, size_t e) {
+    const char* src = from->tensors[i].bytes.data();
     char* dst = out.data() + offsets[i];
-    const size_t n = static_cast<size_t>(t.elements);
     if (from->dtype == to) {
-      std::memcpy(dst, t.bytes.data(), t.bytes.size());
+      std::memcpy(dst + b * out_bytes, src + b * in_bytes, (e - b) * in_bytes);
     } else if (to == v1::WEIGHT_DTYPE_BFLOAT16) {
-      for (size_t e = 0; e < n; ++e) {
+      for (size_t k = b; k < e; ++k) {
         uint32_t bits;
-        std::memcpy(&bits, t.bytes.data() + 4 * e, 4);
+        std::memcpy(&bits, src + 4 * k, 4);
         const uint16_t half = ToBfloat16(bits);
-        std::memcpy(dst + 2 * e, &half, 2);
+        std::memcpy(dst + 2 * k, &half, 2);
       }
     } else {
-      for (size_t e = 0; e < n; ++e) {
+      for (size_t k = b; k < e; ++k) {
         uint16_t half;
-        std::memcpy(&half, t.bytes.data() + 2 * e, 2);
+        std::memcpy(&half, src + 2 * k, 2);
         const uint32_t bits = uint32_t{half} << 16;
-        std::memcpy(dst + 4 * e, &bits, 4);
+        std::memcpy(dst + 4 * k, &bits, 4);
       }
     }
-  }
+  };
+  // One loop over every element of every tensor, split over the cores (a 0.5B model is
+  // ~0.5 s on one): start[i] is tensor i's first element in that loop.
+  std::vector<size_t> start(offsets.size() + 1, 0);
+  for (size_t i = 0; i < offsets.size(); ++i)
+    start[i + 1] = start[i] + static_cast<size_t>(from->tensors[i].elements);
+  ParallelFor(start.back(), size_t{1} << 20, [&](size_t begin, size_t end) {
+    size_t i = std::upper_bound(start.begin(), start.end(), begin) - start.begin() - 1;
+    for (; i < offsets.size() && start[i] < end; ++i)
+      convert(i, std::max(begin, start[i]) - start[i], std::min(end, start[i + 1]) - start[i]);
+  });
   return out;
 }
 

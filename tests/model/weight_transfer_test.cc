@@ -104,6 +104,38 @@ TEST(WeightTransferTest, BfloatPayloadsAreHalfTheSizeAndRoundToNearest) {
   EXPECT_TRUE(SameParameters(receiver, again));
 }
 
+// Big enough that conversion and checksums split over threads, the splits falling inside
+// tensors (1M elements a thread; the embedding alone is 1M): the same bytes as LibTorch's
+// rounding, and the same checksums as one pass chunk by chunk.
+TEST(WeightTransferTest, ConversionAndChecksumsSplitOverThreadsGiveTheSerialBytes) {
+  ModelConfig c = Config();
+  c.vocab_size = 4096;
+  c.d_model = 256;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.ffn_hidden = 512;
+  c.tie_embeddings = false;
+  Transformer sender(c, 4);
+  const std::string f32 = Export(sender, v1::WEIGHT_DTYPE_FLOAT32);
+  ASSERT_GT(f32.size(), size_t{4} * (size_t{5} << 20) / 2) << "more than 2.5M elements";
+  absl::StatusOr<std::string> converted = ConvertFlatWeights(f32, v1::WEIGHT_DTYPE_BFLOAT16);
+  ASSERT_TRUE(converted.ok()) << converted.status();
+  EXPECT_TRUE(*converted == Export(sender, v1::WEIGHT_DTYPE_BFLOAT16));
+  absl::StatusOr<std::string> widened = ConvertFlatWeights(*converted, v1::WEIGHT_DTYPE_FLOAT32);
+  ASSERT_TRUE(widened.ok());
+  Transformer rounded(c, 5);
+  ASSERT_TRUE(rounded.ImportFlat(*widened).ok());
+  for (size_t i = 0; i < sender.parameters().size(); ++i)
+    EXPECT_TRUE(at::equal(rounded.parameters()[i],
+                          sender.parameters()[i].to(at::kBFloat16).to(at::kFloat))) << i;
+  for (size_t chunk : {size_t{4096}, size_t{1} << 20}) {
+    const std::vector<uint64_t> sums = ChunkChecksums(f32, chunk);
+    ASSERT_EQ(sums.size(), (f32.size() + chunk - 1) / chunk);
+    for (size_t i = 0; i < sums.size(); ++i)
+      ASSERT_EQ(sums[i], Checksum64(std::string_view(f32).substr(i * chunk, chunk))) << i;
+  }
+}
+
 TEST(WeightTransferTest, CorruptOrIncompleteTransfersLeaveTheWeightsAlone) {
   Transformer sender(Config(), 1), receiver(Config(), 2), untouched(Config(), 2);
   const std::string payload = Export(sender, v1::WEIGHT_DTYPE_FLOAT32);
