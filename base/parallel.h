@@ -11,15 +11,16 @@
 
 namespace grpo {
 
-// Calls fn(begin, end) on disjoint ranges covering [0, n) exactly once, each range at
-// least min_per_thread long (so small loops stay on the caller's thread), on at most
-// ParallelThreads() threads, the caller's among them; returns when every range is done.
+// Calls fn(begin, end) on disjoint ranges covering [0, n) exactly once, on at most
+// ParallelThreads() threads, the caller's among them, and returns when every range is
+// done. No more ranges than n / min_per_thread (so small loops stay on the caller's
+// thread); where a thread cannot be started, the caller runs what is left itself.
 // fn must not throw.
 void ParallelFor(size_t n, size_t min_per_thread,
                  const std::function<void(size_t begin, size_t end)>& fn);
 
-// The cores this process may use, at most 8: beyond that such passes are bound by memory
-// bandwidth, not cores.
+// The cores this process may use (its affinity mask and its cgroup's CPU quota), at most
+// 8: beyond that such passes are bound by memory bandwidth, not cores.
 size_t ParallelThreads();
 
 }  // namespace grpo

@@ -145,9 +145,10 @@ absl::StatusOr<std::string> ConvertFlatWeights(std::string_view payload, v1::Wei
   std::string out = LayOutFlatWeights(to, specs, &offsets, std::move(reuse));
   // Elements [b, e) of tensor i, converted into their place in `out`.
   const size_t in_bytes = WeightDtypeBytes(from->dtype), out_bytes = WeightDtypeBytes(to);
+  char* const base = out.data();  // taken once, before any thread writes
   auto convert = [&](size_t i, size_t b, size_t e) {
     const char* src = from->tensors[i].bytes.data();
-    char* dst = out.data() + offsets[i];
+    char* dst = base + offsets[i];
     if (from->dtype == to) {
       std::memcpy(dst + b * out_bytes, src + b * in_bytes, (e - b) * in_bytes);
     } else if (to == v1::WEIGHT_DTYPE_BFLOAT16) {

@@ -211,6 +211,8 @@ struct RolloutWorker::State {
               // A failure part-way (the device out of memory) may leave some tensors new:
               // the weights are no version's until a pull lands whole.
               version = -1;
+              registration->set_policy_version(version);
+              metrics.policy_version.Set(static_cast<double>(version));
               return s;
             }
             version = pulled->version;
@@ -308,6 +310,9 @@ struct RolloutWorker::State {
       // (reading an 11 MB tokenizer each time); its leases expire to other workers.
       if (lease.job_id() == unusable_job_id) return unusable_status;
       if (absl::Status s = SwitchJob(lease); !s.ok()) {
+        // Out of memory passes (another process on the GPU may free it): the next lease
+        // tries again rather than finding the job marked unusable here.
+        if (s.code() == absl::StatusCode::kResourceExhausted) return s;
         unusable_job_id = lease.job_id();
         unusable_status = absl::FailedPreconditionError(
             absl::StrCat("job ", lease.job_id(), " cannot run on this worker: ", s.message()));

@@ -9,6 +9,7 @@
 #include "model/decode_kernels.h"
 #include "model/packed_matmul.h"
 #include "model/sampler.h"
+#include "model/torch_status.h"
 #include "tests/testing/small_model.h"
 
 namespace grpo {
@@ -151,6 +152,24 @@ TEST(ModelTest, ABfloat16ModelDecodesLikeTheFloat32One) {
   }
   EXPECT_TRUE(model.To("cpu", "float32").ok());
   EXPECT_EQ(model.named_parameters()[0].second.scalar_type(), at::kFloat);
+}
+
+// Out of memory (the CUDA allocator throws c10::OutOfMemoryError) is RESOURCE_EXHAUSTED,
+// a condition of the moment; every other LibTorch or std error INTERNAL; each names `what`.
+TEST(ModelTest, CatchTorchTellsOutOfMemoryFromOtherErrors) {
+  EXPECT_TRUE(CatchTorch("nothing", [] {}).ok());
+  const absl::Status oom = CatchTorch("moving the model", [] {
+    TORCH_CHECK_WITH(OutOfMemoryError, false, "CUDA out of memory. Tried to allocate 2.00 GiB");
+  });
+  EXPECT_EQ(oom.code(), absl::StatusCode::kResourceExhausted) << oom;
+  EXPECT_THAT(std::string(oom.message()), testing::HasSubstr("moving the model: CUDA out of"));
+  const absl::Status host = CatchTorch("packing", [] { throw std::bad_alloc(); });
+  EXPECT_EQ(host.code(), absl::StatusCode::kResourceExhausted) << host;
+  const absl::Status shape = CatchTorch("a product", [] {
+    (void)at::matmul(at::ones({2, 3}), at::ones({2, 3}));
+  });
+  EXPECT_EQ(shape.code(), absl::StatusCode::kInternal) << shape;
+  EXPECT_THAT(std::string(shape.message()), testing::HasSubstr("a product: "));
 }
 
 // A gradient moves with its parameter, as nn.Module.to moves it: a model that trained

@@ -104,9 +104,10 @@ TEST(WeightTransferTest, BfloatPayloadsAreHalfTheSizeAndRoundToNearest) {
   EXPECT_TRUE(SameParameters(receiver, again));
 }
 
-// Big enough that conversion and checksums split over threads, the splits falling inside
-// tensors (1M elements a thread; the embedding alone is 1M): the same bytes as LibTorch's
-// rounding, and the same checksums as one pass chunk by chunk.
+// Big enough that conversion and checksums split over threads (where there are two
+// cores), the conversion's splits falling inside tensors (1M elements a thread; the
+// embedding alone is 1M): the same bytes as LibTorch's rounding, and the same checksums as
+// one pass chunk by chunk (8 MB a thread: a 24 MB payload).
 TEST(WeightTransferTest, ConversionAndChecksumsSplitOverThreadsGiveTheSerialBytes) {
   ModelConfig c = Config();
   c.vocab_size = 4096;
@@ -128,11 +129,14 @@ TEST(WeightTransferTest, ConversionAndChecksumsSplitOverThreadsGiveTheSerialByte
   for (size_t i = 0; i < sender.parameters().size(); ++i)
     EXPECT_TRUE(at::equal(rounded.parameters()[i],
                           sender.parameters()[i].to(at::kBFloat16).to(at::kFloat))) << i;
+  std::string big;
+  while (big.size() < (size_t{24} << 20)) big += f32;
+  big.resize((size_t{24} << 20) + 12345);  // a short last chunk
   for (size_t chunk : {size_t{4096}, size_t{1} << 20}) {
-    const std::vector<uint64_t> sums = ChunkChecksums(f32, chunk);
-    ASSERT_EQ(sums.size(), (f32.size() + chunk - 1) / chunk);
+    const std::vector<uint64_t> sums = ChunkChecksums(big, chunk);
+    ASSERT_EQ(sums.size(), (big.size() + chunk - 1) / chunk);
     for (size_t i = 0; i < sums.size(); ++i)
-      ASSERT_EQ(sums[i], Checksum64(std::string_view(f32).substr(i * chunk, chunk))) << i;
+      ASSERT_EQ(sums[i], Checksum64(std::string_view(big).substr(i * chunk, chunk))) << i;
   }
 }
 

@@ -12,6 +12,10 @@ cd "$(dirname "$0")/../.."
 source tools/cuda_check/torch_env.sh
 DEVICE=${E2E_DEVICE:-cuda}
 mkdir -p "$OUT/e2e"
+# The services run in process groups of their own: none may hold the GPU for what follows,
+# also when all.sh's cap stops this script first.
+trap 'pkill -KILL -f "$OUT/e2e/grpo_" 2>/dev/null' EXIT
+trap 'exit 143' TERM
 library_archive
 # The five links at once (their objects are run.sh's).
 pids=()
@@ -30,7 +34,6 @@ start=$SECONDS
 timeout --foreground -k 10 110 "$OUT/e2e/grpo_launch" --spec tools/cuda_check/e2e_job.textproto \
     --run_dir "$run_dir" --workers 1 --device "$DEVICE" > "$OUT/e2e_launch.log" 2>&1
 status=$?
-# The services run in process groups of their own: none may hold the GPU for what follows.
 pkill -KILL -f "$OUT/e2e/grpo_" 2>/dev/null
 echo "e2e: grpo_launch --device $DEVICE exited $status after $((SECONDS - start)) s"
 grep -E "JOB_STATE|pass@1|SFT \(before\)|GRPO \(after\)|error" "$OUT/e2e_launch.log" | tail -6
