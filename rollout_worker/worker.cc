@@ -177,6 +177,13 @@ struct RolloutWorker::State {
   // it is behind `need` (it restarted from a checkpoint: its newest is the freshest policy
   // there is, and waiting for `need` would wait for a step that needs our groups first).
   // Weights newer than the learner's newest came from before such a restart: dropped.
+  // The weights now held are version v (-1: none), as the coordinator and metrics see it.
+  void HoldVersion(int64_t v) {
+    version = v;
+    registration->set_policy_version(version);
+    metrics.policy_version.Set(static_cast<double>(version));
+  }
+
   absl::Status EnsureVersion(int64_t need, absl::Notification* stop) {
     Backoff backoff(std::chrono::milliseconds(50), std::chrono::seconds(1));
     const auto give_up = Clock::now() + options.weights_deadline;
@@ -210,18 +217,14 @@ struct RolloutWorker::State {
             if (absl::Status s = policy->ImportFlat(pulled->payload); !s.ok()) {
               // A failure part-way (the device out of memory) may leave some tensors new:
               // the weights are no version's until a pull lands whole.
-              version = -1;
-              registration->set_policy_version(version);
-              metrics.policy_version.Set(static_cast<double>(version));
+              HoldVersion(-1);
               return s;
             }
-            version = pulled->version;
-            registration->set_policy_version(version);
+            HoldVersion(pulled->version);
             ++counters.weight_pulls;
             counters.last_weight_pull_seconds = SecondsSince(start);
             metrics.weight_pulls.Increment();
             metrics.weight_sync_seconds.Observe(counters.last_weight_pull_seconds);
-            metrics.policy_version.Set(static_cast<double>(version));
             Log(absl::StrFormat("weights v%d (%.1f MB) in %.3fs", version,
                                 pulled->payload.size() / 1e6, counters.last_weight_pull_seconds));
             continue;

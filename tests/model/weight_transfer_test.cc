@@ -109,13 +109,9 @@ TEST(WeightTransferTest, BfloatPayloadsAreHalfTheSizeAndRoundToNearest) {
 // embedding alone is 1M): the same bytes as LibTorch's rounding, and the same checksums as
 // one pass chunk by chunk (8 MB a thread: a 24 MB payload).
 TEST(WeightTransferTest, ConversionAndChecksumsSplitOverThreadsGiveTheSerialBytes) {
-  ModelConfig c = Config();
-  c.vocab_size = 4096;
-  c.d_model = 256;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.ffn_hidden = 512;
-  c.tie_embeddings = false;
+  const ModelConfig c = testing_util::SmallModel({.d_model = 256, .n_layers = 2, .n_heads = 4,
+                                                  .n_kv_heads = 2, .ffn_hidden = 512,
+                                                  .vocab_size = 4096, .tie_embeddings = false});
   Transformer sender(c, 4);
   const std::string f32 = Export(sender, v1::WEIGHT_DTYPE_FLOAT32);
   ASSERT_GT(f32.size(), size_t{4} * (size_t{5} << 20) / 2) << "more than 2.5M elements";

@@ -17,7 +17,7 @@
 //   7. a job's order of events: a policy that trained on the CPU first (as SFT leaves it,
 //      gradients and all) moves to the device and steps there; the trainer's checkpoint,
 //      written from the device, resumes a trainer on the CPU whose next step has the
-//      device's loss.
+//      device's gradients.
 // Prints "trainer_check: <check>: ok" or "FAILED (...)" per check; exits 1 if any failed.
 // Builds and runs on the CPU as well (--device cpu), where it checks the same things
 // against itself: how it is kept compiling (tools/cuda_check/README.md).
@@ -96,6 +96,15 @@ struct Outcome {
   std::string error;
 };
 
+// Every parameter's gradient, on the CPU in float64 (zeros where there is none).
+Outcome GradientsOf(const std::vector<at::Tensor>& params) {
+  Outcome out;
+  for (const at::Tensor& p : params)
+    out.updates.push_back(p.grad().defined() ? p.grad().to(at::kCPU, at::kDouble)
+                                             : at::zeros(p.sizes(), at::kDouble));
+  return out;
+}
+
 // One step of a fresh policy (seed 7) on `device`, its attention fused or explicit; its
 // gradients (left in place by the optimizer: no clipping here).
 Outcome Step(const c10::Device& device, TrainerOptions options,
@@ -111,13 +120,11 @@ Outcome Step(const c10::Device& device, TrainerOptions options,
   if (!trainer.ok()) return {{}, {}, trainer.status().ToString()};
   absl::StatusOr<StepMetrics> m = (*trainer)->Step(batch);
   if (!m.ok()) return {{}, {}, m.status().ToString()};
-  out.metrics = *m;
   std::vector<at::Tensor> params = policy.parameters();
   if ((*trainer)->critic())
     for (const at::Tensor& p : (*trainer)->critic()->parameters()) params.push_back(p);
-  for (const at::Tensor& p : params)
-    out.updates.push_back(p.grad().defined() ? p.grad().to(at::kCPU, at::kDouble)
-                                             : at::zeros(p.sizes(), at::kDouble));
+  out = GradientsOf(params);
+  out.metrics = *m;
   if (inspect) inspect(**trainer, policy, &out);
   return out;
 }
@@ -291,8 +298,8 @@ void CheckTrainingLoop(const c10::Device& device) {
   Report(check, after > 5 * before, detail);
 }
 
-// 7. See the header. The loss compared is the next step's, on the same batch: its
-// reference term reads the restored reference model.
+// 7. See the header. The gradients compared are the next step's, on the same batch: its
+// KL term reads the restored reference model.
 void CheckMoveAndResume(const c10::Device& device, const std::vector<ScoredGroup>& batch) {
   const std::string check = "cpu-trained policy steps on " + device.str() + ", resumes on cpu";
   Transformer policy(Config(), 7);
@@ -327,14 +334,7 @@ void CheckMoveAndResume(const c10::Device& device, const std::vector<ScoredGroup
   absl::StatusOr<StepMetrics> here = (*resumed)->Step(next);
   if (!there.ok() || !here.ok())
     return Report(check, false, there.status().ToString() + " " + here.status().ToString());
-  auto gradients = [](const Transformer& model) {
-    Outcome out;
-    for (const at::Tensor& p : model.parameters())
-      out.updates.push_back(p.grad().defined() ? p.grad().to(at::kCPU, at::kDouble)
-                                               : at::zeros(p.sizes(), at::kDouble));
-    return out;
-  };
-  const Outcome a = gradients(policy), b = gradients(cpu_policy);
+  const Outcome a = GradientsOf(policy.parameters()), b = GradientsOf(cpu_policy.parameters());
   const double d = RelativeDifference(a, b);
   const bool same_step = (*trainer)->step() == (*resumed)->step();
   char detail[200];
