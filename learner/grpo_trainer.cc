@@ -142,52 +142,58 @@ absl::StatusOr<std::unique_ptr<GrpoTrainer>> GrpoTrainer::Create(
 // whole batch.
 // The first pass's metrics as sums over this rank's completion tokens (the loss terms are
 // already each micro-batch's share of the whole batch's, normalised by global counts).
+// One float64 tensor on the policy's device: a micro-batch adds to it without waiting for
+// the device (an item() per metric would stall a GPU's queue a dozen times a micro-batch),
+// and the step reads it once, after the all-reduce (Into).
 struct GrpoTrainer::LossSums {
-  double loss = 0, policy_loss = 0, kl = 0, clip_low = 0, clip_high = 0, entropy = 0;
-  double mismatch = 0, sampler_kl = 0, tis_truncated = 0;
-  double tokens = 0;
-  // PPO's critic: the value loss (already normalised by the batch's tokens), clipped
-  // tokens, and Σ V, Σ R, Σ R², Σ (R − V), Σ (R − V)² for the means and explained variance.
-  double value_loss = 0, value_clip = 0, values = 0, returns = 0, returns_sq = 0;
-  double residual = 0, residual_sq = 0;
+  enum Field {
+    kLoss, kPolicyLoss, kKl, kClipLow, kClipHigh, kEntropy, kMismatch, kSamplerKl,
+    kTisTruncated, kTokens,
+    // PPO's critic: the value loss (already normalised by the batch's tokens), clipped
+    // tokens, and Σ V, Σ R, Σ R², Σ (R − V), Σ (R − V)² for the means and explained
+    // variance.
+    kValueLoss, kValueClip, kValues, kReturns, kReturnsSq, kResidual, kResidualSq,
+    kFields
+  };
+  at::Tensor sums;  // [kFields] float64
 
-  // One float64 all-reduce makes them the whole batch's on every rank, as one rank would
-  // report them.
+  explicit LossSums(const at::TensorOptions& device)
+      : sums(at::zeros({kFields}, device.dtype(at::kDouble))) {}
+
+  void Add(Field field, const at::Tensor& scalar) {
+    sums.select(0, field).add_(scalar.detach().to(at::kDouble));
+  }
+
+  // One all-reduce makes them the whole batch's on every rank, as one rank would report
+  // them.
   absl::Status Reduce(LearnerGroup& group) {
-    std::vector<double*> fields{&loss,     &policy_loss, &kl,          &clip_low,
-                                &clip_high, &entropy,    &mismatch,    &sampler_kl,
-                                &tis_truncated, &tokens,     &value_loss, &value_clip,
-                                &values,    &returns,    &returns_sq, &residual,
-                                &residual_sq};
-    std::vector<double> values;
-    for (double* f : fields) values.push_back(*f);
-    std::vector<at::Tensor> t{at::tensor(values, at::kDouble)};
-    if (absl::Status s = group.AllReduceSum(t); !s.ok()) return s;
-    const auto r = t[0].accessor<double, 1>();
-    for (size_t i = 0; i < fields.size(); ++i) *fields[i] = r[i];
-    return absl::OkStatus();
+    std::vector<at::Tensor> t{sums};
+    return group.AllReduceSum(t);
   }
 
   void Into(StepMetrics* m) const {
-    const double n = std::max(1.0, tokens);
-    m->loss = loss;
-    m->policy_loss = policy_loss;
-    m->kl = kl / n;
-    m->clip_low_fraction = clip_low / n;
-    m->clip_high_fraction = clip_high / n;
-    m->clip_fraction = (clip_low + clip_high) / n;
-    m->entropy = entropy / n;
-    m->logprob_mismatch = mismatch / n;
-    m->sampler_kl = sampler_kl / n;
-    m->tis_truncated_fraction = tis_truncated / n;
-    m->completion_tokens = static_cast<int64_t>(tokens);
-    m->value_loss = value_loss;
-    m->value_clip_fraction = value_clip / n;
-    m->value_mean = values / n;
-    m->return_mean = returns / n;
+    const at::Tensor host = sums.to(at::kCPU);
+    const auto s = host.accessor<double, 1>();
+    const double n = std::max(1.0, s[kTokens]);
+    m->loss = s[kLoss];
+    m->policy_loss = s[kPolicyLoss];
+    m->kl = s[kKl] / n;
+    m->clip_low_fraction = s[kClipLow] / n;
+    m->clip_high_fraction = s[kClipHigh] / n;
+    m->clip_fraction = (s[kClipLow] + s[kClipHigh]) / n;
+    m->entropy = s[kEntropy] / n;
+    m->logprob_mismatch = s[kMismatch] / n;
+    m->sampler_kl = s[kSamplerKl] / n;
+    m->tis_truncated_fraction = s[kTisTruncated] / n;
+    m->completion_tokens = static_cast<int64_t>(s[kTokens]);
+    m->value_loss = s[kValueLoss];
+    m->value_clip_fraction = s[kValueClip] / n;
+    m->value_mean = s[kValues] / n;
+    m->return_mean = s[kReturns] / n;
     // Population variances, as rl/ppo.h's ExplainedVariance.
-    const double var_returns = returns_sq / n - (returns / n) * (returns / n);
-    const double var_residual = residual_sq / n - (residual / n) * (residual / n);
+    const double var_returns = s[kReturnsSq] / n - (s[kReturns] / n) * (s[kReturns] / n);
+    const double var_residual =
+        s[kResidualSq] / n - (s[kResidual] / n) * (s[kResidual] / n);
     m->explained_variance = var_returns > 0 ? 1.0 - var_residual / var_returns : 0.0;
   }
 };
@@ -406,16 +412,17 @@ absl::StatusOr<std::vector<GrpoTrainer::MicroBatch>> GrpoTrainer::PackMicroBatch
 // whitened over the whole batch: two float64 all-reduces (the mean, then the squared
 // deviations), so the result is WhitenMasked's over the full batch on every rank.
 absl::Status GrpoTrainer::EstimateAdvantages(std::vector<MicroBatch>& parts) const {
-  double moments[2] = {0, 0};  // Σ A, tokens; then Σ (A − mean)²
-  auto reduce = [&](int n) -> absl::Status {
+  // On the device, read by nobody on the host: no sync per micro-batch.
+  const at::TensorOptions wide = policy_->tensor_options().dtype(at::kDouble);
+  at::Tensor moments, squares;  // [Σ A, tokens]; [Σ (A − mean)²]
+  auto reduce = [&](at::Tensor& t) -> absl::Status {
     if (!options_.group || options_.group->world_size() == 1) return absl::OkStatus();
-    std::vector<at::Tensor> t{at::tensor(std::vector<double>(moments, moments + n), at::kDouble)};
-    if (absl::Status s = options_.group->AllReduceSum(t); !s.ok()) return s;
-    for (int i = 0; i < n; ++i) moments[i] = t[0][i].item<double>();
-    return absl::OkStatus();
+    std::vector<at::Tensor> one{t};
+    return options_.group->AllReduceSum(one);
   };
   absl::Status s = CatchTorch("PPO advantages", [&] {
     at::NoGradGuard no_grad;
+    moments = at::zeros({2}, wide);
     for (MicroBatch& mb : parts) {
       mb.old_values = critic_->Values(mb.batch);
       const at::TensorOptions like = mb.old_values.options();
@@ -429,24 +436,25 @@ absl::Status GrpoTrainer::EstimateAdvantages(std::vector<MicroBatch>& parts) con
                                             options_.ppo.lambda);
       mb.advantages = gae.advantages;
       mb.returns = gae.returns;
-      moments[0] += gae.advantages.sum().item<double>();
-      moments[1] += mask.sum().item<double>();
+      moments.add_(at::stack({gae.advantages.sum(), mask.sum()}).to(at::kDouble));
     }
   });
   if (!s.ok() || !options_.ppo.whiten_advantages) return s;
-  if (absl::Status r = reduce(2); !r.ok()) return r;
-  const double mean = moments[0] / std::max(1.0, moments[1]), tokens = moments[1];
-  moments[0] = 0;
+  if (absl::Status r = reduce(moments); !r.ok()) return r;
+  at::Tensor mean, tokens;
   s = CatchTorch("PPO advantage whitening", [&] {
+    tokens = moments[1];
+    mean = moments[0] / tokens.clamp_min(1.0);
+    squares = at::zeros({1}, wide);
     for (MicroBatch& mb : parts) {
       const at::Tensor mask = mb.batch.mask.to(mb.advantages.options());
-      moments[0] += ((mb.advantages - mean) * mask).pow(2).sum().item<double>();
+      squares.add_(((mb.advantages - mean) * mask).pow(2).sum().to(at::kDouble));
     }
   });
   if (!s.ok()) return s;
-  if (absl::Status r = reduce(1); !r.ok()) return r;
-  const double deviation = std::sqrt(moments[0] / std::max(1.0, tokens - 1));
+  if (absl::Status r = reduce(squares); !r.ok()) return r;
   return CatchTorch("PPO advantage whitening", [&] {
+    const at::Tensor deviation = (squares[0] / (tokens - 1).clamp_min(1.0)).sqrt();
     for (MicroBatch& mb : parts) {
       const at::Tensor mask = mb.batch.mask.to(mb.advantages.options());
       mb.advantages = (mb.advantages - mean) / (deviation + 1e-8) * mask;
@@ -454,29 +462,37 @@ absl::Status GrpoTrainer::EstimateAdvantages(std::vector<MicroBatch>& parts) con
   });
 }
 
+namespace {
+
+// Counts into `flags` whether the scalar is not finite, on the device.
+void FlagNonFinite(const at::Tensor& scalar, at::Tensor* flags) {
+  flags->add_(at::logical_not(at::isfinite(scalar.detach())).to(flags->scalar_type()));
+}
+
+}  // namespace
+
 // PPO: the critic's clipped value loss on one micro-batch, as its share of the whole
 // batch's token mean, and its backward pass (gradients accumulated in the critic).
 void GrpoTrainer::AddValueLoss(const Shard& shard, const MicroBatch& mb, LossSums* sums,
-                               bool* finite) const {
+                               at::Tensor* nonfinite) const {
   const at::Tensor values = critic_->Values(mb.batch);
   const at::Tensor mask = mb.batch.mask.to(values.options());
   ValueLossTerms v =
       ClippedValueLoss(values, mb.old_values, mb.returns, mask, options_.ppo.value_clip);
-  const double tokens = mask.sum().item<double>();
+  const at::Tensor tokens = mask.sum();
   const at::Tensor share = v.loss * (tokens / std::max(1.0, shard.loss.global_tokens));
-  const double value_loss = share.item<double>();
-  *finite = *finite && std::isfinite(value_loss);
+  FlagNonFinite(share, nonfinite);
   share.backward();
   if (sums) {
     const at::Tensor v_now = values.detach();
     const at::Tensor residual = (mb.returns - v_now) * mask;
-    sums->value_loss += value_loss;
-    sums->value_clip += v.clip_fraction * tokens;
-    sums->values += v_now.sum().item<double>();
-    sums->returns += mb.returns.sum().item<double>();
-    sums->returns_sq += (mb.returns * mb.returns).sum().item<double>();
-    sums->residual += residual.sum().item<double>();
-    sums->residual_sq += (residual * residual).sum().item<double>();
+    sums->Add(LossSums::kValueLoss, share);
+    sums->Add(LossSums::kValueClip, v.clip_fraction * tokens.to(at::kDouble));
+    sums->Add(LossSums::kValues, v_now.sum());
+    sums->Add(LossSums::kReturns, mb.returns.sum());
+    sums->Add(LossSums::kReturnsSq, (mb.returns * mb.returns).sum());
+    sums->Add(LossSums::kResidual, residual.sum());
+    sums->Add(LossSums::kResidualSq, (residual * residual).sum());
   }
 }
 
@@ -490,10 +506,10 @@ void GrpoTrainer::UseOwnLogprobs(const at::Tensor& logprobs, MicroBatch* mb,
   const at::Tensor& mask = mb->batch.mask;
   const at::Tensor log_ratio = (own - mb->sampler_logprobs) * mask;  // log π_learner/π_sampler
   if (sums) {
-    sums->mismatch += log_ratio.abs().sum().item<double>();
+    sums->Add(LossSums::kMismatch, log_ratio.abs().sum());
     // e^d − 1 − d for |d| ~ 1e-4 cancels to nothing in float32: float64 and expm1.
     const at::Tensor wide = log_ratio.to(at::kDouble);
-    sums->sampler_kl += ((at::expm1(wide) - wide) * mask).sum().item<double>();
+    sums->Add(LossSums::kSamplerKl, ((at::expm1(wide) - wide) * mask).sum());
   }
   if (!mb->recompute.defined()) return;
   // The rows not recomputed keep the sampler's log-probs, and with them a TIS weight of 1.
@@ -502,22 +518,23 @@ void GrpoTrainer::UseOwnLogprobs(const at::Tensor& logprobs, MicroBatch* mb,
     const at::Tensor weight = log_ratio.exp();
     const at::Tensor weighed = mask * mb->recompute.to(mask.scalar_type());
     if (sums)
-      sums->tis_truncated += ((weight > options_.tis_cap).to(mask.scalar_type()) * weighed)
-                                 .sum()
-                                 .item<double>();
+      sums->Add(LossSums::kTisTruncated,
+                ((weight > options_.tis_cap).to(mask.scalar_type()) * weighed).sum());
     mb->advantages =
         mb->advantages * at::where(mb->recompute, weight.clamp_max(options_.tis_cap), 1.0);
   }
 }
 
 // One pass over the micro-batches: forward, loss, backward, gradients accumulated. Returns
-// whether every micro-batch's loss was finite; the first pass (`sums` set) also records
-// its metrics and the pre-step log-probs (UseOwnLogprobs).
-absl::StatusOr<bool> GrpoTrainer::AccumulateGradients(const Shard& shard,
-                                                      std::vector<MicroBatch>& parts,
-                                                      LossSums* sums) {
-  bool finite = true;
+// a [1] tensor on the policy's device, in its dtype, that is not 0 when a micro-batch's
+// loss was not finite (read once per pass, after the all-reduce); the first pass (`sums`
+// set) also records its metrics and the pre-step log-probs (UseOwnLogprobs).
+absl::StatusOr<at::Tensor> GrpoTrainer::AccumulateGradients(const Shard& shard,
+                                                            std::vector<MicroBatch>& parts,
+                                                            LossSums* sums) {
+  at::Tensor nonfinite;
   absl::Status status = CatchTorch("GRPO step", [&] {
+    nonfinite = at::zeros({1}, policy_->tensor_options());
     optimizer_->ZeroGrad();
     if (critic_optimizer_) critic_optimizer_->ZeroGrad();
     for (MicroBatch& mb : parts) {
@@ -526,26 +543,25 @@ absl::StatusOr<bool> GrpoTrainer::AccumulateGradients(const Shard& shard,
       if (sums) UseOwnLogprobs(out.logprobs, &mb, sums);
       LossTerms terms = GrpoLoss(out.logprobs, mb.old_logprobs, mb.reference_logprobs,
                                  mb.advantages, mb.batch.mask, shard.loss);
-      const double loss = terms.loss.item<double>();
-      finite = finite && std::isfinite(loss);
+      FlagNonFinite(terms.loss, &nonfinite);
       if (sums) {
-        const double tokens = mb.batch.mask.sum().item<double>();
-        const double counted = std::max(1.0, tokens);  // GrpoLoss's token means
-        sums->loss += loss;
-        sums->policy_loss += terms.policy_loss;
-        sums->kl += terms.kl * counted;
-        sums->clip_low += terms.clip_low_fraction * counted;
-        sums->clip_high += terms.clip_high_fraction * counted;
-        sums->entropy += out.entropy.sum().item<double>();
-        sums->tokens += tokens;
+        const at::Tensor tokens = mb.batch.mask.sum();
+        const at::Tensor counted = tokens.to(at::kDouble).clamp_min(1.0);  // GrpoLoss's means
+        sums->Add(LossSums::kLoss, terms.loss);
+        sums->Add(LossSums::kPolicyLoss, terms.policy_loss);
+        sums->Add(LossSums::kKl, terms.kl * counted);
+        sums->Add(LossSums::kClipLow, terms.clip_low_fraction * counted);
+        sums->Add(LossSums::kClipHigh, terms.clip_high_fraction * counted);
+        sums->Add(LossSums::kEntropy, out.entropy.sum());
+        sums->Add(LossSums::kTokens, tokens);
       }
       terms.loss.backward();
       // The critic's pass after the policy's backward: one model's activations at a time.
-      if (critic_) AddValueLoss(shard, mb, sums, &finite);
+      if (critic_) AddValueLoss(shard, mb, sums, &nonfinite);
     }
   });
   if (!status.ok()) return status;
-  return finite;
+  return nonfinite;
 }
 
 // μ passes of the clipped loss over the shard, each an AdamW update. The first pass's
@@ -556,14 +572,14 @@ absl::StatusOr<int> GrpoTrainer::Update(const Shard& shard, StepMetrics* m) {
   if (!parts.ok()) return parts.status();
   const int world = options_.group ? options_.group->world_size() : 1;
   for (int iteration = 0; iteration < options_.inner_iterations; ++iteration) {
-    LossSums sums;
-    absl::StatusOr<bool> finite =
+    LossSums sums(policy_->tensor_options());
+    absl::StatusOr<at::Tensor> nonfinite =
         AccumulateGradients(shard, *parts, iteration == 0 ? &sums : nullptr);
-    if (!finite.ok()) return finite.status();
+    if (!nonfinite.ok()) return nonfinite.status();
     // Whether to skip must be decided alike on every rank, or their collectives would
-    // part ways: a rank's own non-finite loss travels as a 0/1 flag in the gradients'
+    // part ways: a rank's own non-finite loss travels as a flag in the gradients'
     // all-reduce, and a non-finite summed gradient is the same on every rank.
-    at::Tensor nonfinite_loss = at::full({1}, *finite ? 0.0 : 1.0, policy_->tensor_options());
+    at::Tensor& nonfinite_loss = *nonfinite;
     if (world > 1) {
       std::vector<at::Tensor> grads;
       for (at::Tensor& p : policy_->parameters()) grads.push_back(p.mutable_grad());

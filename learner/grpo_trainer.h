@@ -170,10 +170,10 @@ class GrpoTrainer {
   absl::StatusOr<std::vector<MicroBatch>> PackMicroBatches(const Shard& shard) const;
   absl::Status EstimateAdvantages(std::vector<MicroBatch>& parts) const;
   void AddValueLoss(const Shard& shard, const MicroBatch& mb, LossSums* sums,
-                    bool* finite) const;
+                    at::Tensor* nonfinite) const;
   void UseOwnLogprobs(const at::Tensor& logprobs, MicroBatch* mb, LossSums* sums) const;
-  absl::StatusOr<bool> AccumulateGradients(const Shard& shard, std::vector<MicroBatch>& parts,
-                                           LossSums* sums);
+  absl::StatusOr<at::Tensor> AccumulateGradients(const Shard& shard,
+                                                 std::vector<MicroBatch>& parts, LossSums* sums);
   absl::StatusOr<int> Update(const Shard& shard, StepMetrics* m);
 
   Transformer* policy_;

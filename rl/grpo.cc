@@ -223,11 +223,9 @@ at::Tensor Aggregate(const at::Tensor& per_token, const at::Tensor& mask,
   switch (o.aggregation) {
     case Aggregation::kSeqMeanTokenMean:
       return ((per_token * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)).sum() / n;
-    case Aggregation::kTokenMean: {
-      const double tokens =
-          o.global_tokens > 0 ? o.global_tokens : std::max(1.0, mask.sum().item<double>());
-      return (per_token * mask).sum() / tokens;
-    }
+    case Aggregation::kTokenMean:
+      if (o.global_tokens > 0) return (per_token * mask).sum() / o.global_tokens;
+      return (per_token * mask).sum() / mask.sum().clamp_min(1.0);
     case Aggregation::kSeqMeanTokenSumNorm: {
       const double norm = o.max_new_tokens > 0 ? o.max_new_tokens : per_token.size(1);
       return (per_token * mask).sum() / norm / n;
@@ -268,15 +266,16 @@ LossTerms GrpoLoss(const at::Tensor& logprobs, const at::Tensor& old_logprobs,
   LossTerms terms;
   terms.loss = Aggregate(per_token, mask, o);
 
-  // 5. Metrics (no gradient): over completion tokens only.
+  // 5. Metrics (no gradient): over completion tokens only, divided in float64.
   at::NoGradGuard no_grad;
-  const double tokens = std::max(1.0, mask.sum().item<double>());
-  terms.policy_loss = Aggregate(policy.detach(), mask, o).item<double>();
-  if (kl.defined()) terms.kl = (kl.detach() * mask).sum().item<double>() / tokens;
+  auto wide_sum = [&](const at::Tensor& x) { return (x * mask).sum().to(at::kDouble); };
+  const at::Tensor tokens = mask.sum().to(at::kDouble).clamp_min(1.0);
+  terms.policy_loss = Aggregate(policy.detach(), mask, o).to(at::kDouble);
+  terms.kl = kl.defined() ? wide_sum(kl.detach()) / tokens : at::zeros_like(tokens);
   at::Tensor low = (ratio < 1.0 - o.epsilon_low) & (advantages < 0);
   at::Tensor high = (ratio > 1.0 + o.epsilon_high) & (advantages > 0);
-  terms.clip_low_fraction = (low.to(at::kFloat) * mask).sum().item<double>() / tokens;
-  terms.clip_high_fraction = (high.to(at::kFloat) * mask).sum().item<double>() / tokens;
+  terms.clip_low_fraction = wide_sum(low.to(mask.scalar_type())) / tokens;
+  terms.clip_high_fraction = wide_sum(high.to(mask.scalar_type())) / tokens;
   terms.clip_fraction = terms.clip_low_fraction + terms.clip_high_fraction;
   return terms;
 }

@@ -66,11 +66,14 @@ at::Tensor TokenLogprobs(const at::Tensor& logits, const at::Tensor& targets,
 
 struct LossTerms {
   at::Tensor loss;  // scalar, differentiable w.r.t. logprobs
-  double policy_loss = 0;
-  double kl = 0;                // mean over completion tokens
-  double clip_low_fraction = 0;   // ρ < 1 − ε_low with A < 0
-  double clip_high_fraction = 0;  // ρ > 1 + ε_high with A > 0
-  double clip_fraction = 0;
+  // The metrics: detached float64 scalars on the inputs' device. Left there, so that a
+  // trainer adds up a step's micro-batches without waiting for the device each time
+  // (reading one with item() is a host sync on a GPU).
+  at::Tensor policy_loss;
+  at::Tensor kl;                  // mean over completion tokens
+  at::Tensor clip_low_fraction;   // ρ < 1 − ε_low with A < 0
+  at::Tensor clip_high_fraction;  // ρ > 1 + ε_high with A > 0
+  at::Tensor clip_fraction;
 };
 
 // logprobs (policy, differentiable), old_logprobs (sampler), ref_logprobs (reference; may

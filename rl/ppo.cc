@@ -48,12 +48,14 @@ ValueLossTerms ClippedValueLoss(const at::Tensor& values, const at::Tensor& old_
   const at::Tensor clipped = old_values + (values - old_values).clamp(-epsilon, epsilon);
   const at::Tensor plain_loss = (values - returns).pow(2);
   const at::Tensor clipped_loss = (clipped - returns).pow(2);
-  const double tokens = std::max(1.0, mask.sum().item<double>());
+  const at::Tensor tokens = mask.sum().clamp_min(1.0);
   ValueLossTerms out;
   out.loss = 0.5 * (at::max(plain_loss, clipped_loss) * mask).sum() / tokens;
   at::NoGradGuard no_grad;
-  out.clip_fraction =
-      ((clipped_loss > plain_loss).to(mask.scalar_type()) * mask).sum().item<double>() / tokens;
+  out.clip_fraction = ((clipped_loss > plain_loss).to(mask.scalar_type()) * mask)
+                          .sum()
+                          .to(at::kDouble) /
+                      tokens.to(at::kDouble);
   return out;
 }
 

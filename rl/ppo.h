@@ -28,7 +28,9 @@ at::Tensor WhitenMasked(const at::Tensor& x, const at::Tensor& mask);
 
 struct ValueLossTerms {
   at::Tensor loss;             // scalar, differentiable w.r.t. values
-  double clip_fraction = 0;    // tokens where the clipped branch was the larger
+  // Tokens where the clipped branch was the larger: a detached float64 scalar on the
+  // device (GrpoLoss's metrics say why).
+  at::Tensor clip_fraction;
 };
 
 // ½·max((V − R)², (V_old + clip(V − V_old, −ε, ε) − R)²), mean over the masked tokens.

@@ -249,9 +249,9 @@ TEST(GrpoLossTest, MatchesFloat64ReferenceForEveryAggregationAndEstimator) {
       const double expected = ReferenceLoss(c, o, &kl_mean, &low, &high);
       LossTerms t = GrpoLoss(c.lp, c.old_lp, c.ref_lp, c.adv, c.mask, o);
       EXPECT_NEAR(t.loss.item<double>(), expected, 1e-10);
-      EXPECT_NEAR(t.kl, kl_mean, 1e-10);
-      EXPECT_NEAR(t.clip_low_fraction, low, 1e-12);
-      EXPECT_NEAR(t.clip_high_fraction, high, 1e-12);
+      EXPECT_NEAR(t.kl.item<double>(), kl_mean, 1e-10);
+      EXPECT_NEAR(t.clip_low_fraction.item<double>(), low, 1e-12);
+      EXPECT_NEAR(t.clip_high_fraction.item<double>(), high, 1e-12);
       EXPECT_GT(low + high, 0);  // the case does exercise clipping
     }
   }

@@ -110,7 +110,7 @@ TEST(ValueLossTest, MatchesTheReferenceAndClipsTheGradient) {
       grad[i][t] = clipped_wins ? (inside ? vc - ret[i][t] : 0.0) : v[i][t] - ret[i][t];
     }
   EXPECT_NEAR(got.loss.item<double>(), total / tokens, 1e-12);
-  EXPECT_NEAR(got.clip_fraction, clipped_count / tokens, 1e-12);
+  EXPECT_NEAR(got.clip_fraction.item<double>(), clipped_count / tokens, 1e-12);
   EXPECT_GT(clipped_count, 0);  // the case exercises the clip
   for (int i = 0; i < 5; ++i)
     for (int t = 0; t < 7; ++t)

@@ -20,8 +20,8 @@ namespace grpo::testing_util {
 inline std::vector<absl::StatusOr<std::unique_ptr<LearnerGroup>>> JoinOnce(int world) {
   std::promise<int> port;
   std::shared_future<int> port_ready = port.get_future().share();
-  std::vector<absl::StatusOr<std::unique_ptr<LearnerGroup>>> groups(
-      world, absl::UnknownError("not joined"));
+  std::vector<absl::StatusOr<std::unique_ptr<LearnerGroup>>> groups;
+  for (int r = 0; r < world; ++r) groups.emplace_back(absl::UnknownError("not joined"));
   std::vector<std::thread> ranks;
   for (int r = 0; r < world; ++r) {
     ranks.emplace_back([&, r] {
