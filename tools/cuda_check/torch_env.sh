@@ -39,7 +39,7 @@ CUDA=0
 # The -D flags are those the Torch CMake package gives its consumers (USE_C10D_GLOO guards
 # ProcessGroupGloo.hpp) and, with CUDA, ours for the NCCL and CUDA-graph code. The
 # launcher finds the binaries beside itself (GRPO_*_BINARY empty).
-FLAGS=($STD -O2 -D_GLIBCXX_USE_CXX11_ABI=$ABI -DUSE_C10D_GLOO -DUSE_DISTRIBUTED -I.
+FLAGS=($STD -O2 -DNDEBUG -D_GLIBCXX_USE_CXX11_ABI=$ABI -DUSE_C10D_GLOO -DUSE_DISTRIBUTED -I.
        -I"$DEPS/include" "${TORCH_INCLUDES[@]}" -idirafter "$DEPS/fallback" -w
        -DGRPO_COORDINATOR_BINARY='""' -DGRPO_REWARD_SERVER_BINARY='""'
        -DGRPO_LEARNER_BINARY='""' -DGRPO_ROLLOUT_WORKER_BINARY='""')
