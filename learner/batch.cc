@@ -50,6 +50,11 @@ absl::StatusOr<TokenBatch> PackBatch(const std::vector<std::vector<int32_t>>& pr
       mask[i][j] = 1.0f;
     }
   }
+  std::vector<int64_t> positions;
+  for (int64_t i = 0; i < n; ++i)
+    for (size_t j = 0; j < completions[i].size(); ++j)
+      positions.push_back(i * static_cast<int64_t>(m) + static_cast<int64_t>(j));
+  b.positions = at::tensor(positions, at::kLong);
   return b;
 }
 
@@ -81,7 +86,9 @@ CompletionOutputs CompletionLogprobsChunked(const Transformer& model, const Toke
   at::Tensor hidden =
       model.Forward(b.tokens.narrow(1, 0, p + m - 1), b.is_pad.narrow(1, 0, p + m - 1));
   // The completion positions that carry a token: padding never reaches the LM head.
-  const at::Tensor positions = b.mask.reshape({-1}).nonzero().squeeze(1);
+  const at::Tensor positions = b.positions.defined()
+                                   ? b.positions.to(b.mask.device())
+                                   : b.mask.reshape({-1}).nonzero().squeeze(1);
   at::Tensor normed = model.FinalNorm(hidden.narrow(1, p - 1, m)).reshape({n * m, -1});
   at::Tensor targets = b.tokens.narrow(1, p, m).reshape({-1}).index_select(0, positions);
   LogprobsAndEntropy rows = ChunkedTokenLogprobs(normed.index_select(0, positions),

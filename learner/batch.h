@@ -18,6 +18,10 @@ struct TokenBatch {
   at::Tensor tokens;  // int64 [N, P + M]
   at::Tensor is_pad;  // bool [N, P + M]
   at::Tensor mask;    // float [N, M]: 1 on completion tokens
+  // int64 [Σ|o_i|]: the flat indices (row · M + t) of the completion tokens, counted on the
+  // host when packing: selecting them from a device mask (nonzero) would stall the host
+  // until the device got there, once per micro-batch. Moved with the rest of the batch.
+  at::Tensor positions;
   int64_t prompt_length = 0;      // P
   int64_t completion_length = 0;  // M
 };

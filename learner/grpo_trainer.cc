@@ -378,6 +378,7 @@ absl::StatusOr<std::vector<GrpoTrainer::MicroBatch>> GrpoTrainer::PackMicroBatch
       mb.batch.tokens = mb.batch.tokens.to(device);
       mb.batch.is_pad = mb.batch.is_pad.to(device);
       mb.batch.mask = mb.batch.mask.to(device);
+      mb.batch.positions = mb.batch.positions.to(device);
       mb.sampler_logprobs = PadRows(old_logprobs, mb.batch.completion_length).to(device);
       mb.old_logprobs = mb.sampler_logprobs;
       mb.advantages = PadRows(advantages, mb.batch.completion_length).to(device);

@@ -162,6 +162,23 @@ TEST(GrpoGradientTest, PaddingEmbeddingGetsNoGradient) {
   EXPECT_GT(embedding_grad[3].abs().sum().item<double>(), 0.0);  // a prompt token's row
 }
 
+TEST(PackBatchTest, PositionsAreTheMasksCompletionTokens) {
+  auto batch = PackBatch({{3, 4}, {5, 6, 7, 8}, {1}}, {{9}, {10, 11, 12}, {13, 14}}, 0, 16);
+  ASSERT_TRUE(batch.ok());
+  // M = 3: row 0's one token, row 1's three, row 2's two.
+  EXPECT_TRUE(at::equal(batch->positions, at::tensor({0, 3, 4, 5, 6, 7}, at::kLong)));
+  EXPECT_TRUE(at::equal(batch->positions, batch->mask.reshape({-1}).nonzero().squeeze(1)));
+  // The chunked log-probs select by them; without them (a batch built by hand) by the mask.
+  Transformer model(TinyConfig(), 6);
+  at::NoGradGuard no_grad;
+  const at::Tensor with = CompletionLogprobsChunked(model, *batch, 1.0, 2).logprobs;
+  TokenBatch by_mask = *batch;
+  by_mask.positions = at::Tensor();
+  EXPECT_TRUE(at::equal(with, CompletionLogprobsChunked(model, by_mask, 1.0, 2).logprobs));
+  EXPECT_TRUE(at::allclose(with, CompletionLogprobs(model, *batch, 1.0) * batch->mask, 1e-5,
+                           1e-6));
+}
+
 TrainerOptions Options() {
   TrainerOptions o;
   o.optimizer.learning_rate = 1e-2;
