@@ -184,8 +184,11 @@ int main(int argc, char** argv) {
                shape_name.c_str(), params / 1e6, device->str().c_str(), precision.c_str(),
                sequences, prompt + completion, peak);
 
-  grpo::Transformer policy(config, 0);
+  // Placed, then drawn there (Transformer::Randomize: the same weights on the CPU; the
+  // constructor would draw on one CPU core, a minute or more at the larger shapes).
+  grpo::Transformer policy(config, grpo::Transformer::Uninitialized{});
   if (absl::Status st = policy.To(*device, at::kFloat); !st.ok()) return Fail("placing", st);
+  if (absl::Status st = policy.Randomize(0); !st.ok()) return Fail("drawing weights", st);
   grpo::TrainerOptions options;
   options.optimizer.learning_rate = 1e-5;
   options.max_policy_lag = 1 << 30;  // the same batch is reused for every step

@@ -17,6 +17,10 @@
 #include "model/packed_matmul.h"
 #include "model/torch_status.h"
 
+#ifdef GRPO_WITH_CUDA
+#include <ATen/cuda/CUDAGeneratorImpl.h>
+#endif
+
 namespace grpo {
 namespace {
 
@@ -160,12 +164,22 @@ struct Transformer::Impl {
   at::Tensor lm_head;     // [V, d]; undefined when tied to the embedding
   std::vector<Layer> layers;
   std::vector<std::pair<std::string, at::Tensor>> named;
+  // Beside `named`: the standard deviation each is drawn with; 0 for those set once, to
+  // one (norms) or zero (biases).
+  std::vector<double> init_std;
   at::Tensor cos, sin;  // [max_seq_len, hd]
   at::ScalarType compute_dtype = at::ScalarType::Undefined;  // = the parameters'
   bool checkpoint_layers = false;
   bool fused_attention = Transformer::FusedAttentionByDefault();
   // SetInferenceMatmulDtype: per layer wqkv, wo, w_gate_up, w_down, then the LM head.
   MatmulCopies matmul_copies;
+
+  // Every matrix drawn from `generator`, in the order of `named`, in place.
+  void Draw(at::Generator generator) {
+    at::NoGradGuard no_grad;
+    for (size_t i = 0; i < named.size(); ++i)
+      if (init_std[i] > 0) named[i].second.normal_(0.0, init_std[i], generator);
+  }
 };
 
 namespace {
@@ -212,50 +226,36 @@ Transformer::Transformer(const ModelConfig& c, uint64_t seed) : Transformer(c, s
 
 Transformer::Transformer(const ModelConfig& c, uint64_t seed, bool random) : impl_(new Impl) {
   impl_->config = c;
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const int64_t d = c.d_model, hd = c.head_dim(), f = c.ffn_hidden;
   const double residual_std = 0.02 / std::sqrt(2.0 * c.n_layers);
-  auto normal = [&](std::vector<int64_t> shape, double std) {
-    return (random ? at::normal(0.0, std, shape, gen) : at::empty(shape)).requires_grad_(true);
-  };
-  auto ones = [](int64_t n) { return at::ones({n}).requires_grad_(true); };
   auto& named = impl_->named;
+  auto add = [&](const std::string& name, at::Tensor& slot, at::Tensor value, double std) {
+    slot = value.requires_grad_(true);
+    named.emplace_back(name, slot);
+    impl_->init_std.push_back(std);
+  };
+  auto matrix = [](std::vector<int64_t> shape) { return at::empty(shape); };
 
-  impl_->embedding = normal({c.vocab_size, d}, 0.02);
-  named.emplace_back("embedding", impl_->embedding);
+  add("embedding", impl_->embedding, matrix({c.vocab_size, d}), 0.02);
   for (int i = 0; i < c.n_layers; ++i) {
-    Layer l;
-    l.attn_norm = ones(d);
-    l.wqkv = normal({(c.n_heads + 2 * c.n_kv_heads) * hd, d}, 0.02);
-    if (c.qkv_bias) l.bqkv = at::zeros({(c.n_heads + 2 * c.n_kv_heads) * hd}).requires_grad_(true);
-    if (c.qk_norm) {
-      l.q_norm = ones(hd);
-      l.k_norm = ones(hd);
-    }
-    l.wo = normal({d, c.n_heads * hd}, residual_std);
-    l.mlp_norm = ones(d);
-    l.w_gate_up = normal({2 * f, d}, 0.02);
-    l.w_down = normal({d, f}, residual_std);
+    Layer& l = impl_->layers.emplace_back();
     const std::string p = absl::StrCat("layers.", i, ".");
-    named.emplace_back(p + "attn_norm", l.attn_norm);
-    named.emplace_back(p + "wqkv", l.wqkv);
-    if (l.bqkv.defined()) named.emplace_back(p + "bqkv", l.bqkv);
-    if (l.q_norm.defined()) {
-      named.emplace_back(p + "q_norm", l.q_norm);
-      named.emplace_back(p + "k_norm", l.k_norm);
+    add(p + "attn_norm", l.attn_norm, at::ones({d}), 0);
+    add(p + "wqkv", l.wqkv, matrix({(c.n_heads + 2 * c.n_kv_heads) * hd, d}), 0.02);
+    if (c.qkv_bias)
+      add(p + "bqkv", l.bqkv, at::zeros({(c.n_heads + 2 * c.n_kv_heads) * hd}), 0);
+    if (c.qk_norm) {
+      add(p + "q_norm", l.q_norm, at::ones({hd}), 0);
+      add(p + "k_norm", l.k_norm, at::ones({hd}), 0);
     }
-    named.emplace_back(p + "wo", l.wo);
-    named.emplace_back(p + "mlp_norm", l.mlp_norm);
-    named.emplace_back(p + "w_gate_up", l.w_gate_up);
-    named.emplace_back(p + "w_down", l.w_down);
-    impl_->layers.push_back(std::move(l));
+    add(p + "wo", l.wo, matrix({d, c.n_heads * hd}), residual_std);
+    add(p + "mlp_norm", l.mlp_norm, at::ones({d}), 0);
+    add(p + "w_gate_up", l.w_gate_up, matrix({2 * f, d}), 0.02);
+    add(p + "w_down", l.w_down, matrix({d, f}), residual_std);
   }
-  impl_->final_norm = ones(d);
-  named.emplace_back("final_norm", impl_->final_norm);
-  if (!c.tie_embeddings) {
-    impl_->lm_head = normal({c.vocab_size, d}, 0.02);
-    named.emplace_back("lm_head", impl_->lm_head);
-  }
+  add("final_norm", impl_->final_norm, at::ones({d}), 0);
+  if (!c.tie_embeddings) add("lm_head", impl_->lm_head, matrix({c.vocab_size, d}), 0.02);
+  if (random) impl_->Draw(at::make_generator<at::CPUGeneratorImpl>(seed));
 
   // Rotary tables in float64 then cast, so long positions keep their precision.
   at::Tensor angles = at::outer(at::arange(c.max_seq_len, at::kDouble),
@@ -295,6 +295,23 @@ absl::Status Transformer::To(c10::Device device, at::ScalarType dtype) {
     impl_->cos = cos;
     impl_->sin = sin;
   });
+}
+
+absl::Status Transformer::Randomize(uint64_t seed) {
+  const c10::Device device = impl_->embedding.device();
+  at::Generator generator;
+  if (device.is_cpu()) generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+#ifdef GRPO_WITH_CUDA
+  if (device.is_cuda()) {
+    generator = at::make_generator<at::CUDAGeneratorImpl>(device.index());
+    generator.set_current_seed(seed);
+  }
+#endif
+  if (!generator.defined())
+    return absl::UnimplementedError(
+        absl::StrCat("random weights on ", device.str(), ": no generator in this build"));
+  return CatchTorch(absl::StrCat("drawing random weights on ", device.str()),
+                    [&] { impl_->Draw(generator); });
 }
 
 absl::StatusOr<Placement> ParsePlacement(const std::string& device_name,

@@ -117,6 +117,14 @@ class Transformer {
 
   const ModelConfig& config() const;
 
+  // Draws every matrix again as Transformer(config, seed) does (normal, std 0.02, residual
+  // outputs scaled down), in place, on the parameters' device and in their dtype; norms
+  // and biases stay as they are. On the CPU in float32 the weights are the constructor's
+  // for that seed; elsewhere the device's generator gives others. For benches of large
+  // shapes: build Uninitialized, move, then draw on the GPU, where the constructor would
+  // draw on one CPU core (a minute or more for billions of parameters).
+  absl::Status Randomize(uint64_t seed);
+
   // The same from flag values (ParsePlacement).
   absl::Status To(const std::string& device, const std::string& dtype);
   // Moves every parameter and table to `device` in `dtype` (float32, bfloat16 or float16;

@@ -639,5 +639,34 @@ TEST(ModelTest, CopyFromMakesIdenticalModels) {
   EXPECT_TRUE(at::equal(a.Forward(ids, at::Tensor()), b.Forward(ids, at::Tensor())));
 }
 
+TEST(ModelTest, RandomizeDrawsTheSeedsWeightsInPlace) {
+  ModelConfig c = testing_util::SmallModel({.d_model = 32, .n_layers = 2, .n_heads = 4,
+                                            .n_kv_heads = 2, .ffn_hidden = 48});
+  c.tie_embeddings = false;
+  c.qkv_bias = true;
+  c.qk_norm = true;
+  Transformer seeded(c, 7), drawn(c, Transformer::Uninitialized{});
+  std::vector<const void*> storage;
+  for (const auto& [name, p] : drawn.named_parameters()) storage.push_back(p.data_ptr());
+  ASSERT_TRUE(drawn.Randomize(7).ok());
+  const auto& want = seeded.named_parameters();
+  const auto& got = drawn.named_parameters();
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_TRUE(at::equal(got[i].second, want[i].second)) << got[i].first;
+    EXPECT_EQ(got[i].second.data_ptr(), storage[i]) << got[i].first << " moved";
+  }
+  // Another seed: other matrices, the norms and biases as they were.
+  ASSERT_TRUE(drawn.Randomize(8).ok());
+  int redrawn = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const bool same = at::equal(got[i].second, want[i].second);
+    const bool fixed = absl::StrContains(got[i].first, "norm") ||
+                       absl::StrContains(got[i].first, "bqkv");
+    EXPECT_EQ(same, fixed) << got[i].first;
+    redrawn += !same;
+  }
+  EXPECT_EQ(redrawn, 2 + 4 * c.n_layers);  // embedding, LM head, four matrices a layer
+}
+
 }  // namespace
 }  // namespace grpo
