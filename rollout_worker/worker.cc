@@ -112,10 +112,20 @@ struct RolloutWorker::State {
   }
 
   // Fails when the job's model is unusable here (model.hf_dir unreadable on this worker):
-  // then nothing changes, the lease expires and another worker gets its prompts.
+  // then nothing changes, the lease expires and another worker gets its prompts. Once the
+  // model is readable the old policy goes before the new one is built: two at once may
+  // not fit a GPU (two 32B policies do not fit an 80 GB card), and out of memory would
+  // then fail every switch. A policy that cannot be built (out of memory) leaves the
+  // worker with no job; the old job's next lease builds its policy again.
   absl::Status SwitchJob(const v1::LeasePromptsResponse& lease) {
     absl::StatusOr<hf::JobModel> job_model = hf::LoadJobModel(lease.spec());
     if (!job_model.ok()) return job_model.status();
+    if (policy) {
+      policy.reset();
+      job_id.clear();
+      learner_address.clear();
+      HoldVersion(-1);
+    }
     std::unique_ptr<Transformer> job_policy;
     if (absl::Status s = CatchTorch("building the policy", [&] {
           // Its weights always come from the learner (version 0 included).
