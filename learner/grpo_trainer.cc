@@ -144,7 +144,7 @@ absl::StatusOr<std::unique_ptr<GrpoTrainer>> GrpoTrainer::Create(
 // already each micro-batch's share of the whole batch's, normalised by global counts).
 // One float64 tensor on the policy's device: a micro-batch adds to it without waiting for
 // the device (an item() per metric would stall a GPU's queue a dozen times a micro-batch),
-// and the step reads it once, after the all-reduce (Into).
+// and the step reads it once, after the all-reduce (Fetch, then Into).
 struct GrpoTrainer::LossSums {
   enum Field {
     kLoss, kPolicyLoss, kKl, kClipLow, kClipHigh, kEntropy, kMismatch, kSamplerKl,
@@ -155,14 +155,17 @@ struct GrpoTrainer::LossSums {
     kValueLoss, kValueClip, kValues, kReturns, kReturnsSq, kResidual, kResidualSq,
     kFields
   };
-  at::Tensor sums;  // [kFields] float64
+  at::Tensor sums;  // [kFields] float64, on the device
+  at::Tensor host;  // the same, read back (Fetch)
 
-  explicit LossSums(const at::TensorOptions& device)
-      : sums(at::zeros({kFields}, device.dtype(at::kDouble))) {}
-
+  void Start(const at::TensorOptions& device) {
+    sums = at::zeros({kFields}, device.dtype(at::kDouble));
+  }
   void Add(Field field, const at::Tensor& scalar) {
     sums.select(0, field).add_(scalar.detach().to(at::kDouble));
   }
+  void Add(Field field, double value) { sums.select(0, field).add_(value); }
+  void Fetch() { host = sums.to(at::kCPU); }
 
   // One all-reduce makes them the whole batch's on every rank, as one rank would report
   // them.
@@ -172,7 +175,6 @@ struct GrpoTrainer::LossSums {
   }
 
   void Into(StepMetrics* m) const {
-    const at::Tensor host = sums.to(at::kCPU);
     const auto s = host.accessor<double, 1>();
     const double n = std::max(1.0, s[kTokens]);
     m->loss = s[kLoss];
@@ -413,17 +415,23 @@ absl::StatusOr<std::vector<GrpoTrainer::MicroBatch>> GrpoTrainer::PackMicroBatch
 // whitened over the whole batch: two float64 all-reduces (the mean, then the squared
 // deviations), so the result is WhitenMasked's over the full batch on every rank.
 absl::Status GrpoTrainer::EstimateAdvantages(std::vector<MicroBatch>& parts) const {
-  // On the device, read by nobody on the host: no sync per micro-batch.
-  const at::TensorOptions wide = policy_->tensor_options().dtype(at::kDouble);
-  at::Tensor moments, squares;  // [Σ A, tokens]; [Σ (A − mean)²]
-  auto reduce = [&](at::Tensor& t) -> absl::Status {
-    if (!options_.group || options_.group->world_size() == 1) return absl::OkStatus();
-    std::vector<at::Tensor> one{t};
-    return options_.group->AllReduceSum(one);
+  // Summed on the device as the micro-batches go, all-reduced, then read once: the mean
+  // and deviation are host scalars, as WhitenMasked's arithmetic has them.
+  at::Tensor sums;  // float64 on the device: [Σ A, tokens], then [Σ (A − mean)²]
+  double moments[2] = {0, 0};
+  auto reduce_and_read = [&](int n) -> absl::Status {
+    if (options_.group && options_.group->world_size() > 1) {
+      std::vector<at::Tensor> one{sums};
+      if (absl::Status s = options_.group->AllReduceSum(one); !s.ok()) return s;
+    }
+    return CatchTorch("reading PPO advantage moments", [&] {
+      const at::Tensor host = sums.to(at::kCPU);
+      for (int i = 0; i < n; ++i) moments[i] = host[i].item<double>();
+    });
   };
   absl::Status s = CatchTorch("PPO advantages", [&] {
     at::NoGradGuard no_grad;
-    moments = at::zeros({2}, wide);
+    sums = at::zeros({2}, policy_->tensor_options().dtype(at::kDouble));
     for (MicroBatch& mb : parts) {
       mb.old_values = critic_->Values(mb.batch);
       const at::TensorOptions like = mb.old_values.options();
@@ -437,25 +445,24 @@ absl::Status GrpoTrainer::EstimateAdvantages(std::vector<MicroBatch>& parts) con
                                             options_.ppo.lambda);
       mb.advantages = gae.advantages;
       mb.returns = gae.returns;
-      moments.add_(at::stack({gae.advantages.sum(), mask.sum()}).to(at::kDouble));
+      sums.select(0, 0).add_(gae.advantages.sum().to(at::kDouble));
+      sums.select(0, 1).add_(static_cast<double>(mb.batch.positions.numel()));
     }
   });
   if (!s.ok() || !options_.ppo.whiten_advantages) return s;
-  if (absl::Status r = reduce(moments); !r.ok()) return r;
-  at::Tensor mean, tokens;
+  if (absl::Status r = reduce_and_read(2); !r.ok()) return r;
+  const double mean = moments[0] / std::max(1.0, moments[1]), tokens = moments[1];
   s = CatchTorch("PPO advantage whitening", [&] {
-    tokens = moments[1];
-    mean = moments[0] / tokens.clamp_min(1.0);
-    squares = at::zeros({1}, wide);
+    sums = at::zeros({1}, sums.options());
     for (MicroBatch& mb : parts) {
       const at::Tensor mask = mb.batch.mask.to(mb.advantages.options());
-      squares.add_(((mb.advantages - mean) * mask).pow(2).sum().to(at::kDouble));
+      sums.add_(((mb.advantages - mean) * mask).pow(2).sum().to(at::kDouble));
     }
   });
   if (!s.ok()) return s;
-  if (absl::Status r = reduce(squares); !r.ok()) return r;
+  if (absl::Status r = reduce_and_read(1); !r.ok()) return r;
+  const double deviation = std::sqrt(moments[0] / std::max(1.0, tokens - 1));
   return CatchTorch("PPO advantage whitening", [&] {
-    const at::Tensor deviation = (squares[0] / (tokens - 1).clamp_min(1.0)).sqrt();
     for (MicroBatch& mb : parts) {
       const at::Tensor mask = mb.batch.mask.to(mb.advantages.options());
       mb.advantages = (mb.advantages - mean) / (deviation + 1e-8) * mask;
@@ -480,7 +487,7 @@ void GrpoTrainer::AddValueLoss(const Shard& shard, const MicroBatch& mb, LossSum
   const at::Tensor mask = mb.batch.mask.to(values.options());
   ValueLossTerms v =
       ClippedValueLoss(values, mb.old_values, mb.returns, mask, options_.ppo.value_clip);
-  const at::Tensor tokens = mask.sum();
+  const double tokens = static_cast<double>(mb.batch.positions.numel());  // exact, host
   const at::Tensor share = v.loss * (tokens / std::max(1.0, shard.loss.global_tokens));
   FlagNonFinite(share, nonfinite);
   share.backward();
@@ -488,7 +495,7 @@ void GrpoTrainer::AddValueLoss(const Shard& shard, const MicroBatch& mb, LossSum
     const at::Tensor v_now = values.detach();
     const at::Tensor residual = (mb.returns - v_now) * mask;
     sums->Add(LossSums::kValueLoss, share);
-    sums->Add(LossSums::kValueClip, v.clip_fraction * tokens.to(at::kDouble));
+    sums->Add(LossSums::kValueClip, v.clip_fraction * tokens);
     sums->Add(LossSums::kValues, v_now.sum());
     sums->Add(LossSums::kReturns, mb.returns.sum());
     sums->Add(LossSums::kReturnsSq, (mb.returns * mb.returns).sum());
@@ -536,6 +543,7 @@ absl::StatusOr<at::Tensor> GrpoTrainer::AccumulateGradients(const Shard& shard,
   at::Tensor nonfinite;
   absl::Status status = CatchTorch("GRPO step", [&] {
     nonfinite = at::zeros({1}, policy_->tensor_options());
+    if (sums) sums->Start(policy_->tensor_options());
     optimizer_->ZeroGrad();
     if (critic_optimizer_) critic_optimizer_->ZeroGrad();
     for (MicroBatch& mb : parts) {
@@ -546,8 +554,8 @@ absl::StatusOr<at::Tensor> GrpoTrainer::AccumulateGradients(const Shard& shard,
                                  mb.advantages, mb.batch.mask, shard.loss);
       FlagNonFinite(terms.loss, &nonfinite);
       if (sums) {
-        const at::Tensor tokens = mb.batch.mask.sum();
-        const at::Tensor counted = tokens.to(at::kDouble).clamp_min(1.0);  // GrpoLoss's means
+        const double tokens = static_cast<double>(mb.batch.positions.numel());
+        const double counted = std::max(1.0, tokens);  // GrpoLoss's token means
         sums->Add(LossSums::kLoss, terms.loss);
         sums->Add(LossSums::kPolicyLoss, terms.policy_loss);
         sums->Add(LossSums::kKl, terms.kl * counted);
@@ -573,7 +581,7 @@ absl::StatusOr<int> GrpoTrainer::Update(const Shard& shard, StepMetrics* m) {
   if (!parts.ok()) return parts.status();
   const int world = options_.group ? options_.group->world_size() : 1;
   for (int iteration = 0; iteration < options_.inner_iterations; ++iteration) {
-    LossSums sums(policy_->tensor_options());
+    LossSums sums;
     absl::StatusOr<at::Tensor> nonfinite =
         AccumulateGradients(shard, *parts, iteration == 0 ? &sums : nullptr);
     if (!nonfinite.ok()) return nonfinite.status();
@@ -591,7 +599,14 @@ absl::StatusOr<int> GrpoTrainer::Update(const Shard& shard, StepMetrics* m) {
       if (iteration == 0)
         if (absl::Status s = sums.Reduce(*options_.group); !s.ok()) return s;
     }
-    if (nonfinite_loss.item<double>() > 0) {
+    // The step's reads from the device: the flag, and the first pass's metrics.
+    bool skip = false;
+    absl::Status read = CatchTorch("reading the step's loss flags and metrics", [&] {
+      skip = nonfinite_loss.item<double>() > 0;
+      if (iteration == 0) sums.Fetch();
+    });
+    if (!read.ok()) return read;
+    if (skip) {
       optimizer_->ZeroGrad();
       if (critic_optimizer_) critic_optimizer_->ZeroGrad();
       return iteration;

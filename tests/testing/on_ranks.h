@@ -75,7 +75,8 @@ inline std::vector<std::unique_ptr<LearnerGroup>> JoinRanks(int world) {
   return {};
 }
 
-// Runs fn(rank, group) on `world` ranks, each in its own thread, once they have joined.
+// Runs fn(rank, group) on `world` ranks, each in its own thread, once they have joined
+// (not the threads that joined: for CPU groups, which keep no per-thread state).
 inline void OnRanks(int world, const std::function<void(int, LearnerGroup&)>& fn) {
   std::vector<std::unique_ptr<LearnerGroup>> groups = JoinRanks(world);
   if (groups.empty()) return;
