@@ -150,8 +150,7 @@ struct RolloutWorker::State {
     args.SetMaxReceiveMessageSize(8 << 20);
     learner = v1::LearnerService::NewStub(options.security.Channel(learner_address, args));
     policy = std::move(job_policy);
-    tokenizer = std::move(job_model->tokenizer);
-    version = -1;
+    tokenizer = std::move(job_model->tokenizer);  // version is -1: no policy held or released
     scorer = std::make_unique<RemoteScorer>(
         reward.get(), std::vector<v1::RewardFunctionSpec>(spec.rewards().begin(),
                                                           spec.rewards().end()));
@@ -183,10 +182,6 @@ struct RolloutWorker::State {
     return absl::OkStatus();
   }
 
-  // Makes sure we sample with weights at least `need` new, or the learner's newest when
-  // it is behind `need` (it restarted from a checkpoint: its newest is the freshest policy
-  // there is, and waiting for `need` would wait for a step that needs our groups first).
-  // Weights newer than the learner's newest came from before such a restart: dropped.
   // The weights now held are version v (-1: none), as the coordinator and metrics see it.
   void HoldVersion(int64_t v) {
     version = v;
@@ -194,6 +189,10 @@ struct RolloutWorker::State {
     metrics.policy_version.Set(static_cast<double>(version));
   }
 
+  // Makes sure we sample with weights at least `need` new, or the learner's newest when
+  // it is behind `need` (it restarted from a checkpoint: its newest is the freshest policy
+  // there is, and waiting for `need` would wait for a step that needs our groups first).
+  // Weights newer than the learner's newest came from before such a restart: dropped.
   absl::Status EnsureVersion(int64_t need, absl::Notification* stop) {
     Backoff backoff(std::chrono::milliseconds(50), std::chrono::seconds(1));
     const auto give_up = Clock::now() + options.weights_deadline;
